@@ -1,0 +1,41 @@
+package keyward
+
+import "errors"
+
+var (
+	// ErrNotObtained means the lock is held by another holder, so it was not obtained.
+	ErrNotObtained = errors.New("keyward: not obtained: held by another")
+
+	// ErrNotHeld means the lock is not held by this holder: it was released, it expired, or another holder
+	// took it after it expired.
+	ErrNotHeld = errors.New("keyward: not held")
+
+	// ErrLost means a lock that was held has been lost while its holder still meant to hold it: its
+	// validity deadline passed before a refresh succeeded, or its key was found deleted or taken by another.
+	// errors.Is(err, ErrNotHeld) is true for it as well.
+	ErrLost = &lostError{}
+
+	// ErrInvalid means an argument is not valid: an empty key, a ttl too small for the drift margin, a nil
+	// client, an option out of range.
+	ErrInvalid = errors.New("keyward: invalid argument")
+
+	// ErrWrongType means a key the lock uses holds a value of another type (Redis WRONGTYPE): some other
+	// program uses the same name.
+	ErrWrongType = errors.New("keyward: key holds another type")
+
+	// ErrReadOnly means the server is a read-only replica (Redis READONLY): locks must be taken on a primary.
+	ErrReadOnly = errors.New("keyward: server is read-only")
+
+	// ErrNoPermission means the connection's ACL user may not run a command or touch a key the lock needs
+	// (Redis NOPERM): grant it EVAL/EVALSHA, PUBLISH and the lock's keys.
+	ErrNoPermission = errors.New("keyward: no permission")
+
+	// ErrOutOfMemory means the server refused a write because it reached maxmemory (Redis OOM).
+	ErrOutOfMemory = errors.New("keyward: server out of memory")
+)
+
+// lostError is ErrLost: its own sentinel that also matches ErrNotHeld.
+type lostError struct{}
+
+func (*lostError) Error() string        { return "keyward: lock lost" }
+func (*lostError) Is(target error) bool { return target == ErrNotHeld }

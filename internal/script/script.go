@@ -1,0 +1,139 @@
+// Package script runs keyward's Lua scripts on one Redis node. Each operation is one round trip: EVALSHA, with
+// a fallback to EVAL when the server answers NOSCRIPT (after a restart or SCRIPT FLUSH), which also loads the
+// script again. The scripts are the .lua files in this directory, embedded in the binary.
+//
+// Every operation returns Redis errors classified with Classify, so callers can match keyward's sentinels.
+package script
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/keys"
+)
+
+var (
+	//go:embed acquire.lua
+	acquireSrc string
+	//go:embed release.lua
+	releaseSrc string
+	//go:embed refresh.lua
+	refreshSrc string
+	//go:embed pttl.lua
+	pttlSrc string
+
+	acquireScript = redis.NewScript(acquireSrc)
+	releaseScript = redis.NewScript(releaseSrc)
+	refreshScript = redis.NewScript(refreshSrc)
+	pttlScript    = redis.NewScript(pttlSrc)
+)
+
+// FenceTTL is how long a fencing counter lives after the last acquisition of its lock, at least. The counter
+// only has to outlive the holders it fenced: the next fence is at least the server's clock in microseconds, so
+// a counter that expired does not make fences go backwards.
+const FenceTTL = 24 * time.Hour
+
+// Publish is the command the release script announces a release with.
+type Publish string
+
+const (
+	// PublishPlain announces on a classic pub/sub channel (PUBLISH); right for a single server or Sentinel.
+	PublishPlain Publish = "PUBLISH"
+	// PublishSharded announces on a sharded channel (SPUBLISH, Redis 7+), which stays on the node that owns the
+	// lock's slot; right for Redis Cluster.
+	PublishSharded Publish = "SPUBLISH"
+)
+
+// Acquired is the answer of an acquire attempt.
+type Acquired struct {
+	// OK is true when the lock was taken.
+	OK bool
+	// Fence is the fencing token handed out, when OK.
+	Fence int64
+	// PTTL is the remaining ttl of the other holder's lock when not OK; negative when the key has no expiry.
+	PTTL time.Duration
+}
+
+// Acquire takes the lock n.Lock for value with the given ttl if it is free (SET NX PX) and advances its fencing
+// counter; otherwise it reports how long the current holder may keep it.
+func Acquire(ctx context.Context, c redis.Scripter, n keys.Names, value string, ttl time.Duration) (Acquired, error) {
+	fenceTTL := max(FenceTTL, 2*ttl)
+	res, err := acquireScript.Run(ctx, c, []string{n.Lock, n.Fence}, value, ttl.Milliseconds(), fenceTTL.Milliseconds()).Int64Slice()
+	if err != nil {
+		return Acquired{}, Classify(err)
+	}
+	if len(res) != 2 {
+		return Acquired{}, fmt.Errorf("keyward: acquire script answered %v", res)
+	}
+	if res[0] == 1 {
+		return Acquired{OK: true, Fence: res[1]}, nil
+	}
+	return Acquired{PTTL: time.Duration(res[1]) * time.Millisecond}, nil
+}
+
+// Release deletes n.Lock if it still holds value and announces the release on n.Channel. It reports whether
+// the lock was held by value.
+func Release(ctx context.Context, c redis.Scripter, n keys.Names, value string, publish Publish) (bool, error) {
+	res, err := releaseScript.Run(ctx, c, []string{n.Lock, n.Channel}, value, string(publish)).Int64()
+	return res == 1, Classify(err)
+}
+
+// Refresh sets the ttl of n.Lock if it still holds value. It reports whether the lock was held by value.
+func Refresh(ctx context.Context, c redis.Scripter, n keys.Names, value string, ttl time.Duration) (bool, error) {
+	res, err := refreshScript.Run(ctx, c, []string{n.Lock}, value, ttl.Milliseconds()).Int64()
+	return res == 1, Classify(err)
+}
+
+// PTTL returns the remaining ttl of n.Lock while it holds value (negative: no expiry), and whether it does.
+func PTTL(ctx context.Context, c redis.Scripter, n keys.Names, value string) (time.Duration, bool, error) {
+	res, err := pttlScript.Run(ctx, c, []string{n.Lock}, value).Int64()
+	if err != nil {
+		return 0, false, Classify(err)
+	}
+	if res == -3 {
+		return 0, false, nil
+	}
+	return time.Duration(res) * time.Millisecond, true, nil
+}
+
+// Classify wraps a Redis error reply that keyward has a sentinel for, so that both errors.Is(err, sentinel) and
+// the Redis error itself are available. Other errors (network, context) are returned as they are; nil stays nil.
+func Classify(err error) error {
+	var reply redis.Error
+	if err == nil || !errors.As(err, &reply) {
+		return err
+	}
+	msg := reply.Error()
+	for _, c := range classes {
+		// Redis 7 answers with the error of the failed call; older servers and miniredis wrap it as
+		// "ERR Error running script (...): @user_script:16: WRONGTYPE ...".
+		if strings.HasPrefix(msg, c.prefix+" ") || strings.Contains(msg, ": "+c.prefix+" ") {
+			return fmt.Errorf("%w: %w", c.sentinel, err)
+		}
+	}
+	return err
+}
+
+var classes = []struct {
+	prefix   string
+	sentinel error
+}{
+	{"WRONGTYPE", keyward.ErrWrongType},
+	{"READONLY", keyward.ErrReadOnly},
+	{"NOPERM", keyward.ErrNoPermission},
+	{"OOM", keyward.ErrOutOfMemory},
+}
+
+// IsReply reports whether err is an error reply from the server (the command ran and was refused) rather than a
+// failure to get an answer (network, timeout, cancelled context), after which the command may or may not have run.
+func IsReply(err error) bool {
+	var reply redis.Error
+	return errors.As(err, &reply)
+}

@@ -1,0 +1,193 @@
+package script_test
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/keys"
+	"github.com/keyward/keyward/internal/redistest"
+	"github.com/keyward/keyward/internal/script"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func serverMicros(t *testing.T, rdb *redis.Client) int64 {
+	now, err := rdb.Time(context.Background()).Result()
+	require.NoError(t, err)
+	return now.UnixMicro()
+}
+
+func TestAcquireReleaseRefreshPTTL(t *testing.T) {
+	redistest.ForEachServer(t, func(t *testing.T, rdb *redis.Client) {
+		ctx := context.Background()
+		n := keys.For("job")
+		before := serverMicros(t, rdb)
+
+		a, err := script.Acquire(ctx, rdb, n, "token-a", 10*time.Second)
+		require.NoError(t, err)
+		require.True(t, a.OK)
+		assert.GreaterOrEqual(t, a.Fence, before, "the fence is at least the server clock in µs")
+		assert.Equal(t, "token-a", rdb.Get(ctx, "job").Val())
+		stored, err := rdb.Get(ctx, n.Fence).Int64()
+		require.NoError(t, err, "the counter is stored as an integer, not in float notation")
+		assert.Equal(t, a.Fence, stored)
+
+		b, err := script.Acquire(ctx, rdb, n, "token-b", 10*time.Second)
+		require.NoError(t, err)
+		assert.False(t, b.OK)
+		assert.InDelta(t, 10*time.Second, b.PTTL, float64(time.Second), "a failed try learns the holder's PTTL")
+
+		ttl, ok, err := script.PTTL(ctx, rdb, n, "token-a")
+		require.NoError(t, err)
+		assert.True(t, ok)
+		assert.InDelta(t, 10*time.Second, ttl, float64(time.Second))
+		_, ok, err = script.PTTL(ctx, rdb, n, "token-b")
+		require.NoError(t, err)
+		assert.False(t, ok)
+
+		ok, err = script.Refresh(ctx, rdb, n, "token-b", time.Minute)
+		require.NoError(t, err)
+		assert.False(t, ok, "refresh with another token does nothing")
+		ok, err = script.Refresh(ctx, rdb, n, "token-a", time.Minute)
+		require.NoError(t, err)
+		assert.True(t, ok)
+		assert.InDelta(t, time.Minute, rdb.PTTL(ctx, "job").Val(), float64(time.Second))
+
+		ok, err = script.Release(ctx, rdb, n, "token-b", script.PublishPlain)
+		require.NoError(t, err)
+		assert.False(t, ok, "release with another token does nothing")
+		assert.Equal(t, "token-a", rdb.Get(ctx, "job").Val())
+
+		sub := rdb.Subscribe(ctx, n.Channel)
+		defer sub.Close()
+		_, err = sub.Receive(ctx) // the subscription is confirmed
+		require.NoError(t, err)
+		ok, err = script.Release(ctx, rdb, n, "token-a", script.PublishPlain)
+		require.NoError(t, err)
+		assert.True(t, ok)
+		assert.Zero(t, rdb.Exists(ctx, "job").Val())
+		msg, err := sub.ReceiveMessage(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, n.Channel, msg.Channel, "the release is announced on the lock's channel")
+	})
+}
+
+func TestFenceNeverGoesBackwards(t *testing.T) {
+	redistest.ForEachServer(t, func(t *testing.T, rdb *redis.Client) {
+		ctx := context.Background()
+		n := keys.For("counter")
+		var last int64
+		acquire := func(why string) {
+			value := "holder-" + strconv.FormatInt(last, 10)
+			a, err := script.Acquire(ctx, rdb, n, value, time.Second)
+			require.NoError(t, err)
+			require.True(t, a.OK)
+			assert.Greater(t, a.Fence, last, why)
+			last = a.Fence
+			ok, err := script.Release(ctx, rdb, n, value, script.PublishPlain)
+			require.NoError(t, err)
+			require.True(t, ok)
+		}
+		for i := range 5 {
+			acquire("holder " + strconv.Itoa(i))
+		}
+		require.NoError(t, rdb.ScriptFlush(ctx).Err())
+		acquire("after SCRIPT FLUSH (EVALSHA answers NOSCRIPT, EVAL reloads)")
+		require.NoError(t, rdb.Del(ctx, n.Fence).Err())
+		acquire("after the counter was lost")
+		// A counter ahead of the clock (many acquisitions within a microsecond, or a clock that stepped back)
+		// still advances by one.
+		require.NoError(t, rdb.Set(ctx, n.Fence, last+1_000_000_000, 0).Err())
+		acquire("counter ahead of the clock")
+		assert.Equal(t, strconv.FormatInt(last, 10), rdb.Get(ctx, n.Fence).Val())
+	})
+}
+
+func TestFenceSurvivesRestartWithoutPersistence(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	ctx := context.Background()
+	n := keys.For("report")
+	first, err := script.Acquire(ctx, rdb, n, "before", time.Second)
+	require.NoError(t, err)
+	require.True(t, first.OK)
+
+	srv.Restart(t) // empty: no RDB, no AOF
+	require.Zero(t, rdb.Exists(ctx, n.Fence).Val(), "the restarted server forgot the counter")
+
+	second, err := script.Acquire(ctx, rdb, n, "after", time.Second)
+	require.NoError(t, err)
+	require.True(t, second.OK)
+	assert.Greater(t, second.Fence, first.Fence)
+}
+
+func TestWrongType(t *testing.T) {
+	redistest.ForEachServer(t, func(t *testing.T, rdb *redis.Client) {
+		ctx := context.Background()
+		n := keys.For("listy")
+		require.NoError(t, rdb.RPush(ctx, n.Lock, "x").Err())
+		_, err := script.Acquire(ctx, rdb, n, "tok", time.Second)
+		require.ErrorIs(t, err, keyward.ErrWrongType, "a list under the lock's name is an error, not a held lock")
+		assert.Contains(t, err.Error(), "WRONGTYPE", "the Redis error is kept")
+		_, err = script.Release(ctx, rdb, n, "tok", script.PublishPlain)
+		assert.ErrorIs(t, err, keyward.ErrWrongType)
+		_, err = script.Refresh(ctx, rdb, n, "tok", time.Second)
+		assert.ErrorIs(t, err, keyward.ErrWrongType)
+		_, _, err = script.PTTL(ctx, rdb, n, "tok")
+		assert.ErrorIs(t, err, keyward.ErrWrongType)
+
+		m := keys.For("hashy-fence")
+		require.NoError(t, rdb.HSet(ctx, m.Fence, "f", "v").Err())
+		_, err = script.Acquire(ctx, rdb, m, "tok", time.Second)
+		require.ErrorIs(t, err, keyward.ErrWrongType)
+		assert.Zero(t, rdb.Exists(ctx, m.Lock).Val(), "nothing was written when the counter has the wrong type")
+	})
+}
+
+func TestServerRefusals(t *testing.T) {
+	ctx := context.Background()
+	n := keys.For("job")
+
+	t.Run("READONLY replica", func(t *testing.T) {
+		srv := redistest.StartN(t, 2)
+		primary, replica := srv[0], srv[1].Client(t)
+		require.NoError(t, replica.SlaveOf(ctx, "127.0.0.1", strconv.Itoa(primary.Port())).Err())
+		_, err := script.Acquire(ctx, replica, n, "tok", time.Second)
+		require.ErrorIs(t, err, keyward.ErrReadOnly)
+		assert.Contains(t, err.Error(), "READONLY")
+	})
+
+	t.Run("NOPERM", func(t *testing.T) {
+		srv := redistest.Start(t)
+		admin := srv.Client(t)
+		require.NoError(t, admin.Do(ctx, "ACL", "SETUSER", "app", "on", ">secret", "~other:*", "+@all").Err())
+		opt := srv.ClientOptions()
+		opt.Username, opt.Password = "app", "secret"
+		app := redis.NewClient(opt)
+		defer app.Close()
+		_, err := script.Acquire(ctx, app, n, "tok", time.Second)
+		require.ErrorIs(t, err, keyward.ErrNoPermission)
+		assert.Contains(t, err.Error(), "NOPERM")
+	})
+
+	t.Run("OOM", func(t *testing.T) {
+		srv := redistest.Start(t, redistest.WithArgs("--maxmemory", "1", "--maxmemory-policy", "noeviction"))
+		_, err := script.Acquire(ctx, srv.Client(t), n, "tok", time.Second)
+		require.ErrorIs(t, err, keyward.ErrOutOfMemory)
+		assert.Contains(t, err.Error(), "OOM")
+	})
+}
+
+func TestClassifyLeavesOtherErrorsAlone(t *testing.T) {
+	assert.NoError(t, script.Classify(nil))
+	assert.Equal(t, context.Canceled, script.Classify(context.Canceled))
+	assert.False(t, script.IsReply(context.DeadlineExceeded))
+}

@@ -1,0 +1,137 @@
+package lock
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/keys"
+	"github.com/keyward/keyward/internal/lease"
+	"github.com/keyward/keyward/internal/script"
+	"github.com/keyward/keyward/internal/token"
+)
+
+// A Client takes locks on one Redis deployment through the caller's client. It is safe for concurrent use and
+// cheap to keep for the life of the program.
+type Client struct {
+	rdb     redis.UniversalClient
+	opts    options
+	publish script.Publish
+}
+
+// New returns a Client that takes locks through rdb, with opts as the defaults for every lock. It returns an
+// ErrInvalid error for a nil rdb or an invalid option. On a *redis.ClusterClient, releases are announced on
+// sharded channels (SPUBLISH, Redis 7+), which stay on the node that owns the lock.
+func New(rdb redis.UniversalClient, opts ...Option) (*Client, error) {
+	if rdb == nil {
+		return nil, fmt.Errorf("%w: nil redis client", keyward.ErrInvalid)
+	}
+	o, err := defaultOptions().with(opts)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{rdb: rdb, opts: o, publish: script.PublishPlain}
+	if _, ok := rdb.(*redis.ClusterClient); ok {
+		c.publish = script.PublishSharded
+	}
+	return c, nil
+}
+
+// TryObtain takes the lock key for ttl if it is free, in one round trip. It returns an error matching
+// ErrNotObtained when another holder has it, and never waits.
+//
+// If the attempt fails without an answer from the server (a timeout, a dropped connection, a cancelled ctx),
+// the lock may have been taken on the server all the same: TryObtain then sends a best-effort release for its
+// token, so the key is not left behind, and returns the error, never a lock.
+func (c *Client) TryObtain(ctx context.Context, key string, ttl time.Duration, opts ...Option) (*Lock, error) {
+	a, err := c.newAttempt(ctx, key, ttl, opts)
+	if err != nil {
+		return nil, err
+	}
+	l, _, err := a.try(ctx)
+	return l, err
+}
+
+// attempt is one caller's attempt to take a lock, with the value it will store.
+type attempt struct {
+	c     *Client
+	key   string
+	names keys.Names
+	value string
+	ttl   time.Duration
+	opts  options
+}
+
+func (c *Client) newAttempt(ctx context.Context, key string, ttl time.Duration, opts []Option) (*attempt, error) {
+	o, err := c.opts.with(opts)
+	if err != nil {
+		return nil, err
+	}
+	if key == "" {
+		return nil, fmt.Errorf("%w: empty lock key", keyward.ErrInvalid)
+	}
+	if err := o.drift.CheckTTL(ttl); err != nil {
+		return nil, fmt.Errorf("lock %q: %w", key, err)
+	}
+	if ttl%time.Millisecond != 0 {
+		// Redis keeps milliseconds; rounding down keeps the server's expiry before the local deadline.
+		ttl = ttl.Truncate(time.Millisecond)
+	}
+	if err := context.Cause(ctx); err != nil {
+		return nil, err
+	}
+	return &attempt{
+		c:     c,
+		key:   key,
+		names: keys.For(o.prefix + key),
+		value: token.New(o.metadata),
+		ttl:   ttl,
+		opts:  o,
+	}, nil
+}
+
+// try runs the acquire script once. Without the lock, it returns how long the holder may keep it.
+func (a *attempt) try(ctx context.Context) (*Lock, time.Duration, error) {
+	start := time.Now()
+	res, err := script.Acquire(ctx, a.c.rdb, a.names, a.value, a.ttl)
+	if err != nil {
+		if !script.IsReply(err) {
+			a.cleanUp(ctx)
+		}
+		return nil, 0, fmt.Errorf("lock %q: acquire: %w", a.key, err)
+	}
+	if !res.OK {
+		return nil, res.PTTL, fmt.Errorf("lock %q: %w", a.key, keyward.ErrNotObtained)
+	}
+	return a.c.newLock(a, start, res.Fence), 0, nil
+}
+
+// cleanUp releases the lock in case an acquire whose answer was lost did take it. It uses a context of its own,
+// since ctx may be what ended the acquire.
+func (a *attempt) cleanUp(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(a.ttl, 2*time.Second))
+	defer cancel()
+	_, _ = script.Release(cctx, a.c.rdb, a.names, a.value, a.c.publish)
+}
+
+func (c *Client) newLock(a *attempt, start time.Time, fence int64) *Lock {
+	l := &Lock{c: c, key: a.key, names: a.names, value: a.value, fence: fence}
+	l.lease = lease.New(lease.Config{
+		Start:       start,
+		TTL:         a.ttl,
+		Drift:       a.opts.drift,
+		AutoRefresh: a.opts.autoRefresh,
+		Ops: lease.Ops{
+			Refresh: func(ctx context.Context, ttl time.Duration) (bool, error) {
+				return script.Refresh(ctx, c.rdb, l.names, l.value, ttl)
+			},
+			Release: func(ctx context.Context) (bool, error) {
+				return script.Release(ctx, c.rdb, l.names, l.value, c.publish)
+			},
+		},
+	})
+	return l
+}

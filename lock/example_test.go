@@ -1,0 +1,88 @@
+package lock_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/keyward/keyward/lock"
+)
+
+// Two replicas race for the nightly report: one obtains the lock, the other learns that it is taken.
+func Example() {
+	srv, _ := miniredis.Run() // an embedded Redis for the example; use your own client in production
+	defer srv.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer rdb.Close()
+	ctx := context.Background()
+
+	replicaA, _ := lock.New(rdb)
+	replicaB, _ := lock.New(rdb)
+
+	l, err := replicaA.TryObtain(ctx, "nightly-report", time.Minute, lock.WithAutoRefresh())
+	if err != nil {
+		fmt.Println("A:", err)
+		return
+	}
+	fmt.Println("A: obtained nightly-report")
+
+	_, err = replicaB.TryObtain(ctx, "nightly-report", time.Minute)
+	if errors.Is(err, lock.ErrNotObtained) {
+		fmt.Println("B: another replica runs the report")
+	}
+
+	// ... A runs the report, watching l.Lost() if it must stop when the lock cannot be kept ...
+
+	if err := l.Release(ctx); err != nil {
+		fmt.Println("A:", err)
+	}
+	fmt.Println("A: released")
+	// Output:
+	// A: obtained nightly-report
+	// B: another replica runs the report
+	// A: released
+}
+
+// A replica increments a shared counter through Guard: the write commits only while the lock is still held, so
+// a replica that stalled past the ttl while another took over cannot overwrite the newer value.
+func ExampleLock_Guard() {
+	srv, _ := miniredis.Run()
+	defer srv.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer rdb.Close()
+	ctx := context.Background()
+	locks, _ := lock.New(rdb)
+
+	// Keys that share the hash tag {stock} live in one Redis Cluster slot, as Guard's transaction needs.
+	l, err := locks.TryObtain(ctx, "{stock}:lock", 10*time.Second)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	count, _ := rdb.Get(ctx, "{stock}:count").Int()
+	err = l.Guard(ctx, func(pipe redis.Pipeliner) error {
+		pipe.Set(ctx, "{stock}:count", count+1, 0)
+		return nil
+	})
+	fmt.Println("first write:", err)
+
+	// The holder stalls; its lock expires and another replica takes it.
+	srv.FastForward(11 * time.Second)
+	other, _ := locks.TryObtain(ctx, "{stock}:lock", 10*time.Second)
+
+	err = l.Guard(ctx, func(pipe redis.Pipeliner) error {
+		pipe.Set(ctx, "{stock}:count", 0, 0)
+		return nil
+	})
+	fmt.Println("late write refused:", errors.Is(err, lock.ErrLost))
+	fmt.Println("count:", rdb.Get(ctx, "{stock}:count").Val())
+	_ = other.Release(ctx)
+	// Output:
+	// first write: <nil>
+	// late write refused: true
+	// count: 1
+}

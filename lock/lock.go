@@ -1,0 +1,88 @@
+package lock
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/keys"
+	"github.com/keyward/keyward/internal/lease"
+	"github.com/keyward/keyward/internal/script"
+)
+
+// A Lock is a held lock. Its methods are safe for concurrent use. A Lock must not be copied.
+type Lock struct {
+	c     *Client
+	key   string
+	names keys.Names
+	value string
+	fence int64
+	lease *lease.Lease
+}
+
+// Key returns the key the lock was obtained for, without the client's prefix.
+func (l *Lock) Key() string { return l.key }
+
+// Token returns the value stored under the lock key: the random token and the holder's metadata.
+func (l *Lock) Token() string { return l.value }
+
+// Fence returns the lock's fencing token: larger than that of every earlier holder of the same key on the same
+// server, even across a restart that lost the data (it is at least the server's clock in microseconds), unless
+// the server's clock stepped back. Storage that remembers the largest fence it has seen and refuses smaller
+// ones cannot be written by a holder that was paused past its ttl.
+func (l *Lock) Fence() int64 { return l.fence }
+
+// Until returns the local time until which the lock is known to be held: (time before the acquire or the last
+// successful refresh was sent) + ttl − drift. After it, the lock must be presumed lost.
+func (l *Lock) Until() time.Time { return l.lease.Until() }
+
+// Lost returns a channel that is closed when the lock is lost: its validity deadline passed (without
+// auto-refresh, at [Lock.Until]; with it, when refreshes failed until then), or a refresh, TTL or Guard found the
+// key expired or taken. Release does not close it.
+func (l *Lock) Lost() <-chan struct{} { return l.lease.Lost() }
+
+// Err returns why the lock was lost (an error matching ErrLost), or nil while it is held or once released.
+func (l *Lock) Err() error { return l.lease.Err() }
+
+// TTL returns how long the key will live on the server. A lock found expired or taken is lost and returns an
+// error matching ErrLost.
+func (l *Lock) TTL(ctx context.Context) (time.Duration, error) {
+	if err := l.lease.Check(); err != nil {
+		return 0, l.wrap(err)
+	}
+	ttl, ok, err := script.PTTL(ctx, l.c.rdb, l.names, l.value)
+	if err != nil {
+		return 0, l.wrap(err)
+	}
+	if !ok {
+		l.lease.MarkLost(fmt.Errorf("%w: key expired or was taken by another holder", keyward.ErrLost))
+		return 0, l.wrap(l.lease.Err())
+	}
+	return ttl, nil
+}
+
+// Refresh sets the lock's ttl to ttl, which must exceed the drift margin (a ttl ≤ 0 is an ErrInvalid error:
+// Redis would delete the key). A lock found expired or taken is lost: the error matches ErrLost. Any other error
+// leaves the lock held until its current deadline.
+func (l *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
+	return l.wrap(l.lease.Refresh(ctx, ttl.Truncate(time.Millisecond)))
+}
+
+// Release gives the lock back: the key is deleted only if it still holds this lock's token, and waiters are
+// told at once. A second Release returns nil without a round trip.
+//
+// It returns an error matching ErrNotHeld when the lock had expired or been taken by another holder (whose key
+// is left alone), and the loss error (matching ErrLost) when the lock was lost before. After any other error
+// (network, timeout) the outcome is unknown; Release may be called again, and then reports ErrNotHeld if the
+// first call did reach the server.
+func (l *Lock) Release(ctx context.Context) error {
+	return l.wrap(l.lease.Release(ctx))
+}
+
+func (l *Lock) wrap(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("lock %q: %w", l.key, err)
+}

@@ -1,0 +1,385 @@
+package lock_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/keyward/keyward/internal/redistest"
+	"github.com/keyward/keyward/lock"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// inBubble runs test inside a testing/synctest bubble with a miniredis whose keys expire on the bubble's clock.
+func inBubble(t *testing.T, test func(t *testing.T, m *miniredis.Miniredis, locks *lock.Client)) {
+	synctest.Test(t, func(t *testing.T) {
+		m := miniredis.NewMiniRedis()
+		defer m.Close()
+		rdb := redistest.SynctestClient(m)
+		defer rdb.Close()
+		locks, err := lock.New(rdb)
+		require.NoError(t, err)
+		test(t, m, locks)
+	})
+}
+
+func newClient(t *testing.T, rdb redis.UniversalClient, opts ...lock.Option) *lock.Client {
+	locks, err := lock.New(rdb, opts...)
+	require.NoError(t, err)
+	return locks
+}
+
+func TestObtainAndRelease(t *testing.T) {
+	redistest.ForEachServer(t, func(t *testing.T, rdb *redis.Client) {
+		ctx := context.Background()
+		locks := newClient(t, rdb, lock.WithPrefix("locks:"))
+
+		l, err := locks.TryObtain(ctx, "report", 10*time.Second)
+		require.NoError(t, err)
+		assert.Equal(t, "report", l.Key())
+		assert.Equal(t, l.Token(), rdb.Get(ctx, "locks:report").Val(), "the prefixed key holds the token")
+		assert.Contains(t, l.Token(), "pid="+strconv.Itoa(os.Getpid()), "the token carries the holder's pid")
+		assert.Positive(t, l.Fence())
+		assert.WithinDuration(t, time.Now().Add(10*time.Second), l.Until(), 200*time.Millisecond)
+
+		_, err = locks.TryObtain(ctx, "report", 10*time.Second)
+		require.ErrorIs(t, err, lock.ErrNotObtained)
+		assert.Contains(t, err.Error(), `"report"`)
+
+		ttl, err := l.TTL(ctx)
+		require.NoError(t, err)
+		assert.InDelta(t, 10*time.Second, ttl, float64(time.Second))
+
+		require.NoError(t, l.Refresh(ctx, time.Minute))
+		ttl, err = l.TTL(ctx)
+		require.NoError(t, err)
+		assert.InDelta(t, time.Minute, ttl, float64(time.Second))
+
+		require.NoError(t, l.Release(ctx))
+		assert.Zero(t, rdb.Exists(ctx, "locks:report").Val())
+		assert.NoError(t, l.Err(), "a clean release is not a loss")
+		select {
+		case <-l.Lost():
+			t.Fatal("Release closed Lost")
+		default:
+		}
+
+		next, err := locks.TryObtain(ctx, "report", time.Second)
+		require.NoError(t, err)
+		assert.Greater(t, next.Fence(), l.Fence(), "the next holder's fence is larger")
+		require.NoError(t, next.Release(ctx))
+	})
+}
+
+func TestSecondReleaseNeedsNoRoundTrip(t *testing.T) {
+	_, rdb := redistest.Miniredis(t)
+	ctx := context.Background()
+	l, err := newClient(t, rdb).TryObtain(ctx, "k", time.Second)
+	require.NoError(t, err)
+	require.NoError(t, l.Release(ctx))
+	require.NoError(t, rdb.Close())
+	assert.NoError(t, l.Release(ctx), "already released: nil, and no command is sent on the closed client")
+}
+
+func TestReleaseAfterExpiryLeavesTheNextHolderAlone(t *testing.T) {
+	inBubble(t, func(t *testing.T, m *miniredis.Miniredis, locks *lock.Client) {
+		ctx := context.Background()
+		first, err := locks.TryObtain(ctx, "job", time.Second)
+		require.NoError(t, err)
+
+		time.Sleep(time.Second + time.Millisecond)
+		<-first.Lost() // closed at the validity deadline, without auto-refresh
+		require.ErrorIs(t, first.Err(), lock.ErrLost)
+
+		second, err := locks.TryObtain(ctx, "job", time.Second)
+		require.NoError(t, err, "the expired key is free")
+
+		require.ErrorIs(t, first.Refresh(ctx, time.Second), lock.ErrLost)
+		_, err = first.TTL(ctx)
+		require.ErrorIs(t, err, lock.ErrLost)
+
+		err = first.Release(ctx)
+		require.ErrorIs(t, err, lock.ErrNotHeld)
+		require.ErrorIs(t, err, lock.ErrLost)
+		got, _ := m.Get("job")
+		assert.Equal(t, second.Token(), got, "the late release did not delete the new holder's key")
+		require.NoError(t, second.Release(ctx))
+	})
+}
+
+func TestLostIsClosedAtTheDeadlineNotBefore(t *testing.T) {
+	inBubble(t, func(t *testing.T, _ *miniredis.Miniredis, locks *lock.Client) {
+		start := time.Now()
+		l, err := locks.TryObtain(context.Background(), "job", time.Second)
+		require.NoError(t, err)
+		<-l.Lost()
+		// Default drift: 1 % of 1 s + 2 ms.
+		assert.Equal(t, time.Second-12*time.Millisecond, time.Since(start))
+		assert.Equal(t, start.Add(time.Second-12*time.Millisecond), l.Until())
+	})
+}
+
+func TestAutoRefreshKeepsTheLockForManyTTLs(t *testing.T) {
+	inBubble(t, func(t *testing.T, m *miniredis.Miniredis, locks *lock.Client) {
+		ctx := context.Background()
+		l, err := locks.TryObtain(ctx, "job", time.Second, lock.WithAutoRefresh())
+		require.NoError(t, err)
+
+		time.Sleep(10 * time.Second)
+		select {
+		case <-l.Lost():
+			t.Fatalf("lost after 10 ttls: %v", l.Err())
+		default:
+		}
+		ttl, err := l.TTL(ctx)
+		require.NoError(t, err)
+		assert.Greater(t, ttl, time.Second/2)
+		_, err = locks.TryObtain(ctx, "job", time.Second)
+		require.ErrorIs(t, err, lock.ErrNotObtained)
+		require.NoError(t, l.Release(ctx))
+		assert.False(t, m.Exists("job"))
+	})
+}
+
+func TestAutoRefreshReportsLoss(t *testing.T) {
+	tests := []struct {
+		name  string
+		steal func(m *miniredis.Miniredis)
+	}{
+		{"key deleted", func(m *miniredis.Miniredis) { m.Del("job") }},
+		{"key taken by another", func(m *miniredis.Miniredis) { m.Set("job", "someone else") }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			inBubble(t, func(t *testing.T, m *miniredis.Miniredis, locks *lock.Client) {
+				ctx := context.Background()
+				l, err := locks.TryObtain(ctx, "job", 3*time.Second, lock.WithAutoRefresh())
+				require.NoError(t, err)
+				tt.steal(m)
+				start := time.Now()
+				<-l.Lost()
+				assert.Equal(t, time.Second, time.Since(start), "noticed at the next refresh, a third of the ttl")
+				require.ErrorIs(t, l.Err(), lock.ErrLost)
+				require.ErrorIs(t, l.Release(ctx), lock.ErrLost)
+				if tt.name == "key taken by another" {
+					got, _ := m.Get("job")
+					assert.Equal(t, "someone else", got)
+				}
+			})
+		})
+	}
+}
+
+func TestAutoRefreshRetriesUntilTheDeadline(t *testing.T) {
+	t.Run("the server recovers in time", func(t *testing.T) {
+		inBubble(t, func(t *testing.T, m *miniredis.Miniredis, locks *lock.Client) {
+			l, err := locks.TryObtain(context.Background(), "job", 3*time.Second, lock.WithAutoRefresh())
+			require.NoError(t, err)
+			m.SetError("LOADING Redis is loading the dataset in memory")
+			time.Sleep(2 * time.Second) // the refresh at 1 s and its retries fail
+			m.SetError("")
+			time.Sleep(2 * time.Second) // a retry before the deadline (2.968 s) succeeds
+			select {
+			case <-l.Lost():
+				t.Fatalf("lost: %v", l.Err())
+			default:
+			}
+			require.NoError(t, l.Release(context.Background()))
+		})
+	})
+	t.Run("the server does not", func(t *testing.T) {
+		inBubble(t, func(t *testing.T, m *miniredis.Miniredis, locks *lock.Client) {
+			start := time.Now()
+			l, err := locks.TryObtain(context.Background(), "job", 3*time.Second, lock.WithAutoRefresh())
+			require.NoError(t, err)
+			m.SetError("LOADING Redis is loading the dataset in memory")
+			<-l.Lost()
+			assert.Equal(t, l.Until(), start.Add(3*time.Second-32*time.Millisecond))
+			assert.Equal(t, l.Until(), time.Now(), "lost exactly at the validity deadline")
+			require.ErrorIs(t, l.Err(), lock.ErrLost)
+			m.SetError("")
+			require.ErrorIs(t, l.Release(context.Background()), lock.ErrLost)
+		})
+	})
+}
+
+func TestGuard(t *testing.T) {
+	redistest.ForEachServer(t, func(t *testing.T, rdb *redis.Client) {
+		ctx := context.Background()
+		locks := newClient(t, rdb)
+		l, err := locks.TryObtain(ctx, "{counter}:lock", 10*time.Second)
+		require.NoError(t, err)
+
+		require.NoError(t, l.Guard(ctx, func(p redis.Pipeliner) error {
+			p.IncrBy(ctx, "{counter}:value", 5)
+			return nil
+		}))
+		assert.Equal(t, "5", rdb.Get(ctx, "{counter}:value").Val())
+
+		// The holder stalls; its key expires and another replica takes the lock.
+		require.NoError(t, rdb.Del(ctx, "{counter}:lock").Err())
+		other, err := locks.TryObtain(ctx, "{counter}:lock", 10*time.Second)
+		require.NoError(t, err)
+
+		err = l.Guard(ctx, func(p redis.Pipeliner) error {
+			p.IncrBy(ctx, "{counter}:value", 100)
+			return nil
+		})
+		require.ErrorIs(t, err, lock.ErrLost, "the late write is refused")
+		assert.Equal(t, "5", rdb.Get(ctx, "{counter}:value").Val(), "and did not happen")
+		<-l.Lost()
+		require.NoError(t, other.Release(ctx))
+	})
+}
+
+func TestGuardRetriesWhenItsOwnRefreshTouchedTheKey(t *testing.T) {
+	_, rdb := redistest.Miniredis(t)
+	ctx := context.Background()
+	l, err := newClient(t, rdb).TryObtain(ctx, "job", 10*time.Second)
+	require.NoError(t, err)
+	calls := 0
+	require.NoError(t, l.Guard(ctx, func(p redis.Pipeliner) error {
+		calls++
+		if calls == 1 {
+			// Between WATCH and EXEC the holder refreshes its own lock, which touches the key.
+			require.NoError(t, l.Refresh(ctx, 20*time.Second))
+		}
+		p.Set(ctx, "out", calls, 0)
+		return nil
+	}))
+	assert.Equal(t, 2, calls)
+	assert.Equal(t, "2", rdb.Get(ctx, "out").Val())
+}
+
+func TestBadInput(t *testing.T) {
+	_, rdb := redistest.Miniredis(t)
+	ctx := context.Background()
+	locks := newClient(t, rdb)
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+
+	_, err := lock.New(nil)
+	assert.ErrorIs(t, err, lock.ErrInvalid, "nil client")
+	_, err = lock.New(rdb, lock.WithDrift(-1, 0))
+	assert.ErrorIs(t, err, lock.ErrInvalid, "negative drift")
+
+	tests := []struct {
+		name string
+		ctx  context.Context
+		key  string
+		ttl  time.Duration
+		opts []lock.Option
+		want error
+	}{
+		{"empty key", ctx, "", time.Second, nil, lock.ErrInvalid},
+		{"zero ttl", ctx, "k", 0, nil, lock.ErrInvalid},
+		{"negative ttl", ctx, "k", -time.Second, nil, lock.ErrInvalid},
+		{"ttl within the drift margin", ctx, "k", 2 * time.Millisecond, nil, lock.ErrInvalid},
+		{"drift factor of one", ctx, "k", time.Second, []lock.Option{lock.WithDrift(1, 0)}, lock.ErrInvalid},
+		{"cancelled context", cancelled, "k", time.Second, nil, context.Canceled},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l, err := locks.TryObtain(tt.ctx, tt.key, tt.ttl, tt.opts...)
+			assert.ErrorIs(t, err, tt.want)
+			assert.Nil(t, l)
+		})
+	}
+	assert.Zero(t, rdb.DBSize(ctx).Val(), "no bad input reached the server")
+
+	l, err := locks.TryObtain(ctx, "k", time.Second)
+	require.NoError(t, err)
+	assert.ErrorIs(t, l.Refresh(ctx, 0), lock.ErrInvalid, "PEXPIRE 0 would delete the key")
+	assert.ErrorIs(t, l.Refresh(ctx, -time.Second), lock.ErrInvalid)
+	assert.Equal(t, int64(1), rdb.Exists(ctx, "k").Val())
+
+	require.NoError(t, rdb.LPush(ctx, "a-list", "x").Err())
+	_, err = locks.TryObtain(ctx, "a-list", time.Second)
+	assert.ErrorIs(t, err, lock.ErrWrongType)
+	assert.Contains(t, err.Error(), "WRONGTYPE")
+}
+
+// lostReply lets the server run the first command whose name matches, then reports an i/o timeout as if its
+// reply had been lost on the way back.
+type lostReply struct {
+	name string
+	done atomic.Bool
+}
+
+func (h *lostReply) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *lostReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (h *lostReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if strings.EqualFold(cmd.Name(), h.name) && h.done.CompareAndSwap(false, true) {
+			err = &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
+			cmd.SetErr(err)
+		}
+		return err
+	}
+}
+
+func TestAmbiguousAcquireIsCleanedUp(t *testing.T) {
+	redistest.ForEachServer(t, func(t *testing.T, rdb *redis.Client) {
+		ctx := context.Background()
+		hook := &lostReply{name: "evalsha"}
+		require.NoError(t, rdb.ScriptLoad(ctx, "return 1").Err()) // warm the connection
+		locks := newClient(t, rdb)
+		_, err := locks.TryObtain(ctx, "warm", time.Second) // load the acquire script
+		require.NoError(t, err)
+		rdb.AddHook(hook)
+
+		l, err := locks.TryObtain(ctx, "upload", 10*time.Second)
+		require.Error(t, err)
+		assert.Nil(t, l)
+		assert.ErrorIs(t, err, os.ErrDeadlineExceeded, "the timeout is reported, not success")
+		assert.NotErrorIs(t, err, lock.ErrNotObtained)
+		assert.True(t, hook.done.Load())
+		assert.Zero(t, rdb.Exists(ctx, "upload").Val(), "the key the server did set was released")
+	})
+}
+
+func TestMutualExclusion(t *testing.T) {
+	redistest.ForEachServer(t, func(t *testing.T, rdb *redis.Client) {
+		ctx := context.Background()
+		locks := newClient(t, rdb)
+		var inside, entered atomic.Int64
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				for range 50 {
+					l, err := locks.TryObtain(ctx, "shared", 5*time.Second)
+					if errors.Is(err, lock.ErrNotObtained) {
+						continue
+					}
+					if !assert.NoError(t, err) {
+						return
+					}
+					assert.Equal(t, int64(1), inside.Add(1), "two holders at once")
+					entered.Add(1)
+					inside.Add(-1)
+					assert.NoError(t, l.Release(ctx))
+				}
+			})
+		}
+		wg.Wait()
+		assert.Positive(t, entered.Load())
+	})
+}
