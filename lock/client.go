@@ -10,6 +10,7 @@ import (
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/keys"
 	"github.com/keyward/keyward/internal/lease"
+	"github.com/keyward/keyward/internal/lockopt"
 	"github.com/keyward/keyward/internal/script"
 	"github.com/keyward/keyward/internal/token"
 )
@@ -18,7 +19,7 @@ import (
 // cheap to keep for the life of the program.
 type Client struct {
 	rdb     redis.UniversalClient
-	opts    options
+	opts    lockopt.Settings
 	publish script.Publish
 }
 
@@ -29,7 +30,7 @@ func New(rdb redis.UniversalClient, opts ...Option) (*Client, error) {
 	if rdb == nil {
 		return nil, fmt.Errorf("%w: nil redis client", keyward.ErrInvalid)
 	}
-	o, err := defaultOptions().with(opts)
+	o, err := lockopt.Defaults().With(opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -62,23 +63,20 @@ type attempt struct {
 	names keys.Names
 	value string
 	ttl   time.Duration
-	opts  options
+	opts  lockopt.Settings
 }
 
 func (c *Client) newAttempt(ctx context.Context, key string, ttl time.Duration, opts []Option) (*attempt, error) {
-	o, err := c.opts.with(opts)
+	o, err := c.opts.With(opts...)
 	if err != nil {
 		return nil, err
 	}
-	if key == "" {
-		return nil, fmt.Errorf("%w: empty lock key", keyward.ErrInvalid)
+	name, err := o.Key(key)
+	if err != nil {
+		return nil, err
 	}
-	if err := o.drift.CheckTTL(ttl); err != nil {
+	if ttl, err = o.TTL(ttl); err != nil {
 		return nil, fmt.Errorf("lock %q: %w", key, err)
-	}
-	if ttl%time.Millisecond != 0 {
-		// Redis keeps milliseconds; rounding down keeps the server's expiry before the local deadline.
-		ttl = ttl.Truncate(time.Millisecond)
 	}
 	if err := context.Cause(ctx); err != nil {
 		return nil, err
@@ -86,8 +84,8 @@ func (c *Client) newAttempt(ctx context.Context, key string, ttl time.Duration, 
 	return &attempt{
 		c:     c,
 		key:   key,
-		names: keys.For(o.prefix + key),
-		value: token.New(o.metadata),
+		names: keys.For(name),
+		value: token.New(o.Metadata),
 		ttl:   ttl,
 		opts:  o,
 	}, nil
@@ -122,8 +120,8 @@ func (c *Client) newLock(a *attempt, start time.Time, fence int64) *Lock {
 	l.lease = lease.New(lease.Config{
 		Start:       start,
 		TTL:         a.ttl,
-		Drift:       a.opts.drift,
-		AutoRefresh: a.opts.autoRefresh,
+		Drift:       a.opts.Drift,
+		AutoRefresh: a.opts.AutoRefresh,
 		Ops: lease.Ops{
 			Refresh: func(ctx context.Context, ttl time.Duration) (bool, error) {
 				return script.Refresh(ctx, c.rdb, l.names, l.value, ttl)

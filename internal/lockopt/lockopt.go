@@ -1,0 +1,84 @@
+// Package lockopt holds the settings that lock/ and redlock/ share, with their defaults and validation. Each
+// public package exposes them through its own documented With… functions.
+package lockopt
+
+import (
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/lease"
+	"github.com/keyward/keyward/internal/token"
+)
+
+// Settings are the settings of one lock acquisition.
+type Settings struct {
+	// Prefix goes in front of every lock key.
+	Prefix string
+	// Metadata follows the random token in the lock's value.
+	Metadata string
+	// Drift is the margin taken off every ttl for clock drift.
+	Drift lease.Drift
+	// AutoRefresh keeps the lock alive until released.
+	AutoRefresh bool
+
+	err error // the first invalid option
+}
+
+// An Option changes Settings.
+type Option func(*Settings)
+
+// Defaults returns the default settings: no prefix, "host=<hostname> pid=<pid>" metadata, 1 % + 2 ms drift,
+// no auto-refresh.
+func Defaults() Settings {
+	return Settings{Metadata: token.DefaultMetadata(), Drift: lease.DefaultDrift}
+}
+
+// With returns s changed by opts, or the error of the first invalid option.
+func (s Settings) With(opts ...Option) (Settings, error) {
+	for _, o := range opts {
+		if o != nil {
+			o(&s)
+		}
+	}
+	return s, s.err
+}
+
+// Key returns the Redis key of the lock named key, or an ErrInvalid error for an empty name.
+func (s Settings) Key(key string) (string, error) {
+	if key == "" {
+		return "", fmt.Errorf("%w: empty lock key", keyward.ErrInvalid)
+	}
+	return s.Prefix + key, nil
+}
+
+// TTL checks ttl against the drift margin and rounds it down to whole milliseconds, as Redis keeps them
+// (rounding down keeps the server's expiry before the local deadline).
+func (s Settings) TTL(ttl time.Duration) (time.Duration, error) {
+	if err := s.Drift.CheckTTL(ttl); err != nil {
+		return 0, err
+	}
+	return ttl.Truncate(time.Millisecond), nil
+}
+
+// Prefix sets Settings.Prefix.
+func Prefix(p string) Option { return func(s *Settings) { s.Prefix = p } }
+
+// Metadata sets Settings.Metadata.
+func Metadata(m string) Option { return func(s *Settings) { s.Metadata = m } }
+
+// AutoRefresh turns Settings.AutoRefresh on.
+func AutoRefresh() Option { return func(s *Settings) { s.AutoRefresh = true } }
+
+// Drift sets Settings.Drift; a factor outside [0, 1) or a negative fixed part is an ErrInvalid error.
+func Drift(factor float64, fixed time.Duration) Option {
+	return func(s *Settings) {
+		if factor < 0 || factor >= 1 || math.IsNaN(factor) || fixed < 0 {
+			s.err = fmt.Errorf("%w: drift factor %v must be in [0, 1) and fixed drift %v not negative",
+				keyward.ErrInvalid, factor, fixed)
+			return
+		}
+		s.Drift = lease.Drift{Factor: factor, Fixed: fixed}
+	}
+}
