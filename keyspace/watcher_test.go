@@ -1,0 +1,235 @@
+package keyspace_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/keyward/keyward/internal/keys"
+	"github.com/keyward/keyward/internal/redistest"
+	"github.com/keyward/keyward/keyspace"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func newWatcher(t *testing.T, rdb redis.UniversalClient, opts ...keyspace.Option) *keyspace.Watcher {
+	w := keyspace.New(rdb, opts...)
+	t.Cleanup(func() { assert.NoError(t, w.Close()) })
+	return w
+}
+
+func watch(t *testing.T, w *keyspace.Watcher, key string) *keyspace.Watch {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	wt, err := w.Watch(ctx, key)
+	require.NoError(t, err)
+	t.Cleanup(wt.Close)
+	return wt
+}
+
+// next waits for the watch's next events (bounded, so a missing wake-up fails instead of hanging).
+func next(t *testing.T, wt *keyspace.Watch) []keyspace.Event {
+	t.Helper()
+	select {
+	case <-wt.Ready():
+		return wt.Events()
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event")
+		return nil
+	}
+}
+
+// nextKind waits until an event of kind k arrives, skipping others.
+func nextKind(t *testing.T, wt *keyspace.Watch, k keyspace.Kind) keyspace.Event {
+	t.Helper()
+	for {
+		for _, e := range next(t, wt) {
+			if e.Kind == k {
+				return e
+			}
+		}
+	}
+}
+
+func TestReleaseMessagesWake(t *testing.T) {
+	redistest.ForEachServer(t, func(t *testing.T, rdb *redis.Client) {
+		w := newWatcher(t, rdb)
+		wt := watch(t, w, "job")
+		// The subscription is confirmed when Watch returns: a message published right now is delivered.
+		require.NoError(t, rdb.Publish(context.Background(), keys.For("job").Channel, "hello").Err())
+		e := nextKind(t, wt, keyspace.Released)
+		assert.Equal(t, "hello", e.Payload)
+	})
+}
+
+func TestSubscriptionsAreSharedAndCounted(t *testing.T) {
+	rdb := redistest.Start(t).Client(t)
+	ctx := context.Background()
+	w := newWatcher(t, rdb)
+	a := watch(t, w, "job")
+	b := watch(t, w, "job")
+	ch := keys.For("job").Channel
+	assert.Equal(t, map[string]int64{ch: 1}, rdb.PubSubNumSub(ctx, ch).Val(), "one subscription for two watches")
+
+	require.NoError(t, rdb.Publish(ctx, ch, "x").Err())
+	nextKind(t, a, keyspace.Released)
+	nextKind(t, b, keyspace.Released)
+
+	a.Close()
+	_ = watch(t, w, "sync-1") // confirmed after anything sent before it on the same connection
+	assert.Equal(t, map[string]int64{ch: 1}, rdb.PubSubNumSub(ctx, ch).Val(), "b still watches")
+
+	b.Close()
+	_ = watch(t, w, "sync-2")
+	assert.Equal(t, map[string]int64{ch: 0}, rdb.PubSubNumSub(ctx, ch).Val(), "unsubscribed after the last")
+
+	c := watch(t, w, "job") // subscribe again after an unsubscribe
+	require.NoError(t, rdb.Publish(ctx, ch, "y").Err())
+	nextKind(t, c, keyspace.Released)
+}
+
+func TestWatchWhileUnsubscribeInFlight(t *testing.T) {
+	rdb := redistest.Start(t).Client(t)
+	w := newWatcher(t, rdb)
+	ch := keys.For("job").Channel
+	for i := range 50 {
+		a := watch(t, w, "job")
+		a.Close() // UNSUBSCRIBE sent
+		b := watch(t, w, "job")
+		// b returned: it must really be subscribed, not fooled by the reply to an earlier SUBSCRIBE.
+		require.NoError(t, rdb.Publish(context.Background(), ch, fmt.Sprint(i)).Err())
+		assert.Equal(t, fmt.Sprint(i), nextKind(t, b, keyspace.Released).Payload)
+		b.Close()
+	}
+}
+
+func TestKeyspaceNotifications(t *testing.T) {
+	rdb := redistest.Start(t, redistest.WithNotify("Kgx")).Client(t)
+	ctx := context.Background()
+	w := newWatcher(t, rdb)
+	wt := watch(t, w, "job")
+	require.True(t, w.KeyEvents())
+
+	require.NoError(t, rdb.Set(ctx, "job", "someone", 0).Err())
+	require.NoError(t, rdb.Del(ctx, "job").Err()) // another tool deletes the key
+	nextKind(t, wt, keyspace.Deleted)
+
+	require.NoError(t, rdb.Set(ctx, "job", "someone", 20*time.Millisecond).Err())
+	nextKind(t, wt, keyspace.Expired)
+}
+
+func TestNotificationsOffAndRefusedConfig(t *testing.T) {
+	rdb := redistest.Start(t).Client(t) // notify-keyspace-events ""
+	w := newWatcher(t, rdb)
+	watch(t, w, "job")
+	assert.False(t, w.KeyEvents())
+
+	_, mini := redistest.Miniredis(t) // no CONFIG command at all
+	m := newWatcher(t, mini, keyspace.WithNotifications())
+	wt := watch(t, m, "job")
+	assert.False(t, m.KeyEvents(), "a refused CONFIG counts as off")
+	require.NoError(t, mini.Publish(context.Background(), keys.For("job").Channel, "").Err())
+	nextKind(t, wt, keyspace.Released)
+}
+
+func TestWithNotificationsMergesFlags(t *testing.T) {
+	rdb := redistest.Start(t, redistest.WithNotify("El")).Client(t)
+	w := newWatcher(t, rdb, keyspace.WithNotifications())
+	watch(t, w, "job")
+	assert.True(t, w.KeyEvents())
+	flags := rdb.ConfigGet(context.Background(), "notify-keyspace-events").Val()["notify-keyspace-events"]
+	for _, f := range "ElKgxe" {
+		assert.Contains(t, flags, string(f), "flags %q keep the old ones and add the needed ones", flags)
+	}
+}
+
+func TestPubSubConnectionKilled(t *testing.T) {
+	rdb := redistest.Start(t).Client(t)
+	ctx := context.Background()
+	w := newWatcher(t, rdb)
+	wt := watch(t, w, "job")
+
+	require.NoError(t, rdb.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err())
+	nextKind(t, wt, keyspace.Reconnected) // the drop: messages may have been lost
+	nextKind(t, wt, keyspace.Reconnected) // subscribed again on the new connection: look again
+
+	require.NoError(t, rdb.Publish(ctx, keys.For("job").Channel, "after").Err())
+	assert.Equal(t, "after", nextKind(t, wt, keyspace.Released).Payload)
+}
+
+func TestPausedServerIsDetectedByTheHealthCheck(t *testing.T) {
+	srv := redistest.Start(t)
+	w := newWatcher(t, srv.Client(t), keyspace.WithHealthCheck(50*time.Millisecond))
+	wt := watch(t, w, "job")
+	srv.Pause(t)
+	nextKind(t, wt, keyspace.Reconnected)
+	srv.Resume(t)
+	nextKind(t, wt, keyspace.Reconnected)
+	require.NoError(t, srv.Client(t).Publish(context.Background(), keys.For("job").Channel, "back").Err())
+	assert.Equal(t, "back", nextKind(t, wt, keyspace.Released).Payload)
+}
+
+func TestCloseWakesEveryWatch(t *testing.T) {
+	rdb := redistest.Start(t).Client(t)
+	w := keyspace.New(rdb)
+	a, err := w.Watch(context.Background(), "a")
+	require.NoError(t, err)
+	b, err := w.Watch(context.Background(), "b")
+	require.NoError(t, err)
+	require.NoError(t, w.Close())
+	assert.Equal(t, keyspace.Closed, nextKind(t, a, keyspace.Closed).Kind)
+	assert.Equal(t, keyspace.Closed, nextKind(t, b, keyspace.Closed).Kind)
+	_, err = w.Watch(context.Background(), "c")
+	assert.ErrorIs(t, err, keyspace.ErrClosed)
+	a.Close()
+	b.Close()
+}
+
+func TestCancelledWatch(t *testing.T) {
+	srv := redistest.Start(t)
+	w := newWatcher(t, srv.Client(t))
+	watch(t, w, "warm") // connected
+	srv.Pause(t)         // the SUBSCRIBE will not be confirmed
+	ctx, cancel := context.WithCancel(context.Background())
+	go cancel()
+	_, err := w.Watch(ctx, "job")
+	assert.ErrorIs(t, err, context.Canceled)
+	srv.Resume(t)
+}
+
+func TestManyWaitersOneConnection(t *testing.T) {
+	rdb := redistest.Start(t).Client(t)
+	ctx := context.Background()
+	w := newWatcher(t, rdb)
+	const waiters, keyCount = 10000, 1000
+	watches := make([]*keyspace.Watch, waiters)
+	var wg sync.WaitGroup
+	for i := range waiters {
+		wg.Go(func() {
+			wt, err := w.Watch(ctx, fmt.Sprintf("key-%d", i%keyCount))
+			if assert.NoError(t, err) {
+				watches[i] = wt
+			}
+		})
+	}
+	wg.Wait()
+	clients := rdb.ClientList(ctx).Val()
+	assert.Equal(t, 1, strings.Count(clients, "flags=P"), "one pub/sub connection:\n%s", clients)
+	assert.Len(t, rdb.PubSubChannels(ctx, "*").Val(), keyCount)
+
+	require.NoError(t, rdb.Publish(ctx, keys.For("key-7").Channel, "go").Err())
+	for i := 7; i < waiters; i += keyCount {
+		nextKind(t, watches[i], keyspace.Released)
+	}
+	for _, wt := range watches {
+		wt.Close()
+	}
+}
