@@ -197,7 +197,7 @@ func TestCancelledWatch(t *testing.T) {
 	srv := redistest.Start(t)
 	w := newWatcher(t, srv.Client(t))
 	watch(t, w, "warm") // connected
-	srv.Pause(t)         // the SUBSCRIBE will not be confirmed
+	srv.Pause(t)        // the SUBSCRIBE will not be confirmed
 	ctx, cancel := context.WithCancel(context.Background())
 	go cancel()
 	_, err := w.Watch(ctx, "job")

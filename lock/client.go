@@ -3,6 +3,8 @@ package lock
 import (
 	"context"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -13,19 +15,30 @@ import (
 	"github.com/keyward/keyward/internal/lockopt"
 	"github.com/keyward/keyward/internal/script"
 	"github.com/keyward/keyward/internal/token"
+	"github.com/keyward/keyward/keyspace"
 )
 
 // A Client takes locks on one Redis deployment through the caller's client. It is safe for concurrent use and
-// cheap to keep for the life of the program.
+// meant to be kept for the life of the program: its waiters share one pub/sub connection (opened by the first
+// Obtain that has to wait), which [Client.Close] closes.
 type Client struct {
 	rdb     redis.UniversalClient
 	opts    lockopt.Settings
 	publish script.Publish
+	id      string // this Client's place name in the Redis queues of the locks it waits for
+
+	watcherOnce sync.Once
+	watch       *keyspace.Watcher
+	ownWatcher  bool
+
+	mu     sync.Mutex
+	queues map[string]*queue // by lock key
+
+	tries, failedTries atomic.Int64
 }
 
 // New returns a Client that takes locks through rdb, with opts as the defaults for every lock. It returns an
-// ErrInvalid error for a nil rdb or an invalid option. On a *redis.ClusterClient, releases are announced on
-// sharded channels (SPUBLISH, Redis 7+), which stay on the node that owns the lock.
+// ErrInvalid error for a nil rdb or an invalid option.
 func New(rdb redis.UniversalClient, opts ...Option) (*Client, error) {
 	if rdb == nil {
 		return nil, fmt.Errorf("%w: nil redis client", keyward.ErrInvalid)
@@ -34,11 +47,48 @@ func New(rdb redis.UniversalClient, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{rdb: rdb, opts: o, publish: script.PublishPlain}
-	if _, ok := rdb.(*redis.ClusterClient); ok {
-		c.publish = script.PublishSharded
+	c := &Client{rdb: rdb, opts: o, publish: script.PublishPlain, id: token.New(""), queues: map[string]*queue{}}
+	if o.Watcher != nil {
+		c.watch = o.Watcher
+		c.watcherOnce.Do(func() {})
 	}
 	return c, nil
+}
+
+// Close closes the Client's pub/sub connection, if it opened one; Obtain calls still waiting return an error
+// matching keyspace.ErrClosed. A Watcher given with WithWatcher is left open. Held locks are not released.
+func (c *Client) Close() error {
+	var err error
+	c.watcherOnce.Do(func() { c.ownWatcher = false }) // no watcher will be created from now on
+	if c.ownWatcher && c.watch != nil {
+		err = c.watch.Close()
+	}
+	return err
+}
+
+// watcher returns the Watcher waiters use: the one given with WithWatcher, or the Client's own.
+func (c *Client) watcher() (*keyspace.Watcher, error) {
+	c.watcherOnce.Do(func() {
+		c.watch = keyspace.New(c.rdb)
+		c.ownWatcher = true
+	})
+	if c.watch == nil {
+		return nil, keyspace.ErrClosed
+	}
+	return c.watch, nil
+}
+
+// Stats are counts of a Client's work, for monitoring and benchmarks.
+type Stats struct {
+	// Tries counts acquire attempts sent to Redis (TryObtain, and Obtain's tries).
+	Tries int64
+	// FailedTries counts those that found the lock taken.
+	FailedTries int64
+}
+
+// Stats returns the Client's counts so far.
+func (c *Client) Stats() Stats {
+	return Stats{Tries: c.tries.Load(), FailedTries: c.failedTries.Load()}
 }
 
 // TryObtain takes the lock key for ttl if it is free, in one round trip. It returns an error matching
@@ -94,6 +144,7 @@ func (c *Client) newAttempt(ctx context.Context, key string, ttl time.Duration, 
 // try runs the acquire script once. Without the lock, it returns how long the holder may keep it.
 func (a *attempt) try(ctx context.Context) (*Lock, time.Duration, error) {
 	start := time.Now()
+	a.c.tries.Add(1)
 	res, err := script.Acquire(ctx, a.c.rdb, a.names, a.value, a.ttl)
 	if err != nil {
 		if !script.IsReply(err) {
@@ -102,6 +153,7 @@ func (a *attempt) try(ctx context.Context) (*Lock, time.Duration, error) {
 		return nil, 0, fmt.Errorf("lock %q: acquire: %w", a.key, err)
 	}
 	if !res.OK {
+		a.c.failedTries.Add(1)
 		return nil, res.PTTL, fmt.Errorf("lock %q: %w", a.key, keyward.ErrNotObtained)
 	}
 	return a.c.newLock(a, start, res.Fence), 0, nil
@@ -127,7 +179,7 @@ func (c *Client) newLock(a *attempt, start time.Time, fence int64) *Lock {
 				return script.Refresh(ctx, c.rdb, l.names, l.value, ttl)
 			},
 			Release: func(ctx context.Context) (bool, error) {
-				return script.Release(ctx, c.rdb, l.names, l.value, c.publish)
+				return c.release(ctx, l)
 			},
 		},
 	})

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward/internal/lockopt"
+	"github.com/keyward/keyward/keyspace"
 )
 
 // An Option changes how locks are taken. Options given to [New] are the defaults of every lock of that Client;
@@ -27,3 +28,19 @@ func WithDrift(factor float64, fixed time.Duration) Option { return lockopt.Drif
 // refresh is retried until the validity deadline, and if the lock cannot be kept, [Lock.Lost] is closed.
 // Default: off, except in [Client.Do].
 func WithAutoRefresh() Option { return lockopt.AutoRefresh() }
+
+// WithClaimWindow sets how long a released lock stays reserved for the next waiting process before anyone may
+// take it: the longest a process that died while first in line can hold the others up. It must be at least
+// 1 ms. Default: 20 ms. It takes effect when given to [New].
+func WithClaimWindow(d time.Duration) Option { return lockopt.ClaimWindow(d) }
+
+// WithCohort sets how many times in a row a holder may hand the lock to a waiter of its own Client (in the
+// release's round trip, the fastest hand-off there is) while other processes wait; then the lock goes to the
+// next process in line. 0 gives every hand-off to the next process. Default: 4. It takes effect when given to
+// [New].
+func WithCohort(n int) Option { return lockopt.Cohort(n) }
+
+// WithWatcher makes the Client's waiters share w's pub/sub connection instead of opening one of the Client's
+// own; useful when several Clients (or a lock and a semaphore) use the same Redis. Close does not close w.
+// It takes effect when given to [New].
+func WithWatcher(w *keyspace.Watcher) Option { return lockopt.Watcher(w) }

@@ -26,11 +26,13 @@ type Names struct {
 	Fence string
 	// Channel is the channel on which the release script announces a release.
 	Channel string
+	// Queue is the sorted set of processes waiting for the lock, in order of arrival.
+	Queue string
 }
 
 // For returns the names derived from the lock key key.
 func For(key string) Names {
-	return Names{Lock: key, Fence: Derive(key, "fence"), Channel: Derive(key, "released")}
+	return Names{Lock: key, Fence: Derive(key, "fence"), Channel: Derive(key, "released"), Queue: Derive(key, "queue")}
 }
 
 // Derive returns the name key:suffix, arranged to hash to key's cluster slot.

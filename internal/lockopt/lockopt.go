@@ -10,6 +10,7 @@ import (
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/lease"
 	"github.com/keyward/keyward/internal/token"
+	"github.com/keyward/keyward/keyspace"
 )
 
 // Settings are the settings of one lock acquisition.
@@ -22,6 +23,13 @@ type Settings struct {
 	Drift lease.Drift
 	// AutoRefresh keeps the lock alive until released.
 	AutoRefresh bool
+	// ClaimWindow is how long a released lock stays reserved for the next waiting process.
+	ClaimWindow time.Duration
+	// Cohort is how many times in a row a process may pass the lock to its own waiters while other processes
+	// wait.
+	Cohort int
+	// Watcher is the keyspace watcher waiters share; nil for one of the client's own.
+	Watcher *keyspace.Watcher
 
 	err error // the first invalid option
 }
@@ -30,9 +38,14 @@ type Settings struct {
 type Option func(*Settings)
 
 // Defaults returns the default settings: no prefix, "host=<hostname> pid=<pid>" metadata, 1 % + 2 ms drift,
-// no auto-refresh.
+// no auto-refresh, a 20 ms claim window, cohorts of 4.
 func Defaults() Settings {
-	return Settings{Metadata: token.DefaultMetadata(), Drift: lease.DefaultDrift}
+	return Settings{
+		Metadata:    token.DefaultMetadata(),
+		Drift:       lease.DefaultDrift,
+		ClaimWindow: 20 * time.Millisecond,
+		Cohort:      4,
+	}
 }
 
 // With returns s changed by opts, or the error of the first invalid option.
@@ -82,3 +95,28 @@ func Drift(factor float64, fixed time.Duration) Option {
 		s.Drift = lease.Drift{Factor: factor, Fixed: fixed}
 	}
 }
+
+// ClaimWindow sets Settings.ClaimWindow; it must be at least a millisecond.
+func ClaimWindow(d time.Duration) Option {
+	return func(s *Settings) {
+		if d < time.Millisecond {
+			s.err = fmt.Errorf("%w: claim window %v is below 1ms", keyward.ErrInvalid, d)
+			return
+		}
+		s.ClaimWindow = d
+	}
+}
+
+// Cohort sets Settings.Cohort; it must not be negative.
+func Cohort(n int) Option {
+	return func(s *Settings) {
+		if n < 0 {
+			s.err = fmt.Errorf("%w: cohort %d is negative", keyward.ErrInvalid, n)
+			return
+		}
+		s.Cohort = n
+	}
+}
+
+// Watcher sets Settings.Watcher.
+func Watcher(w *keyspace.Watcher) Option { return func(s *Settings) { s.Watcher = w } }

@@ -1,26 +1,28 @@
--- acquire: take the lock if it is free and hand out the next fencing token. One round trip.
--- KEYS[1] lock key, KEYS[2] fencing counter.
--- ARGV[1] the holder's value (token and metadata), ARGV[2] ttl in ms, ARGV[3] ttl of the fencing counter in ms.
+-- acquire: take the lock if it is free, or reserved for this waiter, and hand out the next fencing token.
+-- One round trip.
+-- KEYS[1] lock key, KEYS[2] fencing counter, KEYS[3] queue of waiting processes (sorted set, by arrival).
+-- ARGV[1] the holder's value (token and metadata), ARGV[2] ttl in ms, ARGV[3] ttl of the fencing counter in ms,
+-- ARGV[4] the waiting process's id ('' for a plain try that does not queue), ARGV[5] ttl of the queue in ms.
 -- Returns {1, fence} when the lock was taken, {0, pttl} when another holds it (pttl -1: the key has no expiry).
 redis.replicate_commands()
 
--- Read the counter before any write: a counter of another type raises WRONGTYPE here, with nothing changed.
-local counter = tonumber(redis.call('GET', KEYS[2]) or '0')
-if not counter then
-  return redis.error_reply('ERR keyward: fencing counter ' .. KEYS[2] .. ' is not an integer')
-end
-
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  -- SET NX answers nil for a key of any type; GET raises WRONGTYPE for a key that is not a string, so a list
-  -- or hash under the lock's name is reported as an error instead of looking like a held lock.
-  redis.call('GET', KEYS[1])
+local counter = read_counter(KEYS[2])
+local waiter = ARGV[4]
+-- GET raises WRONGTYPE for a key that is not a string: a list or hash under the lock's name is reported as an
+-- error instead of looking like a held lock (SET NX alone would answer nil for it).
+local current = redis.call('GET', KEYS[1])
+if current and not (waiter ~= '' and current == 'reserved:' .. waiter) then
+  if waiter ~= '' then
+    -- Join the queue once (NX keeps the place of an earlier try); every try keeps the queue alive.
+    local t = redis.call('TIME')
+    redis.call('ZADD', KEYS[3], 'NX', t[1] .. string.format('%06d', tonumber(t[2])), waiter)
+    redis.call('PEXPIRE', KEYS[3], ARGV[5])
+  end
   return {0, redis.call('PTTL', KEYS[1])}
 end
 
--- The fence never goes backwards: it is at least one more than the last one handed out, and at least the
--- server's clock in microseconds, so a server restarted without persistence (counter forgotten) still hands
--- out larger tokens, as long as its clock did not step back. The counter may therefore expire.
-local t = redis.call('TIME')
-local fence = math.max(counter + 1, tonumber(t[1]) * 1000000 + tonumber(t[2]))
-redis.call('SET', KEYS[2], string.format('%d', fence), 'PX', ARGV[3])
-return {1, fence}
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if waiter ~= '' then
+  redis.call('ZREM', KEYS[3], waiter)
+end
+return {1, next_fence(KEYS[2], counter, ARGV[3])}

@@ -1,9 +1,34 @@
--- release: delete the lock only while it still holds this holder's value, and announce the release. One round trip.
--- KEYS[1] lock key, KEYS[2] release channel. ARGV[1] the holder's value, ARGV[2] PUBLISH or SPUBLISH.
--- Returns 1 when released, 0 when the lock was not held by this value (expired, or taken by another).
+-- release: give the lock up only while it still holds this holder's value, and pass it on. One round trip.
+-- KEYS[1] lock key, KEYS[2] release channel, KEYS[3] queue of waiting processes, KEYS[4] fencing counter.
+-- ARGV[1] the holder's value, ARGV[2] PUBLISH or SPUBLISH, ARGV[3] claim window in ms,
+-- ARGV[4] the value of a successor in the holder's own process ('' for none), ARGV[5] its ttl in ms,
+-- ARGV[6] ttl of the fencing counter in ms, ARGV[7] '1' when the successor may take the lock even though other
+-- processes wait (the holder's process has not used up its turn), ARGV[8] the holder's process id in the queue
+-- ('' for none): it leaves the queue, since it either keeps the lock (successor) or yields its turn.
+-- Returns {0, 0} when the lock was not held by this value (expired, or taken by another); {1, 0} when it was
+-- released: reserved for the first waiting process, which is told on the channel ("r <id> <window>"), or freed
+-- ("" on the channel) when no process waits; {2, fence} when it was handed to the successor.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return 0
+  return {0, 0}
 end
-redis.call('DEL', KEYS[1])
-redis.call(ARGV[2], KEYS[2], '')
-return 1
+
+if ARGV[8] ~= '' then
+  redis.call('ZREM', KEYS[3], ARGV[8])
+end
+if ARGV[4] ~= '' and (ARGV[7] == '1' or redis.call('ZCARD', KEYS[3]) == 0) then
+  local counter = read_counter(KEYS[4])
+  redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[5])
+  return {2, next_fence(KEYS[4], counter, ARGV[6])}
+end
+
+-- The next process in line gets the lock reserved for a short claim window and is the only one woken to take
+-- it; one that died costs no more than the window, since it leaves the queue now.
+local head = redis.call('ZPOPMIN', KEYS[3])
+if head[1] then
+  redis.call('SET', KEYS[1], 'reserved:' .. head[1], 'PX', ARGV[3])
+  redis.call(ARGV[2], KEYS[2], 'r ' .. head[1] .. ' ' .. ARGV[3])
+else
+  redis.call('DEL', KEYS[1])
+  redis.call(ARGV[2], KEYS[2], '')
+end
+return {1, 0}

@@ -28,9 +28,11 @@ var (
 	refreshSrc string
 	//go:embed pttl.lua
 	pttlSrc string
+	//go:embed fence.lua
+	fenceSrc string
 
-	acquireScript = redis.NewScript(acquireSrc)
-	releaseScript = redis.NewScript(releaseSrc)
+	acquireScript = redis.NewScript(fenceSrc + acquireSrc)
+	releaseScript = redis.NewScript(fenceSrc + releaseSrc)
 	refreshScript = redis.NewScript(refreshSrc)
 	pttlScript    = redis.NewScript(pttlSrc)
 )
@@ -43,13 +45,10 @@ const FenceTTL = 24 * time.Hour
 // Publish is the command the release script announces a release with.
 type Publish string
 
-const (
-	// PublishPlain announces on a classic pub/sub channel (PUBLISH); right for a single server or Sentinel.
-	PublishPlain Publish = "PUBLISH"
-	// PublishSharded announces on a sharded channel (SPUBLISH, Redis 7+), which stays on the node that owns the
-	// lock's slot; right for Redis Cluster.
-	PublishSharded Publish = "SPUBLISH"
-)
+// PublishPlain announces on a classic pub/sub channel (PUBLISH). On Redis Cluster the message is broadcast to
+// every node, so one subscription on any node hears it; sharded channels (SPUBLISH) would keep it on the slot's
+// node, at the price of a subscription per node.
+const PublishPlain Publish = "PUBLISH"
 
 // Acquired is the answer of an acquire attempt.
 type Acquired struct {
@@ -62,10 +61,18 @@ type Acquired struct {
 }
 
 // Acquire takes the lock n.Lock for value with the given ttl if it is free (SET NX PX) and advances its fencing
-// counter; otherwise it reports how long the current holder may keep it.
+// counter; otherwise it reports how long the current holder may keep it. It does not join the queue.
 func Acquire(ctx context.Context, c redis.Scripter, n keys.Names, value string, ttl time.Duration) (Acquired, error) {
+	return AcquireQueued(ctx, c, n, value, ttl, "", 0)
+}
+
+// AcquireQueued is Acquire for the waiting process waiter: it also takes the lock when a release reserved it for
+// waiter, and when the lock is held it puts waiter in the queue (keeping an earlier place) for queueTTL.
+func AcquireQueued(ctx context.Context, c redis.Scripter, n keys.Names, value string, ttl time.Duration,
+	waiter string, queueTTL time.Duration) (Acquired, error) {
 	fenceTTL := max(FenceTTL, 2*ttl)
-	res, err := acquireScript.Run(ctx, c, []string{n.Lock, n.Fence}, value, ttl.Milliseconds(), fenceTTL.Milliseconds()).Int64Slice()
+	res, err := acquireScript.Run(ctx, c, []string{n.Lock, n.Fence, n.Queue},
+		value, ttl.Milliseconds(), fenceTTL.Milliseconds(), waiter, queueTTL.Milliseconds()).Int64Slice()
 	if err != nil {
 		return Acquired{}, Classify(err)
 	}
@@ -78,11 +85,66 @@ func Acquire(ctx context.Context, c redis.Scripter, n keys.Names, value string, 
 	return Acquired{PTTL: time.Duration(res[1]) * time.Millisecond}, nil
 }
 
-// Release deletes n.Lock if it still holds value and announces the release on n.Channel. It reports whether
-// the lock was held by value.
+// DefaultClaimWindow is how long a released lock stays reserved for the first waiting process before anyone may
+// take it: the longest a process that died while first in line can hold the others up.
+const DefaultClaimWindow = 20 * time.Millisecond
+
+// Next says how a release passes the lock on.
+type Next struct {
+	// Window is the claim window of the first waiting process (DefaultClaimWindow when zero).
+	Window time.Duration
+	// Successor is the value of a waiter in the holder's own process that takes the lock over in the same round
+	// trip ("" for none), for TTL.
+	Successor string
+	TTL       time.Duration
+	// Cohort lets the successor take the lock even while other processes wait.
+	Cohort bool
+	// Waiter is the holder's process id in the queue ("" for none): it leaves the queue, since its process
+	// either keeps the lock (successor) or yields its turn to the next process.
+	Waiter string
+}
+
+// Outcome is what a release did.
+type Outcome int
+
+const (
+	// NotHeld: the lock did not hold the value (it expired, or another holder took it); nothing changed.
+	NotHeld Outcome = iota
+	// Released: the lock was freed, or reserved for the first waiting process, which was told.
+	Released
+	// HandedOver: the lock now holds the successor's value, with a new fencing token.
+	HandedOver
+)
+
+// ReleaseNext releases n.Lock if it still holds value and passes it on as next says. It returns the fencing
+// token of the successor when it HandedOver.
+func ReleaseNext(ctx context.Context, c redis.Scripter, n keys.Names, value string, publish Publish, next Next) (Outcome, int64, error) {
+	window := next.Window
+	if window <= 0 {
+		window = DefaultClaimWindow
+	}
+	cohort := "0"
+	if next.Cohort {
+		cohort = "1"
+	}
+	fenceTTL := max(FenceTTL, 2*next.TTL)
+	res, err := releaseScript.Run(ctx, c, []string{n.Lock, n.Channel, n.Queue, n.Fence},
+		value, string(publish), window.Milliseconds(), next.Successor, next.TTL.Milliseconds(),
+		fenceTTL.Milliseconds(), cohort, next.Waiter).Int64Slice()
+	if err != nil {
+		return NotHeld, 0, Classify(err)
+	}
+	if len(res) != 2 || res[0] < 0 || res[0] > 2 {
+		return NotHeld, 0, fmt.Errorf("keyward: release script answered %v", res)
+	}
+	return Outcome(res[0]), res[1], nil
+}
+
+// Release deletes n.Lock if it still holds value, or reserves it for the first waiting process, and announces
+// the release on n.Channel. It reports whether the lock was held by value.
 func Release(ctx context.Context, c redis.Scripter, n keys.Names, value string, publish Publish) (bool, error) {
-	res, err := releaseScript.Run(ctx, c, []string{n.Lock, n.Channel}, value, string(publish)).Int64()
-	return res == 1, Classify(err)
+	out, _, err := ReleaseNext(ctx, c, n, value, publish, Next{})
+	return out != NotHeld, err
 }
 
 // Refresh sets the ttl of n.Lock if it still holds value. It reports whether the lock was held by value.

@@ -191,3 +191,78 @@ func TestClassifyLeavesOtherErrorsAlone(t *testing.T) {
 	assert.Equal(t, context.Canceled, script.Classify(context.Canceled))
 	assert.False(t, script.IsReply(context.DeadlineExceeded))
 }
+
+func TestQueueReservationAndHandOver(t *testing.T) {
+	redistest.ForEachServer(t, func(t *testing.T, rdb *redis.Client) {
+		ctx := context.Background()
+		n := keys.For("job")
+		held, err := script.Acquire(ctx, rdb, n, "holder", time.Minute)
+		require.NoError(t, err)
+		require.True(t, held.OK)
+
+		// Two processes wait, in order; a second try keeps the first place.
+		for _, w := range []string{"proc-a", "proc-b", "proc-a"} {
+			a, err := script.AcquireQueued(ctx, rdb, n, "v-"+w, time.Minute, w, time.Minute)
+			require.NoError(t, err)
+			assert.False(t, a.OK)
+		}
+		assert.Equal(t, []string{"proc-a", "proc-b"}, rdb.ZRange(ctx, n.Queue, 0, -1).Val())
+
+		sub := rdb.Subscribe(ctx, n.Channel)
+		defer sub.Close()
+		_, err = sub.Receive(ctx)
+		require.NoError(t, err)
+
+		// The release reserves the lock for proc-a and tells it.
+		out, _, err := script.ReleaseNext(ctx, rdb, n, "holder", script.PublishPlain, script.Next{Window: 50 * time.Millisecond})
+		require.NoError(t, err)
+		assert.Equal(t, script.Released, out)
+		msg, err := sub.ReceiveMessage(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, "r proc-a 50", msg.Payload)
+		assert.Equal(t, "reserved:proc-a", rdb.Get(ctx, n.Lock).Val())
+
+		// Nobody else may take it meanwhile, not even a plain try.
+		other, err := script.Acquire(ctx, rdb, n, "barger", time.Minute)
+		require.NoError(t, err)
+		assert.False(t, other.OK)
+		b, err := script.AcquireQueued(ctx, rdb, n, "v-proc-b", time.Minute, "proc-b", time.Minute)
+		require.NoError(t, err)
+		assert.False(t, b.OK)
+
+		a, err := script.AcquireQueued(ctx, rdb, n, "v-proc-a", time.Minute, "proc-a", time.Minute)
+		require.NoError(t, err)
+		require.True(t, a.OK, "proc-a claims its reservation")
+		assert.Equal(t, []string{"proc-b"}, rdb.ZRange(ctx, n.Queue, 0, -1).Val())
+
+		// proc-a hands the lock to one of its own waiters while it may (cohort)...
+		out, fence, err := script.ReleaseNext(ctx, rdb, n, "v-proc-a", script.PublishPlain,
+			script.Next{Successor: "v-proc-a-2", TTL: time.Minute, Cohort: true, Waiter: "proc-a"})
+		require.NoError(t, err)
+		assert.Equal(t, script.HandedOver, out)
+		assert.Greater(t, fence, a.Fence)
+		assert.Equal(t, "v-proc-a-2", rdb.Get(ctx, n.Lock).Val())
+
+		// ...but once its turn is used up, proc-b gets the lock even though proc-a has a successor.
+		out, _, err = script.ReleaseNext(ctx, rdb, n, "v-proc-a-2", script.PublishPlain,
+			script.Next{Successor: "v-proc-a-3", TTL: time.Minute, Cohort: false, Waiter: "proc-a"})
+		require.NoError(t, err)
+		assert.Equal(t, script.Released, out)
+		assert.Equal(t, "reserved:proc-b", rdb.Get(ctx, n.Lock).Val())
+	})
+}
+
+func TestYieldingProcessIsNotReservedForItself(t *testing.T) {
+	redistest.ForEachServer(t, func(t *testing.T, rdb *redis.Client) {
+		ctx := context.Background()
+		n := keys.For("job")
+		held, err := script.AcquireQueued(ctx, rdb, n, "v-a", time.Minute, "proc-a", time.Minute)
+		require.NoError(t, err)
+		require.True(t, held.OK)
+		require.NoError(t, rdb.ZAdd(ctx, n.Queue, redis.Z{Score: 1, Member: "proc-a"}).Err()) // a stale place
+		out, _, err := script.ReleaseNext(ctx, rdb, n, "v-a", script.PublishPlain, script.Next{Waiter: "proc-a"})
+		require.NoError(t, err)
+		assert.Equal(t, script.Released, out)
+		assert.Zero(t, rdb.Exists(ctx, n.Lock).Val(), "freed, not reserved for the releasing process")
+	})
+}

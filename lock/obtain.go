@@ -1,0 +1,436 @@
+package lock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/lease"
+	"github.com/keyward/keyward/internal/script"
+	"github.com/keyward/keyward/keyspace"
+)
+
+// Obtain takes the lock key for ttl, waiting as long as ctx allows when another holder has it. It returns
+// ctx's error (its cause, if it has one) when ctx ends first, and leaves no subscription or goroutine behind.
+//
+// Waiting costs no polling. Goroutines of one Client that wait for the same key queue up in arrival order and
+// only the first contends at Redis. The first try costs one round trip and no subscription; after a failed try
+// the waiter subscribes to the lock's release channel through the Client's [keyspace.Watcher] (confirmed by the
+// server), tries once more — that try closes the window in which a release could slip by unseen — and then
+// waits for the first of: a release message, a keyspace notification for the key, a timer at the holder's
+// remaining ttl (the holder may have crashed), or ctx.
+//
+// Hand-off is fair across processes: waiting processes queue in Redis, and a release reserves the lock for the
+// first of them for a short claim window and wakes only it. A holder whose own Client has waiters hands the lock
+// to the first of them in the release's round trip, up to [WithCohort] times in a row while other processes
+// wait.
+func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts ...Option) (*Lock, error) {
+	a, err := c.newAttempt(ctx, key, ttl, opts)
+	if err != nil {
+		return nil, err
+	}
+	w := &waiter{a: a, wake: make(chan struct{}, 1)}
+	c.mu.Lock()
+	q := c.queueLocked(a.names.Lock)
+	q.waiters = append(q.waiters, w)
+	contend := q.contenderLocked() == w
+	c.mu.Unlock()
+
+	if contend {
+		// The uncontended path: one round trip, no subscription, no place in the Redis queue.
+		l, _, err := a.try(ctx)
+		if err == nil {
+			c.obtained(q, w, l)
+			return l, nil
+		}
+		if !errors.Is(err, keyward.ErrNotObtained) {
+			c.leave(q, w)
+			return nil, err
+		}
+	}
+	return c.wait(ctx, q, w)
+}
+
+// Do obtains the lock key as Obtain does, with auto-refresh, and runs fn while holding it. fn's context is
+// cancelled the moment the lock is lost, with a cause matching ErrLost (see context.Cause). The lock is released
+// when fn returns, also when fn panics. Do returns fn's error joined with the release's, or the error of Obtain.
+func (c *Client) Do(ctx context.Context, key string, ttl time.Duration, fn func(ctx context.Context) error, opts ...Option) error {
+	l, err := c.Obtain(ctx, key, ttl, append(opts, WithAutoRefresh())...)
+	if err != nil {
+		return err
+	}
+	return l.wrap(lease.Run(ctx, l.lease, fn))
+}
+
+// queue is a Client's line of goroutines waiting for one lock key. Its fields are guarded by Client.mu.
+type queue struct {
+	key     string
+	waiters []*waiter       // in arrival order
+	holder  *Lock           // a lock on this key held through this Client, if any
+	cohort  int             // hand-offs to this Client's own waiters since the lock last went through Redis
+	watch   *keyspace.Watch // the subscription the contender waits on; shared by the successive contenders
+}
+
+// waiter is one goroutine in Obtain.
+type waiter struct {
+	a    *attempt
+	wake chan struct{} // capacity 1: became the contender, or was handed the lock
+	// Guarded by Client.mu:
+	lock      *Lock // the lock handed over by a releasing holder
+	handing   bool  // a release is handing the lock to this waiter right now
+	abandoned bool  // the waiter gave up while handing was true
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Client) queueLocked(key string) *queue {
+	q := c.queues[key]
+	if q == nil {
+		q = &queue{key: key}
+		c.queues[key] = q
+	}
+	return q
+}
+
+// contenderLocked returns the waiter that may contend at Redis: the first one, unless a lock held through this
+// Client will be handed to it.
+func (q *queue) contenderLocked() *waiter {
+	if len(q.waiters) == 0 || (q.holder != nil && q.holder.Err() == nil) {
+		return nil
+	}
+	return q.waiters[0]
+}
+
+func (q *queue) removeLocked(w *waiter) {
+	for i, x := range q.waiters {
+		if x == w {
+			q.waiters = append(q.waiters[:i], q.waiters[i+1:]...)
+			return
+		}
+	}
+}
+
+// tidyLocked drops the queue and its subscription once nobody waits and nothing is held through it.
+func (c *Client) tidyLocked(q *queue) {
+	if len(q.waiters) > 0 || q.holder != nil {
+		return
+	}
+	if q.watch != nil {
+		q.watch.Close()
+		q.watch = nil
+	}
+	delete(c.queues, q.key)
+}
+
+// obtained records that w got l and lets the next waiter take its turn.
+func (c *Client) obtained(q *queue, w *waiter, l *Lock) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	q.removeLocked(w)
+	q.holder = l
+}
+
+// leave takes w out of the line after an error, passing its turn on.
+func (c *Client) leave(q *queue, w *waiter) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	q.removeLocked(w)
+	if n := q.contenderLocked(); n != nil {
+		signal(n.wake)
+	}
+	c.tidyLocked(q)
+}
+
+// wait is Obtain after its first try failed, or when other goroutines were in line first.
+func (c *Client) wait(ctx context.Context, q *queue, w *waiter) (*Lock, error) {
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	<-timer.C
+	for {
+		// Until it is this waiter's turn to contend at Redis: a hand-over, or the turn itself.
+		c.mu.Lock()
+		contend := q.contenderLocked() == w
+		var holderLost <-chan struct{}
+		if q.holder != nil {
+			holderLost = q.holder.Lost()
+		}
+		c.mu.Unlock()
+		if !contend {
+			select {
+			case <-w.wake:
+			case <-holderLost:
+			case <-ctx.Done():
+				return c.abandon(ctx, q, w)
+			}
+			if l := c.handed(q, w); l != nil {
+				return l, nil
+			}
+			continue
+		}
+
+		watch, err := c.subscribe(ctx, q)
+		if err != nil {
+			c.leave(q, w)
+			return nil, err
+		}
+		l, wait, err := c.contend(ctx, q, w, watch, timer)
+		if l != nil || err != nil {
+			return l, err
+		}
+		if !wait {
+			continue
+		}
+	}
+}
+
+// contend tries at Redis as the contender, then waits for a reason to try again. It returns the lock, an error,
+// or wait=false when the waiter must look at its state again (handed over, or no longer the contender).
+func (c *Client) contend(ctx context.Context, q *queue, w *waiter, watch *keyspace.Watch, timer *time.Timer) (*Lock, bool, error) {
+	for {
+		// Whatever the watch reported before this try is answered by the try itself.
+		select {
+		case <-watch.Ready():
+		default:
+		}
+		watch.Events()
+
+		c.tries.Add(1)
+		start := time.Now()
+		res, err := script.AcquireQueued(ctx, c.rdb, w.a.names, w.a.value, w.a.ttl, c.id, queueTTL(w.a.ttl))
+		if err != nil {
+			if !script.IsReply(err) {
+				w.a.cleanUp(ctx)
+			}
+			c.leave(q, w)
+			if ctx.Err() != nil {
+				return nil, false, context.Cause(ctx)
+			}
+			return nil, false, fmt.Errorf("lock %q: acquire: %w", w.a.key, err)
+		}
+		if res.OK {
+			l := c.newLock(w.a, start, res.Fence)
+			c.obtained(q, w, l)
+			return l, false, nil
+		}
+		c.failedTries.Add(1)
+		arm(timer, res.PTTL)
+
+		for waiting := true; waiting; {
+			select {
+			case <-watch.Ready():
+				waiting = !c.tryNow(watch.Events(), timer)
+			case <-timer.C:
+				waiting = false
+			case <-w.wake:
+				if l := c.handed(q, w); l != nil {
+					return l, false, nil
+				}
+				c.mu.Lock()
+				still := q.contenderLocked() == w
+				c.mu.Unlock()
+				if !still {
+					return nil, true, nil
+				}
+				waiting = false // a local holder gave the lock back to Redis: try
+			case <-ctx.Done():
+				l, err := c.abandon(ctx, q, w)
+				return l, false, err
+			}
+			if !waiting {
+				if closed(watch) {
+					c.leave(q, w)
+					return nil, false, fmt.Errorf("lock %q: %w", w.a.key, keyspace.ErrClosed)
+				}
+			}
+		}
+	}
+}
+
+// tryNow reads the watch's events: whether one says the lock may be free for this Client (a release, a
+// reservation for this Client, a deletion, expiry, eviction, a reconnect), or re-arms the timer when the lock
+// was reserved for another process (it may not claim it within its window).
+func (c *Client) tryNow(events []keyspace.Event, timer *time.Timer) bool {
+	now := false
+	for _, e := range events {
+		if e.Kind != keyspace.Released {
+			now = true
+			continue
+		}
+		id, window, reserved := parseReservation(e.Payload)
+		switch {
+		case !reserved || id == c.id:
+			now = true
+		default:
+			arm(timer, window)
+		}
+	}
+	return now
+}
+
+// parseReservation reads "r <id> <window ms>", the release script's message for a lock reserved for process id.
+func parseReservation(payload string) (id string, window time.Duration, ok bool) {
+	f := strings.Fields(payload)
+	if len(f) != 3 || f[0] != "r" {
+		return "", 0, false
+	}
+	ms, err := strconv.Atoi(f[2])
+	if err != nil {
+		return "", 0, false
+	}
+	return f[1], time.Duration(ms) * time.Millisecond, true
+}
+
+// arm sets the timer to fire after d plus a little (so the key has expired on the server) and a random
+// jitter (so processes whose timers were set by the same event do not all try at once). A negative d (the key
+// has no expiry) leaves the timer stopped.
+func arm(timer *time.Timer, d time.Duration) {
+	timer.Stop()
+	if d < 0 {
+		return
+	}
+	timer.Reset(d + time.Millisecond + rand.N(time.Millisecond))
+}
+
+// queueTTL is how long the Redis queue lives after its last join: every waiter tries again at least once per
+// holder's ttl, which renews it, so only a queue nobody waits in expires.
+func queueTTL(ttl time.Duration) time.Duration { return 2*ttl + time.Second }
+
+func closed(watch *keyspace.Watch) bool {
+	for _, e := range watch.Events() {
+		if e.Kind == keyspace.Closed {
+			return true
+		}
+	}
+	return false
+}
+
+// subscribe returns the queue's subscription, creating it (confirmed by the server) for the first contender.
+func (c *Client) subscribe(ctx context.Context, q *queue) (*keyspace.Watch, error) {
+	c.mu.Lock()
+	watch := q.watch
+	c.mu.Unlock()
+	if watch != nil {
+		return watch, nil
+	}
+	watcher, err := c.watcher()
+	if err != nil {
+		return nil, err
+	}
+	watch, err = watcher.Watch(ctx, q.key)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if q.watch != nil { // cannot happen: only the contender subscribes
+		watch.Close()
+		return q.watch, nil
+	}
+	q.watch = watch
+	return watch, nil
+}
+
+// handed returns the lock a releasing holder handed to w, if it did.
+func (c *Client) handed(q *queue, w *waiter) *Lock {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return w.lock
+}
+
+// abandon takes w out of the line because ctx ended. A lock handed to w meanwhile is released.
+func (c *Client) abandon(ctx context.Context, q *queue, w *waiter) (*Lock, error) {
+	c.mu.Lock()
+	l := w.lock
+	if l == nil && w.handing {
+		w.abandoned = true // the releasing holder releases what it hands over
+	}
+	lastOut := false
+	if l == nil {
+		q.removeLocked(w)
+		if n := q.contenderLocked(); n != nil {
+			signal(n.wake)
+		}
+		c.tidyLocked(q)
+		lastOut = c.queues[q.key] != q
+	}
+	c.mu.Unlock()
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if l != nil {
+		_ = l.Release(rctx)
+	}
+	if lastOut {
+		// Nobody of this Client waits any more: leave the Redis queue, so that the next release does not
+		// reserve the lock for a Client that will not claim it (which would cost the others a claim window).
+		_ = c.rdb.ZRem(rctx, w.a.names.Queue, c.id).Err()
+	}
+	return nil, context.Cause(ctx)
+}
+
+// release is the release operation of every Lock of this Client: it hands the lock to the first waiter of this
+// Client when there is one (in the same round trip), else releases it to Redis, which reserves it for the next
+// waiting process.
+func (c *Client) release(ctx context.Context, l *Lock) (bool, error) {
+	c.mu.Lock()
+	q := c.queues[l.names.Lock]
+	var next *waiter
+	if q != nil && len(q.waiters) > 0 {
+		next = q.waiters[0]
+		next.handing = true
+	}
+	cohort := q != nil && q.cohort < c.opts.Cohort
+	c.mu.Unlock()
+
+	n := script.Next{Window: c.opts.ClaimWindow, Waiter: c.id}
+	if next != nil {
+		n.Successor, n.TTL, n.Cohort = next.a.value, next.a.ttl, cohort
+	}
+	start := time.Now()
+	out, fence, err := script.ReleaseNext(ctx, c.rdb, l.names, l.value, c.publish, n)
+
+	c.mu.Lock()
+	var abandoned *Lock
+	if q != nil {
+		if q.holder == l {
+			q.holder = nil
+		}
+		if next != nil {
+			next.handing = false
+		}
+		switch {
+		case err == nil && out == script.HandedOver:
+			nl := c.newLock(next.a, start, fence)
+			q.cohort++
+			q.removeLocked(next)
+			if next.abandoned {
+				abandoned = nl
+			} else {
+				next.lock = nl
+				q.holder = nl
+				signal(next.wake)
+			}
+		default:
+			// Freed, reserved for another process, not held, or unknown: the first waiter contends at Redis.
+			q.cohort = 0
+			if w := q.contenderLocked(); w != nil {
+				signal(w.wake)
+			}
+		}
+		c.tidyLocked(q)
+	}
+	c.mu.Unlock()
+	if abandoned != nil {
+		_ = abandoned.Release(ctx)
+	}
+	return out != script.NotHeld, err
+}

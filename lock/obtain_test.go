@@ -1,0 +1,352 @@
+package lock_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/keyward/keyward/internal/redistest"
+	"github.com/keyward/keyward/lock"
+)
+
+// afterFailedTry calls fn after the n-th acquire attempt on a client that found the lock taken (n counts from 1),
+// before the attempt's answer reaches the lock package: whatever fn does lands exactly between that try and
+// what the waiter does next.
+type afterFailedTry struct {
+	n     int64
+	fn    func()
+	count atomic.Int64
+}
+
+func (h *afterFailedTry) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *afterFailedTry) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (h *afterFailedTry) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if name := cmd.Name(); name != "evalsha" && name != "eval" || err != nil {
+			return err
+		}
+		if res, ok := cmd.(*redis.Cmd).Val().([]any); ok && len(res) == 2 && res[0] == int64(0) {
+			if h.count.Add(1) == h.n {
+				h.fn()
+			}
+		}
+		return err
+	}
+}
+
+// waiting returns a hook that closes the returned channel after the n-th failed try: by then the waiter is
+// subscribed (the second try comes after the confirmed subscription) and about to wait.
+func waiting(n int64) (*afterFailedTry, chan struct{}) {
+	ch := make(chan struct{})
+	return &afterFailedTry{n: n, fn: func() { close(ch) }}, ch
+}
+
+func withTimeout(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func closeClient(t *testing.T, c *lock.Client) {
+	t.Cleanup(func() { assert.NoError(t, c.Close()) })
+}
+
+func TestObtainUncontendedNeedsNoSubscription(t *testing.T) {
+	rdb := redistest.Start(t).Client(t)
+	locks := newClient(t, rdb)
+	closeClient(t, locks)
+	ctx := withTimeout(t, 10*time.Second)
+	for range 3 {
+		l, err := locks.Obtain(ctx, "job", time.Minute)
+		require.NoError(t, err)
+		require.NoError(t, l.Release(ctx))
+	}
+	assert.Empty(t, rdb.PubSubChannels(ctx, "*").Val())
+	assert.NotContains(t, rdb.ClientList(ctx).Val(), "flags=P", "no pub/sub connection was opened")
+}
+
+// TestNoLostWakeUp forces a release into each window where a wake-up could be lost: after the first, plain
+// try and before the subscription, and after the try that follows the subscription and before the wait. The
+// holder's ttl is a minute: a lost wake-up would leave the waiter waiting for its timer, past the test's limit.
+func TestNoLostWakeUp(t *testing.T) {
+	for _, n := range []int64{1, 2} {
+		t.Run(fmt.Sprintf("release after failed try %d", n), func(t *testing.T) {
+			srv := redistest.Start(t)
+			holderRdb, waiterRdb := srv.Client(t), srv.Client(t)
+			ctx := withTimeout(t, 10*time.Second)
+			holder := newClient(t, holderRdb)
+			held, err := holder.TryObtain(ctx, "job", time.Minute)
+			require.NoError(t, err)
+
+			waiterRdb.AddHook(&afterFailedTry{n: n, fn: func() { require.NoError(t, held.Release(ctx)) }})
+			waiter := newClient(t, waiterRdb)
+			closeClient(t, waiter)
+			l, err := waiter.Obtain(ctx, "job", time.Minute)
+			require.NoError(t, err, "the waiter was woken by the release")
+			require.NoError(t, l.Release(ctx))
+		})
+	}
+}
+
+func TestCrashedHolderIsTakenOverAtItsTTL(t *testing.T) {
+	inBubble(t, func(t *testing.T, m *miniredis.Miniredis, locks *lock.Client) {
+		defer locks.Close()
+		ctx := context.Background()
+		crashed, err := lock.New(redistest.SynctestClient(m))
+		require.NoError(t, err)
+		_, err = crashed.TryObtain(ctx, "job", time.Second) // never released
+		require.NoError(t, err)
+
+		start := time.Now()
+		l, err := locks.Obtain(ctx, "job", time.Second)
+		require.NoError(t, err)
+		waited := time.Since(start)
+		assert.GreaterOrEqual(t, waited, time.Second)
+		assert.Less(t, waited, time.Second+3*time.Millisecond, "taken over at the holder's PTTL plus a little")
+		require.NoError(t, l.Release(ctx))
+	})
+}
+
+func TestDeletedByAnotherToolWakesWaiters(t *testing.T) {
+	srv := redistest.Start(t, redistest.WithNotify("Kg"))
+	rdb, waiterRdb := srv.Client(t), srv.Client(t)
+	ctx := withTimeout(t, 10*time.Second)
+	_, err := newClient(t, rdb).TryObtain(ctx, "job", time.Minute)
+	require.NoError(t, err)
+
+	hook, subscribed := waiting(2)
+	waiterRdb.AddHook(hook)
+	waiter := newClient(t, waiterRdb)
+	closeClient(t, waiter)
+	go func() {
+		<-subscribed
+		assert.NoError(t, rdb.Del(ctx, "job").Err()) // redis-cli DEL job, say
+	}()
+	l, err := waiter.Obtain(ctx, "job", time.Minute)
+	require.NoError(t, err, "woken by the keyspace notification, not the one-minute timer")
+	require.NoError(t, l.Release(ctx))
+}
+
+func TestPubSubKilledMidWait(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb, waiterRdb := srv.Client(t), srv.Client(t)
+	ctx := withTimeout(t, 10*time.Second)
+	held, err := newClient(t, rdb).TryObtain(ctx, "job", time.Minute)
+	require.NoError(t, err)
+
+	hook, subscribed := waiting(2)
+	waiterRdb.AddHook(hook)
+	waiter := newClient(t, waiterRdb)
+	closeClient(t, waiter)
+	go func() {
+		<-subscribed
+		assert.NoError(t, rdb.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err())
+		assert.NoError(t, held.Release(ctx)) // the release message may be lost with the connection
+	}()
+	l, err := waiter.Obtain(ctx, "job", time.Minute)
+	require.NoError(t, err, "the reconnect woke the waiter")
+	require.NoError(t, l.Release(ctx))
+}
+
+func TestCancelledObtainCleansUp(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb, waiterRdb := srv.Client(t), srv.Client(t)
+	ctx := withTimeout(t, 10*time.Second)
+	held, err := newClient(t, rdb).TryObtain(ctx, "job", time.Minute)
+	require.NoError(t, err)
+
+	hook, subscribed := waiting(2)
+	waiterRdb.AddHook(hook)
+	waiter := newClient(t, waiterRdb)
+	wctx, cancel := context.WithCancelCause(ctx)
+	go func() {
+		<-subscribed
+		cancel(errors.New("shutting down"))
+	}()
+	_, err = waiter.Obtain(wctx, "job", time.Minute)
+	require.EqualError(t, err, "shutting down", "the cause of the cancellation is returned")
+
+	assert.Zero(t, rdb.ZCard(ctx, "{job}:queue").Val(), "the waiter left the Redis queue")
+	require.NoError(t, waiter.Close())
+	assert.Empty(t, rdb.PubSubChannels(ctx, "*").Val(), "and its subscription")
+	require.NoError(t, held.Release(ctx))
+	assert.Zero(t, rdb.Exists(ctx, "job").Val(), "the release was not reserved for the waiter that left")
+}
+
+func TestDeadHeadCostsOneClaimWindow(t *testing.T) {
+	inBubble(t, func(t *testing.T, m *miniredis.Miniredis, locks *lock.Client) {
+		defer locks.Close()
+		ctx := context.Background()
+		holder, err := lock.New(redistest.SynctestClient(m))
+		require.NoError(t, err)
+		held, err := holder.TryObtain(ctx, "job", time.Minute)
+		require.NoError(t, err)
+		_, err = m.ZAdd("{job}:queue", 1, "a-process-that-died") // first in line, will never claim
+		require.NoError(t, err)
+
+		got := make(chan *lock.Lock)
+		go func() {
+			l, err := locks.Obtain(ctx, "job", time.Minute)
+			assert.NoError(t, err)
+			got <- l
+		}()
+		synctest.Wait() // the waiter is queued and waiting
+		released := time.Now()
+		require.NoError(t, held.Release(ctx))
+		l := <-got
+		waited := time.Since(released)
+		assert.GreaterOrEqual(t, waited, 20*time.Millisecond, "the reservation for the dead process held")
+		assert.Less(t, waited, 23*time.Millisecond, "for no longer than the claim window")
+		require.NotNil(t, l)
+		require.NoError(t, l.Release(ctx))
+	})
+}
+
+func TestHandOffWithinAClient(t *testing.T) {
+	_, rdb := redistest.Miniredis(t)
+	ctx := withTimeout(t, 10*time.Second)
+	locks := newClient(t, rdb)
+	closeClient(t, locks)
+	first, err := locks.Obtain(ctx, "job", time.Minute)
+	require.NoError(t, err)
+
+	got := make(chan *lock.Lock)
+	go func() {
+		l, err := locks.Obtain(ctx, "job", time.Minute)
+		assert.NoError(t, err)
+		got <- l
+	}()
+	// The second goroutine queues behind a lock its own Client holds: it does not try at Redis.
+	require.NoError(t, first.Release(ctx))
+	second := <-got
+	assert.Greater(t, second.Fence(), first.Fence())
+	assert.Equal(t, second.Token(), rdb.Get(ctx, "job").Val(), "handed over in the release's round trip")
+	assert.Zero(t, locks.Stats().FailedTries)
+	require.NoError(t, second.Release(ctx))
+}
+
+func TestObtainMutualExclusionAcrossClients(t *testing.T) {
+	redistest.ForEachServer(t, func(t *testing.T, rdb *redis.Client) {
+		ctx := withTimeout(t, 60*time.Second)
+		var inside, total atomic.Int64
+		var wg sync.WaitGroup
+		for range 4 { // 4 "processes" of 4 goroutines
+			locks := newClient(t, rdb)
+			closeClient(t, locks)
+			for range 4 {
+				wg.Go(func() {
+					for range 25 {
+						l, err := locks.Obtain(ctx, "shared", 10*time.Second)
+						if !assert.NoError(t, err) {
+							return
+						}
+						assert.Equal(t, int64(1), inside.Add(1), "two holders at once")
+						total.Add(1)
+						inside.Add(-1)
+						assert.NoError(t, l.Release(ctx))
+					}
+				})
+			}
+		}
+		wg.Wait()
+		assert.Equal(t, int64(400), total.Load())
+	})
+}
+
+func TestManyWaitersShareOneConnection(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	ctx := withTimeout(t, 120*time.Second)
+	holder := newClient(t, rdb)
+	const keyCount, waiters = 1000, 10000
+	held := make([]*lock.Lock, keyCount)
+	for i := range keyCount {
+		l, err := holder.TryObtain(ctx, fmt.Sprintf("key-%d", i), time.Minute)
+		require.NoError(t, err)
+		held[i] = l
+	}
+
+	waiterRdb := redistest.NewClient(t, srv.ClientOptions())
+	hook, allWaiting := waiting(2 * keyCount) // two failed tries per key: the plain one and the subscribed one
+	waiterRdb.AddHook(hook)
+	locks := newClient(t, waiterRdb)
+	closeClient(t, locks)
+	var wg sync.WaitGroup
+	for i := range waiters {
+		wg.Go(func() {
+			l, err := locks.Obtain(ctx, fmt.Sprintf("key-%d", i%keyCount), time.Minute)
+			if assert.NoError(t, err) {
+				assert.NoError(t, l.Release(ctx))
+			}
+		})
+	}
+	<-allWaiting
+	clients := rdb.ClientList(ctx).Val()
+	assert.Equal(t, 1, strings.Count(clients, "flags=P"), "one pub/sub connection for 10,000 waiters")
+	assert.Len(t, rdb.PubSubChannels(ctx, "*").Val(), keyCount, "one subscription per key")
+	for _, l := range held {
+		require.NoError(t, l.Release(ctx))
+	}
+	wg.Wait()
+	assert.Equal(t, int64(2*keyCount), locks.Stats().FailedTries,
+		"per key, one goroutine tried at Redis (twice: plain, then subscribed); the others queued in the Client")
+}
+
+func TestDo(t *testing.T) {
+	t.Run("cancels fn's context when the lock is lost", func(t *testing.T) {
+		inBubble(t, func(t *testing.T, m *miniredis.Miniredis, locks *lock.Client) {
+			defer locks.Close()
+			err := locks.Do(context.Background(), "job", 3*time.Second, func(ctx context.Context) error {
+				m.Set("job", "someone else") // the key is taken while fn runs
+				<-ctx.Done()
+				assert.ErrorIs(t, context.Cause(ctx), lock.ErrLost)
+				return ctx.Err()
+			})
+			assert.ErrorIs(t, err, context.Canceled)
+			assert.ErrorIs(t, err, lock.ErrLost, "and the release reports the loss")
+			got, _ := m.Get("job")
+			assert.Equal(t, "someone else", got)
+		})
+	})
+	t.Run("keeps the lock alive for a long fn", func(t *testing.T) {
+		inBubble(t, func(t *testing.T, m *miniredis.Miniredis, locks *lock.Client) {
+			defer locks.Close()
+			err := locks.Do(context.Background(), "job", time.Second, func(ctx context.Context) error {
+				time.Sleep(10 * time.Second)
+				return ctx.Err()
+			})
+			assert.NoError(t, err)
+			assert.False(t, m.Exists("job"), "released")
+		})
+	})
+	t.Run("releases on panic", func(t *testing.T) {
+		_, rdb := redistest.Miniredis(t)
+		locks := newClient(t, rdb)
+		closeClient(t, locks)
+		assert.PanicsWithValue(t, "boom", func() {
+			_ = locks.Do(context.Background(), "job", time.Minute, func(context.Context) error { panic("boom") })
+		})
+		assert.Zero(t, rdb.Exists(context.Background(), "job").Val())
+	})
+	t.Run("returns fn's error", func(t *testing.T) {
+		_, rdb := redistest.Miniredis(t)
+		locks := newClient(t, rdb)
+		closeClient(t, locks)
+		want := errors.New("report failed")
+		assert.ErrorIs(t, locks.Do(context.Background(), "job", time.Minute, func(context.Context) error { return want }), want)
+	})
+}
