@@ -9,6 +9,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/lock"
 )
 
@@ -85,4 +86,24 @@ func ExampleLock_Guard() {
 	// first write: <nil>
 	// late write refused: true
 	// count: 1
+}
+
+// Code written against keyward.Locker runs on one Redis (this Client) or on a Redlock quorum alike.
+func ExampleClient_Locker() {
+	srv, _ := miniredis.Run()
+	defer srv.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer rdb.Close()
+	locks, _ := lock.New(rdb)
+	defer locks.Close()
+
+	var locker keyward.Locker = locks.Locker(lock.WithPrefix("jobs:"))
+	err := locker.Do(context.Background(), "reindex", time.Minute, func(ctx context.Context) error {
+		fmt.Println("reindexing while holding jobs:reindex")
+		return nil
+	})
+	fmt.Println("done:", err)
+	// Output:
+	// reindexing while holding jobs:reindex
+	// done: <nil>
 }
