@@ -1,16 +1,13 @@
 -- acquire: take the lock if it is free, or reserved for this waiter, and hand out the next fencing token.
--- One round trip.
 -- KEYS[1] lock key, KEYS[2] fencing counter, KEYS[3] queue of waiting processes (sorted set, by arrival).
--- ARGV[1] the holder's value (token and metadata), ARGV[2] ttl in ms, ARGV[3] ttl of the fencing counter in ms,
+-- ARGV[1] the holder's value (token and metadata), ARGV[2] ttl in ms, ARGV[3] ttl of a new fencing counter in ms,
 -- ARGV[4] the waiting process's id ('' for a plain try that does not queue), ARGV[5] ttl of the queue in ms.
 -- Returns {1, fence} when the lock was taken, {0, pttl} when another holds it (pttl -1: the key has no expiry).
-redis.replicate_commands()
 
-local counter = read_counter(KEYS[2])
-local waiter = ARGV[4]
 -- GET raises WRONGTYPE for a key that is not a string: a list or hash under the lock's name is reported as an
 -- error instead of looking like a held lock (SET NX alone would answer nil for it).
 local current = redis.call('GET', KEYS[1])
+local waiter = ARGV[4]
 if current and not (waiter ~= '' and current == 'reserved:' .. waiter) then
   if waiter ~= '' then
     -- Join the queue once (NX keeps the place of an earlier try); every try keeps the queue alive.
@@ -22,7 +19,12 @@ if current and not (waiter ~= '' and current == 'reserved:' .. waiter) then
 end
 
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local fence, err = next_fence(KEYS[2], ARGV[3])
+if not fence then
+  redis.call('DEL', KEYS[1])
+  return err
+end
 if waiter ~= '' then
   redis.call('ZREM', KEYS[3], waiter)
 end
-return {1, next_fence(KEYS[2], counter, ARGV[3])}
+return {1, fence}

@@ -1,19 +1,28 @@
 -- Shared by the scripts that hand out fencing tokens; prepended to them when they are loaded.
 
--- read_counter returns the fencing counter in key (0 when absent or not a number: the clock term below still
--- keeps tokens increasing). Call it before any write: a counter of another type raises WRONGTYPE here, with
--- nothing changed yet.
-local function read_counter(key)
-  return tonumber(redis.call('GET', key) or '0') or 0
+-- next_fence advances the fencing counter in key and returns the new token, or nil and the error reply when the
+-- counter cannot be incremented (another type, not an integer); the caller then undoes its writes.
+--
+-- Tokens never go backwards. A counter that does not exist (a new lock, a counter that expired, or one forgotten
+-- by a server restarted without persistence) starts at the server's clock in microseconds, with a ttl of
+-- ttl_ms set once; from then on each acquisition adds one. A counter grows by one per acquisition, far slower than
+-- the clock's million per second, so when it starts over it starts above every token it handed out, as long as
+-- the server's clock does not step back. One INCR is all the common case costs.
+local function next_fence(key, ttl_ms)
+  local fence = redis.pcall('INCR', key)
+  if type(fence) == 'table' then
+    return nil, fence
+  end
+  if fence == 1 then
+    local t = redis.call('TIME')
+    fence = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    redis.call('SET', key, string.format('%d', fence), 'PX', ttl_ms)
+  end
+  return fence
 end
 
--- next_fence stores and returns the next fencing token after counter. It never goes backwards: it is at least
--- one more than the last one handed out, and at least the server's clock in microseconds, so a server restarted
--- without persistence (counter forgotten) still hands out larger tokens, as long as its clock did not step back.
--- The counter may therefore expire (ttl_ms).
-local function next_fence(key, counter, ttl_ms)
-  local t = redis.call('TIME')
-  local fence = math.max(counter + 1, tonumber(t[1]) * 1000000 + tonumber(t[2]))
-  redis.call('SET', key, string.format('%d', fence), 'PX', ttl_ms)
-  return fence
+-- read_counter returns the fencing counter in key, 0 when there is none (or it is not a number). It raises
+-- WRONGTYPE for a counter of another type before anything is written.
+local function read_counter(key)
+  return tonumber(redis.call('GET', key) or '0') or 0
 end

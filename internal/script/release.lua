@@ -2,7 +2,7 @@
 -- KEYS[1] lock key, KEYS[2] release channel, KEYS[3] queue of waiting processes, KEYS[4] fencing counter.
 -- ARGV[1] the holder's value, ARGV[2] PUBLISH or SPUBLISH, ARGV[3] claim window in ms,
 -- ARGV[4] the value of a successor in the holder's own process ('' for none), ARGV[5] its ttl in ms,
--- ARGV[6] ttl of the fencing counter in ms, ARGV[7] '1' when the successor may take the lock even though other
+-- ARGV[6] ttl of a new fencing counter in ms, ARGV[7] '1' when the successor may take the lock even though other
 -- processes wait (the holder's process has not used up its turn), ARGV[8] the holder's process id in the queue
 -- ('' for none): it leaves the queue, since it either keeps the lock (successor) or yields its turn.
 -- Returns {0, 0} when the lock was not held by this value (expired, or taken by another); {1, 0} when it was
@@ -16,9 +16,12 @@ if ARGV[8] ~= '' then
   redis.call('ZREM', KEYS[3], ARGV[8])
 end
 if ARGV[4] ~= '' and (ARGV[7] == '1' or redis.call('ZCARD', KEYS[3]) == 0) then
-  local counter = read_counter(KEYS[4])
+  local fence, err = next_fence(KEYS[4], ARGV[6])
+  if not fence then
+    return err
+  end
   redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[5])
-  return {2, next_fence(KEYS[4], counter, ARGV[6])}
+  return {2, fence}
 end
 
 -- The next process in line gets the lock reserved for a short claim window and is the only one woken to take

@@ -39,6 +39,7 @@ func TestAcquireReleaseRefreshPTTL(t *testing.T) {
 		stored, err := rdb.Get(ctx, n.Fence).Int64()
 		require.NoError(t, err, "the counter is stored as an integer, not in float notation")
 		assert.Equal(t, a.Fence, stored)
+		assert.InDelta(t, script.FenceTTL, rdb.PTTL(ctx, n.Fence).Val(), float64(time.Minute), "the counter expires")
 
 		b, err := script.Acquire(ctx, rdb, n, "token-b", 10*time.Second)
 		require.NoError(t, err)
@@ -148,7 +149,13 @@ func TestWrongType(t *testing.T) {
 		require.NoError(t, rdb.HSet(ctx, m.Fence, "f", "v").Err())
 		_, err = script.Acquire(ctx, rdb, m, "tok", time.Second)
 		require.ErrorIs(t, err, keyward.ErrWrongType)
-		assert.Zero(t, rdb.Exists(ctx, m.Lock).Val(), "nothing was written when the counter has the wrong type")
+		assert.Zero(t, rdb.Exists(ctx, m.Lock).Val(), "no lock is left behind when the counter has the wrong type")
+
+		o := keys.For("text-fence")
+		require.NoError(t, rdb.Set(ctx, o.Fence, "not a number", 0).Err())
+		_, err = script.Acquire(ctx, rdb, o, "tok", time.Second)
+		require.Error(t, err, "a counter that is not an integer is an error, not a fence")
+		assert.Zero(t, rdb.Exists(ctx, o.Lock).Val())
 	})
 }
 
