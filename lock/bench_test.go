@@ -65,6 +65,7 @@ type contention struct {
 	clients    int
 	goroutines int
 	hold       time.Duration
+	opts       []lock.Option
 }
 
 // BenchmarkContended runs contended workloads against a real redis-server; b.N is the number of acquisitions
@@ -75,11 +76,11 @@ type contention struct {
 func BenchmarkContended(b *testing.B) {
 	srv := redistest.Start(b)
 	for _, w := range []contention{
-		{"handoff/same-client", 1, 2, 0},
-		{"handoff/across-clients", 2, 1, 0},
-		{"1x32/hold-0", 1, 32, 0},
-		{"1x32/hold-200us", 1, 32, 200 * time.Microsecond},
-		{"4x4/hold-200us", 4, 4, 200 * time.Microsecond},
+		{name: "handoff/same-client", clients: 1, goroutines: 2},
+		{name: "handoff/across-clients", clients: 2, goroutines: 1},
+		{name: "1x32/hold-0", clients: 1, goroutines: 32},
+		{name: "1x32/hold-200us", clients: 1, goroutines: 32, hold: 200 * time.Microsecond},
+		{name: "4x4/hold-200us", clients: 4, goroutines: 4, hold: 200 * time.Microsecond},
 	} {
 		b.Run(w.name, func(b *testing.B) { runContention(b, srv, w) })
 	}
@@ -95,7 +96,7 @@ func runContention(b *testing.B, srv *redistest.Server, w contention) {
 	clients := make([]*lock.Client, w.clients)
 	for i := range clients {
 		rdb := redistest.NewClient(b, srv.ClientOptions())
-		c, err := lock.New(rdb)
+		c, err := lock.New(rdb, w.opts...)
 		if err != nil {
 			b.Fatal(err)
 		}
