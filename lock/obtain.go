@@ -183,19 +183,16 @@ func (c *Client) wait(ctx context.Context, q *queue, w *waiter) (*Lock, error) {
 			c.leave(q, w)
 			return nil, err
 		}
-		l, wait, err := c.contend(ctx, q, w, watch, timer)
-		if l != nil || err != nil {
+		if l, err := c.contend(ctx, q, w, watch, timer); l != nil || err != nil {
 			return l, err
 		}
-		if !wait {
-			continue
-		}
+		// No longer the contender: a holder of this Client will hand the lock over.
 	}
 }
 
 // contend tries at Redis as the contender, then waits for a reason to try again. It returns the lock, an error,
-// or wait=false when the waiter must look at its state again (handed over, or no longer the contender).
-func (c *Client) contend(ctx context.Context, q *queue, w *waiter, watch *keyspace.Watch, timer *time.Timer) (*Lock, bool, error) {
+// or neither when the waiter is no longer the contender.
+func (c *Client) contend(ctx context.Context, q *queue, w *waiter, watch *keyspace.Watch, timer *time.Timer) (*Lock, error) {
 	for {
 		// Whatever the watch reported before this try is answered by the try itself.
 		select {
@@ -213,14 +210,14 @@ func (c *Client) contend(ctx context.Context, q *queue, w *waiter, watch *keyspa
 			}
 			c.leave(q, w)
 			if ctx.Err() != nil {
-				return nil, false, context.Cause(ctx)
+				return nil, context.Cause(ctx)
 			}
-			return nil, false, fmt.Errorf("lock %q: acquire: %w", w.a.key, err)
+			return nil, fmt.Errorf("lock %q: acquire: %w", w.a.key, err)
 		}
 		if res.OK {
 			l := c.newLock(w.a, start, res.Fence)
 			c.obtained(q, w, l)
-			return l, false, nil
+			return l, nil
 		}
 		c.failedTries.Add(1)
 		arm(timer, res.PTTL)
@@ -228,53 +225,50 @@ func (c *Client) contend(ctx context.Context, q *queue, w *waiter, watch *keyspa
 		for waiting := true; waiting; {
 			select {
 			case <-watch.Ready():
-				waiting = !c.tryNow(watch.Events(), timer)
+				now, closed := c.tryNow(watch.Events(), timer)
+				if closed {
+					c.leave(q, w)
+					return nil, fmt.Errorf("lock %q: %w", w.a.key, keyspace.ErrClosed)
+				}
+				waiting = !now
 			case <-timer.C:
 				waiting = false
 			case <-w.wake:
 				if l := c.handed(q, w); l != nil {
-					return l, false, nil
+					return l, nil
 				}
 				c.mu.Lock()
 				still := q.contenderLocked() == w
 				c.mu.Unlock()
 				if !still {
-					return nil, true, nil
+					return nil, nil
 				}
-				waiting = false // a local holder gave the lock back to Redis: try
+				waiting = false // a holder of this Client gave the lock back to Redis: try
 			case <-ctx.Done():
-				l, err := c.abandon(ctx, q, w)
-				return l, false, err
-			}
-			if !waiting {
-				if closed(watch) {
-					c.leave(q, w)
-					return nil, false, fmt.Errorf("lock %q: %w", w.a.key, keyspace.ErrClosed)
-				}
+				return c.abandon(ctx, q, w)
 			}
 		}
 	}
 }
 
 // tryNow reads the watch's events: whether one says the lock may be free for this Client (a release, a
-// reservation for this Client, a deletion, expiry, eviction, a reconnect), or re-arms the timer when the lock
-// was reserved for another process (it may not claim it within its window).
-func (c *Client) tryNow(events []keyspace.Event, timer *time.Timer) bool {
-	now := false
+// reservation for this Client, a deletion, expiry, eviction, a reconnect), or whether the watcher was closed. A
+// reservation for another process re-arms the timer to its claim window (that process may not claim it).
+func (c *Client) tryNow(events []keyspace.Event, timer *time.Timer) (now, closed bool) {
 	for _, e := range events {
-		if e.Kind != keyspace.Released {
-			now = true
-			continue
+		switch e.Kind {
+		case keyspace.Closed:
+			return false, true
+		case keyspace.Released:
+			id, window, reserved := parseReservation(e.Payload)
+			if reserved && id != c.id {
+				arm(timer, window)
+				continue
+			}
 		}
-		id, window, reserved := parseReservation(e.Payload)
-		switch {
-		case !reserved || id == c.id:
-			now = true
-		default:
-			arm(timer, window)
-		}
+		now = true
 	}
-	return now
+	return now, false
 }
 
 // parseReservation reads "r <id> <window ms>", the release script's message for a lock reserved for process id.
@@ -304,15 +298,6 @@ func arm(timer *time.Timer, d time.Duration) {
 // queueTTL is how long the Redis queue lives after its last join: every waiter tries again at least once per
 // holder's ttl, which renews it, so only a queue nobody waits in expires.
 func queueTTL(ttl time.Duration) time.Duration { return 2*ttl + time.Second }
-
-func closed(watch *keyspace.Watch) bool {
-	for _, e := range watch.Events() {
-		if e.Kind == keyspace.Closed {
-			return true
-		}
-	}
-	return false
-}
 
 // subscribe returns the queue's subscription, creating it (confirmed by the server) for the first contender.
 func (c *Client) subscribe(ctx context.Context, q *queue) (*keyspace.Watch, error) {

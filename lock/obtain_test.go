@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/keyward/keyward/internal/redistest"
+	"github.com/keyward/keyward/keyspace"
 	"github.com/keyward/keyward/lock"
 )
 
@@ -349,4 +350,23 @@ func TestDo(t *testing.T) {
 		want := errors.New("report failed")
 		assert.ErrorIs(t, locks.Do(context.Background(), "job", time.Minute, func(context.Context) error { return want }), want)
 	})
+}
+
+func TestCloseEndsWaiting(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb, waiterRdb := srv.Client(t), srv.Client(t)
+	ctx := withTimeout(t, 10*time.Second)
+	held, err := newClient(t, rdb).TryObtain(ctx, "job", time.Minute)
+	require.NoError(t, err)
+
+	hook, subscribed := waiting(2)
+	waiterRdb.AddHook(hook)
+	waiter := newClient(t, waiterRdb)
+	go func() {
+		<-subscribed
+		assert.NoError(t, waiter.Close())
+	}()
+	_, err = waiter.Obtain(ctx, "job", time.Minute)
+	require.ErrorIs(t, err, keyspace.ErrClosed, "not left waiting for the one-minute timer")
+	require.NoError(t, held.Release(ctx))
 }
