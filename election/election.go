@@ -1,0 +1,163 @@
+package election
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/token"
+	"github.com/keyward/keyward/keyspace"
+)
+
+var (
+	// ErrNoLeader means nobody leads the election right now: Leader's answer between two terms.
+	ErrNoLeader = errors.New("election: no leader")
+
+	// ErrResigned is the cause of a leadership's context once it was resigned (Resign, or fn returned in Run).
+	ErrResigned = errors.New("election: resigned")
+
+	// ErrLost is keyward.ErrLost: the cause of a leadership's context when the leadership was lost (its lease
+	// ran out, its lock was found taken, a later term was elected). It also matches ErrNotHeld.
+	ErrLost = keyward.ErrLost
+
+	// ErrNotHeld is keyward.ErrNotHeld.
+	ErrNotHeld = keyward.ErrNotHeld
+
+	// ErrInvalid is keyward.ErrInvalid: an argument or option is not valid.
+	ErrInvalid = keyward.ErrInvalid
+
+	// ErrWrongType is keyward.ErrWrongType: the lock or the record key holds a value some other program wrote.
+	ErrWrongType = keyward.ErrWrongType
+
+	// ErrReadOnly is keyward.ErrReadOnly: the server is a read-only replica.
+	ErrReadOnly = keyward.ErrReadOnly
+
+	// ErrNoPermission is keyward.ErrNoPermission: the ACL user may not run the election's commands or touch its
+	// keys (the lock's, and the record "{name}:leader" with its channel).
+	ErrNoPermission = keyward.ErrNoPermission
+
+	// ErrOutOfMemory is keyward.ErrOutOfMemory: the server refused a write because it reached maxmemory.
+	ErrOutOfMemory = keyward.ErrOutOfMemory
+)
+
+// DefaultTTL is the lease of a leader unless WithTTL says otherwise: as Kubernetes client-go's LeaseDuration.
+// A leader that dies without resigning is replaced within it.
+const DefaultTTL = 15 * time.Second
+
+// An Election is one named election: the candidates of every process that use the same name (and the same
+// Redis) compete to lead it. It is safe for concurrent use and holds no connection or goroutine of its own:
+// those belong to the Leaderships, Run and Observe calls that use it.
+type Election struct {
+	locker    keyward.Locker
+	name      string
+	identity  string
+	ttl       time.Duration
+	rdb       redis.UniversalClient // nil: no record, so no Leader, Observe or OnNewLeader
+	watcher   *keyspace.Watcher     // shared by observers; nil: one per Observe call
+	record    record
+	callbacks Callbacks
+}
+
+// A Leader is who leads an election, as its record says.
+type Leader struct {
+	// Identity is the leader's identity (see WithIdentity); "" when nobody leads.
+	Identity string
+	// Term is the leader's term number: the fencing token of its lock, larger than that of every earlier term.
+	// When nobody leads, it is the term that ended (0 when unknown).
+	Term int64
+	// TTL is how long the leader's lease had left when this was read; it is renewed while the leader lives.
+	// 0 when nobody leads.
+	TTL time.Duration
+}
+
+// New returns the election name, whose candidates lead by holding the lock name through locker: the Locker of
+// a lock.Client (one Redis) or of a redlock.Client (a quorum). It returns an ErrInvalid error for a nil locker,
+// an empty name or an invalid option.
+//
+// Give WithRedis so that the leader writes who it is where others can read it (Leader, Observe, OnNewLeader).
+// The lock's own options (prefix, drift, metadata) are the Locker's.
+func New(locker keyward.Locker, name string, opts ...Option) (*Election, error) {
+	if locker == nil {
+		return nil, fmt.Errorf("%w: nil locker", ErrInvalid)
+	}
+	if name == "" {
+		return nil, fmt.Errorf("%w: empty election name", ErrInvalid)
+	}
+	s := settings{identity: token.DefaultMetadata(), ttl: DefaultTTL}
+	for _, o := range opts {
+		if o != nil {
+			o(&s)
+		}
+	}
+	if s.err != nil {
+		return nil, s.err
+	}
+	if s.rdb == nil && s.watcher != nil {
+		return nil, fmt.Errorf("%w: WithWatcher needs WithRedis", ErrInvalid)
+	}
+	if s.rdb == nil && s.callbacks.OnNewLeader != nil {
+		return nil, fmt.Errorf("%w: OnNewLeader needs WithRedis", ErrInvalid)
+	}
+	return &Election{
+		locker:    locker,
+		name:      name,
+		identity:  s.identity,
+		ttl:       s.ttl,
+		rdb:       s.rdb,
+		watcher:   s.watcher,
+		record:    newRecord(name),
+		callbacks: s.callbacks,
+	}, nil
+}
+
+// Name returns the election's name: the key of the lock its leader holds (before the Locker's prefix).
+func (e *Election) Name() string { return e.name }
+
+// Identity returns the identity this Election's candidates campaign with.
+func (e *Election) Identity() string { return e.identity }
+
+// Leader returns who leads the election now, with the term and how long its lease has left. It returns an error
+// matching ErrNoLeader between terms, and an ErrInvalid error when the Election has no Redis (WithRedis).
+//
+// A leader is reported from the moment its Campaign has written its record (a round trip after it took the
+// lock) until it resigns or its lease runs out.
+func (e *Election) Leader(ctx context.Context) (Leader, error) {
+	if e.rdb == nil {
+		return Leader{}, e.errNoRedis("Leader")
+	}
+	l, ok, err := e.record.read(ctx, e.rdb)
+	if err != nil {
+		return Leader{}, e.wrap(err)
+	}
+	if !ok {
+		return Leader{}, e.wrap(ErrNoLeader)
+	}
+	return l, nil
+}
+
+// Term returns the term number of the leadership that ctx belongs to: the context handed to Run's fn, a
+// Leadership's Context, or a context derived from them. It returns 0 for any other context.
+//
+// Pass it to storage that refuses terms smaller than the largest it has seen: a leader that was paused past its
+// lease and wakes after another was elected can then not overwrite the newer leader's work.
+func Term(ctx context.Context) int64 {
+	t, _ := ctx.Value(termKey{}).(int64)
+	return t
+}
+
+type termKey struct{}
+
+func (e *Election) wrap(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("election %q: %w", e.name, err)
+}
+
+func (e *Election) errNoRedis(what string) error {
+	return e.wrap(fmt.Errorf("%w: %s needs the election's Redis (WithRedis)", ErrInvalid, what))
+}

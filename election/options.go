@@ -1,0 +1,109 @@
+package election
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/keyward/keyward/keyspace"
+)
+
+// An Option configures an Election.
+type Option func(*settings)
+
+type settings struct {
+	identity  string
+	ttl       time.Duration
+	rdb       redis.UniversalClient
+	watcher   *keyspace.Watcher
+	callbacks Callbacks
+	err       error // the first invalid option
+}
+
+func (s *settings) fail(err error) {
+	if s.err == nil {
+		s.err = err
+	}
+}
+
+// WithIdentity sets how this candidate is named to the others when it leads (Leader.Identity): a replica's pod
+// name, say. Default: "host=<hostname> pid=<pid>". An empty identity is an ErrInvalid error.
+func WithIdentity(identity string) Option {
+	return func(s *settings) {
+		if identity == "" {
+			s.fail(fmt.Errorf("%w: empty identity", ErrInvalid))
+			return
+		}
+		s.identity = identity
+	}
+}
+
+// WithTTL sets the leader's lease: the leader renews it every ttl/3, and a leader that dies without resigning is
+// replaced within ttl (plus a few milliseconds). A short ttl replaces a dead leader sooner; a long one keeps a
+// leader whose process or network stalls for a while. Default: DefaultTTL (15 s). A ttl below MinTTL is an
+// ErrInvalid error; the Locker also refuses a ttl that does not exceed its drift margin (1 % + 2 ms by default),
+// at the first Campaign.
+func WithTTL(ttl time.Duration) Option {
+	return func(s *settings) {
+		if ttl < MinTTL {
+			s.fail(fmt.Errorf("%w: ttl %v is below %v", ErrInvalid, ttl, MinTTL))
+			return
+		}
+		s.ttl = ttl
+	}
+}
+
+// MinTTL is the shortest lease WithTTL accepts: a newly elected leader must be able to write its record, and
+// then renew its lease, well within it.
+const MinTTL = 10 * time.Millisecond
+
+// WithRedis gives the Redis where the leader records who it is and announces changes, which Leader, Observe and
+// OnNewLeader read. With a lock.Client, give the same client; with a Redlock quorum, any one Redis that every
+// candidate and observer uses. Without it, candidates still elect a leader (Campaign, Run), but nobody can see
+// who leads. A nil rdb is an ErrInvalid error.
+func WithRedis(rdb redis.UniversalClient) Option {
+	return func(s *settings) {
+		if rdb == nil {
+			s.fail(fmt.Errorf("%w: nil redis client", ErrInvalid))
+			return
+		}
+		s.rdb = rdb
+	}
+}
+
+// WithWatcher makes observers share w's pub/sub connection (a lock.Client's, say: see lock.WithWatcher) instead
+// of opening one per Observe call. w must watch the Redis given with WithRedis. The Election never closes it.
+func WithWatcher(w *keyspace.Watcher) Option {
+	return func(s *settings) {
+		if w == nil {
+			s.fail(fmt.Errorf("%w: nil watcher", ErrInvalid))
+			return
+		}
+		s.watcher = w
+	}
+}
+
+// WithCallbacks sets functions that Run calls as leadership comes and goes, as Kubernetes client-go's
+// LeaderCallbacks do. Unset functions are not called.
+func WithCallbacks(c Callbacks) Option {
+	return func(s *settings) { s.callbacks = c }
+}
+
+// Callbacks are called by Run, never after Run has returned. They must not block for long. OnStartedLeading and
+// OnStoppedLeading are called on Run's goroutine; OnNewLeader on a goroutine of its own, and OnError on either,
+// so those two may run at the same time as the others.
+type Callbacks struct {
+	// OnStartedLeading is called when this candidate starts a term, before fn runs.
+	OnStartedLeading func(leader Leader)
+	// OnStoppedLeading is called when a term of this candidate ended, after fn returned and the leadership was
+	// resigned, with why it ended: an error matching ErrLost when the leadership was lost, ctx's cause when
+	// Run's ctx ended, ErrResigned when fn returned.
+	OnStoppedLeading func(leader Leader, cause error)
+	// OnNewLeader is called whenever a new term starts, whoever leads it (this candidate too), in the order of
+	// the terms. It needs WithRedis.
+	OnNewLeader func(leader Leader)
+	// OnError is called with the errors that Run survives: a campaign, a resignation or an observation that
+	// failed (Redis unreachable, say) and will be tried again after a backoff.
+	OnError func(err error)
+}

@@ -1,0 +1,187 @@
+package election
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/keyspace"
+)
+
+// Run is the loop a service puts in main: it campaigns, runs fn while this candidate leads, and campaigns again,
+// until ctx ends.
+//
+//   - fn's context is cancelled the moment the leadership is lost, with a cause matching ErrLost (see
+//     context.Cause and [Leadership.Context]); when fn has returned, Run campaigns again.
+//   - When ctx ends, fn's context is cancelled with ctx's cause; when fn has returned, Run resigns, so that
+//     another candidate leads within a few round trips, and returns nil (or the resignation's error).
+//   - When fn returns nil while leading, Run resigns (the next candidate in line leads) and campaigns again.
+//   - When fn returns an error while leading, Run resigns and returns that error.
+//   - When fn panics, Run resigns and the panic goes on.
+//
+// Errors that may pass (Redis unreachable, a failover in progress) are reported to OnError and the campaign is
+// tried again after a backoff (10 ms doubling to 1 s). Errors that will not pass end Run: an invalid argument, a
+// key of another type (ErrWrongType), a permission refused (ErrNoPermission), a closed client. A nil fn is an
+// ErrInvalid error.
+func (e *Election) Run(ctx context.Context, fn func(leaderCtx context.Context) error) error {
+	if fn == nil {
+		return e.wrap(fmt.Errorf("%w: nil fn", ErrInvalid))
+	}
+	stop := e.observeForCallbacks(ctx)
+	defer stop()
+	var retry backoff
+	for {
+		lead, err := e.campaign(ctx, ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if permanent(err) {
+				return err
+			}
+			e.onError(err)
+			if !retry.wait(ctx) {
+				return nil
+			}
+			continue
+		}
+		retry.reset()
+		if over, err := e.serve(ctx, lead, fn); over {
+			return err
+		}
+	}
+}
+
+// serve runs fn for one term and resigns it. It returns whether Run is over, and then Run's result.
+func (e *Election) serve(ctx context.Context, lead *Leadership, fn func(context.Context) error) (over bool, _ error) {
+	leader := lead.leader()
+	resign := func() error {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(e.ttl, resignTimeout))
+		defer cancel()
+		return lead.Resign(rctx)
+	}
+	panicked := true
+	defer func() {
+		if panicked {
+			_ = resign()
+		}
+	}()
+	if f := e.callbacks.OnStartedLeading; f != nil {
+		f(leader)
+	}
+	fnErr := fn(lead.ctx)
+	panicked = false
+
+	cause := lead.Err() // nil: fn returned while leading, as far as it could know
+	err := resign()
+	lostMeanwhile := errors.Is(err, keyward.ErrNotHeld)
+	switch {
+	case cause != nil:
+	case lostMeanwhile:
+		cause = err // the lease ran out, or the lock was taken, after fn's last look
+	default:
+		cause = lead.Err() // ErrResigned
+	}
+	if lostMeanwhile {
+		err = nil // not a failure to resign: there was nothing left to give back
+	}
+	if f := e.callbacks.OnStoppedLeading; f != nil {
+		f(leader, cause)
+	}
+	switch {
+	case ctx.Err() != nil:
+		return true, err
+	case errors.Is(cause, keyward.ErrNotHeld): // lost (ErrLost matches ErrNotHeld)
+		return false, nil // fn's error, if any, was about the loss: campaign again
+	case fnErr != nil:
+		return true, errors.Join(fnErr, err)
+	}
+	if err != nil {
+		e.onError(err)
+	}
+	return false, nil
+}
+
+// observeForCallbacks calls OnNewLeader for every new term until ctx ends or the returned stop is called; stop
+// waits for the goroutine to return.
+func (e *Election) observeForCallbacks(ctx context.Context) (stop func()) {
+	f := e.callbacks.OnNewLeader
+	if f == nil {
+		return func() {}
+	}
+	octx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var last int64
+		var retry backoff
+		for {
+			leaders, err := e.Observe(octx)
+			if err != nil {
+				if octx.Err() != nil || errors.Is(err, keyspace.ErrClosed) {
+					return
+				}
+				e.onError(err)
+				if !retry.wait(octx) {
+					return
+				}
+				continue
+			}
+			retry.reset()
+			for l := range leaders {
+				if l.Identity != "" && l.Term > last {
+					last = l.Term
+					f(l)
+				}
+			}
+			if octx.Err() != nil {
+				return
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
+func (e *Election) onError(err error) {
+	if f := e.callbacks.OnError; f != nil {
+		f(err)
+	}
+}
+
+// permanent reports whether trying again cannot help.
+func permanent(err error) bool {
+	return errors.Is(err, keyward.ErrInvalid) || errors.Is(err, keyward.ErrWrongType) ||
+		errors.Is(err, keyward.ErrNoPermission) || errors.Is(err, keyspace.ErrClosed) ||
+		errors.Is(err, redis.ErrClosed)
+}
+
+// backoff spaces out attempts after errors: 10 ms doubling to 1 s, each drawn at random from the upper half so
+// that processes that failed together do not retry together.
+type backoff struct{ last time.Duration }
+
+func (b *backoff) next() time.Duration {
+	b.last = min(max(2*b.last, 10*time.Millisecond), time.Second)
+	return b.last/2 + rand.N(b.last/2+1)
+}
+
+func (b *backoff) reset() { b.last = 0 }
+
+// wait sleeps for the next delay; false when ctx ended first.
+func (b *backoff) wait(ctx context.Context) bool {
+	t := time.NewTimer(b.next())
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
