@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -60,7 +61,7 @@ func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts
 // cancelled the moment the lock is lost, with a cause matching ErrLost (see context.Cause). The lock is released
 // when fn returns, also when fn panics. Do returns fn's error joined with the release's, or the error of Obtain.
 func (c *Client) Do(ctx context.Context, key string, ttl time.Duration, fn func(ctx context.Context) error, opts ...Option) error {
-	l, err := c.Obtain(ctx, key, ttl, append(opts, WithAutoRefresh())...)
+	l, err := c.Obtain(ctx, key, ttl, append(slices.Clip(opts), WithAutoRefresh())...)
 	if err != nil {
 		return err
 	}

@@ -8,7 +8,9 @@
 -- error instead of looking like a held lock (SET NX alone would answer nil for it).
 local current = redis.call('GET', KEYS[1])
 local waiter = ARGV[4]
-if current and not (waiter ~= '' and current == 'reserved:' .. waiter) then
+-- The lock may already hold this very value: the client resent the command after a dropped connection, and the
+-- first one had taken the lock. That is an acquisition too (with a fresh ttl and fence), not "taken by another".
+if current and current ~= ARGV[1] and not (waiter ~= '' and current == 'reserved:' .. waiter) then
   if waiter ~= '' then
     -- Join the queue once (NX keeps the place of an earlier try); every try keeps the queue alive.
     local t = redis.call('TIME')

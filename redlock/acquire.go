@@ -1,0 +1,229 @@
+package redlock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/keyward/keyward/internal/script"
+	"github.com/keyward/keyward/internal/token"
+)
+
+// fenceLead is how far ahead of the client's clock the fence floor of an attempt is. Each node raises its
+// fencing counter to the floor before the acquire, in the same round trip, so nodes whose counters are not above
+// the floor all hand out floor + 1: the majority agrees on the fence without a second round trip. Counters run
+// ahead of the floor only after an acquisition by a client whose clock is more than this ahead of this client's,
+// or many acquisitions within this lead; the second round trip then makes them agree.
+const fenceLead = time.Second
+
+// maxCleanup bounds the release that cleans up after a failed attempt on one node: past the ttl the key is gone
+// anyway.
+const maxCleanup = 2 * time.Second
+
+// tried is the outcome of a failed try.
+type tried struct {
+	err error
+	// retry: another holder stands in the way (some node answered that the lock is taken, none refused), so
+	// waiting for it may help.
+	retry bool
+	// split: this try held the lock on some nodes, but not a majority (contenders split the nodes).
+	split bool
+	// wait is the smallest remaining ttl among the nodes that answered that the lock is taken; negative when
+	// none gave one.
+	wait time.Duration
+	// took is how long the try took.
+	took time.Duration
+	// published lists the nodes on which the try's clean-up released the lock, which announced it: a waiter
+	// subscribed there will hear its own release.
+	published []int
+}
+
+// nodeState is what a try knows of one node.
+type nodeState int
+
+const (
+	pending nodeState = iota // asked, no answer yet
+	held                     // took the lock for this try
+	taken                    // another holder has it
+	refused                  // an error reply: the script did not run
+	unknown                  // no answer (timeout, network): the node may hold the lock for this try
+)
+
+// try runs one attempt: acquire on every node, decide at a majority, agree on the fence, check validity. Each
+// try has a value of its own, so that the background release of a failed try can never delete the key of a
+// later one.
+func (a *attempt) try(ctx context.Context) (*Lock, tried) {
+	c := a.c
+	n, q := len(c.nodes), c.quorum
+	value := token.New(a.opts.Metadata)
+	start := time.Now()
+	floor := start.Add(fenceLead).UnixMicro()
+	f := fanOut(ctx, c, a.timeout, c.all, func(ctx context.Context, _ int, rdb redis.UniversalClient) (script.Acquired, error) {
+		return script.AcquireAbove(ctx, rdb, a.names, value, a.ttl, floor)
+	})
+
+	state := make([]nodeState, n)
+	fences := make([]int64, n)
+	causes := make([]error, n)
+	var nHeld, nTaken, nRefused, nUnknown int
+	res := tried{wait: -1}
+	var stopped error // why collecting stopped early: errExpired or the caller's ctx
+	for f.left > 0 && nHeld < q {
+		if failed := nTaken+nRefused+nUnknown > n-q; failed && (nTaken > n-q || nTaken+f.left <= n-q) {
+			// No majority is left, and the remaining answers cannot change the error either (they could turn
+			// it into ErrNotObtained: waiting for them, at most the node timeout, makes the error not depend on
+			// the order in which the nodes answer).
+			break
+		}
+		ans, err := f.next(ctx)
+		if err != nil {
+			stopped = err
+			break
+		}
+		i := ans.node
+		switch {
+		case ans.err == nil && ans.val.OK:
+			state[i], fences[i] = held, ans.val.Fence
+			nHeld++
+		case ans.err == nil:
+			state[i], causes[i] = taken, errTakenOnNode
+			nTaken++
+			if p := ans.val.PTTL; p >= 0 && (res.wait < 0 || p < res.wait) {
+				res.wait = p
+			}
+		case script.IsReply(ans.err):
+			state[i], causes[i] = refused, ans.err
+			nRefused++
+		default:
+			state[i], causes[i] = unknown, f.cause(ans)
+			nUnknown++
+		}
+	}
+	for _, i := range f.missing() {
+		state[i] = unknown
+		if errors.Is(stopped, errExpired) {
+			causes[i] = noAnswer(a.timeout, nil)
+		}
+	}
+
+	var fail error
+	var fence int64
+	switch {
+	case nHeld < q && stopped != nil && !errors.Is(stopped, errExpired):
+		fail = fmt.Errorf("redlock %q: %w", a.key, stopped) // the caller's ctx ended
+	case nHeld < q && nTaken > n-q:
+		fail = fmt.Errorf("redlock %q: %w", a.key, ErrNotObtained)
+	case nHeld < q:
+		fail = fmt.Errorf("redlock %q: acquire: %w", a.key, c.quorumError(nHeld, causes))
+	default:
+		fence, fail = a.agree(ctx, state, fences)
+		if fail == nil && !time.Now().Before(start.Add(a.ttl-a.opts.Drift.Of(a.ttl))) {
+			fail = fmt.Errorf("redlock %q: acquire: %w: a majority took %v, longer than the validity of ttl %v − drift %v",
+				a.key, ErrQuorum, time.Since(start).Round(time.Microsecond), a.ttl, a.opts.Drift.Of(a.ttl))
+		}
+	}
+	if fail == nil {
+		// Nodes that answer later keep the lock too: it then survives the loss of a node of the first majority.
+		// The holder's release to such a node waits for its answer, so it cannot overtake the acquire there.
+		arrived := make([]chan struct{}, n)
+		for _, i := range f.missing() {
+			arrived[i] = make(chan struct{})
+		}
+		f.stop(func(ans answer[script.Acquired]) { close(arrived[ans.node]) })
+		return c.newLock(a, value, start, fence, arrived), tried{}
+	}
+
+	// Release wherever this try may hold the lock: nodes that answered now (they answer fast), nodes whose
+	// answer was lost in the background, and nodes that answer late once they do (so the release comes after
+	// the acquire there). A node that answered "taken" is asked too: go-redis resends a command after a dropped
+	// connection, so that answer may follow a first run that took the lock.
+	f.stop(func(ans answer[script.Acquired]) {
+		if ans.err == nil || !script.IsReply(ans.err) {
+			a.release(context.WithoutCancel(ctx), ans.node, value)
+		}
+	})
+	var now []int
+	for i, s := range state {
+		switch s {
+		case held, taken:
+			now = append(now, i)
+		case unknown:
+			if !f.got[i] {
+				continue // still running: handled as a late answer
+			}
+			c.spawn(func() { a.release(context.WithoutCancel(ctx), i, value) })
+		}
+	}
+	if len(now) > 0 {
+		rf := fanOut(context.WithoutCancel(ctx), c, a.timeout, now, func(ctx context.Context, _ int, rdb redis.UniversalClient) (bool, error) {
+			return script.Release(ctx, rdb, a.names, value, script.PublishPlain)
+		})
+		for rf.left > 0 {
+			ans, err := rf.next(context.Background())
+			if err != nil {
+				break // the node timeout passed; the rest finish in the background
+			}
+			if ans.err == nil && ans.val {
+				res.published = append(res.published, ans.node)
+			}
+		}
+		rf.stop(nil)
+	}
+	res.err = fail
+	res.retry = nTaken > 0 && nRefused == 0 && ctx.Err() == nil
+	res.split = nHeld > 0
+	res.took = time.Since(start)
+	return nil, res
+}
+
+// release is the token-checked release of a failed try on node i, bounded by the node timeout or, at most, the
+// ttl (the key is gone by then).
+func (a *attempt) release(ctx context.Context, i int, value string) {
+	rctx, cancel := context.WithTimeout(ctx, max(a.timeout, min(a.ttl, maxCleanup)))
+	defer cancel()
+	_, _ = script.Release(rctx, a.c.nodes[i].rdb, a.names, value, script.PublishPlain)
+}
+
+// agree returns the fence of a try that holds the lock on a majority: the largest fence the nodes that hold it
+// handed out. Before it is handed out, a majority of the nodes must remember it (a counter at least as large),
+// and those must be nodes that hold this lock: a later holder takes the lock on a majority too, so on at least
+// one of those nodes, after this holder's key is gone, and gets a larger fence there. When the nodes disagree
+// (a node's clock or counter was ahead of the floor), the ones that are behind are raised in a second round trip.
+func (a *attempt) agree(ctx context.Context, state []nodeState, fences []int64) (int64, error) {
+	c := a.c
+	var fence int64
+	for i, s := range state {
+		if s == held {
+			fence = max(fence, fences[i])
+		}
+	}
+	var atFence int
+	var behind []int
+	for i, s := range state {
+		switch {
+		case s != held:
+		case fences[i] == fence:
+			atFence++
+		default:
+			behind = append(behind, i)
+		}
+	}
+	if atFence >= c.quorum {
+		return fence, nil
+	}
+	need := c.quorum - atFence
+	t := c.vote(ctx, a.timeout, behind, need, func(ctx context.Context, _ int, rdb redis.UniversalClient) (bool, error) {
+		_, err := script.Raise(ctx, rdb, a.names, fence, a.ttl)
+		return err == nil, err
+	})
+	switch {
+	case t.yes >= need:
+		return fence, nil
+	case t.err != nil:
+		return 0, t.err
+	}
+	return 0, fmt.Errorf("redlock %q: agreeing on the fence: %w", a.key, c.quorumError(atFence+t.yes, t.causes))
+}

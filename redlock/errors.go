@@ -1,0 +1,28 @@
+package redlock
+
+import "github.com/keyward/keyward"
+
+// The errors of this package are keyward's shared sentinels, so that one errors.Is check works for lock and
+// redlock alike. Errors are returned wrapped, with the key and, for ErrQuorum, each node's cause.
+var (
+	// ErrNotObtained: the lock is held by another holder on enough nodes that no majority is left.
+	ErrNotObtained = keyward.ErrNotObtained
+	// ErrQuorum: no majority of nodes agreed in time (too few answered, some refused, or the majority took
+	// longer than the validity allows); the error joins each node's cause.
+	ErrQuorum = keyward.ErrQuorum
+	// ErrNotHeld: the lock is not held by this holder (released, expired, or taken by another).
+	ErrNotHeld = keyward.ErrNotHeld
+	// ErrLost: the lock was lost while held; also matches ErrNotHeld.
+	ErrLost = keyward.ErrLost
+	// ErrInvalid: an argument is not valid (no nodes, a nil node, empty key, ttl not above the drift margin, bad
+	// option), or the Client was closed.
+	ErrInvalid = keyward.ErrInvalid
+	// ErrWrongType: the lock key or its fencing counter holds a value of another type on some node.
+	ErrWrongType = keyward.ErrWrongType
+	// ErrReadOnly: a node is a read-only replica.
+	ErrReadOnly = keyward.ErrReadOnly
+	// ErrNoPermission: the ACL user may not run the lock's commands or touch its keys on some node.
+	ErrNoPermission = keyward.ErrNoPermission
+	// ErrOutOfMemory: a node refused the write because it reached maxmemory.
+	ErrOutOfMemory = keyward.ErrOutOfMemory
+)

@@ -1,0 +1,203 @@
+package redlock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/keyward/keyward/internal/keys"
+	"github.com/keyward/keyward/internal/lease"
+	"github.com/keyward/keyward/internal/script"
+)
+
+// A Lock is a lock held on a majority of the nodes. Its methods are safe for concurrent use. A Lock must not be
+// copied.
+type Lock struct {
+	c     *Client
+	key   string
+	names keys.Names
+	value string
+	fence int64
+	ttl   time.Duration
+	opts  settings
+	lease *lease.Lease
+	// arrived has, for each node that had not answered the acquire when the lock was granted, a channel that is
+	// closed when it did: a release to that node waits for it, so that it cannot overtake the acquire.
+	arrived []chan struct{}
+}
+
+func (c *Client) newLock(a *attempt, value string, start time.Time, fence int64, arrived []chan struct{}) *Lock {
+	l := &Lock{c: c, key: a.key, names: a.names, value: value, fence: fence, ttl: a.ttl, opts: a.opts, arrived: arrived}
+	l.lease = lease.New(lease.Config{
+		Start:       start,
+		TTL:         a.ttl,
+		Drift:       a.opts.Drift,
+		AutoRefresh: a.opts.AutoRefresh,
+		Ops:         lease.Ops{Refresh: l.refresh, Release: l.release},
+	})
+	return l
+}
+
+// Key returns the key the lock was obtained for, without the client's prefix.
+func (l *Lock) Key() string { return l.key }
+
+// Token returns the value stored under the lock key on the nodes: the random token and the holder's metadata.
+func (l *Lock) Token() string { return l.value }
+
+// Fence returns the lock's fencing token: larger than that of every earlier holder of the same key on the same
+// nodes. Storage that remembers the largest fence it has seen and refuses smaller ones cannot be written by a
+// holder that was paused past its ttl.
+//
+// The fence is agreed by the majority that granted the lock, and a majority of the nodes that hold the lock
+// remember it before it is handed out; any later holder's majority shares a node with them and gets a larger
+// fence there. That holds while no node loses its data (a restart without persistence) in less than the ttl —
+// the same assumption the lock itself needs — and, across a node that does, while the clocks of the clients and
+// nodes agree within the time that node was away. See docs/DESIGN.md.
+func (l *Lock) Fence() int64 { return l.fence }
+
+// Until returns the local time until which the lock is known to be held: (time before the acquire, or the last
+// successful refresh, was sent to the nodes) + ttl − drift. After it, the lock must be presumed lost.
+func (l *Lock) Until() time.Time { return l.lease.Until() }
+
+// Lost returns a channel that is closed when the lock is lost: its validity deadline passed (without
+// auto-refresh, at [Lock.Until]; with it, when refreshes failed until then), or a refresh or TTL found that it
+// is no longer held on enough nodes for a majority. Release does not close it.
+func (l *Lock) Lost() <-chan struct{} { return l.lease.Lost() }
+
+// Err returns why the lock was lost (an error matching ErrLost), or nil while it is held or once released.
+func (l *Lock) Err() error { return l.lease.Err() }
+
+// TTL returns how long a majority of the nodes will still hold the lock: of the remaining ttls of the nodes
+// that hold it, the largest that a majority reaches (the second largest of three). It waits for every node, up
+// to the node timeout; when some do not answer, it is a lower bound. A lock held on too few nodes for a majority
+// is lost: the error matches ErrLost. When too few nodes answer to tell, the error matches ErrQuorum.
+func (l *Lock) TTL(ctx context.Context) (time.Duration, error) {
+	if err := l.lease.Check(); err != nil {
+		return 0, l.wrap(err)
+	}
+	if err := l.c.begin(); err != nil {
+		return 0, l.wrap(err)
+	}
+	defer l.c.end()
+	c := l.c
+	type pttl struct {
+		ttl  time.Duration
+		held bool
+	}
+	timeout := l.opts.timeout(l.ttl)
+	f := fanOut(ctx, c, timeout, c.all, func(ctx context.Context, _ int, rdb redis.UniversalClient) (pttl, error) {
+		ttl, held, err := script.PTTL(ctx, rdb, l.names, l.value)
+		return pttl{ttl, held}, err
+	})
+	defer f.stop(nil)
+	var ttls []time.Duration
+	notHeld := 0
+	causes := make([]error, len(c.nodes))
+	for f.left > 0 && notHeld <= len(c.nodes)-c.quorum {
+		a, err := f.next(ctx)
+		if errors.Is(err, errExpired) {
+			for _, i := range f.missing() {
+				causes[i] = noAnswer(timeout, nil)
+			}
+			break
+		}
+		if err != nil {
+			return 0, l.wrap(err)
+		}
+		switch {
+		case a.err != nil:
+			causes[a.node] = f.cause(a)
+		case a.val.held:
+			ttls = append(ttls, a.val.ttl)
+		default:
+			notHeld++
+			causes[a.node] = errNotHeldOnNode
+		}
+	}
+	switch {
+	case len(ttls) >= c.quorum:
+		slices.Sort(ttls)
+		return ttls[len(ttls)-c.quorum], nil
+	case notHeld > len(c.nodes)-c.quorum:
+		l.lease.MarkLost(fmt.Errorf("%w: held on %d of %d nodes, fewer than a majority", ErrLost, len(ttls), len(c.nodes)))
+		return 0, l.wrap(l.lease.Err())
+	}
+	return 0, l.wrap(fmt.Errorf("ttl: %w", c.quorumError(len(ttls), causes)))
+}
+
+// Refresh sets the lock's ttl to ttl on every node that still holds it, which must be a majority, and moves the
+// validity deadline to (time before sending) + ttl − drift. The ttl must exceed the drift margin (a ttl ≤ 0 is
+// an ErrInvalid error). A lock held on too few nodes for a majority is lost: the error matches ErrLost. Any
+// other error (ErrQuorum: too few answers) leaves the lock held until its current deadline.
+//
+// Nodes on which the lock expired are not taken again: the lock lives on the majority that still holds it.
+func (l *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
+	return l.wrap(l.lease.Refresh(ctx, ttl.Truncate(time.Millisecond)))
+}
+
+// Release gives the lock back on every node (token-checked: a node on which another holder has the key is left
+// alone), and waiters are told at once. It returns when a majority has answered; the other nodes' releases
+// finish in the background. A second Release returns nil without a round trip.
+//
+// It returns an error matching ErrNotHeld when too few nodes still held the lock for a majority (it had
+// expired, or been taken), and the loss error (matching ErrLost) when the lock was lost before. After any other
+// error (ErrQuorum: too few answers) the outcome is unknown; Release may be called again, and then reports
+// ErrNotHeld if the first call did reach a majority.
+func (l *Lock) Release(ctx context.Context) error {
+	return l.wrap(l.lease.Release(ctx))
+}
+
+// refresh is the lease's refresh operation: PEXPIRE on every node that holds the lock, decided at a majority.
+func (l *Lock) refresh(ctx context.Context, ttl time.Duration) (bool, error) {
+	return l.quorumOp(ctx, "refresh", l.opts.timeout(ttl), func(ctx context.Context, _ int, rdb redis.UniversalClient) (bool, error) {
+		return script.Refresh(ctx, rdb, l.names, l.value, ttl)
+	})
+}
+
+// release is the lease's release operation.
+func (l *Lock) release(ctx context.Context) (bool, error) {
+	timeout := l.opts.timeout(l.ttl)
+	return l.quorumOp(ctx, "release", timeout, func(ctx context.Context, i int, rdb redis.UniversalClient) (bool, error) {
+		if ch := l.arrived[i]; ch != nil {
+			// The acquire's answer comes within its own node timeout; the release gets a whole one after it.
+			<-ch
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), timeout)
+			defer cancel()
+		}
+		return script.Release(ctx, rdb, l.names, l.value, script.PublishPlain)
+	})
+}
+
+// quorumOp runs a token-checked operation on every node and reports whether a majority still held the lock:
+// true when a majority said yes, false when so many said no that a majority cannot have held it, an error when
+// too few answered to tell.
+func (l *Lock) quorumOp(ctx context.Context, name string, timeout time.Duration,
+	op func(ctx context.Context, i int, rdb redis.UniversalClient) (bool, error)) (bool, error) {
+	c := l.c
+	if err := c.begin(); err != nil {
+		return false, err
+	}
+	defer c.end()
+	t := c.vote(ctx, timeout, c.all, c.quorum, op)
+	switch {
+	case t.yes >= c.quorum:
+		return true, nil
+	case t.no > len(c.nodes)-c.quorum:
+		return false, nil
+	case t.err != nil:
+		return false, t.err
+	}
+	return false, fmt.Errorf("%s: %w", name, c.quorumError(t.yes, t.causes))
+}
+
+func (l *Lock) wrap(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("redlock %q: %w", l.key, err)
+}

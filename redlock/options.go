@@ -1,0 +1,93 @@
+package redlock
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/lockopt"
+)
+
+// An Option changes how locks are taken. Options given to [New] are the defaults of every lock of that Client;
+// options given to a single call override them for that call.
+type Option func(*settings)
+
+// The default node timeout is a hundredth of the ttl, within these bounds.
+const (
+	minNodeTimeout = 5 * time.Millisecond
+	maxNodeTimeout = 50 * time.Millisecond
+)
+
+// settings are lock/'s shared settings and redlock's own.
+type settings struct {
+	lockopt.Settings
+	nodeTimeout time.Duration // 0: derived from the ttl
+	err         error         // the first invalid option
+}
+
+func defaults() settings { return settings{Settings: lockopt.Defaults()} }
+
+func (s settings) with(opts []Option) (settings, error) {
+	for _, o := range opts {
+		if o != nil {
+			o(&s)
+		}
+	}
+	return s, s.err
+}
+
+// timeout returns how long each node may take to answer one operation on a lock with this ttl.
+func (s settings) timeout(ttl time.Duration) time.Duration {
+	if s.nodeTimeout > 0 {
+		return s.nodeTimeout
+	}
+	return min(max(ttl/100, minNodeTimeout), maxNodeTimeout)
+}
+
+// shared turns one of the settings redlock shares with lock into an Option.
+func shared(o lockopt.Option) Option {
+	return func(s *settings) {
+		var err error
+		s.Settings, err = s.Settings.With(o)
+		if s.err == nil {
+			s.err = err
+		}
+	}
+}
+
+// WithPrefix puts prefix in front of every lock key, e.g. "locks:". Default: no prefix. The lock key on each node
+// is then prefix+key, the name other tools (redsync, redis-cli) see.
+func WithPrefix(prefix string) Option { return shared(lockopt.Prefix(prefix)) }
+
+// WithMetadata sets the text stored after the random token in the lock's value, for operators to see who holds
+// a lock. Default: "host=<hostname> pid=<pid>". An empty string stores the bare token.
+func WithMetadata(metadata string) Option { return shared(lockopt.Metadata(metadata)) }
+
+// WithDrift sets the margin taken off every ttl for clock drift between the client and the nodes: factor × ttl +
+// fixed. Default: 0.01 × ttl + 2 ms. A lock is trusted until (time before the acquire was sent to the nodes) +
+// ttl − drift. A factor outside [0, 1) or a negative fixed part is an ErrInvalid error.
+func WithDrift(factor float64, fixed time.Duration) Option {
+	return shared(lockopt.Drift(factor, fixed))
+}
+
+// WithAutoRefresh keeps the lock alive until it is released: it is refreshed on a majority at a third of its
+// ttl, a failed refresh is retried until the validity deadline, and if the lock cannot be kept, [Lock.Lost] is
+// closed. Default: off, except in [Client.Do].
+func WithAutoRefresh() Option { return shared(lockopt.AutoRefresh()) }
+
+// WithNodeTimeout sets how long each node may take to answer one operation (an acquire, refresh, release or
+// TTL) before it counts as not answering. Default: a hundredth of the lock's ttl, at least 5 ms and at most
+// 50 ms — enough for a node on the same network, small next to the ttl, so that a dead or stalled node costs an
+// attempt little of its validity. Raise it for nodes that are further away than a few milliseconds. A timeout
+// ≤ 0 is an ErrInvalid error.
+func WithNodeTimeout(d time.Duration) Option {
+	return func(s *settings) {
+		if d <= 0 {
+			if s.err == nil {
+				s.err = fmt.Errorf("%w: node timeout %v must be positive", keyward.ErrInvalid, d)
+			}
+			return
+		}
+		s.nodeTimeout = d
+	}
+}

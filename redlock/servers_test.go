@@ -1,0 +1,215 @@
+package redlock_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-redsync/redsync/v4"
+	redsyncredis "github.com/go-redsync/redsync/v4/redis"
+	"github.com/go-redsync/redsync/v4/redis/goredis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/keyward/keyward/redlock"
+)
+
+// The tests in this file run against real redis-server processes, which they kill, stop and restart.
+
+func TestMutualExclusionUnderContention(t *testing.T) {
+	for _, n := range []int{3, 5} {
+		t.Run(fmt.Sprintf("%d nodes", n), func(t *testing.T) {
+			_, clients := realNodes(t, n)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			var inside, entered atomic.Int64
+			var wg sync.WaitGroup
+			for range 3 { // processes, each with its own Client
+				locks := newClient(t, universal(clients))
+				for range 2 {
+					wg.Go(func() {
+						for range 5 {
+							err := locks.Do(ctx, "shared", 10*time.Second, func(context.Context) error {
+								assert.Equal(t, int64(1), inside.Add(1), "two holders at once")
+								time.Sleep(time.Millisecond) // work under the lock
+								inside.Add(-1)
+								entered.Add(1)
+								return nil
+							})
+							if !assert.NoError(t, err) {
+								return
+							}
+						}
+					})
+				}
+			}
+			wg.Wait()
+			assert.Equal(t, int64(30), entered.Load(), "every Do got its turn")
+		})
+	}
+}
+
+func TestMinorityDownStillObtains(t *testing.T) {
+	for _, tt := range []struct{ nodes, down int }{{3, 1}, {5, 2}} {
+		t.Run(fmt.Sprintf("%d of %d down", tt.down, tt.nodes), func(t *testing.T) {
+			servers, clients := realNodes(t, tt.nodes)
+			for _, s := range servers[:tt.down] {
+				s.Kill(t)
+			}
+			ctx := context.Background()
+			locks := newClient(t, universal(clients))
+			l, err := locks.TryObtain(ctx, "job", 10*time.Second)
+			require.NoError(t, err)
+			require.NoError(t, l.Refresh(ctx, 20*time.Second))
+			ttl, err := l.TTL(ctx)
+			require.NoError(t, err)
+			assert.Greater(t, ttl, 10*time.Second)
+			_, err = newClient(t, universal(clients)).TryObtain(ctx, "job", 10*time.Second)
+			require.ErrorIs(t, err, redlock.ErrNotObtained)
+			require.NoError(t, l.Release(ctx))
+		})
+	}
+}
+
+func TestMajorityDownFailsFast(t *testing.T) {
+	for _, tt := range []struct{ nodes, down int }{{3, 2}, {5, 3}} {
+		t.Run(fmt.Sprintf("%d of %d down", tt.down, tt.nodes), func(t *testing.T) {
+			servers, clients := realNodes(t, tt.nodes)
+			ctx := context.Background()
+			locks := newClient(t, universal(clients))
+			warm, err := locks.TryObtain(ctx, "warm", 10*time.Second) // connections open, scripts loaded
+			require.NoError(t, err)
+			require.NoError(t, warm.Release(ctx))
+			for _, s := range servers[:tt.down] {
+				s.Kill(t)
+			}
+			start := time.Now()
+			_, err = locks.TryObtain(ctx, "job", 10*time.Second, redlock.WithNodeTimeout(50*time.Millisecond))
+			took := time.Since(start)
+			require.ErrorIs(t, err, redlock.ErrQuorum)
+			assert.NotErrorIs(t, err, redlock.ErrNotObtained)
+			assert.Contains(t, err.Error(), fmt.Sprintf("of %d nodes (need %d)", tt.nodes, tt.nodes/2+1))
+			assert.Contains(t, err.Error(), servers[0].Addr(), "the causes name the nodes")
+			// Bounded by the node timeout (50 ms) and the live nodes' clean-up; the benchmark has the exact cost.
+			assert.Less(t, took, 2*time.Second)
+
+			_, err = locks.Obtain(ctx, "another", 10*time.Second, redlock.WithNodeTimeout(50*time.Millisecond))
+			require.ErrorIs(t, err, redlock.ErrQuorum, "Obtain does not wait when no node reported a holder")
+		})
+	}
+}
+
+func TestObtainWithANodeDown(t *testing.T) {
+	servers, clients := realNodes(t, 3)
+	servers[2].Kill(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	holder, waiter := newClient(t, universal(clients)), newClient(t, universal(clients))
+	l, err := holder.TryObtain(ctx, "job", time.Minute)
+	require.NoError(t, err)
+
+	got := make(chan error, 1)
+	go func() {
+		w, err := waiter.Obtain(ctx, "job", time.Minute)
+		if err == nil {
+			err = w.Release(ctx)
+		}
+		got <- err
+	}()
+	_, err = newClient(t, universal(clients)).TryObtain(ctx, "job", time.Minute)
+	require.ErrorIs(t, err, redlock.ErrNotObtained)
+	require.NoError(t, l.Release(ctx))
+	// ctx (30 s) ends before the holder's ttl (1 min) would: only a release message can wake the waiter in time.
+	require.NoError(t, <-got, "woken by the live nodes' release messages")
+}
+
+func TestStoppedNodeDoesNotStallTheLock(t *testing.T) {
+	servers, clients := realNodes(t, 3)
+	ctx := context.Background()
+	locks := newClient(t, universal(clients)) // node timeout 2 s
+	servers[0].Pause(t)
+	t.Cleanup(func() { servers[0].Resume(t) }) // before the Client's Close (last in, first out), which waits for it
+	start := time.Now()
+	l, err := locks.TryObtain(ctx, "job", 10*time.Second)
+	require.NoError(t, err)
+	require.NoError(t, l.Refresh(ctx, 10*time.Second))
+	require.NoError(t, l.Release(ctx))
+	assert.Less(t, time.Since(start), time.Second, "decided by the live majority, not at the stopped node's timeout")
+}
+
+// The restart rule: a node that lost its data (restarted without persistence) must stay away until every lock
+// it may have granted has expired. Followed, the lock stays exclusive and fences keep growing, even when the next
+// majority is made of nodes that all lost their data. Broken, two holders can hold the lock at once; fences still
+// grow (they follow the clock of the acquiring clients, a second ahead), so storage that checks them refuses the
+// older holder.
+func TestRestartedNode(t *testing.T) {
+	ctx := context.Background()
+	t.Run("rule followed", func(t *testing.T) {
+		servers, clients := realNodes(t, 3)
+		locks := newClient(t, universal(clients))
+		servers[1].Kill(t)
+		first, err := locks.TryObtain(ctx, "job", time.Second) // on nodes 0 and 2
+		require.NoError(t, err)
+
+		servers[2].Kill(t) // crashes, and loses the lock and its counter
+		servers[1].Restart(t)
+		_, err = locks.TryObtain(ctx, "job", time.Second)
+		require.Error(t, err, "node 0 still holds the first lock: no majority")
+
+		<-first.Lost() // the first lock's validity is over: node 2 may come back
+		servers[2].Restart(t)
+		servers[0].Kill(t)                                      // the last node that remembers the first fence
+		second, err := locks.TryObtain(ctx, "job", time.Second) // on nodes 1 and 2, both restarted empty
+		require.NoError(t, err)
+		assert.Greater(t, second.Fence(), first.Fence())
+		require.NoError(t, second.Release(ctx))
+	})
+	t.Run("restarted at once", func(t *testing.T) {
+		servers, clients := realNodes(t, 3)
+		locks := newClient(t, universal(clients))
+		servers[1].Kill(t)
+		first, err := locks.TryObtain(ctx, "job", 10*time.Second) // on nodes 0 and 2
+		require.NoError(t, err)
+
+		servers[2].Restart(t) // crashes and comes back at once, empty
+		servers[1].Restart(t)
+		second, err := locks.TryObtain(ctx, "job", 10*time.Second) // on nodes 1 and 2
+		require.NoError(t, err, "the rule was broken: a second holder gets the lock")
+		assert.True(t, time.Now().Before(first.Until()), "while the first holder still trusts its lock")
+		assert.Greater(t, second.Fence(), first.Fence(), "fences still grow: storage refuses the first holder")
+		require.NoError(t, second.Release(ctx))
+	})
+}
+
+// redsync and redlock use the same key, a random value and SET NX PX on each node: they exclude each other, so
+// services can move from one to the other replica by replica.
+func TestRedsyncAndRedlockExcludeEachOther(t *testing.T) {
+	_, clients := realNodes(t, 3)
+	ctx := context.Background()
+	var pools []redsyncredis.Pool
+	for _, c := range clients {
+		pools = append(pools, goredis.NewPool(c))
+	}
+	rs := redsync.New(pools...)
+	locks := newClient(t, universal(clients))
+
+	mutex := rs.NewMutex("shared", redsync.WithExpiry(10*time.Second), redsync.WithTries(1))
+	require.NoError(t, mutex.LockContext(ctx))
+	_, err := locks.TryObtain(ctx, "shared", 10*time.Second)
+	require.ErrorIs(t, err, redlock.ErrNotObtained, "redsync holds it")
+	ok, err := mutex.UnlockContext(ctx)
+	require.NoError(t, err)
+	require.True(t, ok)
+
+	l, err := locks.TryObtain(ctx, "shared", 10*time.Second)
+	require.NoError(t, err)
+	other := rs.NewMutex("shared", redsync.WithExpiry(10*time.Second), redsync.WithTries(1))
+	require.Error(t, other.LockContext(ctx), "redlock holds it")
+	require.NoError(t, l.Release(ctx))
+	require.NoError(t, other.LockContext(ctx), "free again")
+	_, err = other.UnlockContext(ctx)
+	require.NoError(t, err)
+}
