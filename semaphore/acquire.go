@@ -1,0 +1,279 @@
+package semaphore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/lease"
+	"github.com/keyward/keyward/keyspace"
+)
+
+// Acquire takes a permit for ttl, waiting as long as ctx allows when the semaphore is full. It returns ctx's
+// error (its cause, if it has one) when ctx ends first, and leaves no goroutine behind.
+//
+// Waiting costs no polling. Acquire calls of one Semaphore queue up in arrival order and only the first contends
+// at Redis. A try that finds no room puts the Semaphore in the line of waiting processes kept in Redis; the first
+// wait subscribes, through a [keyspace.Watcher] and confirmed by the server, to the semaphore's channel and to the
+// Semaphore's own, and tries once more, which closes the window in which a release could slip by unseen. Then it
+// waits for the first of: a place reserved for it by a release, a place announced free, a keyspace notification
+// for the semaphore's key, a timer at the earliest time enough permits expire to make room (their holders may have
+// crashed), or ctx.
+//
+// Hand-off is fair across processes: a release reserves its place for the first process in line for a short
+// claim window and wakes only it. A holder whose own Semaphore has waiters hands its permit to the first of them in
+// the release's round trip, up to [WithCohort] times in a row while other processes wait.
+func (s *Semaphore) Acquire(ctx context.Context, ttl time.Duration) (*Permit, error) {
+	return s.acquire(ctx, ttl, s.opts.AutoRefresh)
+}
+
+// Do takes a permit as Acquire does, with auto-refresh, and runs fn while holding it. fn's context is cancelled
+// the moment the permit is lost, with a cause matching ErrLost (see context.Cause). The permit is released when fn
+// returns, also when fn panics. Do returns fn's error joined with the release's, or the error of Acquire.
+func (s *Semaphore) Do(ctx context.Context, ttl time.Duration, fn func(ctx context.Context) error) error {
+	p, err := s.acquire(ctx, ttl, true)
+	if err != nil {
+		return err
+	}
+	return p.wrap(lease.Run(ctx, p.lease, fn))
+}
+
+// waiter is one goroutine in Acquire.
+type waiter struct {
+	a    *attempt
+	wake chan struct{} // capacity 1: became the contender, was handed a permit, or a hand-off to it fell through
+	// Guarded by Semaphore.mu:
+	permit    *Permit // handed over by a releasing holder
+	trying    bool    // an acquire with this waiter's value is on its way to Redis: it cannot be handed a permit
+	handing   bool    // a release is handing a permit to this waiter right now: it must not try
+	maybeHeld bool    // a release that handed a permit to this waiter may have done so: its answer was lost
+	abandoned bool    // the waiter gave up while handing was true
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Semaphore) acquire(ctx context.Context, ttl time.Duration, autoRefresh bool) (*Permit, error) {
+	a, err := s.newAttempt(ctx, ttl, autoRefresh)
+	if err != nil {
+		return nil, err
+	}
+	w := &waiter{a: a, wake: make(chan struct{}, 1)}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("semaphore %q: %w", s.name, ErrClosed)
+	}
+	s.waiters = append(s.waiters, w)
+	s.mu.Unlock()
+	return s.wait(ctx, w)
+}
+
+// contenderLocked returns the waiter that may contend at Redis: the first one.
+func (s *Semaphore) contenderLocked() *waiter {
+	if len(s.waiters) == 0 {
+		return nil
+	}
+	return s.waiters[0]
+}
+
+func (s *Semaphore) removeLocked(w *waiter) {
+	for i, x := range s.waiters {
+		if x == w {
+			s.waiters = append(s.waiters[:i], s.waiters[i+1:]...)
+			break
+		}
+	}
+	if c := s.contenderLocked(); c != nil {
+		signal(c.wake)
+	}
+}
+
+// wait runs w's turn: it waits in line until it is handed a permit, or until it is the contender, which tries at
+// Redis when what it knows says it may find room, and otherwise waits for a message, its timer or its ctx.
+func (s *Semaphore) wait(ctx context.Context, w *waiter) (*Permit, error) {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		if p := w.permit; p != nil {
+			s.mu.Unlock()
+			return p, nil
+		}
+		if s.closed || s.line.closed {
+			s.mu.Unlock()
+			return s.leave(ctx, w, fmt.Errorf("semaphore %q: %w", s.name, ErrClosed))
+		}
+		contender := s.contenderLocked() == w && !w.handing && s.leaving == 0
+		mustTry := contender && (s.watch == nil || !s.line.queued || s.line.stale)
+		var ready, mine <-chan struct{}
+		var deadline time.Time
+		if mustTry {
+			// Whatever the watches reported before this try is answered by the try itself.
+			s.hearLocked(time.Now())
+			w.trying, s.line.stale = true, false
+		} else if contender {
+			ready, mine = s.watch.Ready(), s.own.Ready()
+			deadline = s.line.deadline()
+		}
+		s.mu.Unlock()
+
+		if mustTry {
+			if p, err := s.contend(ctx, w); p != nil || err != nil {
+				return p, err
+			}
+			continue
+		}
+
+		var fire <-chan time.Time
+		if !deadline.IsZero() {
+			// A little after the deadline, so that the permit has expired on the server, and with a jitter, so
+			// that processes whose timers were set by the same event do not all try at once.
+			timer.Reset(time.Until(deadline) + time.Millisecond + rand.N(time.Millisecond))
+			fire = timer.C
+		}
+		select {
+		case <-w.wake:
+		case <-ready:
+			s.mu.Lock()
+			s.hearLocked(time.Now())
+			s.mu.Unlock()
+		case <-mine:
+			s.mu.Lock()
+			s.hearLocked(time.Now())
+			s.mu.Unlock()
+		case <-fire:
+			s.mu.Lock()
+			s.line.stale = true
+			s.mu.Unlock()
+		case <-s.done:
+		case <-ctx.Done():
+			return s.abandon(ctx, w)
+		}
+		timer.Stop()
+	}
+}
+
+// contend runs the contender's try. It returns the permit, an error, or neither when w must wait: it is then in
+// the Redis queue, subscribed.
+func (s *Semaphore) contend(ctx context.Context, w *waiter) (*Permit, error) {
+	s.mu.Lock()
+	requeue, maybeHeld := len(s.waiters) > 1, w.maybeHeld
+	s.mu.Unlock()
+	p, st, err := s.try(ctx, w.a, s.id, requeue, maybeHeld)
+	received := time.Now()
+
+	s.mu.Lock()
+	w.trying = false
+	if err != nil && !errors.Is(err, keyward.ErrNotObtained) {
+		s.mu.Unlock()
+		if ctx.Err() != nil {
+			err = context.Cause(ctx)
+		}
+		return s.leave(ctx, w, err)
+	}
+	s.line.learn(st, received, w.a.ttl)
+	if p != nil {
+		s.line.queued = requeue
+		s.removeLocked(w)
+		stray := len(s.waiters) == 0 && s.line.queued // the others gave up during the try
+		if stray {
+			s.leaveQueueLocked()
+		}
+		s.mu.Unlock()
+		if stray {
+			s.leaveQueue(ctx)
+		}
+		return p, nil
+	}
+	s.line.queued = true
+	subscribed := s.watch != nil
+	s.mu.Unlock()
+	if subscribed {
+		return nil, nil
+	}
+
+	watch, own, err := s.subscribe(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			err = context.Cause(ctx)
+		}
+		return s.leave(ctx, w, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		watch.Close()
+		own.Close()
+		return nil, nil // the loop sees the Semaphore closed
+	}
+	s.watch, s.own = watch, own
+	s.line.stale = true // try again: a release between the last try and the subscription was not heard
+	return nil, nil
+}
+
+// subscribe opens the Semaphore's subscriptions, confirmed by the server: to the semaphore's channel (and its
+// key's keyspace notifications), where free places are announced to everyone, and to the channel of this
+// Semaphore's own, where the scripts tell it what concerns only it (a place reserved for it; what the first in
+// line must watch).
+func (s *Semaphore) subscribe(ctx context.Context) (watch, own *keyspace.Watch, err error) {
+	s.watcherOnce.Do(func() {
+		s.watcher = keyspace.New(s.rdb)
+		s.ownWatcher = true
+	})
+	if s.watcher == nil {
+		return nil, nil, fmt.Errorf("semaphore %q: %w", s.name, ErrClosed)
+	}
+	if watch, err = s.watcher.Watch(ctx, s.keys.Holders); err != nil {
+		return nil, nil, fmt.Errorf("semaphore %q: %w", s.name, err)
+	}
+	if own, err = s.watcher.Watch(ctx, s.keys.WaiterKey(s.id)); err != nil {
+		watch.Close()
+		return nil, nil, fmt.Errorf("semaphore %q: %w", s.name, err)
+	}
+	return watch, own, nil
+}
+
+// leave takes w out of the line with err, passing its turn on.
+func (s *Semaphore) leave(ctx context.Context, w *waiter, err error) (*Permit, error) {
+	s.mu.Lock()
+	var handed *Permit
+	if handed = w.permit; handed == nil {
+		w.abandoned = w.handing // the releasing holder releases what it hands over
+		s.removeLocked(w)
+	}
+	maybeHeld := handed == nil && w.maybeHeld
+	last := len(s.waiters) == 0 && s.line.queued
+	if last {
+		s.leaveQueueLocked()
+	}
+	s.mu.Unlock()
+	if handed == nil && !maybeHeld && !last {
+		return nil, err
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if handed != nil {
+		_ = handed.Release(rctx)
+	}
+	if maybeHeld {
+		s.cleanUp(rctx, w.a)
+	}
+	if last {
+		s.leaveQueue(rctx) // nobody here waits any more
+	}
+	return nil, err
+}
+
+// abandon takes w out of the line because ctx ended. A permit handed to w meanwhile is released.
+func (s *Semaphore) abandon(ctx context.Context, w *waiter) (*Permit, error) {
+	return s.leave(ctx, w, context.Cause(ctx))
+}

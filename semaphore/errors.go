@@ -1,0 +1,32 @@
+package semaphore
+
+import (
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/keyspace"
+)
+
+// The errors of this package are keyward's shared sentinels, so that one errors.Is check works for locks and
+// semaphores alike. Errors are returned wrapped, with the semaphore's name and the Redis error they came from.
+var (
+	// ErrNotObtained: the semaphore has no room (TryAcquire).
+	ErrNotObtained = keyward.ErrNotObtained
+	// ErrNotHeld: the permit is not held (released, expired and reclaimed, or never taken).
+	ErrNotHeld = keyward.ErrNotHeld
+	// ErrLost: the permit was lost while held; also matches ErrNotHeld.
+	ErrLost = keyward.ErrLost
+	// ErrInvalid: an argument is not valid (empty name, limit below 1, ttl not above the drift margin, nil client,
+	// bad option).
+	ErrInvalid = keyward.ErrInvalid
+	// ErrWrongType: a key of the semaphore holds a value of another type.
+	ErrWrongType = keyward.ErrWrongType
+	// ErrReadOnly: the server is a read-only replica.
+	ErrReadOnly = keyward.ErrReadOnly
+	// ErrNoPermission: the ACL user may not run the semaphore's scripts or touch its keys.
+	ErrNoPermission = keyward.ErrNoPermission
+	// ErrOutOfMemory: the server refused the write because it reached maxmemory.
+	ErrOutOfMemory = keyward.ErrOutOfMemory
+)
+
+// ErrClosed is returned by Acquire and Do, also to callers already waiting, once the Semaphore was closed (or the
+// Watcher given with WithWatcher was).
+var ErrClosed = keyspace.ErrClosed

@@ -1,0 +1,276 @@
+package semaphore
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/lease"
+	"github.com/keyward/keyward/internal/lockopt"
+	"github.com/keyward/keyward/internal/script"
+	"github.com/keyward/keyward/internal/token"
+	"github.com/keyward/keyward/keyspace"
+)
+
+// A Semaphore lets at most limit holders at a time, across every process that uses the same name on the same
+// Redis, hold a permit. It is safe for concurrent use and meant to be kept for the life of the program: it is one
+// place in the line of waiting processes, and its waiters share its two subscriptions (the semaphore's channel and
+// its own), opened by the first Acquire that has to wait and kept until [Semaphore.Close].
+type Semaphore struct {
+	rdb     redis.UniversalClient
+	name    string
+	keys    script.SemaphoreKeys
+	opts    lockopt.Settings
+	fencing bool
+	publish script.Publish
+	id      string // this Semaphore's name in the Redis queue
+
+	watcherOnce sync.Once
+	watcher     *keyspace.Watcher
+	ownWatcher  bool
+
+	mu      sync.Mutex
+	limit   int
+	closed  bool
+	done    chan struct{}   // closed by Close
+	waiters []*waiter       // Acquire calls, in arrival order; the first is the contender
+	watch   *keyspace.Watch // on the semaphore's channel; nil until the first wait
+	own     *keyspace.Watch // on this Semaphore's own channel; set with watch
+	line    line
+	cohort  int // hand-offs to this Semaphore's own waiters since a place last went through Redis
+	leaving int // leaves of the Redis queue on their way; no try starts meanwhile
+
+	tries, failedTries, handOffs atomic.Int64
+}
+
+// New returns the semaphore name, which lets at most limit holders at a time hold a permit, used through rdb.
+// It does not talk to Redis. It returns an ErrInvalid error for a nil rdb, an empty name, a limit below 1 or an
+// invalid option.
+//
+// The limit is this Semaphore's: every process sends its own with each acquire, and the server admits a holder
+// only while fewer than that many permits are held. Processes that use different limits for one name (during a
+// rolling change) each stay within their own.
+func New(rdb redis.UniversalClient, name string, limit int, opts ...Option) (*Semaphore, error) {
+	if rdb == nil {
+		return nil, fmt.Errorf("%w: nil redis client", keyward.ErrInvalid)
+	}
+	if name == "" {
+		return nil, fmt.Errorf("%w: empty semaphore name", keyward.ErrInvalid)
+	}
+	if err := checkLimit(limit); err != nil {
+		return nil, fmt.Errorf("semaphore %q: %w", name, err)
+	}
+	var cfg config
+	for _, o := range opts {
+		if o != nil {
+			o(&cfg)
+		}
+	}
+	settings, err := lockopt.Defaults().With(cfg.lock...)
+	if err != nil {
+		return nil, fmt.Errorf("semaphore %q: %w", name, err)
+	}
+	s := &Semaphore{
+		rdb:     rdb,
+		name:    name,
+		keys:    script.SemaphoreKeysFor(settings.Prefix + name),
+		opts:    settings,
+		fencing: cfg.fencing,
+		publish: script.PublishPlain,
+		id:      token.New(""),
+		limit:   limit,
+		done:    make(chan struct{}),
+	}
+	if settings.Watcher != nil {
+		s.watcher = settings.Watcher
+		s.watcherOnce.Do(func() {})
+	}
+	return s, nil
+}
+
+func checkLimit(limit int) error {
+	if limit < 1 {
+		return fmt.Errorf("%w: limit %d is below 1", keyward.ErrInvalid, limit)
+	}
+	return nil
+}
+
+// Name returns the semaphore's name, without the prefix.
+func (s *Semaphore) Name() string { return s.name }
+
+// Limit returns the Semaphore's limit.
+func (s *Semaphore) Limit() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.limit
+}
+
+// SetLimit changes the Semaphore's limit; a limit below 1 is an ErrInvalid error. Lowering it evicts no holder:
+// no one new is admitted through this Semaphore until fewer than limit permits are held. Raising it lets this
+// Semaphore's waiters try again at once.
+func (s *Semaphore) SetLimit(limit int) error {
+	if err := checkLimit(limit); err != nil {
+		return fmt.Errorf("semaphore %q: %w", s.name, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if limit > s.limit {
+		s.line.stale = true
+		if w := s.contenderLocked(); w != nil {
+			signal(w.wake)
+		}
+	}
+	s.limit = limit
+	return nil
+}
+
+// Close closes the Semaphore's subscription, and its pub/sub connection if it opened one (a Watcher given with
+// WithWatcher is left open). Acquire calls still waiting return an error matching ErrClosed. Held permits are not
+// released, and TryAcquire still works.
+func (s *Semaphore) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.done)
+	watch, own := s.watch, s.own
+	s.watch, s.own = nil, nil
+	s.mu.Unlock()
+
+	s.watcherOnce.Do(func() {}) // no watcher is created from now on
+	if watch != nil {
+		watch.Close()
+		own.Close()
+	}
+	if s.ownWatcher {
+		return s.watcher.Close()
+	}
+	return nil
+}
+
+// Stats are counts of a Semaphore's work, for monitoring and benchmarks.
+type Stats struct {
+	// Tries counts acquire attempts sent to Redis (TryAcquire, and Acquire's tries).
+	Tries int64
+	// FailedTries counts those that found no room.
+	FailedTries int64
+	// HandOffs counts permits handed to a waiter of this Semaphore in a release's round trip, without a try.
+	HandOffs int64
+}
+
+// Stats returns the Semaphore's counts so far.
+func (s *Semaphore) Stats() Stats {
+	return Stats{Tries: s.tries.Load(), FailedTries: s.failedTries.Load(), HandOffs: s.handOffs.Load()}
+}
+
+// TryAcquire takes a permit for ttl if the semaphore has room, in one round trip. It returns an error matching
+// ErrNotObtained when limit permits are held (or reserved for waiting processes), and never waits. A ttl must
+// exceed the drift margin (a ttl ≤ 0 is an ErrInvalid error).
+//
+// If the attempt fails without an answer from the server (a timeout, a dropped connection, a cancelled ctx), the
+// permit may have been taken on the server all the same: TryAcquire then sends a best-effort release for it, so
+// it does not hold a place until its ttl, and returns the error, never a permit.
+func (s *Semaphore) TryAcquire(ctx context.Context, ttl time.Duration) (*Permit, error) {
+	a, err := s.newAttempt(ctx, ttl, s.opts.AutoRefresh)
+	if err != nil {
+		return nil, err
+	}
+	p, _, err := s.try(ctx, a, "", false, false)
+	return p, err
+}
+
+// attempt is one caller's attempt to take a permit, with the value it will store.
+type attempt struct {
+	value       string
+	ttl         time.Duration
+	autoRefresh bool
+}
+
+func (s *Semaphore) newAttempt(ctx context.Context, ttl time.Duration, autoRefresh bool) (*attempt, error) {
+	ttl, err := s.opts.TTL(ttl)
+	if err != nil {
+		return nil, fmt.Errorf("semaphore %q: %w", s.name, err)
+	}
+	if err := context.Cause(ctx); err != nil {
+		return nil, err
+	}
+	return &attempt{value: token.New(s.opts.Metadata), ttl: ttl, autoRefresh: autoRefresh}, nil
+}
+
+// try runs the acquire script once: a plain try when waiter is "", else the try of the waiting process waiter,
+// which also claims a place reserved for it, and joins the queue when there is no room (requeue: stays in it,
+// at the back, when it takes the permit). maybeHeld says a hand-over to a.value may have happened unseen.
+func (s *Semaphore) try(ctx context.Context, a *attempt, waiter string, requeue, maybeHeld bool) (*Permit, script.SemaphoreState, error) {
+	start := time.Now()
+	s.tries.Add(1)
+	st, err := script.SemaphoreAcquire(ctx, s.rdb, s.keys, script.SemaphoreTry{
+		Value:     a.value,
+		TTL:       a.ttl,
+		Limit:     s.Limit(),
+		Waiter:    waiter,
+		QueueTTL:  queueTTL(a.ttl),
+		Requeue:   requeue,
+		Fencing:   s.fencing,
+		MaybeHeld: maybeHeld,
+		Publish:   s.publish,
+	})
+	if err != nil {
+		if !script.IsReply(err) {
+			s.cleanUp(ctx, a)
+		}
+		return nil, st, fmt.Errorf("semaphore %q: acquire: %w", s.name, err)
+	}
+	if !st.OK {
+		s.failedTries.Add(1)
+		return nil, st, fmt.Errorf("semaphore %q: %w", s.name, keyward.ErrNotObtained)
+	}
+	return s.newPermit(a, start, st.Fence), st, nil
+}
+
+// queueTTL is how long the Redis queue lives after a join by a waiter with ttl (every join renews the whole
+// queue, and never shortens it). Only a queue nobody joins for that long expires; the processes that were in it
+// then hear of free places as everyone does (a release with nobody in line announces them), which is slower,
+// never wrong.
+func queueTTL(ttl time.Duration) time.Duration { return 2*ttl + time.Second }
+
+// cleanUp releases the permit in case an acquire whose answer was lost did take it. It uses a context of its own,
+// since ctx may be what ended the acquire.
+func (s *Semaphore) cleanUp(ctx context.Context, a *attempt) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(a.ttl, 2*time.Second))
+	defer cancel()
+	_, _ = script.SemaphoreRelease(cctx, s.rdb, s.keys, s.giveBack(a.value))
+}
+
+// giveBack describes the release of value that passes nothing to this Semaphore's waiters and leaves its place in
+// the queue as it is (no Waiter).
+func (s *Semaphore) giveBack(value string) script.SemaphoreGiveBack {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.giveBackLocked(value)
+}
+
+func (s *Semaphore) newPermit(a *attempt, start time.Time, fence int64) *Permit {
+	p := &Permit{s: s, value: a.value, fence: fence}
+	p.lease = lease.New(lease.Config{
+		Start:       start,
+		TTL:         a.ttl,
+		Drift:       s.opts.Drift,
+		AutoRefresh: a.autoRefresh,
+		Ops: lease.Ops{
+			Refresh: func(ctx context.Context, ttl time.Duration) (bool, error) {
+				return script.SemaphoreRefresh(ctx, s.rdb, s.keys, p.value, ttl, s.Limit(), s.publish)
+			},
+			Release: func(ctx context.Context) (bool, error) {
+				return s.release(ctx, p)
+			},
+		},
+	})
+	return p
+}
