@@ -1,0 +1,291 @@
+package chaos
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+func expect(name string, holds func(Result) bool) Expectation {
+	return Expectation{Name: name, Holds: holds}
+}
+
+func verdictIs(name string, f func(v Verdict) bool) Expectation {
+	return expect(name, func(r Result) bool { return f(r.Verdict) })
+}
+
+// safety are the properties every phase must keep whatever the fault, as long as the server keeps its data.
+var safety = []Expectation{
+	verdictIs("0 stale writes accepted", func(v Verdict) bool { return v.StaleAccepted == 0 }),
+	verdictIs("fences in real-time order", func(v Verdict) bool { return v.FenceViolations == 0 }),
+	verdictIs("no section under an expired lock", func(v Verdict) bool { return v.SectionsExpired == 0 }),
+	verdictIs("0 validity overlaps", func(v Verdict) bool { return v.ValidityOverlaps == 0 }),
+	verdictIs("no key lost under a valid holder", func(v Verdict) bool { return v.KeyLostWhileValid == 0 }),
+	verdictIs("ambiguous acquires cleaned up", func(v Verdict) bool { return v.OwnKeyLeftAfterError == 0 }),
+	verdictIs("no acquire that took the lock reported refused",
+		func(v Verdict) bool { return v.OwnKeyLeftAfterRefusal == 0 }),
+	verdictIs("porcupine: not illegal", func(v Verdict) bool { return v.Linearizable != NotLinear }),
+	verdictIs("storage without errors", func(v Verdict) bool { return v.StoreErrors == 0 }),
+}
+
+// quorumSafety is safety for Redlock phases: a failed Redlock attempt releases what it took when the nodes'
+// late answers arrive, after the call returned, so the worker's look at the key right after the error may come
+// first; leftovers are reported in the table, not asserted.
+var quorumSafety = func() []Expectation {
+	var out []Expectation
+	for _, e := range safety {
+		if e.Name != "ambiguous acquires cleaned up" && e.Name != "no acquire that took the lock reported refused" {
+			out = append(out, e)
+		}
+	}
+	return out
+}()
+
+// faultFree are the properties of a phase whose faults must not disturb mutual exclusion at all.
+var faultFree = []Expectation{
+	// A section that stalls past its ttl (a loaded machine is a pause too) may be overlapped: that is the
+	// pause phase's business. Without such a stall, there must be no overlap and no lost update.
+	verdictIs("overlaps only after a section overran its validity",
+		func(v Verdict) bool { return v.Overlaps <= v.Overran }),
+	verdictIs("lost updates only after a section overran its validity",
+		func(v Verdict) bool { return v.LostUpdates == 0 || v.Overran > 0 }),
+	verdictIs("progress", func(v Verdict) bool { return v.Sections > 0 }),
+	verdictIs("no obtain waited out (20 ttl)", func(v Verdict) bool { return v.TimedOut == 0 }),
+}
+
+var injected = expect("faults injected", func(r Result) bool { return r.Faults > 0 })
+
+func with(sets ...[]Expectation) []Expectation {
+	var out []Expectation
+	for _, s := range sets {
+		out = append(out, s...)
+	}
+	return out
+}
+
+// Schedule returns the single-node (lock/) phases, sized by s.
+func Schedule(s Settings) []*Phase {
+	ttl := s.TTL
+	return []*Phase{
+		{
+			Name: "baseline", Fault: "none",
+			Expect: with(safety, faultFree, []Expectation{
+				verdictIs("0 errors", func(v Verdict) bool { return v.Errors == 0 }),
+				verdictIs("porcupine: ok", func(v Verdict) bool { return v.Linearizable == Linear }),
+			}),
+		},
+		{
+			Name: "pause-holder", Fault: "SIGSTOP the holder (pid from the token) for 3×ttl",
+			Inject: func(r *PhaseRun) {
+				for r.Remaining() > 4*ttl {
+					r.PauseHolder(3 * ttl)
+					r.Sleep(ttl)
+				}
+			},
+			Expect: with(safety, []Expectation{injected,
+				verdictIs("a holder was caught paused", func(v Verdict) bool { return v.PausedHolders > 0 }),
+				verdictIs("paused holders told: Release ErrNotHeld",
+					func(v Verdict) bool { return v.PausedHoldersToldLost == v.PausedHolders }),
+			}),
+		},
+		{
+			Name: "latency", Fault: "toxiproxy latency 1.5×ttl on every reply",
+			Inject: func(r *PhaseRun) {
+				r.AddToxic(Toxic{Name: "latency", Type: "latency", Stream: "downstream",
+					Attributes: map[string]any{"latency": (ttl + ttl/2).Milliseconds()}})
+			},
+			Expect: with(safety, []Expectation{injected,
+				verdictIs("late replies seen as expired", func(v Verdict) bool { return v.ExpiredOnArrival > 0 }),
+			}),
+		},
+		{
+			Name: "reset-peer", Fault: "toxiproxy reset_peer on every reply, 1 s on / 0.5 s off",
+			Try: true, AmbiguousReleases: true,
+			Inject: func(r *PhaseRun) {
+				for r.Remaining() > 0 {
+					r.AddToxic(Toxic{Name: "reset", Type: "reset_peer", Stream: "downstream",
+						Attributes: map[string]any{"timeout": 0}})
+					r.Sleep(time.Second)
+					r.RemoveToxic("reset")
+					r.Sleep(time.Second / 2)
+				}
+			},
+			Expect: with(safety, []Expectation{injected,
+				verdictIs("lost replies reported as errors", func(v Verdict) bool { return v.Errors > 0 }),
+			}),
+		},
+		{
+			Name: "flaky", Fault: "toxiproxy limit_data: each connection cut after 1 kB of replies",
+			Try: true, AmbiguousReleases: true,
+			Inject: func(r *PhaseRun) {
+				r.AddToxic(Toxic{Name: "flaky", Type: "limit_data", Stream: "downstream",
+					Attributes: map[string]any{"bytes": 1024}})
+			},
+			Expect: with(safety, []Expectation{injected}),
+		},
+		{
+			Name: "timeout", Fault: "toxiproxy timeout: replies dropped, 3 s on / 1 s off",
+			Try: true, AmbiguousReleases: true,
+			Inject: func(r *PhaseRun) {
+				for r.Remaining() > 0 {
+					// Longer than go-redis's whole retry budget (4 reads of 2×ttl each), so attempts fail instead
+					// of being retried into the next healthy window.
+					r.AddToxic(Toxic{Name: "timeout", Type: "timeout", Stream: "downstream",
+						Attributes: map[string]any{"timeout": 0}})
+					r.Sleep(3 * time.Second) // in the short schedule: the whole phase
+					r.RemoveToxic("timeout")
+					r.Sleep(time.Second)
+				}
+			},
+			Expect: with(safety, []Expectation{injected,
+				verdictIs("lost replies reported as errors", func(v Verdict) bool { return v.Errors > 0 }),
+			}),
+		},
+		{
+			Name: "partition", Fault: "cut the holder off from the lock server for 3×ttl",
+			Minority: true, AmbiguousReleases: true,
+			Inject: func(r *PhaseRun) {
+				r.Note("partition method: %s", r.rig.PartitionMethod)
+				for r.Remaining() > 4*ttl {
+					r.CutMinority(3 * ttl)
+					r.Sleep(ttl)
+				}
+			},
+			Expect: with(safety, []Expectation{injected}),
+		},
+		{
+			Name: "pubsub-kill", Fault: "CLIENT KILL TYPE pubsub every 100 ms",
+			Inject: func(r *PhaseRun) {
+				for r.Remaining() > 0 {
+					r.KillPubSub()
+					r.Sleep(100 * time.Millisecond)
+				}
+			},
+			Expect: with(safety, faultFree, []Expectation{injected}),
+		},
+		{
+			Name: "restart-empty", Fault: "kill -9 the lock server and restart it empty, every 1 s",
+			Inject: func(r *PhaseRun) {
+				for r.Remaining() > 0 {
+					r.Sleep(time.Second)
+					if r.Remaining() > 0 {
+						r.RestartLock()
+					}
+				}
+			},
+			Expect: []Expectation{injected,
+				verdictIs("0 stale writes accepted", func(v Verdict) bool { return v.StaleAccepted == 0 }),
+				verdictIs("fences never go backwards", func(v Verdict) bool { return v.FenceViolations == 0 }),
+				verdictIs("no section under an expired lock", func(v Verdict) bool { return v.SectionsExpired == 0 }),
+				verdictIs("porcupine (with resets): not illegal", func(v Verdict) bool { return v.Linearizable != NotLinear }),
+				verdictIs("storage without errors", func(v Verdict) bool { return v.StoreErrors == 0 }),
+			},
+		},
+	}
+}
+
+// RedlockSchedule returns the Redlock phases (three independent nodes), sized by s; the short schedule has only
+// the minority kill and Kleppmann's restart.
+func RedlockSchedule(s Settings) []*Phase {
+	phases := redlockPhases(s.TTL)
+	if s.Short {
+		return []*Phase{phases[0], phases[3]}
+	}
+	return phases
+}
+
+func redlockPhases(ttl time.Duration) []*Phase {
+	return []*Phase{
+		{
+			Name: "redlock-kill-minority", Fault: "kill -9 one node of 3, down 4×ttl, back empty",
+			Redlock: true,
+			Inject: func(r *PhaseRun) {
+				for r.Remaining() > 0 {
+					r.KillNode(0)
+					r.Sleep(4 * ttl) // down at least a ttl before it serves again: Redlock's assumption
+					r.RestartNode(0)
+					r.Sleep(2 * ttl)
+				}
+			},
+			Expect: with(quorumSafety, faultFree, []Expectation{injected}),
+		},
+		{
+			Name: "redlock-pause-node", Fault: "SIGSTOP one node of 3 for 4×ttl",
+			Redlock: true,
+			Inject: func(r *PhaseRun) {
+				for r.Remaining() > 0 {
+					r.PauseNode(1)
+					r.Sleep(4 * ttl)
+					r.ResumeNode(1)
+					r.Sleep(2 * ttl)
+				}
+			},
+			Expect: with(quorumSafety, faultFree, []Expectation{injected}),
+		},
+		{
+			Name: "redlock-kill-majority", Fault: "kill -9 two nodes of 3, down 4×ttl, back empty",
+			Redlock: true,
+			Inject: func(r *PhaseRun) {
+				for r.Remaining() > 0 {
+					r.KillNode(0)
+					r.KillNode(1)
+					r.Sleep(4 * ttl)
+					r.RestartNode(0)
+					r.RestartNode(1)
+					r.Sleep(4 * ttl)
+				}
+			},
+			Expect: with(quorumSafety, []Expectation{injected,
+				verdictIs("no quorum reported as errors", func(v Verdict) bool { return v.Errors > 0 }),
+			}),
+		},
+		{
+			Name: "redlock-restart-empty", Fault: "node 2 stalled, restart node 0 empty under a holder, resume node 2",
+			Redlock: true, Hold: 200 * time.Millisecond,
+			Inject: func(r *PhaseRun) {
+				// Kleppmann's scenario: the holder's majority is {0, 1}; node 0 forgets the key at once, and the
+				// next client finds a majority {0, 2} free while the holder still trusts its lock.
+				for r.Remaining() > 2*ttl {
+					r.PauseNode(2)
+					if r.WaitHolder() {
+						r.RestartNode(0)
+					}
+					r.ResumeNode(2)
+					r.Sleep(2 * ttl)
+				}
+			},
+			Expect: []Expectation{injected,
+				verdictIs("0 stale writes accepted", func(v Verdict) bool { return v.StaleAccepted == 0 }),
+				verdictIs("fences in real-time order", func(v Verdict) bool { return v.FenceViolations == 0 }),
+				verdictIs("no section under an expired lock", func(v Verdict) bool { return v.SectionsExpired == 0 }),
+				verdictIs("storage without errors", func(v Verdict) bool { return v.StoreErrors == 0 }),
+			},
+		},
+	}
+}
+
+// Table formats results as a Markdown table: one row per phase.
+func Table(results []Result) string {
+	var b strings.Builder
+	b.WriteString("| phase | fault | faults | attempts | sections (past validity) | expired on arrival | errors | overlaps | " +
+		"validity overlaps | lost updates | stale writes accepted | fence violations | releases not held (within validity) | " +
+		"own key left (error / refused) | paused holders told (Lost fired) | porcupine | max wait | verdict |\n")
+	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|---|\n")
+	for _, r := range results {
+		v := r.Verdict
+		verdict := "pass"
+		if len(r.Failed) > 0 {
+			verdict = "FAIL: " + strings.Join(r.Failed, "; ")
+		}
+		paused := "–"
+		if v.PausedHolders > 0 {
+			paused = fmt.Sprintf("%d/%d (%d)", v.PausedHoldersToldLost, v.PausedHolders, v.PausedHoldersLostFired)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %d | %d | %d (%d) | %d | %d | %d | %d | %d | %d | %d | %d (%d) | %d / %d | %s | %s | %s | %s |\n",
+			r.Phase.Name, r.Phase.Fault, r.Faults, v.Attempts, v.Sections, v.Overran, v.ExpiredOnArrival,
+			v.Errors+v.TimedOut, v.Overlaps, v.ValidityOverlaps, v.LostUpdates, v.StaleAccepted,
+			v.FenceViolations, v.ReleaseNotHeld, v.ReleaseNotHeldValid, v.OwnKeyLeftAfterError, v.OwnKeyLeftAfterRefusal, paused,
+			v.Linearizable, v.MaxWait.Round(time.Millisecond), verdict)
+	}
+	return b.String()
+}

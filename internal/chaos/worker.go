@@ -1,0 +1,324 @@
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/lock"
+	"github.com/keyward/keyward/redlock"
+)
+
+// WorkerEnv is the environment variable that carries a worker's WorkerConfig (JSON) to the re-executed test
+// binary; TestChaosWorker runs RunWorker only when it is set.
+const WorkerEnv = "KEYWARD_CHAOS_WORKER"
+
+// WorkerConfig tells a worker process what to do.
+type WorkerConfig struct {
+	// ID numbers the worker within its phase, from 0.
+	ID int
+	// Lock are the addresses the worker's lock client dials: through toxiproxy, or directly (over a veth pair
+	// for the partition phase). One address: the single-node lock (lock/); several: Redlock (redlock/) over
+	// those independent nodes.
+	Lock []string
+	// NodeTimeout is Redlock's per-node timeout (0: its default).
+	NodeTimeout time.Duration
+	// Observe are direct addresses of the same lock servers, for the worker's own checks of the lock key;
+	// nothing the lock client does goes through them.
+	Observe []string
+	// Storage is the address of the storage server.
+	Storage string
+	// Key is the lock key.
+	Key string
+	// TTL is the lock's ttl; Hold the pause between reading and writing the counter.
+	TTL, Hold time.Duration
+	// ReadTimeout is the lock client's socket read/write timeout.
+	ReadTimeout time.Duration
+	// ObtainTimeout bounds each Obtain (or TryObtain) call.
+	ObtainTimeout time.Duration
+	// Try makes the worker call TryObtain in a loop (pausing a millisecond after ErrNotObtained) instead of the
+	// blocking Obtain.
+	Try bool
+	// Out is the file the worker appends its records to, one JSON line each.
+	Out string
+}
+
+// Env returns the environment entry that passes c to a worker process.
+func (c WorkerConfig) Env() string {
+	b, err := json.Marshal(c)
+	if err != nil {
+		panic(err) // plain data: cannot fail
+	}
+	return WorkerEnv + "=" + string(b)
+}
+
+// ConfigFromEnv returns the WorkerConfig in the environment, and whether there is one.
+func ConfigFromEnv() (WorkerConfig, bool, error) {
+	v, ok := os.LookupEnv(WorkerEnv)
+	if !ok {
+		return WorkerConfig{}, false, nil
+	}
+	var c WorkerConfig
+	err := json.Unmarshal([]byte(v), &c)
+	return c, true, err
+}
+
+// clientOptions are the go-redis options of the worker's clients: go-redis defaults (MaxRetries 3, as users
+// have them) except for short timeouts, no CLIENT SETINFO and no maintenance notifications.
+func clientOptions(addr string, timeout time.Duration) *redis.Options {
+	return &redis.Options{
+		Addr:                  addr,
+		DialTimeout:           timeout,
+		ReadTimeout:           timeout,
+		WriteTimeout:          timeout,
+		ContextTimeoutEnabled: true,
+		DisableIdentity:       true,
+		MaintNotificationsConfig: &maintnotifications.Config{
+			Mode:         maintnotifications.ModeDisabled,
+			EndpointType: maintnotifications.EndpointTypeNone,
+		},
+	}
+}
+
+// ReadyLine is what a worker writes to fd 3 (a pipe from the rig) once it is ready to loop.
+const ReadyLine = "ready\n"
+
+// RunWorker runs the worker loop until ctx ends, appending one Record per attempt to cfg.Out. A section that
+// has begun is finished (and its lock released) even when ctx ends meanwhile, so that every write to the
+// storage is in the history. It returns an error only when the worker cannot run at all.
+func RunWorker(ctx context.Context, cfg WorkerConfig) (err error) {
+	if len(cfg.Lock) == 0 || len(cfg.Observe) != len(cfg.Lock) {
+		return fmt.Errorf("chaos worker: %d lock addresses, %d to observe", len(cfg.Lock), len(cfg.Observe))
+	}
+	out, err := os.OpenFile(cfg.Out, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, out.Close()) }()
+
+	w := &worker{cfg: cfg, pid: os.Getpid(), keys: KeysFor(cfg.Key)}
+	w.mine = " pid=" + strconv.Itoa(w.pid)
+	var nodes []redis.UniversalClient
+	for i, addr := range cfg.Lock {
+		rdb := redis.NewClient(clientOptions(addr, cfg.ReadTimeout))
+		defer rdb.Close()
+		nodes = append(nodes, rdb)
+		// Observation fails fast: no retries, short timeouts, so a dead node does not delay the workload.
+		oopt := clientOptions(cfg.Observe[i], 200*time.Millisecond)
+		oopt.MaxRetries, oopt.DialerRetries = -1, 1
+		observe := redis.NewClient(oopt)
+		defer observe.Close()
+		w.observe = append(w.observe, observe)
+	}
+	w.store = redis.NewClient(clientOptions(cfg.Storage, 2*time.Second))
+	defer w.store.Close()
+	locker, closeLocker, err := newLocker(nodes, cfg.NodeTimeout)
+	if err != nil {
+		return err
+	}
+	defer closeLocker()
+
+	if ready := os.NewFile(3, "ready"); ready != nil { // started by a Rig
+		_, _ = ready.WriteString(ReadyLine)
+		_ = ready.Close()
+	}
+	for seq := 0; ctx.Err() == nil; seq++ {
+		r := w.attempt(ctx, locker, seq)
+		if r == nil {
+			break // ctx ended while obtaining
+		}
+		line, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		if _, err := out.Write(append(line, '\n')); err != nil { // one write per record
+			return err
+		}
+		if r.Result == Failed || r.Result == NotObtained {
+			// Rate of retries after an error or a refused TryObtain; the workload's pace, not synchronisation.
+			sleep(ctx, time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// newLocker returns the single-node lock for one node, Redlock for several.
+func newLocker(nodes []redis.UniversalClient, nodeTimeout time.Duration) (keyward.Locker, func(), error) {
+	if len(nodes) == 1 {
+		locks, err := lock.New(nodes[0])
+		if err != nil {
+			return nil, nil, err
+		}
+		return locks.Locker(), func() { _ = locks.Close() }, nil
+	}
+	var opts []redlock.Option
+	if nodeTimeout > 0 {
+		opts = append(opts, redlock.WithNodeTimeout(nodeTimeout))
+	}
+	locks, err := redlock.New(nodes, opts...)
+	if err != nil {
+		return nil, nil, err
+	}
+	return locks.Locker(), func() { _ = locks.Close() }, nil
+}
+
+type worker struct {
+	cfg     WorkerConfig
+	pid     int
+	mine    string          // " pid=<pid>": what this process's lock values contain
+	observe []*redis.Client // direct to each lock node
+	store   *redis.Client
+	keys    StoreKeys
+}
+
+// attempt obtains the lock once and, when it got it, runs the critical section and releases it. It returns
+// nil when ctx ended while obtaining.
+func (w *worker) attempt(ctx context.Context, locks keyward.Locker, seq int) *Record {
+	r := &Record{Worker: w.cfg.ID, PID: w.pid, Seq: seq}
+	octx, cancel := context.WithTimeout(ctx, w.cfg.ObtainTimeout)
+	r.Call = Mono()
+	var l keyward.Lock
+	var err error
+	if w.cfg.Try {
+		l, err = locks.TryObtain(octx, w.cfg.Key, w.cfg.TTL)
+	} else {
+		l, err = locks.Obtain(octx, w.cfg.Key, w.cfg.TTL)
+	}
+	r.Start = Mono()
+	cancel()
+	if err != nil {
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case errors.Is(err, keyward.ErrNotObtained):
+			r.Result = NotObtained
+		case !w.cfg.Try && errors.Is(err, context.DeadlineExceeded) && octx.Err() != nil:
+			r.Result = TimedOut
+		default:
+			r.Result = Failed
+		}
+		r.Err = err.Error()
+		r.LeftValue, r.OwnKeyLeft = w.ownKeyLeft()
+		return r
+	}
+
+	r.Fence, r.Token = l.Fence(), l.Token()
+	r.Until = r.Start + int64(time.Until(l.Until()))
+	if r.Until > r.Start {
+		r.Result = Obtained
+		w.section(r, l)
+	} else {
+		r.Result = ExpiredOnArrival // the validity check: never work under a lock that has expired
+	}
+
+	if !time.Now().Before(l.Until()) {
+		// The lease's timer closes Lost at the deadline; wait for that event (bounded, in case it never comes).
+		select {
+		case <-l.Lost():
+			r.LostFired = true
+		case <-time.After(2 * time.Second):
+		}
+	}
+	rctx, rcancel := context.WithTimeout(context.Background(), w.cfg.ObtainTimeout)
+	r.RelCall = Mono()
+	err = l.Release(rctx)
+	r.RelEnd = Mono()
+	rcancel()
+	switch {
+	case err == nil:
+		r.Release = Released
+	case errors.Is(err, keyward.ErrLost):
+		r.Release = ReleaseLost
+	case errors.Is(err, keyward.ErrNotHeld):
+		r.Release = ReleaseNotHeld
+	default:
+		r.Release = ReleaseFailed
+	}
+	if err != nil {
+		r.RelErr = err.Error()
+	}
+	return r
+}
+
+// section is the critical section: a non-atomic increment of the counter, then a fenced write.
+func (w *worker) section(r *Record, l keyward.Lock) {
+	ctx := context.Background()
+	n, err := w.store.Get(ctx, w.keys.Counter).Int64()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		r.StoreErr = err.Error()
+		r.End = Mono()
+		return
+	}
+	r.Read = n
+	time.Sleep(w.cfg.Hold) // the window in which another holder would lose this update
+	if err := w.store.Set(ctx, w.keys.Counter, n+1, 0).Err(); err != nil {
+		r.StoreErr = err.Error()
+		r.End = Mono()
+		return
+	}
+	r.Wrote = true
+	r.WStart = Mono()
+	ok, err := FencedWrite(ctx, w.store, w.keys, r.Fence, fmt.Sprintf("%d %d", r.Worker, r.Seq))
+	r.WEnd = Mono()
+	r.End = r.WEnd
+	if err != nil {
+		r.StoreErr = err.Error()
+		return
+	}
+	r.Accepted = ok
+
+	if time.Now().Before(l.Until()) {
+		// Is the key still ours (on a majority of the nodes, for Redlock)? Read directly, past any fault on the
+		// lock client's path. Reads that return before the validity deadline must find it: the nodes keep the
+		// key at least until then.
+		answered, holding := 0, 0
+		for _, o := range w.observe {
+			v, err := o.Get(ctx, w.cfg.Key).Result()
+			if err == nil || errors.Is(err, redis.Nil) {
+				answered++
+				if v == r.Token {
+					holding++
+				}
+			}
+		}
+		r.HeldAt = Mono()
+		// A node that does not answer (killed, stopped) may still hold the token: Redlock keeps the lock while
+		// its holder's nodes that are alive plus those it cannot see make a majority, and no one else can then
+		// get one. On one node, the key must simply hold the token.
+		quorum := len(w.observe)/2 + 1
+		r.HeldChecked = answered >= quorum
+		r.Held = holding+len(w.observe)-answered >= quorum
+	}
+}
+
+// ownKeyLeft returns the lock key's value on a node where it is one of this process's although the attempt
+// failed: the worker runs one attempt at a time, so it comes from the attempt that just failed or from an earlier
+// lock whose release failed (the checker tells them apart by the token).
+func (w *worker) ownKeyLeft() (string, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	for _, o := range w.observe {
+		if v, err := o.Get(ctx, w.cfg.Key).Result(); err == nil && strings.HasSuffix(v, w.mine) {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
