@@ -1,0 +1,203 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/keyward/keyward/election"
+	"github.com/keyward/keyward/internal/lockopt"
+)
+
+const electUsage = `Usage: keyward elect [flags] NAME [--] COMMAND [ARGS...]
+
+Campaigns in the leader election NAME and runs COMMAND whenever this instance leads: every replica of a service
+runs the same line, and one of them at a time runs COMMAND. If the leadership is lost while COMMAND runs (its
+lease could not be renewed in time, or another was elected), COMMAND's process group gets SIGTERM, then
+SIGKILL after --grace, and this instance campaigns again, to run COMMAND anew when it leads again. When COMMAND
+ends by itself, keyward resigns, so that another instance leads within a few round trips, and exits with
+COMMAND's status.
+
+  keyward elect --ttl 15s scheduler -- ./scheduler --serve
+
+Flags:
+  --ttl D                  the leader's lease (default 15s), renewed every ttl/3; a leader that dies without
+                           resigning is replaced within D
+  --grace D                when the leadership is lost: time between SIGTERM and SIGKILL (default 5s)
+  --identity S             how this instance is named to the others (default "host=<hostname> pid=<pid>")
+  --nodes URL,URL,…        elect on a Redlock quorum of these independent servers instead of --redis
+  -v, --verbose            say on stderr when this instance starts and stops leading
+` + connHelp + `
+COMMAND runs in a process group of its own, with these environment variables:
+  KEYWARD_ELECTION         the election's name
+  KEYWARD_TERM             the term number, larger than every earlier leader's: a fencing token for storage
+                           that refuses the writes of a leader that was paused past its lease
+  KEYWARD_IDENTITY         this instance's identity
+Signals are forwarded to COMMAND as 'keyward run' does; while campaigning, SIGINT, SIGTERM, SIGHUP and SIGQUIT
+end keyward.
+
+Exit status:
+  COMMAND's     COMMAND ended by itself while leading (128+N when it was killed by signal N)
+  64            bad flags, arguments or Redis URL
+  69            Redis unreachable, not answering, or failing
+  77            Redis refused the credentials, or the ACL user lacks a permission
+  126, 127      COMMAND could not be executed, or was not found
+  128+N         keyward got signal N while campaigning
+`
+
+type electFlags struct {
+	lockFlags
+	grace    time.Duration
+	identity string
+	verbose  bool
+}
+
+func electCommand(ctx context.Context, env Env, args []string) error {
+	var f electFlags
+	fs := newFlagSet("elect")
+	f.register(fs)
+	f.ttl = election.DefaultTTL
+	f.grace = 5 * time.Second
+	newDuration(fs, &f.grace, "grace", "")
+	fs.StringVar(&f.identity, "identity", "", "")
+	fs.BoolVar(&f.verbose, "verbose", false, "")
+	fs.BoolVar(&f.verbose, "v", false, "")
+	pos, err := parse(fs, args, 1)
+	if done, err := help(env, electUsage, err); done || err != nil {
+		return err
+	}
+	switch {
+	case len(pos) == 0:
+		return usagef("missing NAME and COMMAND: keyward elect [flags] NAME -- COMMAND [ARGS]")
+	case pos[0] == "":
+		return usagef("empty NAME")
+	case len(pos) == 1:
+		return usagef("missing COMMAND after NAME %q: keyward elect [flags] NAME -- COMMAND [ARGS]", pos[0])
+	case pos[1] == "":
+		return usagef("empty COMMAND")
+	case f.ttl <= 0:
+		return usagef("--ttl must be more than 0")
+	}
+	if _, err := lockopt.Defaults().TTL(f.ttl); err != nil {
+		return usagef("--ttl %v: %v", f.ttl, strings.TrimPrefix(err.Error(), "keyward: "))
+	}
+	return f.run(ctx, env, pos[0], pos[1:])
+}
+
+// signalled is the cause of the campaign's end when keyward got a terminating signal.
+type signalled struct{ sig os.Signal }
+
+func (s signalled) Error() string { return "interrupted by " + s.sig.String() }
+
+func (f *electFlags) run(ctx context.Context, env Env, name string, argv []string) error {
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, forwarded...)
+	defer signal.Stop(sigs)
+
+	b, err := f.open(ctx, env, false)
+	if err != nil {
+		return err
+	}
+	defer b.close()
+	opts := []election.Option{election.WithTTL(f.ttl)}
+	if f.identity != "" {
+		opts = append(opts, election.WithIdentity(f.identity))
+	}
+	if b.rdb != nil {
+		opts = append(opts, election.WithRedis(b.rdb))
+	}
+	el, err := election.New(b.locker, name, opts...)
+	if err != nil {
+		return exitWith(exitFor(err), err)
+	}
+
+	if f.verbose {
+		fmt.Fprintf(env.Stderr, "keyward elect: campaigning in %q as %s\n", name, el.Identity())
+	}
+	runCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var (
+		mu      sync.Mutex
+		current *child // COMMAND while it runs
+	)
+	// Signals go to COMMAND while it runs; while campaigning, a terminating one ends keyward.
+	forwarding := make(chan struct{})
+	defer close(forwarding)
+	go func() {
+		for {
+			select {
+			case <-forwarding:
+				return
+			case s := <-sigs:
+				mu.Lock()
+				c := current
+				mu.Unlock()
+				switch {
+				case c != nil:
+					c.signal(s)
+				case s != syscall.SIGUSR1 && s != syscall.SIGUSR2:
+					cancel(signalled{s})
+				}
+			}
+		}
+	}()
+
+	code, ran := 0, false
+	var startErr error
+	err = el.Run(runCtx, func(leaderCtx context.Context) error {
+		term := election.Term(leaderCtx)
+		if f.verbose {
+			fmt.Fprintf(env.Stderr, "keyward elect: leading %q (term %d)\n", name, term)
+		}
+		c, err := startChild(env, argv, []string{
+			"KEYWARD_ELECTION=" + name,
+			"KEYWARD_TERM=" + strconv.FormatInt(term, 10),
+			"KEYWARD_IDENTITY=" + el.Identity(),
+		})
+		if err != nil {
+			startErr = err
+			cancel(err)
+			return nil
+		}
+		mu.Lock()
+		current = c
+		mu.Unlock()
+		stopped := c.supervise(env, nil, leaderCtx.Done(), f.grace, func() {
+			if errors.Is(context.Cause(leaderCtx), election.ErrLost) {
+				fmt.Fprintf(env.Stderr, "keyward elect: lost the lead of %q (%s); stopping COMMAND: SIGTERM, "+
+					"then SIGKILL after %v\n", name, lossReason(context.Cause(leaderCtx)), f.grace)
+			}
+		})
+		mu.Lock()
+		current = nil
+		mu.Unlock()
+		if !stopped || runCtx.Err() != nil {
+			// COMMAND ended by itself (or keyward is ending): resign and exit with its status.
+			code, ran = c.exitCode(), true
+			cancel(nil)
+		}
+		return nil
+	})
+	var sig signalled
+	switch {
+	case startErr != nil:
+		return startErr
+	case ran:
+		if err != nil {
+			fmt.Fprintf(env.Stderr, "keyward elect: %v\n", err)
+		}
+		return exitWith(code, nil)
+	case errors.As(context.Cause(runCtx), &sig):
+		return exitWith(128+signalNumber(sig.sig), nil)
+	case err != nil:
+		return exitWith(exitFor(err), explain(err))
+	}
+	return nil
+}
