@@ -1,0 +1,161 @@
+// Command bench measures keyward's locks against the libraries a Go user would pick instead — redsync,
+// bsm/redislock and rueidislock — on the same machine, in the same run, and reports them side by side, in units
+// of a PING round trip measured in that run (absolute times on shared machines drift between runs).
+//
+// It starts its own redis-server processes (one, and three for Redlock) on free loopback ports, and runs every
+// measurement in fresh worker processes: itself, started again with a job in the environment. A contended run
+// with four processes is four real processes, whose spans are put in one order by CLOCK_MONOTONIC.
+//
+//	cd bench && go run .              # tables on stdout (about 2 minutes after the build)
+//	cd bench && go run . -write-docs  # and docs/BENCHMARKS.md, docs/bench.png, the README's performance section
+//
+// A run whose critical sections overlapped, or lost an update to a counter guarded by the lock, fails. A
+// library that returns an error is reported and left out of the tables.
+//
+// For a closer look at one library: -only and -scenarios pick rows and scenarios (regular expressions),
+// -cpuprofile DIR writes each worker's CPU profile of its measured part, -dump DIR writes every contended run's
+// spans as CSV and the servers' command counts.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"regexp"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// config is the command line.
+type config struct {
+	contended time.Duration // length of each one-process contended run
+	realistic time.Duration // length of the realistic run
+	pairs     int           // uncontended acquire+release pairs per library
+	writeDocs bool
+	docs      string         // the docs directory
+	only      *regexp.Regexp // libraries to run (nil: all)
+	scenarios *regexp.Regexp // scenarios to run (nil: all)
+	profiles  string         // directory for the workers' CPU profiles, or ""
+	dump      string         // directory for the spans of every contended run, as CSV, or ""
+}
+
+func main() {
+	if spec := os.Getenv(workerEnv); spec != "" {
+		os.Exit(worker(spec))
+	}
+	var cfg config
+	var only, scens string
+	flag.DurationVar(&cfg.contended, "contended", 3*time.Second, "length of each one-process contended run")
+	flag.DurationVar(&cfg.realistic, "realistic", 5*time.Second, "length of the realistic (4 processes × 4 goroutines) run")
+	flag.IntVar(&cfg.pairs, "pairs", 2000, "uncontended acquire+release pairs per library")
+	flag.BoolVar(&cfg.writeDocs, "write-docs", false, "write BENCHMARKS.md and bench.png into -docs, and the performance section of the README beside it")
+	flag.StringVar(&cfg.docs, "docs", "../docs", "the docs directory -write-docs writes to")
+	flag.StringVar(&cfg.profiles, "cpuprofile", "", "write each worker's CPU profile of its measured part into this directory")
+	flag.StringVar(&cfg.dump, "dump", "", "write the spans of every contended run into this directory, as CSV (for a closer look)")
+	flag.StringVar(&only, "only", "", "run only the libraries whose name matches this regexp (docs are then not written)")
+	flag.StringVar(&scens, "scenarios", "", "run only the scenarios whose name matches this regexp: uncontended, 1×2, 1×8, 1×32, 4×4 (docs are then not written)")
+	flag.Parse()
+	for _, f := range []struct {
+		expr string
+		re   **regexp.Regexp
+	}{{only, &cfg.only}, {scens, &cfg.scenarios}} {
+		if f.expr == "" {
+			continue
+		}
+		re, err := regexp.Compile(f.expr)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		*f.re = re
+	}
+	if err := run(context.Background(), cfg, os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// libraryNamed returns the library of that name.
+func libraryNamed(name string) (library, bool) {
+	for _, l := range libraries() {
+		if l.Name == name {
+			return l, true
+		}
+	}
+	return library{}, false
+}
+
+// command is how the program was run, for the docs.
+func command(args []string) string {
+	return "cd bench && go run . " + strings.Join(args[1:], " ")
+}
+
+// run measures every library in every scenario, prints the tables, and writes the docs when asked.
+func run(ctx context.Context, cfg config, args []string) error {
+	env := describeMachine()
+	r, err := newRig()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	// On ^C, stop the servers and remove their directories before going; the kernel kills the workers
+	// (Pdeathsig).
+	interrupted := make(chan os.Signal, 1)
+	signal.Notify(interrupted, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(interrupted)
+	go func() {
+		if _, ok := <-interrupted; ok {
+			_ = r.Close()
+			os.Exit(130)
+		}
+	}()
+	env.Redis = redisVersion(ctx, r.admins[0])
+
+	var (
+		results []measurement
+		broken  []string
+		errs    []string
+		runs    int
+	)
+	began := time.Now()
+	for _, lib := range libraries() {
+		if cfg.only != nil && !cfg.only.MatchString(lib.Name) {
+			continue
+		}
+		for _, sc := range scenarios(cfg) {
+			if cfg.scenarios != nil && !cfg.scenarios.MatchString(sc.Name) {
+				continue
+			}
+			runs++
+			m, err := r.measure(ctx, lib, sc, cfg, fmt.Sprintf("bench:%d", runs))
+			if err != nil {
+				// A library that fails (an error from Obtain or Release) is reported in the tables; the run
+				// goes on with the others.
+				m = measurement{Library: lib, Scenario: sc, Err: err.Error()}
+				errs = append(errs, lib.Name+", "+sc.Name+": "+err.Error())
+			}
+			fmt.Fprintf(os.Stderr, "%-16s %-12s %s\n", lib.Name, sc.Name, progress(m))
+			if why := m.Failed(); why != "" {
+				broken = append(broken, lib.Name+", "+sc.Name+": "+why)
+			}
+			results = append(results, m)
+		}
+	}
+	env.finish(began, command(args))
+
+	rep := report{Env: env, Results: results, Scenarios: scenarios(cfg), Errors: errs, Pairs: cfg.pairs, Unit: unit(results)}
+	fmt.Print(rep.Tables())
+	if len(broken) > 0 {
+		return fmt.Errorf("mutual exclusion violated:\n%s", strings.Join(broken, "\n"))
+	}
+	if cfg.writeDocs {
+		if cfg.only != nil || cfg.scenarios != nil {
+			return fmt.Errorf("-write-docs needs every library and scenario: drop -only and -scenarios")
+		}
+		return rep.WriteDocs(cfg.docs)
+	}
+	return nil
+}

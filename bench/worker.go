@@ -1,0 +1,222 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"runtime/pprof"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sys/unix"
+
+	"github.com/keyward/keyward/internal/benchstat"
+)
+
+// workerEnv holds the job of a worker process: the benchmark program runs itself as a worker for every
+// measurement, so that each library runs in fresh processes of its own, and a contended scenario in as many
+// processes as it says.
+const workerEnv = "KEYWARD_BENCH_WORKER"
+
+// grace is how long the waits still going on at the end of a contended run may go on (see benchstat.Workload).
+const grace = time.Second
+
+// job is what one worker process does.
+type job struct {
+	Library string   `json:"library"`
+	Addrs   []string `json:"addrs"`
+	Key     string   `json:"key"`
+	// Pairs > 0: measure that many uncontended acquire+release pairs, each after a PING.
+	Pairs int `json:"pairs,omitempty"`
+	// Otherwise run a contended workload, checked by the guard in GuardFile (shared by all workers of a run).
+	Goroutines  int           `json:"goroutines,omitempty"`
+	Hold        time.Duration `json:"hold,omitempty"`
+	Think       time.Duration `json:"think,omitempty"`
+	FirstHolder int           `json:"first_holder,omitempty"`
+	GuardFile   string        `json:"guard_file,omitempty"`
+	// CPUProfile, when set, is the file the worker writes a CPU profile of its measured part to.
+	CPUProfile string `json:"cpu_profile,omitempty"`
+}
+
+// The conversation on a worker's stdin and stdout, one JSON value each: the worker says it is ready (connected and
+// warmed up), the parent says when to start and end (CLOCK_MONOTONIC ns), the worker answers with its result,
+// and exits when its stdin closes (after the parent read the servers' counters).
+type (
+	readyMsg struct {
+		Ready bool   `json:"ready"`
+		Err   string `json:"err,omitempty"`
+	}
+	goMsg struct {
+		Start int64 `json:"start"`
+		End   int64 `json:"end"`
+	}
+	result struct {
+		Err string `json:"err,omitempty"`
+		// Uncontended.
+		Pings []time.Duration `json:"pings,omitempty"`
+		Pairs []time.Duration `json:"pairs,omitempty"`
+		// Contended: spans as {acquired, releasing, released, holder}, times in CLOCK_MONOTONIC ns.
+		Spans      [][4]int64      `json:"spans,omitempty"`
+		Waits      []time.Duration `json:"waits,omitempty"`
+		Unfinished []time.Duration `json:"unfinished,omitempty"`
+		PerHolder  map[int]int64   `json:"per_holder,omitempty"`
+		Discarded  int64           `json:"discarded,omitempty"`
+		// FailedTries is -1 when the library does not count them.
+		FailedTries int64 `json:"failed_tries"`
+		GaveUp      int64 `json:"gave_up"`
+	}
+)
+
+// worker runs the job in the environment and returns the process's exit code.
+func worker(spec string) int {
+	var j job
+	out := json.NewEncoder(os.Stdout)
+	in := json.NewDecoder(bufio.NewReader(os.Stdin))
+	if err := json.Unmarshal([]byte(spec), &j); err != nil {
+		_ = out.Encode(readyMsg{Err: err.Error()})
+		return 2
+	}
+	res, err := runJob(j, out, in)
+	if err != nil {
+		res.Err = err.Error()
+	}
+	if err := out.Encode(res); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	// Stay connected until the parent has read the servers' counters: closing the clients is not part of the
+	// measurement.
+	var done struct{}
+	_ = in.Decode(&done)
+	return 0
+}
+
+func runJob(j job, out *json.Encoder, in *json.Decoder) (res result, err error) {
+	res.FailedTries = -1
+	lib, ok := libraryNamed(j.Library)
+	if !ok {
+		return res, fmt.Errorf("no library %q", j.Library)
+	}
+	l, err := lib.Open(j.Addrs)
+	if err != nil {
+		return res, err
+	}
+	defer l.Close()
+	ping := goredisClient(j.Addrs[0])
+	defer ping.Close()
+
+	ctx := context.Background()
+	// Warm-up: connections dialled, scripts loaded, on a key of its own.
+	for range 20 {
+		if err := ping.Ping(ctx).Err(); err != nil {
+			return res, err
+		}
+		release, err := l.Obtain(ctx, j.Key+":warm-up")
+		if err != nil {
+			return res, fmt.Errorf("warm-up: %w", err)
+		}
+		if err := release(ctx); err != nil {
+			return res, fmt.Errorf("warm-up: %w", err)
+		}
+	}
+	if r, ok := l.(interface{ resetCounts() }); ok {
+		r.resetCounts()
+	}
+	clock, err := benchstat.NewClock()
+	if err != nil {
+		return res, err
+	}
+	var guard *benchstat.Guard
+	if j.Pairs == 0 {
+		mem, err := mapGuard(j.GuardFile)
+		if err != nil {
+			return res, err
+		}
+		defer unix.Munmap(mem)
+		if guard, err = benchstat.NewGuard(mem); err != nil {
+			return res, err
+		}
+	}
+
+	if err := out.Encode(readyMsg{Ready: true}); err != nil {
+		return res, err
+	}
+	var g goMsg
+	if err := in.Decode(&g); err != nil {
+		return res, fmt.Errorf("waiting for the start: %w", err)
+	}
+	start, end := time.Unix(0, g.Start), time.Unix(0, g.End)
+	if j.CPUProfile != "" {
+		f, err := os.Create(j.CPUProfile)
+		if err != nil {
+			return res, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return res, err
+		}
+		defer pprof.StopCPUProfile()
+	}
+
+	defer func() {
+		if n, ok := l.FailedTries(); ok {
+			res.FailedTries = n
+		}
+		res.GaveUp = l.GaveUp()
+	}()
+	if j.Pairs > 0 {
+		time.Sleep(clock.Until(start))
+		err = uncontended(ctx, j, l, ping, &res)
+		return res, err
+	}
+	w := benchstat.Workload{Goroutines: j.Goroutines, Hold: j.Hold, Think: j.Think, Start: start, End: end,
+		Grace: grace, FirstHolder: j.FirstHolder}
+	a, err := w.Run(clock, guard, func(ctx context.Context) (func(context.Context) error, error) {
+		return l.Obtain(ctx, j.Key)
+	})
+	for _, s := range a.Spans {
+		res.Spans = append(res.Spans, [4]int64{s.Acquired.UnixNano(), s.Releasing.UnixNano(), s.Released.UnixNano(), int64(s.Holder)})
+	}
+	res.Waits, res.Unfinished, res.PerHolder, res.Discarded = a.Waits, a.Unfinished, a.PerHolder, a.Discarded
+	return res, err
+}
+
+// uncontended measures acquire+release pairs on a free lock, each after a PING, so both see the same machine.
+func uncontended(ctx context.Context, j job, l locker, ping *redis.Client, res *result) error {
+	res.Pings = make([]time.Duration, 0, j.Pairs)
+	res.Pairs = make([]time.Duration, 0, j.Pairs)
+	for range j.Pairs {
+		t0 := time.Now()
+		if err := ping.Ping(ctx).Err(); err != nil {
+			return err
+		}
+		res.Pings = append(res.Pings, time.Since(t0))
+		t0 = time.Now()
+		release, err := l.Obtain(ctx, j.Key)
+		if err != nil {
+			return err
+		}
+		if err := release(ctx); err != nil {
+			return err
+		}
+		res.Pairs = append(res.Pairs, time.Since(t0))
+	}
+	return nil
+}
+
+// mapGuard maps the guard file shared by the workers of a run.
+func mapGuard(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	mem, err := unix.Mmap(int(f.Fd()), 0, benchstat.GuardSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, errors.Join(errors.New("mapping the guard"), err)
+	}
+	return mem, nil
+}
