@@ -2,27 +2,37 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: test demo bench lint vet redis-server
+.PHONY: test demo bench bench-go chaos lint vet deps
 
-## test: lint, then unit and integration tests with the race detector (installs redis-server when missing)
-test: redis-server lint
+## test: lint, then unit and integration tests with the race detector, the short fault schedule among them
+## (installs redis-server, and iptables for real partitions, when missing)
+test: deps lint
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
-## demo: the main job on an embedded Redis
+## demo: the main job on an embedded Redis (nothing to install)
 demo:
-	$(GO) test -count=1 -run '^Example' -v ./lock/
+	$(GO) run ./cmd/keyward demo
 
-## bench: benchmarks against real redis-server processes
-bench: redis-server
-	$(GO) test -run '^$$' -bench . -benchtime 2000x -count 1 ./lock/
+## bench: keyward against redsync, bsm/redislock and rueidislock in one run; rewrites docs/BENCHMARKS.md
+bench: deps
+	cd bench && $(GO) run . -write-docs
 
-## lint: gofmt check and go vet
+## bench-go: the packages' own go test benchmarks against real redis-server processes
+bench-go: deps
+	$(GO) test -run '^$$' -bench . -benchtime 2000x -count 1 ./lock/ ./redlock/ ./semaphore/ ./election/
+
+## chaos: the full fault schedule, with its verdict table
+chaos: deps
+	KEYWARD_CHAOS=full $(GO) test -count=1 -v -run '^TestChaos$$' -timeout 10m ./internal/chaos/
+
+## lint: gofmt check and go vet, for the module and the benchmark program's
 lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
 vet:
 	$(GO) vet $(PKGS)
+	cd bench && $(GO) vet ./...
 
-redis-server:
-	@./scripts/ensure-redis-server.sh
+deps:
+	@./scripts/ensure-test-deps.sh
