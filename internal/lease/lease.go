@@ -183,15 +183,21 @@ func (l *Lease) Refresh(ctx context.Context, ttl time.Duration) error {
 
 // Release stops the watchdog and deletes the lock if it is still held. A second Release returns nil without a
 // round trip. It returns an error matching keyward.ErrNotHeld when the lock had expired or been taken, and the
-// loss error when the lease was lost before (even if the key was still there and is now deleted: the holder
-// could not prove it held the lock all along). When it returns any other error (network, timeout), the outcome
-// is unknown: the lock is still regarded as held, without auto-refresh, until its deadline or a retried Release;
-// a retry reports ErrNotHeld when the first attempt did reach the server.
+// loss error when the lease was lost before, or when Release is called after the validity deadline (even if the
+// key was still there and is now deleted: the holder could not prove it held the lock all along; Lost is then
+// closed too). When it returns any other error (network, timeout), the outcome is unknown: the lock is still
+// regarded as held, without auto-refresh, until its deadline or a retried Release; a retry reports ErrNotHeld
+// when the first attempt did reach the server.
 func (l *Lease) Release(ctx context.Context) error {
 	l.mu.Lock()
 	if l.state == released {
 		l.mu.Unlock()
 		return nil
+	}
+	// The expiry timer may not have fired yet for a deadline that has passed (a holder that resumes after a
+	// pause runs before the timer's goroutine): the clock decides, not the timer.
+	if l.state == held && !time.Now().Before(l.until) {
+		l.loseLocked(fmt.Errorf("%w: validity deadline passed before release", keyward.ErrLost))
 	}
 	l.mu.Unlock()
 	l.stopWatchdog()

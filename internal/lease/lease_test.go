@@ -1,0 +1,311 @@
+package lease
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/keyward/keyward"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// server is a fake lock server for one holder: it answers Refresh and Release as the real scripts would, with
+// the key held while held is true, and counts the calls. fail, when set, is returned instead of an answer.
+type server struct {
+	mu       sync.Mutex
+	held     bool
+	fail     error
+	refresh  int
+	released int
+}
+
+func (s *server) ops() Ops {
+	return Ops{
+		Refresh: func(ctx context.Context, ttl time.Duration) (bool, error) {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			s.refresh++
+			if s.fail != nil {
+				return false, s.fail
+			}
+			return s.held, nil
+		},
+		Release: func(ctx context.Context) (bool, error) {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.fail != nil {
+				return false, s.fail
+			}
+			s.released++
+			ok := s.held
+			s.held = false
+			return ok, nil
+		},
+	}
+}
+
+func (s *server) set(f func(s *server)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f(s)
+}
+
+func (s *server) counts() (refresh, released int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.refresh, s.released
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+const ttl = time.Second
+
+var drift = DefaultDrift.Of(ttl) // 12 ms
+
+func TestLostClosesAtTheDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := &server{held: true}
+		start := time.Now()
+		l := New(Config{Start: start, TTL: ttl, Drift: DefaultDrift, Ops: srv.ops()})
+		assert.Equal(t, start.Add(ttl-drift), l.Until())
+
+		time.Sleep(ttl - drift - time.Nanosecond)
+		synctest.Wait()
+		assert.False(t, isClosed(l.Lost()), "lost before the deadline")
+		assert.NoError(t, l.Check())
+		assert.NoError(t, l.Err())
+
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		assert.True(t, isClosed(l.Lost()), "not lost at the deadline")
+		assert.ErrorIs(t, l.Err(), keyward.ErrLost)
+		assert.ErrorIs(t, l.Check(), keyward.ErrLost)
+		assert.ErrorIs(t, l.Release(t.Context()), keyward.ErrLost)
+	})
+}
+
+func TestReleaseAfterTheDeadlineIsALoss(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		keep bool // the server still has the key (within the drift margin)
+	}{
+		{"key still there", true},
+		{"key expired", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				srv := &server{held: tc.keep}
+				// The deadline passed before the lease existed, as for a holder that resumes after a pause and
+				// calls Release at once: no timer has had its turn, and the clock alone must decide.
+				l := New(Config{Start: time.Now().Add(-ttl), TTL: ttl, Drift: DefaultDrift, Ops: srv.ops()})
+				err := l.Release(t.Context())
+				assert.ErrorIs(t, err, keyward.ErrLost)
+				assert.ErrorIs(t, err, keyward.ErrNotHeld)
+				assert.True(t, isClosed(l.Lost()), "Lost not closed")
+				_, released := srv.counts()
+				assert.Equal(t, 1, released, "the key is still given back, if it is there")
+				assert.False(t, srv.held)
+			})
+		})
+	}
+}
+
+func TestRelease(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := &server{held: true}
+		l := New(Config{Start: time.Now(), TTL: ttl, Drift: DefaultDrift, Ops: srv.ops()})
+		require.NoError(t, l.Release(t.Context()))
+		require.NoError(t, l.Release(t.Context()), "a second Release")
+		_, released := srv.counts()
+		assert.Equal(t, 1, released, "a second Release makes no round trip")
+		assert.ErrorIs(t, l.Check(), keyward.ErrNotHeld)
+		assert.ErrorIs(t, l.Refresh(t.Context(), ttl), keyward.ErrNotHeld)
+
+		time.Sleep(2 * ttl)
+		synctest.Wait()
+		assert.False(t, isClosed(l.Lost()), "a released lease is not lost")
+		assert.NoError(t, l.Err())
+	})
+}
+
+func TestReleaseOfATakenLock(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := &server{held: false}
+		l := New(Config{Start: time.Now(), TTL: ttl, Drift: DefaultDrift, Ops: srv.ops()})
+		err := l.Release(t.Context())
+		assert.ErrorIs(t, err, keyward.ErrNotHeld)
+		assert.NotErrorIs(t, err, keyward.ErrLost)
+	})
+}
+
+func TestReleaseWithUnknownOutcomeKeepsTheLease(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		netErr := errors.New("i/o timeout")
+		srv := &server{held: true, fail: netErr}
+		l := New(Config{Start: time.Now(), TTL: ttl, Drift: DefaultDrift, Ops: srv.ops()})
+		assert.ErrorIs(t, l.Release(t.Context()), netErr)
+		assert.NoError(t, l.Check(), "held until its deadline")
+
+		srv.set(func(s *server) { s.fail = nil })
+		assert.NoError(t, l.Release(t.Context()), "the retry")
+	})
+}
+
+func TestRefreshMovesTheDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := &server{held: true}
+		l := New(Config{Start: time.Now(), TTL: ttl, Drift: DefaultDrift, Ops: srv.ops()})
+		time.Sleep(ttl / 2)
+		sent := time.Now()
+		require.NoError(t, l.Refresh(t.Context(), 2*ttl))
+		assert.Equal(t, sent.Add(2*ttl-DefaultDrift.Of(2*ttl)), l.Until())
+
+		time.Sleep(ttl) // past the first deadline
+		synctest.Wait()
+		assert.False(t, isClosed(l.Lost()))
+
+		assert.ErrorIs(t, l.Refresh(t.Context(), 0), keyward.ErrInvalid)
+		assert.ErrorIs(t, l.Refresh(t.Context(), time.Millisecond), keyward.ErrInvalid, "below the drift margin")
+		assert.NoError(t, l.Check(), "a refused ttl leaves the lease as it was")
+		require.NoError(t, l.Release(t.Context()))
+	})
+}
+
+func TestRefreshOfATakenLockIsALoss(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := &server{held: true}
+		l := New(Config{Start: time.Now(), TTL: ttl, Drift: DefaultDrift, Ops: srv.ops()})
+		srv.set(func(s *server) { s.held = false })
+		assert.ErrorIs(t, l.Refresh(t.Context(), ttl), keyward.ErrLost)
+		assert.True(t, isClosed(l.Lost()))
+		assert.ErrorIs(t, l.Release(t.Context()), keyward.ErrLost)
+	})
+}
+
+func TestAFailedRefreshLeavesTheDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		netErr := errors.New("connection reset")
+		srv := &server{held: true, fail: netErr}
+		start := time.Now()
+		l := New(Config{Start: start, TTL: ttl, Drift: DefaultDrift, Ops: srv.ops()})
+		time.Sleep(ttl / 2)
+		assert.ErrorIs(t, l.Refresh(t.Context(), ttl), netErr)
+		assert.Equal(t, start.Add(ttl-drift), l.Until())
+		assert.NoError(t, l.Check())
+		srv.set(func(s *server) { s.fail = nil })
+		require.NoError(t, l.Release(t.Context()))
+	})
+}
+
+func TestAutoRefreshKeepsTheLease(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := &server{held: true}
+		l := New(Config{Start: time.Now(), TTL: ttl, Drift: DefaultDrift, AutoRefresh: true, Ops: srv.ops()})
+		time.Sleep(10 * ttl)
+		synctest.Wait()
+		assert.False(t, isClosed(l.Lost()))
+		assert.NoError(t, l.Check())
+		refreshes, _ := srv.counts()
+		assert.Equal(t, 30, refreshes, "one refresh per third of the ttl")
+		require.NoError(t, l.Release(t.Context()))
+	})
+}
+
+func TestAutoRefreshRetriesUntilTheDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		netErr := errors.New("connection refused")
+		srv := &server{held: true}
+		start := time.Now()
+		l := New(Config{Start: start, TTL: ttl, Drift: DefaultDrift, AutoRefresh: true, Ops: srv.ops()})
+		srv.set(func(s *server) { s.fail = netErr })
+
+		<-l.Lost()
+		assert.Equal(t, start.Add(ttl-drift), time.Now(), "lost at the deadline, not before")
+		assert.ErrorIs(t, l.Err(), keyward.ErrLost)
+		refreshes, _ := srv.counts()
+		// First try at ttl/3, then every ttl/10 until the deadline at ttl − 12 ms: 1 + 6 tries.
+		assert.Equal(t, 7, refreshes)
+		srv.set(func(s *server) { s.fail = nil })
+		assert.ErrorIs(t, l.Release(t.Context()), keyward.ErrLost)
+	})
+}
+
+func TestAutoRefreshRecoversFromAFailure(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		netErr := errors.New("LOADING Redis is loading the dataset in memory")
+		srv := &server{held: true, fail: netErr}
+		l := New(Config{Start: time.Now(), TTL: ttl, Drift: DefaultDrift, AutoRefresh: true, Ops: srv.ops()})
+		time.Sleep(ttl/3 + ttl/10 + time.Millisecond) // two failed tries
+		srv.set(func(s *server) { s.fail = nil })
+		time.Sleep(5 * ttl)
+		synctest.Wait()
+		assert.NoError(t, l.Check())
+		require.NoError(t, l.Release(t.Context()))
+	})
+}
+
+func TestAutoRefreshReportsATakenLock(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := &server{held: true}
+		start := time.Now()
+		l := New(Config{Start: start, TTL: ttl, Drift: DefaultDrift, AutoRefresh: true, Ops: srv.ops()})
+		srv.set(func(s *server) { s.held = false })
+		<-l.Lost()
+		assert.Equal(t, start.Add(ttl/3), time.Now(), "lost at the first refresh")
+		assert.ErrorIs(t, l.Err(), keyward.ErrLost)
+	})
+}
+
+func TestRun(t *testing.T) {
+	t.Run("cancels fn's context with the loss", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			srv := &server{held: true}
+			l := New(Config{Start: time.Now(), TTL: ttl, Drift: DefaultDrift, Ops: srv.ops()})
+			err := Run(t.Context(), l, func(ctx context.Context) error {
+				<-ctx.Done()
+				assert.ErrorIs(t, context.Cause(ctx), keyward.ErrLost)
+				return context.Cause(ctx)
+			})
+			assert.ErrorIs(t, err, keyward.ErrLost)
+		})
+	})
+	t.Run("releases after a panic", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			srv := &server{held: true}
+			l := New(Config{Start: time.Now(), TTL: ttl, Drift: DefaultDrift, Ops: srv.ops()})
+			assert.PanicsWithValue(t, "boom", func() {
+				_ = Run(t.Context(), l, func(ctx context.Context) error { panic("boom") })
+			})
+			_, released := srv.counts()
+			assert.Equal(t, 1, released)
+		})
+	})
+	t.Run("joins fn's error with the release's", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			fnErr := errors.New("fn failed")
+			srv := &server{held: true}
+			l := New(Config{Start: time.Now(), TTL: ttl, Drift: DefaultDrift, Ops: srv.ops()})
+			err := Run(t.Context(), l, func(ctx context.Context) error {
+				srv.set(func(s *server) { s.held = false }) // taken meanwhile
+				return fnErr
+			})
+			assert.ErrorIs(t, err, fnErr)
+			assert.ErrorIs(t, err, keyward.ErrNotHeld)
+		})
+	})
+}
