@@ -228,7 +228,9 @@ func TestWorkloadGuardCatchesABrokenLock(t *testing.T) {
 }
 
 func TestWorkloadGrace(t *testing.T) {
-	// Each goroutine's first Obtain takes 150 ms; the run ends after 100 ms.
+	// Each goroutine's first Obtain takes 150 ms; the run ends after 100 ms. The goroutines' timers fire at the
+	// same instant, so a mutex stands in for the lock: without one, the guard would see their sections overlap.
+	var mu sync.Mutex
 	slow := func(respectCtx bool) benchstat.Obtain {
 		return func(ctx context.Context) (func(context.Context) error, error) {
 			timer := time.NewTimer(150 * time.Millisecond)
@@ -242,7 +244,8 @@ func TestWorkloadGrace(t *testing.T) {
 			} else {
 				<-timer.C
 			}
-			return func(context.Context) error { return nil }, nil
+			mu.Lock()
+			return func(context.Context) error { mu.Unlock(); return nil }, nil
 		}
 	}
 	for _, tc := range []struct {
