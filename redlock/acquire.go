@@ -158,11 +158,15 @@ func (a *attempt) try(ctx context.Context) (*Lock, tried) {
 		}
 	}
 	if len(now) > 0 {
-		rf := fanOut(context.WithoutCancel(ctx), c, a.timeout, now, func(ctx context.Context, _ int, rdb redis.UniversalClient) (bool, error) {
+		// Each release may take as long as a clean-up may (a key left behind would stand in everyone's way for
+		// the ttl), but the try waits for them only as long as the node timeout.
+		rf := fanOut(context.WithoutCancel(ctx), c, a.cleanupTimeout(), now, func(ctx context.Context, _ int, rdb redis.UniversalClient) (bool, error) {
 			return script.Release(ctx, rdb, a.names, value, script.PublishPlain)
 		})
+		wctx, cancel := context.WithTimeout(context.Background(), a.timeout)
+		defer cancel()
 		for rf.left > 0 {
-			ans, err := rf.next(context.Background())
+			ans, err := rf.next(wctx)
 			if err != nil {
 				break // the node timeout passed; the rest finish in the background
 			}
@@ -182,10 +186,14 @@ func (a *attempt) try(ctx context.Context) (*Lock, tried) {
 // release is the token-checked release of a failed try on node i, bounded by the node timeout or, at most, the
 // ttl (the key is gone by then).
 func (a *attempt) release(ctx context.Context, i int, value string) {
-	rctx, cancel := context.WithTimeout(ctx, max(a.timeout, min(a.ttl, maxCleanup)))
+	rctx, cancel := context.WithTimeout(ctx, a.cleanupTimeout())
 	defer cancel()
 	_, _ = script.Release(rctx, a.c.nodes[i].rdb, a.names, value, script.PublishPlain)
 }
+
+// cleanupTimeout bounds a release that cleans up after a failed try on one node: the node timeout, or longer,
+// up to the ttl (past it the key is gone anyway) and at most maxCleanup.
+func (a *attempt) cleanupTimeout() time.Duration { return max(a.timeout, min(a.ttl, maxCleanup)) }
 
 // agree returns the fence of a try that holds the lock on a majority: the largest fence the nodes that hold it
 // handed out. Before it is handed out, a majority of the nodes must remember it (a counter at least as large),

@@ -161,8 +161,12 @@ func TestRestartedNode(t *testing.T) {
 
 		<-first.Lost() // the first lock's validity is over: node 2 may come back
 		servers[2].Restart(t)
-		servers[0].Kill(t)                                      // the last node that remembers the first fence
-		second, err := locks.TryObtain(ctx, "job", time.Second) // on nodes 1 and 2, both restarted empty
+		servers[0].Kill(t) // the last node that remembers the first fence
+		// On nodes 1 and 2, both restarted empty. Obtain, not TryObtain: the failed try above may have taken
+		// node 1, and its clean-up, sent in the background, may not be done yet.
+		octx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		second, err := locks.Obtain(octx, "job", time.Second)
 		require.NoError(t, err)
 		assert.Greater(t, second.Fence(), first.Fence())
 		require.NoError(t, second.Release(ctx))
