@@ -59,6 +59,13 @@ func New(rdb redis.UniversalClient, opts ...Option) (*Client, error) {
 // matching keyspace.ErrClosed. A Watcher given with WithWatcher is left open. Held locks are not released.
 func (c *Client) Close() error {
 	var err error
+	c.mu.Lock()
+	for _, q := range c.queues {
+		if len(q.waiters) == 0 && q.holder == nil {
+			c.dropLocked(q) // a subscription kept for watchLinger
+		}
+	}
+	c.mu.Unlock()
 	c.watcherOnce.Do(func() { c.ownWatcher = false }) // no watcher will be created from now on
 	if c.ownWatcher && c.watch != nil {
 		err = c.watch.Close()

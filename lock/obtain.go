@@ -17,7 +17,8 @@ import (
 )
 
 // Obtain takes the lock key for ttl, waiting as long as ctx allows when another holder has it. It returns
-// ctx's error (its cause, if it has one) when ctx ends first, and leaves no subscription or goroutine behind.
+// ctx's error (its cause, if it has one) when ctx ends first, and leaves no goroutine behind. A subscription it
+// needed outlives the last waiter of its key by a second, for the next one; Close ends it at once.
 //
 // Waiting costs no polling. Goroutines of one Client that wait for the same key queue up in arrival order and
 // only the first contends at Redis. The first try costs one round trip and no subscription; after a failed try
@@ -40,9 +41,13 @@ func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts
 	q := c.queueLocked(a.names.Lock)
 	q.waiters = append(q.waiters, w)
 	contend := q.contenderLocked() == w
+	subscribed := q.watch != nil
 	c.mu.Unlock()
 
-	if contend {
+	// With a subscription in place (it outlives the last waiter by watchLinger: the key was contended a moment
+	// ago), the first try is the waiting one, which joins the Redis queue: it comes after a confirmed
+	// subscription, so no second try is needed.
+	if contend && !subscribed {
 		// The uncontended path: one round trip, no subscription, no place in the Redis queue.
 		l, _, err := a.try(ctx)
 		if err == nil {
@@ -75,7 +80,14 @@ type queue struct {
 	holder  *Lock           // a lock on this key held through this Client, if any
 	cohort  int             // hand-offs to this Client's own waiters since the lock last went through Redis
 	watch   *keyspace.Watch // the subscription the contender waits on; shared by the successive contenders
+	linger  *time.Timer     // closes watch and drops the queue, once nobody has waited for watchLinger
 }
+
+// watchLinger is how long a queue keeps its subscription after its last waiter left. A key that is contended
+// now is likely to be contended again soon: keeping the subscription spares the next waiter a SUBSCRIBE, the
+// UNSUBSCRIBE before it, and the second try that must follow a new subscription. It costs a subscription per
+// key contended in the last second.
+const watchLinger = time.Second
 
 // waiter is one goroutine in Obtain.
 type waiter struct {
@@ -100,6 +112,10 @@ func (c *Client) queueLocked(key string) *queue {
 		q = &queue{key: key}
 		c.queues[key] = q
 	}
+	if q.linger != nil {
+		q.linger.Stop()
+		q.linger = nil
+	}
 	return q
 }
 
@@ -121,16 +137,40 @@ func (q *queue) removeLocked(w *waiter) {
 	}
 }
 
-// tidyLocked drops the queue and its subscription once nobody waits and nothing is held through it.
+// tidyLocked drops the queue once nobody waits and nothing is held through it; a queue with a subscription is
+// dropped with it after watchLinger, unless somebody waits for the key again before.
 func (c *Client) tidyLocked(q *queue) {
-	if len(q.waiters) > 0 || q.holder != nil {
+	if len(q.waiters) > 0 || q.holder != nil || q.linger != nil {
 		return
+	}
+	if q.watch == nil {
+		delete(c.queues, q.key)
+		return
+	}
+	var linger *time.Timer
+	linger = time.AfterFunc(watchLinger, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if q.linger == linger { // not stopped by a new waiter in the meantime
+			c.dropLocked(q)
+		}
+	})
+	q.linger = linger
+}
+
+// dropLocked closes q's subscription and forgets q.
+func (c *Client) dropLocked(q *queue) {
+	if q.linger != nil {
+		q.linger.Stop()
+		q.linger = nil
 	}
 	if q.watch != nil {
 		q.watch.Close()
 		q.watch = nil
 	}
-	delete(c.queues, q.key)
+	if c.queues[q.key] == q {
+		delete(c.queues, q.key)
+	}
 }
 
 // obtained records that w got l and lets the next waiter take its turn.
@@ -347,7 +387,7 @@ func (c *Client) abandon(ctx context.Context, q *queue, w *waiter) (*Lock, error
 			signal(n.wake)
 		}
 		c.tidyLocked(q)
-		lastOut = c.queues[q.key] != q
+		lastOut = len(q.waiters) == 0
 	}
 	c.mu.Unlock()
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
