@@ -97,6 +97,9 @@ type waiter struct {
 	lock      *Lock // the lock handed over by a releasing holder
 	handing   bool  // a release is handing the lock to this waiter right now
 	abandoned bool  // the waiter gave up while handing was true
+	// queued: a release by this Client put it back in the Redis queue, after the waiter's subscription was
+	// confirmed; its next try could only fail, so it waits for the next event instead.
+	queued bool
 }
 
 func signal(ch chan struct{}) {
@@ -235,33 +238,43 @@ func (c *Client) wait(ctx context.Context, q *queue, w *waiter) (*Lock, error) {
 // or neither when the waiter is no longer the contender.
 func (c *Client) contend(ctx context.Context, q *queue, w *waiter, watch *keyspace.Watch, timer *time.Timer) (*Lock, error) {
 	for {
-		// Whatever the watch reported before this try is answered by the try itself.
-		select {
-		case <-watch.Ready():
-		default:
-		}
-		watch.Events()
+		c.mu.Lock()
+		queued := w.queued
+		w.queued = false
+		c.mu.Unlock()
+		if queued {
+			// The release that queued this Client reserved the lock for another process, and the watch will
+			// hear what happens to it next; should that process not claim it, the timer ends the wait.
+			arm(timer, c.opts.ClaimWindow)
+		} else {
+			// Whatever the watch reported before this try is answered by the try itself.
+			select {
+			case <-watch.Ready():
+			default:
+			}
+			watch.Events()
 
-		c.tries.Add(1)
-		start := time.Now()
-		res, err := script.AcquireQueued(ctx, c.rdb, w.a.names, w.a.value, w.a.ttl, c.id, queueTTL(w.a.ttl))
-		if err != nil {
-			if !script.IsReply(err) {
-				w.a.cleanUp(ctx)
+			c.tries.Add(1)
+			start := time.Now()
+			res, err := script.AcquireQueued(ctx, c.rdb, w.a.names, w.a.value, w.a.ttl, c.id, queueTTL(w.a.ttl))
+			if err != nil {
+				if !script.IsReply(err) {
+					w.a.cleanUp(ctx)
+				}
+				c.leave(q, w)
+				if ctx.Err() != nil {
+					return nil, context.Cause(ctx)
+				}
+				return nil, fmt.Errorf("lock %q: acquire: %w", w.a.key, err)
 			}
-			c.leave(q, w)
-			if ctx.Err() != nil {
-				return nil, context.Cause(ctx)
+			if res.OK {
+				l := c.newLock(w.a, start, res.Fence)
+				c.obtained(q, w, l)
+				return l, nil
 			}
-			return nil, fmt.Errorf("lock %q: acquire: %w", w.a.key, err)
+			c.failedTries.Add(1)
+			arm(timer, res.PTTL)
 		}
-		if res.OK {
-			l := c.newLock(w.a, start, res.Fence)
-			c.obtained(q, w, l)
-			return l, nil
-		}
-		c.failedTries.Add(1)
-		arm(timer, res.PTTL)
 
 		for waiting := true; waiting; {
 			select {
@@ -415,11 +428,14 @@ func (c *Client) release(ctx context.Context, l *Lock) (bool, error) {
 		next.handing = true
 	}
 	cohort := q != nil && q.cohort < c.opts.Cohort
+	// Only a waiter whose subscription was confirmed before the script runs will hear of the lock's next
+	// release; without one, the contender subscribes and tries after all.
+	subscribed := q != nil && q.watch != nil
 	c.mu.Unlock()
 
 	n := script.Next{Window: c.opts.ClaimWindow, Waiter: c.id}
 	if next != nil {
-		n.Successor, n.TTL, n.Cohort = next.a.value, next.a.ttl, cohort
+		n.Successor, n.TTL, n.Cohort, n.QueueTTL = next.a.value, next.a.ttl, cohort, queueTTL(next.a.ttl)
 	}
 	start := time.Now()
 	out, fence, err := script.ReleaseNext(ctx, c.rdb, l.names, l.value, c.publish, n)
@@ -446,9 +462,11 @@ func (c *Client) release(ctx context.Context, l *Lock) (bool, error) {
 				signal(next.wake)
 			}
 		default:
-			// Freed, reserved for another process, not held, or unknown: the first waiter contends at Redis.
+			// Freed, reserved for another process, not held, or unknown: the first waiter contends at Redis
+			// (once the lock is free again, when the release queued this Client).
 			q.cohort = 0
 			if w := q.contenderLocked(); w != nil {
+				w.queued = err == nil && out == script.Requeued && subscribed
 				signal(w.wake)
 			}
 		}

@@ -370,3 +370,64 @@ func TestCloseEndsWaiting(t *testing.T) {
 	require.ErrorIs(t, err, keyspace.ErrClosed, "not left waiting for the one-minute timer")
 	require.NoError(t, held.Release(ctx))
 }
+
+// TestYieldingClientKeepsItsPlace: a holder that yields its turn to another process while a goroutine of its own
+// Client waits puts its Client at the end of the Redis queue in the release itself, so that goroutine waits for
+// its turn without a try that could only fail, and gets the lock in turn.
+func TestYieldingClientKeepsItsPlace(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := miniredis.NewMiniRedis()
+		defer m.Close()
+		ctx := context.Background()
+		var closers []func() error
+		defer func() {
+			for _, c := range closers {
+				assert.NoError(t, c())
+			}
+		}()
+		client := func(opts ...lock.Option) *lock.Client {
+			rdb := redistest.SynctestClient(m)
+			locks := newClient(t, rdb, opts...)
+			closers = append(closers, locks.Close, rdb.Close)
+			return locks
+		}
+		a, b, c := client(lock.WithCohort(0)), client(), client()
+		obtain := func(locks *lock.Client) <-chan *lock.Lock {
+			got := make(chan *lock.Lock, 1)
+			go func() {
+				l, err := locks.Obtain(ctx, "job", time.Minute)
+				assert.NoError(t, err)
+				got <- l
+			}()
+			synctest.Wait() // holding, or waiting
+			return got
+		}
+
+		held, err := b.TryObtain(ctx, "job", time.Minute)
+		require.NoError(t, err)
+		a1, c1 := obtain(a), obtain(c) // a, then c, in the Redis queue
+		require.NoError(t, held.Release(ctx))
+		first := <-a1
+		a2 := obtain(a) // behind first, in a's own line
+
+		tries := a.Stats().Tries
+		require.NoError(t, first.Release(ctx)) // cohort 0: c's turn, although a has a waiter
+		second := <-c1
+		synctest.Wait()
+		assert.Equal(t, tries, a.Stats().Tries, "a's waiter did not try while c held the lock")
+		assert.True(t, m.Exists("{job}:queue"), "a is in the Redis queue")
+
+		require.NoError(t, second.Release(ctx))
+		third := <-a2
+		assert.Equal(t, tries+1, a.Stats().Tries, "one try: the claim of a's reservation")
+		assert.Equal(t, third.Token(), mustGet(t, m, "job"))
+		require.NoError(t, third.Release(ctx))
+	})
+}
+
+func mustGet(t *testing.T, m *miniredis.Miniredis, key string) string {
+	t.Helper()
+	v, err := m.Get(key)
+	require.NoError(t, err)
+	return v
+}

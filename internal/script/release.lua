@@ -5,9 +5,12 @@
 -- ARGV[6] ttl of a new fencing counter in ms, ARGV[7] '1' when the successor may take the lock even though other
 -- processes wait (the holder's process has not used up its turn), ARGV[8] the holder's process id in the queue
 -- ('' for none): it leaves the queue, since it either keeps the lock (successor) or yields its turn.
+-- ARGV[9] ttl of the queue in ms, for a holder's process that yields its turn while it has a successor.
 -- Returns {0, 0} when the lock was not held by this value (expired, or taken by another); {1, 0} when it was
 -- released: reserved for the first waiting process, which is told on the channel ("r <id> <window>"), or freed
--- ("" on the channel) when no process waits; {2, fence} when it was handed to the successor.
+-- ("" on the channel) when no process waits; {2, fence} when it was handed to the successor; {3, 0} when it was
+-- reserved for the first waiting process and the holder's process, which has a successor, joined the end of the
+-- queue.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return {0, 0}
 end
@@ -30,6 +33,14 @@ local head = redis.call('ZPOPMIN', KEYS[3])
 if head[1] then
   redis.call('SET', KEYS[1], 'reserved:' .. head[1], 'PX', ARGV[3])
   redis.call(ARGV[2], KEYS[2], 'r ' .. head[1] .. ' ' .. ARGV[3])
+  if ARGV[4] ~= '' and ARGV[8] ~= '' then
+    -- The holder's process yields its turn with a waiter of its own: it takes its place at the end of the line
+    -- here, which spares that waiter a try that could only fail.
+    local t = redis.call('TIME')
+    redis.call('ZADD', KEYS[3], 'NX', t[1] .. string.format('%06d', tonumber(t[2])), ARGV[8])
+    redis.call('PEXPIRE', KEYS[3], ARGV[9])
+    return {3, 0}
+  end
 else
   redis.call('DEL', KEYS[1])
   redis.call(ARGV[2], KEYS[2], '')

@@ -100,8 +100,10 @@ type Next struct {
 	// Cohort lets the successor take the lock even while other processes wait.
 	Cohort bool
 	// Waiter is the holder's process id in the queue ("" for none): it leaves the queue, since its process
-	// either keeps the lock (successor) or yields its turn to the next process.
-	Waiter string
+	// either keeps the lock (successor) or yields its turn to the next process. A process that yields its turn
+	// with a Successor joins the end of the queue again, for QueueTTL.
+	Waiter   string
+	QueueTTL time.Duration
 }
 
 // Outcome is what a release did.
@@ -114,6 +116,9 @@ const (
 	Released
 	// HandedOver: the lock now holds the successor's value, with a new fencing token.
 	HandedOver
+	// Requeued: the lock was reserved for the first waiting process, which was told, and the holder's process
+	// (which has a Successor) joined the end of the queue.
+	Requeued
 )
 
 // ReleaseNext releases n.Lock if it still holds value and passes it on as next says. It returns the fencing
@@ -130,11 +135,11 @@ func ReleaseNext(ctx context.Context, c redis.Scripter, n keys.Names, value stri
 	fenceTTL := max(FenceTTL, 2*next.TTL)
 	res, err := releaseScript.Run(ctx, c, []string{n.Lock, n.Channel, n.Queue, n.Fence},
 		value, string(publish), window.Milliseconds(), next.Successor, next.TTL.Milliseconds(),
-		fenceTTL.Milliseconds(), cohort, next.Waiter).Int64Slice()
+		fenceTTL.Milliseconds(), cohort, next.Waiter, next.QueueTTL.Milliseconds()).Int64Slice()
 	if err != nil {
 		return NotHeld, 0, Classify(err)
 	}
-	if len(res) != 2 || res[0] < 0 || res[0] > 2 {
+	if len(res) != 2 || res[0] < 0 || res[0] > int64(Requeued) {
 		return NotHeld, 0, fmt.Errorf("keyward: release script answered %v", res)
 	}
 	return Outcome(res[0]), res[1], nil

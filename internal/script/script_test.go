@@ -251,12 +251,27 @@ func TestQueueReservationAndHandOver(t *testing.T) {
 		assert.Greater(t, fence, a.Fence)
 		assert.Equal(t, "v-proc-a-2", rdb.Get(ctx, n.Lock).Val())
 
-		// ...but once its turn is used up, proc-b gets the lock even though proc-a has a successor.
+		// ...but once its turn is used up, proc-b gets the lock even though proc-a has a successor, and proc-a
+		// joins the end of the line for it, with the queue's ttl renewed.
+		require.NoError(t, rdb.ZAdd(ctx, n.Queue, redis.Z{Score: 1, Member: "proc-c"}).Err()) // first in line
+		require.NoError(t, rdb.Persist(ctx, n.Queue).Err())
 		out, _, err = script.ReleaseNext(ctx, rdb, n, "v-proc-a-2", script.PublishPlain,
-			script.Next{Successor: "v-proc-a-3", TTL: time.Minute, Cohort: false, Waiter: "proc-a"})
+			script.Next{Successor: "v-proc-a-3", TTL: time.Minute, Cohort: false, Waiter: "proc-a", QueueTTL: time.Hour})
+		require.NoError(t, err)
+		assert.Equal(t, script.Requeued, out)
+		assert.Equal(t, "reserved:proc-c", rdb.Get(ctx, n.Lock).Val())
+		assert.Equal(t, []string{"proc-b", "proc-a"}, rdb.ZRange(ctx, n.Queue, 0, -1).Val())
+		assert.Greater(t, rdb.PTTL(ctx, n.Queue).Val(), 59*time.Minute)
+
+		// Without a successor, a release that yields the turn does not queue its process.
+		b, err = script.AcquireQueued(ctx, rdb, n, "v-proc-c", time.Minute, "proc-c", time.Minute)
+		require.NoError(t, err)
+		require.True(t, b.OK, "proc-c claims its reservation")
+		out, _, err = script.ReleaseNext(ctx, rdb, n, "v-proc-c", script.PublishPlain, script.Next{Waiter: "proc-c"})
 		require.NoError(t, err)
 		assert.Equal(t, script.Released, out)
 		assert.Equal(t, "reserved:proc-b", rdb.Get(ctx, n.Lock).Val())
+		assert.Equal(t, []string{"proc-a"}, rdb.ZRange(ctx, n.Queue, 0, -1).Val())
 	})
 }
 
