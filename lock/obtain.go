@@ -399,8 +399,12 @@ func (c *Client) abandon(ctx context.Context, q *queue, w *waiter) (*Lock, error
 		if n := q.contenderLocked(); n != nil {
 			signal(n.wake)
 		}
-		c.tidyLocked(q)
 		lastOut = len(q.waiters) == 0
+		if lastOut && q.holder == nil {
+			c.dropLocked(q) // a waiter that gives up is no sign of contention to come: no linger
+		} else {
+			c.tidyLocked(q)
+		}
 	}
 	c.mu.Unlock()
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
