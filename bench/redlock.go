@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
@@ -22,14 +24,14 @@ func redlockRows() []library {
 type redlockLocker struct {
 	rdbs      []*redis.Client
 	c         *redlock.Client
-	tries     *pipelineCount
+	tries     *acquireCount
 	obtained  atomic.Int64
 	startDiff int64
 }
 
 func openRedlock(addrs []string) (locker, error) {
 	rdbs := goredisClients(addrs)
-	tries := &pipelineCount{}
+	tries := &acquireCount{}
 	var nodes []redis.UniversalClient
 	for _, r := range rdbs {
 		r.AddHook(tries)
@@ -51,8 +53,7 @@ func (r *redlockLocker) Obtain(ctx context.Context, key string) (func(context.Co
 	return l.Release, nil
 }
 
-// FailedTries counts the tries that did not end with the lock. Each try sends every node one pipeline (the
-// fence raise and the acquire script), and nothing else of redlock's is pipelined.
+// FailedTries counts the tries that did not end with the lock. Each try sends every node one acquire script.
 func (r *redlockLocker) FailedTries() (int64, bool) {
 	return r.tries.n.Load()/int64(len(r.rdbs)) - r.obtained.Load() - r.startDiff, true
 }
@@ -65,14 +66,25 @@ func (r *redlockLocker) GaveUp() int64 { return 0 }
 
 func (r *redlockLocker) Close() error { return errors.Join(r.c.Close(), closeAll(r.rdbs)) }
 
-// pipelineCount is a go-redis hook that counts pipelines.
-type pipelineCount struct{ n atomic.Int64 }
+// acquireCount is a go-redis hook that counts keyward's acquire scripts: the scripts with three keys (lock,
+// fencing counter, queue; the release script has four, refresh and pttl one). A NOSCRIPT answer and the EVAL
+// that follows count once.
+type acquireCount struct{ n atomic.Int64 }
 
-func (p *pipelineCount) DialHook(next redis.DialHook) redis.DialHook          { return next }
-func (p *pipelineCount) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
-func (p *pipelineCount) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		p.n.Add(1)
-		return next(ctx, cmds)
+func (p *acquireCount) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (p *acquireCount) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if args := cmd.Args(); len(args) > 2 && cmd.Name() == "evalsha" && fmt.Sprint(args[2]) == "3" && !isNoScript(err) {
+			p.n.Add(1)
+		} else if len(args) > 2 && cmd.Name() == "eval" && fmt.Sprint(args[2]) == "3" {
+			p.n.Add(1)
+		}
+		return err
 	}
 }
+func (p *acquireCount) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func isNoScript(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") }

@@ -12,9 +12,9 @@ import (
 	"github.com/keyward/keyward/internal/token"
 )
 
-// fenceLead is how far ahead of the client's clock the fence floor of an attempt is. Each node raises its
-// fencing counter to the floor before the acquire, in the same round trip, so nodes whose counters are not above
-// the floor all hand out floor + 1: the majority agrees on the fence without a second round trip. Counters run
+// fenceLead is how far ahead of the client's clock the fence floor of an attempt is. The acquire script raises
+// each node's fencing counter to the floor when it takes the lock, so nodes whose counters are not above the
+// floor all hand out floor + 1: the majority agrees on the fence without a second round trip. Counters run
 // ahead of the floor only after an acquisition by a client whose clock is more than this ahead of this client's,
 // or many acquisitions within this lead; the second round trip then makes them agree.
 const fenceLead = time.Second

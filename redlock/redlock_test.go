@@ -198,8 +198,8 @@ func TestFenceIsAgreedInTheAcquireRoundTrip(t *testing.T) {
 		synctest.Wait()
 		for i, m := range b.ms {
 			assert.Equal(t, strconv.FormatInt(l.Fence(), 10), value(m, keys.For("job").Fence), "node %d remembers the fence", i)
-			assert.Equal(t, int64(1), counts[i].pipelines.Load(), "node %d: one round trip", i)
-			assert.Zero(t, counts[i].single.Load(), "node %d: no second round trip", i)
+			assert.Equal(t, int64(1), counts[i].single.Load(), "node %d: one round trip", i)
+			assert.Zero(t, counts[i].pipelines.Load(), "node %d: no pipeline", i)
 		}
 		assert.Greater(t, l.Fence(), before, "fences are microsecond timestamps, a little ahead of the clock")
 		require.NoError(t, l.Release(ctx))

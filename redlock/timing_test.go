@@ -221,22 +221,22 @@ func warm(t *testing.T, locks *redlock.Client) {
 	synctest.Wait()
 }
 
-// lostReply lets the server run the first pipeline, then reports an i/o timeout as if its reply had been lost.
+// lostReply lets the server run the first command, then reports an i/o timeout as if its reply had been lost.
 type lostReply struct{ done atomic.Bool }
 
-func (h *lostReply) DialHook(next redis.DialHook) redis.DialHook          { return next }
-func (h *lostReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
-func (h *lostReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		err := next(ctx, cmds)
+func (h *lostReply) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *lostReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
 		if h.done.CompareAndSwap(false, true) {
 			err = &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
-			for _, c := range cmds {
-				c.SetErr(err)
-			}
+			cmd.SetErr(err)
 		}
 		return err
 	}
+}
+func (h *lostReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }
 
 func TestAmbiguousAnswerIsReleased(t *testing.T) {
@@ -277,7 +277,10 @@ func TestObtainIsWokenByTheRelease(t *testing.T) {
 		released := time.Now()
 		require.NoError(t, l.Release(ctx))
 		w := <-got
-		assert.Equal(t, released, time.Now(), "woken by the release, not by a timer")
+		// Woken by the first node's release message, the waiter may try before the holder's release reached
+		// the other nodes: it then holds a minority, gives it back and pauses for about a try (here, no more
+		// than a millisecond of the bubble's clock) before it tries again.
+		assert.LessOrEqual(t, time.Since(released), time.Millisecond, "woken by the release, not by the timer at the ttl")
 		assert.Greater(t, w.Fence(), l.Fence())
 		require.NoError(t, w.Release(ctx))
 	})

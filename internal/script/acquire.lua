@@ -1,7 +1,8 @@
 -- acquire: take the lock if it is free, or reserved for this waiter, and hand out the next fencing token.
 -- KEYS[1] lock key, KEYS[2] fencing counter, KEYS[3] queue of waiting processes (sorted set, by arrival).
 -- ARGV[1] the holder's value (token and metadata), ARGV[2] ttl in ms, ARGV[3] ttl of a new fencing counter in ms,
--- ARGV[4] the waiting process's id ('' for a plain try that does not queue), ARGV[5] ttl of the queue in ms.
+-- ARGV[4] the waiting process's id ('' for a plain try that does not queue), ARGV[5] ttl of the queue in ms,
+-- ARGV[6] a floor for the fence ('' for none): the fence handed out is then above it.
 -- Returns {1, fence} when the lock was taken, {0, pttl} when another holds it (pttl -1: the key has no expiry).
 
 -- GET raises WRONGTYPE for a key that is not a string: a list or hash under the lock's name is reported as an
@@ -21,7 +22,7 @@ if current and current ~= ARGV[1] and not (waiter ~= '' and current == 'reserved
 end
 
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-local fence, err = next_fence(KEYS[2], ARGV[3])
+local fence, err = next_fence(KEYS[2], ARGV[3], tonumber(ARGV[6]))
 if not fence then
   redis.call('DEL', KEYS[1])
   return err

@@ -8,7 +8,10 @@
 -- ttl_ms set once; from then on each acquisition adds one. A counter grows by one per acquisition, far slower than
 -- the clock's million per second, so when it starts over it starts above every token it handed out, as long as
 -- the server's clock does not step back. One INCR is all the common case costs.
-local function next_fence(key, ttl_ms)
+--
+-- floor (a number, or nil for none) is a token the caller wants to be above: a counter that is not is set to
+-- floor + 1 (the nodes of a quorum lock then agree on the token; see redlock).
+local function next_fence(key, ttl_ms, floor)
   local fence = redis.pcall('INCR', key)
   if type(fence) == 'table' then
     return nil, fence
@@ -16,6 +19,10 @@ local function next_fence(key, ttl_ms)
   if fence == 1 then
     local t = redis.call('TIME')
     fence = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    redis.call('SET', key, string.format('%d', fence), 'PX', ttl_ms)
+  end
+  if floor and fence <= floor then
+    fence = floor + 1
     redis.call('SET', key, string.format('%d', fence), 'PX', ttl_ms)
   end
   return fence

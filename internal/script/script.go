@@ -10,6 +10,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -70,9 +71,21 @@ func Acquire(ctx context.Context, c redis.Scripter, n keys.Names, value string, 
 // waiter, and when the lock is held it puts waiter in the queue (keeping an earlier place) for queueTTL.
 func AcquireQueued(ctx context.Context, c redis.Scripter, n keys.Names, value string, ttl time.Duration,
 	waiter string, queueTTL time.Duration) (Acquired, error) {
+	return acquire(ctx, c, n, value, ttl, waiter, queueTTL, "")
+}
+
+// AcquireAbove is Acquire with a floor for the fence: a fencing counter that is not above floor is set to
+// floor + 1 when the lock is taken. Nodes of a quorum whose counters and clocks are all below a common floor
+// then hand out the same fence, which spares the quorum a second round trip to agree on one (see redlock).
+func AcquireAbove(ctx context.Context, c redis.Scripter, n keys.Names, value string, ttl time.Duration, floor int64) (Acquired, error) {
+	return acquire(ctx, c, n, value, ttl, "", 0, strconv.FormatInt(floor, 10))
+}
+
+func acquire(ctx context.Context, c redis.Scripter, n keys.Names, value string, ttl time.Duration,
+	waiter string, queueTTL time.Duration, floor string) (Acquired, error) {
 	fenceTTL := max(FenceTTL, 2*ttl)
 	res, err := acquireScript.Run(ctx, c, []string{n.Lock, n.Fence, n.Queue},
-		value, ttl.Milliseconds(), fenceTTL.Milliseconds(), waiter, queueTTL.Milliseconds()).Int64Slice()
+		value, ttl.Milliseconds(), fenceTTL.Milliseconds(), waiter, queueTTL.Milliseconds(), floor).Int64Slice()
 	if err != nil {
 		return Acquired{}, Classify(err)
 	}
