@@ -86,6 +86,8 @@ func Schedule(s Settings) []*Phase {
 				verdictIs("a holder was caught paused", func(v Verdict) bool { return v.PausedHolders > 0 }),
 				verdictIs("paused holders told: Release ErrNotHeld",
 					func(v Verdict) bool { return v.PausedHoldersToldLost == v.PausedHolders }),
+				verdictIs("paused holders told: Lost closed",
+					func(v Verdict) bool { return v.PausedHoldersLostFired == v.PausedHolders }),
 			}),
 		},
 		{

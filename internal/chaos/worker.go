@@ -220,19 +220,18 @@ func (w *worker) attempt(ctx context.Context, locks keyward.Locker, seq int) *Re
 		r.Result = ExpiredOnArrival // the validity check: never work under a lock that has expired
 	}
 
-	if !time.Now().Before(l.Until()) {
-		// The lease's timer closes Lost at the deadline; wait for that event (bounded, in case it never comes).
-		select {
-		case <-l.Lost():
-			r.LostFired = true
-		case <-time.After(2 * time.Second):
-		}
-	}
+	// Release at once, also past the deadline (a holder that resumes after a pause does just that, before the
+	// lease's timer has had its turn): Release must then report the loss and close Lost by itself.
 	rctx, rcancel := context.WithTimeout(context.Background(), w.cfg.ObtainTimeout)
 	r.RelCall = Mono()
 	err = l.Release(rctx)
 	r.RelEnd = Mono()
 	rcancel()
+	select {
+	case <-l.Lost():
+		r.LostFired = true
+	default:
+	}
 	switch {
 	case err == nil:
 		r.Release = Released
