@@ -2,6 +2,7 @@ package election_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -14,9 +15,10 @@ import (
 	"github.com/keyward/keyward/lock"
 )
 
-// failedTries is a go-redis hook that counts acquire attempts that found the lock taken: a candidate whose
-// Campaign has made two since it started (the plain try, then the try after its subscription was confirmed) is
-// waiting.
+// failedTries is a go-redis hook that counts the waiting tries that found the lock taken: the acquire scripts
+// sent with a waiter id (the first try of a Campaign goes without one, unless the lock.Client kept its
+// subscription from an earlier wait). A waiting try comes after the waiter's subscription was confirmed, so a
+// candidate whose Campaign has made one since it started is waiting.
 type failedTries struct {
 	mu      sync.Mutex
 	count   int
@@ -40,7 +42,10 @@ func (h *failedTries) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		err := next(ctx, cmd)
 		if name := cmd.Name(); (name == "evalsha" || name == "eval") && err == nil {
-			if res, ok := cmd.(*redis.Cmd).Val().([]any); ok && len(res) == 2 && res[0] == int64(0) {
+			// EVALSHA sha 3 lock fence queue value ttl fence-ttl waiter …: the acquire script, as a waiter.
+			args := cmd.Args()
+			waiter := len(args) > 9 && fmt.Sprint(args[2]) == "3" && fmt.Sprint(args[9]) != ""
+			if res, ok := cmd.(*redis.Cmd).Val().([]any); ok && waiter && len(res) == 2 && res[0] == int64(0) {
 				h.mu.Lock()
 				h.count++
 				if h.reached != nil && h.count == h.target {
@@ -86,7 +91,7 @@ type campaigned struct {
 // campaign starts c's Campaign and returns once c waits for the lock; the result arrives on the channel.
 func (c *benchCandidate) campaign(ctx context.Context) <-chan campaigned {
 	got := make(chan campaigned, 1)
-	waiting := c.waiting.after(2)
+	waiting := c.waiting.after(1)
 	go func() {
 		lead, err := c.e.Campaign(ctx)
 		got <- campaigned{lead, time.Now(), err}
