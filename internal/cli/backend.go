@@ -9,14 +9,17 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/lockopt"
 	"github.com/keyward/keyward/lock"
 )
 
 // lockFlags are the flags of the sub-commands that take locks (run, elect): where, and how long.
 type lockFlags struct {
-	conn  connFlags
-	ttl   time.Duration
-	nodes string
+	conn    connFlags
+	ttl     time.Duration
+	nodes   string
+	grace   time.Duration // between SIGTERM and SIGKILL to COMMAND, when the lock is lost
+	verbose bool
 }
 
 func (f *lockFlags) register(fs *flag.FlagSet) {
@@ -24,6 +27,50 @@ func (f *lockFlags) register(fs *flag.FlagSet) {
 	f.ttl = time.Minute
 	newDuration(fs, &f.ttl, "ttl", "")
 	fs.StringVar(&f.nodes, "nodes", "", "")
+	f.grace = 5 * time.Second
+	newDuration(fs, &f.grace, "grace", "")
+	fs.BoolVar(&f.verbose, "verbose", false, "")
+	fs.BoolVar(&f.verbose, "v", false, "")
+}
+
+// checkCommand checks the positional arguments NAME [--] COMMAND [ARGS] of a command that runs COMMAND under a
+// lock; what names NAME ("KEY", "NAME") and synopsis is the command's usage line.
+func checkCommand(pos []string, what, synopsis string) error {
+	switch {
+	case len(pos) == 0:
+		return usagef("missing %s and COMMAND: %s", what, synopsis)
+	case pos[0] == "":
+		return usagef("empty %s", what)
+	case len(pos) == 1:
+		return usagef("missing COMMAND after %s %q: %s", what, pos[0], synopsis)
+	case pos[1] == "":
+		return usagef("empty COMMAND")
+	}
+	return nil
+}
+
+// checkKeys checks the positional arguments KEY... of a command that looks at locks; synopsis is its usage line.
+func checkKeys(keys []string, synopsis string) error {
+	if len(keys) == 0 {
+		return usagef("missing KEY: %s", synopsis)
+	}
+	for _, k := range keys {
+		if k == "" {
+			return usagef("empty KEY")
+		}
+	}
+	return nil
+}
+
+// checkTTL refuses a --ttl that no lock can have.
+func (f *lockFlags) checkTTL() error {
+	if f.ttl <= 0 {
+		return usagef("--ttl must be more than 0")
+	}
+	if _, err := lockopt.Defaults().TTL(f.ttl); err != nil {
+		return usagef("--ttl %v: %v", f.ttl, strings.TrimPrefix(err.Error(), "keyward: "))
+	}
+	return nil
 }
 
 // backend is where locks are taken: one Redis through lock/, or a quorum of independent ones through redlock/.

@@ -7,13 +7,10 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/keyward/keyward/election"
-	"github.com/keyward/keyward/internal/lockopt"
 )
 
 const electUsage = `Usage: keyward elect [flags] NAME [--] COMMAND [ARGS...]
@@ -54,9 +51,7 @@ Exit status:
 
 type electFlags struct {
 	lockFlags
-	grace    time.Duration
 	identity string
-	verbose  bool
 }
 
 func electCommand(ctx context.Context, env Env, args []string) error {
@@ -64,29 +59,16 @@ func electCommand(ctx context.Context, env Env, args []string) error {
 	fs := newFlagSet("elect")
 	f.register(fs)
 	f.ttl = election.DefaultTTL
-	f.grace = 5 * time.Second
-	newDuration(fs, &f.grace, "grace", "")
 	fs.StringVar(&f.identity, "identity", "", "")
-	fs.BoolVar(&f.verbose, "verbose", false, "")
-	fs.BoolVar(&f.verbose, "v", false, "")
 	pos, err := parse(fs, args, 1)
 	if done, err := help(env, electUsage, err); done || err != nil {
 		return err
 	}
-	switch {
-	case len(pos) == 0:
-		return usagef("missing NAME and COMMAND: keyward elect [flags] NAME -- COMMAND [ARGS]")
-	case pos[0] == "":
-		return usagef("empty NAME")
-	case len(pos) == 1:
-		return usagef("missing COMMAND after NAME %q: keyward elect [flags] NAME -- COMMAND [ARGS]", pos[0])
-	case pos[1] == "":
-		return usagef("empty COMMAND")
-	case f.ttl <= 0:
-		return usagef("--ttl must be more than 0")
+	if err := checkCommand(pos, "NAME", "keyward elect [flags] NAME -- COMMAND [ARGS]"); err != nil {
+		return err
 	}
-	if _, err := lockopt.Defaults().TTL(f.ttl); err != nil {
-		return usagef("--ttl %v: %v", f.ttl, strings.TrimPrefix(err.Error(), "keyward: "))
+	if err := f.checkTTL(); err != nil {
+		return err
 	}
 	return f.run(ctx, env, pos[0], pos[1:])
 }

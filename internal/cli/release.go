@@ -35,16 +35,11 @@ func releaseCommand(ctx context.Context, env Env, args []string) error {
 	if done, err := help(env, releaseUsage, err); done || err != nil {
 		return err
 	}
-	switch {
-	case len(names) == 0:
-		return usagef("missing KEY: keyward release --force [flags] KEY...")
-	case !force:
-		return usagef("release takes the lock away from whoever holds it: add --force to confirm")
+	if err := checkKeys(names, "keyward release --force [flags] KEY..."); err != nil {
+		return err
 	}
-	for _, k := range names {
-		if k == "" {
-			return usagef("empty KEY")
-		}
+	if !force {
+		return usagef("release takes the lock away from whoever holds it: add --force to confirm")
 	}
 	rdb, err := conn.connect(ctx, env)
 	if err != nil {

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/keyward/keyward"
-	"github.com/keyward/keyward/internal/lockopt"
 )
 
 const runUsage = `Usage: keyward run [flags] KEY [--] COMMAND [ARGS...]
@@ -68,9 +67,7 @@ type runFlags struct {
 	wait     time.Duration
 	waitFlag *durationValue
 	noWait   bool
-	grace    time.Duration
 	conflict int
-	verbose  bool
 }
 
 func runCommand(ctx context.Context, env Env, args []string) error {
@@ -80,34 +77,23 @@ func runCommand(ctx context.Context, env Env, args []string) error {
 	f.waitFlag = newDuration(fs, &f.wait, "wait", "")
 	fs.BoolVar(&f.noWait, "no-wait", false, "")
 	fs.BoolVar(&f.noWait, "n", false, "")
-	f.grace = 5 * time.Second
-	newDuration(fs, &f.grace, "grace", "")
 	fs.IntVar(&f.conflict, "conflict-exit-code", ExitNotObtained, "")
 	fs.IntVar(&f.conflict, "E", ExitNotObtained, "")
-	fs.BoolVar(&f.verbose, "verbose", false, "")
-	fs.BoolVar(&f.verbose, "v", false, "")
 	pos, err := parse(fs, args, 1)
 	if done, err := help(env, runUsage, err); done || err != nil {
 		return err
 	}
+	if err := checkCommand(pos, "KEY", "keyward run [flags] KEY -- COMMAND [ARGS]"); err != nil {
+		return err
+	}
 	switch {
-	case len(pos) == 0:
-		return usagef("missing KEY and COMMAND: keyward run [flags] KEY -- COMMAND [ARGS]")
-	case pos[0] == "":
-		return usagef("empty KEY")
-	case len(pos) == 1:
-		return usagef("missing COMMAND after KEY %q: keyward run [flags] KEY -- COMMAND [ARGS]", pos[0])
-	case pos[1] == "":
-		return usagef("empty COMMAND")
 	case f.noWait && f.waitFlag.set && f.wait > 0:
 		return usagef("--no-wait and --wait D exclude each other")
 	case f.conflict < 0 || f.conflict > 255:
 		return usagef("--conflict-exit-code %d: want 0 to 255", f.conflict)
-	case f.ttl <= 0:
-		return usagef("--ttl must be more than 0")
 	}
-	if _, err := lockopt.Defaults().TTL(f.ttl); err != nil {
-		return usagef("--ttl %v: %v", f.ttl, strings.TrimPrefix(err.Error(), "keyward: "))
+	if err := f.checkTTL(); err != nil {
+		return err
 	}
 	if f.waitFlag.set && f.wait == 0 {
 		f.noWait = true

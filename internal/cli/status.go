@@ -164,13 +164,8 @@ func statusCommand(ctx context.Context, env Env, args []string) error {
 	if done, err := help(env, statusUsage, err); done || err != nil {
 		return err
 	}
-	if len(names) == 0 {
-		return usagef("missing KEY: keyward status [flags] KEY...")
-	}
-	for _, k := range names {
-		if k == "" {
-			return usagef("empty KEY")
-		}
+	if err := checkKeys(names, "keyward status [flags] KEY..."); err != nil {
+		return err
 	}
 	rdb, err := conn.connect(ctx, env)
 	if err != nil {

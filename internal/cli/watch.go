@@ -51,13 +51,8 @@ func watchCommand(ctx context.Context, env Env, args []string) error {
 	if done, err := help(env, watchUsage, err); done || err != nil {
 		return err
 	}
-	if len(names) == 0 {
-		return usagef("missing KEY: keyward watch [flags] KEY...")
-	}
-	for _, k := range names {
-		if k == "" {
-			return usagef("empty KEY")
-		}
+	if err := checkKeys(names, "keyward watch [flags] KEY..."); err != nil {
+		return err
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
