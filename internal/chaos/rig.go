@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"golang.org/x/sys/unix"
 
 	"github.com/keyward/keyward/internal/redistest"
 	"github.com/keyward/keyward/internal/token"
@@ -438,7 +437,7 @@ func (r *PhaseRun) PauseHolder(d time.Duration) bool {
 		return false
 	}
 	w.paused = true
-	if err := waitStopped(w.cmd.Process.Pid); err != nil {
+	if err := redistest.WaitStopped(w.cmd.Process.Pid); err != nil {
 		r.Note("waiting for worker %d to stop: %v", w.id, err)
 	}
 	p := Pause{PID: w.cmd.Process.Pid, Token: v, Stop: Mono()}
@@ -454,18 +453,6 @@ func (r *PhaseRun) resume(w *workerProc) {
 	if w.paused {
 		_ = w.cmd.Process.Signal(syscall.SIGCONT)
 		w.paused = false
-	}
-}
-
-// waitStopped blocks until child pid has stopped (waitid WSTOPPED; exits are not reported to it, so the Wait
-// of os/exec is not disturbed).
-func waitStopped(pid int) error {
-	for {
-		var info unix.Siginfo
-		err := unix.Waitid(unix.P_PID, pid, &info, unix.WSTOPPED, nil)
-		if err != unix.EINTR {
-			return err
-		}
 	}
 }
 

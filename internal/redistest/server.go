@@ -487,16 +487,15 @@ func (s *Server) Pause(t testing.TB) {
 	if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatalf("redistest: Pause: %v", err)
 	}
-	if err := waitStopped(p.cmd.Process.Pid); err != nil {
+	if err := WaitStopped(p.cmd.Process.Pid); err != nil {
 		t.Fatalf("redistest: Pause: waiting for pid %d to stop: %v", p.cmd.Process.Pid, err)
 	}
 	p.paused = true
 }
 
-// waitStopped blocks until child pid has stopped, consuming that report
-// (waitid WSTOPPED, no poll). Exits are not reported to it, so it does not
-// interfere with the Wait of os/exec.
-func waitStopped(pid int) error {
+// WaitStopped blocks until child pid has stopped (after a SIGSTOP), consuming that report (waitid WSTOPPED, no
+// poll). Exits are not reported to it, so it does not interfere with the Wait of os/exec.
+func WaitStopped(pid int) error {
 	for {
 		var info unix.Siginfo
 		err := unix.Waitid(unix.P_PID, pid, &info, unix.WSTOPPED, nil)
