@@ -21,39 +21,18 @@ import (
 	"github.com/keyward/keyward/lock"
 )
 
-// afterFailedTry calls fn after the n-th acquire attempt on a client that found the lock taken (n counts from 1),
-// before the attempt's answer reaches the lock package: whatever fn does lands exactly between that try and
+// afterFailedTry returns a hook that calls fn after the n-th acquire attempt on a client that found the lock taken (n counts
+// from 1), before the attempt's answer reaches the package: whatever fn does lands exactly between that try and
 // what the waiter does next.
-type afterFailedTry struct {
-	n     int64
-	fn    func()
-	count atomic.Int64
-}
-
-func (h *afterFailedTry) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *afterFailedTry) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
-}
-func (h *afterFailedTry) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		err := next(ctx, cmd)
-		if name := cmd.Name(); name != "evalsha" && name != "eval" || err != nil {
-			return err
-		}
-		if res, ok := cmd.(*redis.Cmd).Val().([]any); ok && len(res) == 2 && res[0] == int64(0) {
-			if h.count.Add(1) == h.n {
-				h.fn()
-			}
-		}
-		return err
-	}
+func afterFailedTry(n int64, fn func()) *redistest.AfterReply {
+	return &redistest.AfterReply{N: n, Fn: fn, Match: func(r []any) bool { return len(r) == 2 && r[0] == int64(0) }}
 }
 
 // waiting returns a hook that closes the returned channel after the n-th failed try: by then the waiter is
 // subscribed (the second try comes after the confirmed subscription) and about to wait.
-func waiting(n int64) (*afterFailedTry, chan struct{}) {
+func waiting(n int64) (*redistest.AfterReply, chan struct{}) {
 	ch := make(chan struct{})
-	return &afterFailedTry{n: n, fn: func() { close(ch) }}, ch
+	return afterFailedTry(n, func() { close(ch) }), ch
 }
 
 func withTimeout(t *testing.T, d time.Duration) context.Context {
@@ -93,7 +72,7 @@ func TestNoLostWakeUp(t *testing.T) {
 			held, err := holder.TryObtain(ctx, "job", time.Minute)
 			require.NoError(t, err)
 
-			waiterRdb.AddHook(&afterFailedTry{n: n, fn: func() { require.NoError(t, held.Release(ctx)) }})
+			waiterRdb.AddHook(afterFailedTry(n, func() { require.NoError(t, held.Release(ctx)) }))
 			waiter := newClient(t, waiterRdb)
 			closeClient(t, waiter)
 			l, err := waiter.Obtain(ctx, "job", time.Minute)

@@ -21,39 +21,18 @@ import (
 	"github.com/keyward/keyward/semaphore"
 )
 
-// afterFailedTry calls fn after the n-th acquire attempt on a client that found no room (n counts from 1), before
-// the attempt's answer reaches the semaphore package: whatever fn does lands exactly between that try and what
-// the waiter does next.
-type afterFailedTry struct {
-	n     int64
-	fn    func()
-	count atomic.Int64
-}
-
-func (h *afterFailedTry) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *afterFailedTry) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
-}
-func (h *afterFailedTry) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		err := next(ctx, cmd)
-		if name := cmd.Name(); name != "evalsha" && name != "eval" || err != nil {
-			return err
-		}
-		if res, ok := cmd.(*redis.Cmd).Val().([]any); ok && len(res) >= 3 && res[0] == int64(0) {
-			if h.count.Add(1) == h.n {
-				h.fn()
-			}
-		}
-		return err
-	}
+// afterFailedTry returns a hook that calls fn after the n-th acquire attempt on a client that found no room (n counts
+// from 1), before the attempt's answer reaches the package: whatever fn does lands exactly between that try and
+// what the waiter does next.
+func afterFailedTry(n int64, fn func()) *redistest.AfterReply {
+	return &redistest.AfterReply{N: n, Fn: fn, Match: func(r []any) bool { return len(r) >= 3 && r[0] == int64(0) }}
 }
 
 // waiting returns a hook that closes the returned channel after the n-th failed try: after the second, the
 // waiter is subscribed and about to wait.
-func waiting(n int64) (*afterFailedTry, chan struct{}) {
+func waiting(n int64) (*redistest.AfterReply, chan struct{}) {
 	ch := make(chan struct{})
-	return &afterFailedTry{n: n, fn: func() { close(ch) }}, ch
+	return afterFailedTry(n, func() { close(ch) }), ch
 }
 
 // TestNoLostWakeUp forces a release into each window where a wake-up could be lost: after the first try and
@@ -67,7 +46,7 @@ func TestNoLostWakeUp(t *testing.T) {
 			ctx := withTimeout(t, 10*time.Second)
 			held, err := newSem(t, holderRdb, "pool", 1).TryAcquire(ctx, time.Minute)
 			require.NoError(t, err)
-			waiterRdb.AddHook(&afterFailedTry{n: n, fn: func() { require.NoError(t, held.Release(ctx)) }})
+			waiterRdb.AddHook(afterFailedTry(n, func() { require.NoError(t, held.Release(ctx)) }))
 
 			p, err := newSem(t, waiterRdb, "pool", 1).Acquire(ctx, time.Minute)
 			require.NoError(t, err, "the waiter was woken by the release")
