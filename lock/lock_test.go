@@ -3,10 +3,8 @@ package lock_test
 import (
 	"context"
 	"errors"
-	"net"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -314,32 +312,10 @@ func TestBadInput(t *testing.T) {
 	assert.Contains(t, err.Error(), "WRONGTYPE")
 }
 
-// lostReply lets the server run the first command whose name matches, then reports an i/o timeout as if its
-// reply had been lost on the way back.
-type lostReply struct {
-	name string
-	done atomic.Bool
-}
-
-func (h *lostReply) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *lostReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
-}
-func (h *lostReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		err := next(ctx, cmd)
-		if strings.EqualFold(cmd.Name(), h.name) && h.done.CompareAndSwap(false, true) {
-			err = &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
-			cmd.SetErr(err)
-		}
-		return err
-	}
-}
-
 func TestAmbiguousAcquireIsCleanedUp(t *testing.T) {
 	redistest.ForEachServer(t, func(t *testing.T, rdb *redis.Client) {
 		ctx := context.Background()
-		hook := &lostReply{name: "evalsha"}
+		hook := &redistest.LostReply{Name: "evalsha"}
 		require.NoError(t, rdb.ScriptLoad(ctx, "return 1").Err()) // warm the connection
 		locks := newClient(t, rdb)
 		_, err := locks.TryObtain(ctx, "warm", time.Second) // load the acquire script
@@ -351,7 +327,7 @@ func TestAmbiguousAcquireIsCleanedUp(t *testing.T) {
 		assert.Nil(t, l)
 		assert.ErrorIs(t, err, os.ErrDeadlineExceeded, "the timeout is reported, not success")
 		assert.NotErrorIs(t, err, lock.ErrNotObtained)
-		assert.True(t, hook.done.Load())
+		assert.True(t, hook.Done())
 		assert.Zero(t, rdb.Exists(ctx, "upload").Val(), "the key the server did set was released")
 	})
 }

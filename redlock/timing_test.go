@@ -3,17 +3,15 @@ package redlock_test
 import (
 	"context"
 	"errors"
-	"net"
-	"os"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/keyward/keyward/internal/redistest"
 	"github.com/keyward/keyward/keyspace"
 	"github.com/keyward/keyward/redlock"
 )
@@ -221,24 +219,6 @@ func warm(t *testing.T, locks *redlock.Client) {
 	synctest.Wait()
 }
 
-// lostReply lets the server run the first command, then reports an i/o timeout as if its reply had been lost.
-type lostReply struct{ done atomic.Bool }
-
-func (h *lostReply) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *lostReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		err := next(ctx, cmd)
-		if h.done.CompareAndSwap(false, true) {
-			err = &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
-			cmd.SetErr(err)
-		}
-		return err
-	}
-}
-func (h *lostReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
-}
-
 func TestAmbiguousAnswerIsReleased(t *testing.T) {
 	inBubble(t, 3, func(t *testing.T, b *bubble) {
 		ctx := context.Background()
@@ -247,12 +227,12 @@ func TestAmbiguousAnswerIsReleased(t *testing.T) {
 		warm(t, locks)
 		b.ms[0].Set("job", "other")
 		b.ms[1].Set("job", "other")
-		hook := &lostReply{}
+		hook := &redistest.LostReply{}
 		b.clients[2].AddHook(hook)
 		_, err := locks.TryObtain(ctx, "job", time.Minute)
 		require.ErrorIs(t, err, redlock.ErrNotObtained)
 		synctest.Wait()
-		assert.True(t, hook.done.Load())
+		assert.True(t, hook.Done())
 		assert.False(t, b.ms[2].Exists("job"), "the key the node did set, though its answer was lost, is released")
 	})
 }

@@ -2,11 +2,8 @@ package semaphore_test
 
 import (
 	"context"
-	"net"
 	"os"
 	"strconv"
-	"strings"
-	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -318,28 +315,6 @@ func TestFencing(t *testing.T) {
 	}
 }
 
-// lostReply lets the server run the first command whose name matches, then reports an i/o timeout as if its
-// reply had been lost on the way back.
-type lostReply struct {
-	name string
-	done atomic.Bool
-}
-
-func (h *lostReply) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *lostReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
-}
-func (h *lostReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		err := next(ctx, cmd)
-		if strings.EqualFold(cmd.Name(), h.name) && h.done.CompareAndSwap(false, true) {
-			err = &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
-			cmd.SetErr(err)
-		}
-		return err
-	}
-}
-
 func TestAmbiguousAcquireIsCleanedUp(t *testing.T) {
 	redistest.ForEachServer(t, func(t *testing.T, rdb *redis.Client) {
 		ctx := withTimeout(t, 10*time.Second)
@@ -347,7 +322,7 @@ func TestAmbiguousAcquireIsCleanedUp(t *testing.T) {
 		warm, err := sem.TryAcquire(ctx, time.Second) // loads the scripts
 		require.NoError(t, err)
 		require.NoError(t, warm.Release(ctx))
-		hook := &lostReply{name: "evalsha"}
+		hook := &redistest.LostReply{Name: "evalsha"}
 		rdb.AddHook(hook)
 
 		p, err := sem.TryAcquire(ctx, 10*time.Second)
@@ -355,7 +330,7 @@ func TestAmbiguousAcquireIsCleanedUp(t *testing.T) {
 		assert.Nil(t, p)
 		assert.ErrorIs(t, err, os.ErrDeadlineExceeded, "the timeout is reported, not success")
 		assert.NotErrorIs(t, err, semaphore.ErrNotObtained)
-		assert.True(t, hook.done.Load())
+		assert.True(t, hook.Done())
 		assert.Empty(t, holders(t, rdb, "uploads"), "the permit the server did add was released")
 	})
 }
@@ -402,7 +377,7 @@ func TestLostHandOverAnswer(t *testing.T) {
 			got <- p
 		}()
 		synctest.Wait() // the waiter waits
-		rdb.AddHook(&lostReply{name: "evalsha"})
+		rdb.AddHook(&redistest.LostReply{Name: "evalsha"})
 
 		released := time.Now()
 		err = held.Release(ctx)

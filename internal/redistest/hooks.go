@@ -2,6 +2,9 @@ package redistest
 
 import (
 	"context"
+	"net"
+	"os"
+	"strings"
 	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
@@ -37,6 +40,38 @@ func (h *AfterReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		}
 		if res, ok := cmd.(*redis.Cmd).Val().([]any); ok && h.Match(res) && h.count.Add(1) == h.N {
 			h.Fn()
+		}
+		return err
+	}
+}
+
+// LostReply is a go-redis hook that lets the server run the first command named Name (any command when Name is
+// empty), then reports an i/o timeout to the caller, as if the reply had been lost on the way back: the
+// ambiguous outcome a client must treat as "maybe done".
+type LostReply struct {
+	// Name is the command to lose the reply of, such as "evalsha"; case does not matter.
+	Name string
+	done atomic.Bool
+}
+
+// Done reports whether a reply was lost.
+func (h *LostReply) Done() bool { return h.done.Load() }
+
+// DialHook implements redis.Hook.
+func (h *LostReply) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+// ProcessPipelineHook implements redis.Hook; pipelines are left alone.
+func (h *LostReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// ProcessHook implements redis.Hook.
+func (h *LostReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if (h.Name == "" || strings.EqualFold(cmd.Name(), h.Name)) && h.done.CompareAndSwap(false, true) {
+			err = &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
+			cmd.SetErr(err)
 		}
 		return err
 	}
