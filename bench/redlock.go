@@ -75,9 +75,9 @@ func (p *acquireCount) DialHook(next redis.DialHook) redis.DialHook { return nex
 func (p *acquireCount) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		err := next(ctx, cmd)
-		if args := cmd.Args(); len(args) > 2 && cmd.Name() == "evalsha" && fmt.Sprint(args[2]) == "3" && !isNoScript(err) {
-			p.n.Add(1)
-		} else if len(args) > 2 && cmd.Name() == "eval" && fmt.Sprint(args[2]) == "3" {
+		name, args := cmd.Name(), cmd.Args()
+		sent := name == "eval" || name == "evalsha" && !isNoScript(err) // a NOSCRIPT is sent again as EVAL
+		if sent && len(args) > 2 && fmt.Sprint(args[2]) == "3" {
 			p.n.Add(1)
 		}
 		return err
