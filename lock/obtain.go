@@ -246,34 +246,8 @@ func (c *Client) contend(ctx context.Context, q *queue, w *waiter, watch *keyspa
 			// The release that queued this Client reserved the lock for another process, and the watch will
 			// hear what happens to it next; should that process not claim it, the timer ends the wait.
 			arm(timer, c.opts.ClaimWindow)
-		} else {
-			// Whatever the watch reported before this try is answered by the try itself.
-			select {
-			case <-watch.Ready():
-			default:
-			}
-			watch.Events()
-
-			c.tries.Add(1)
-			start := time.Now()
-			res, err := script.AcquireQueued(ctx, c.rdb, w.a.names, w.a.value, w.a.ttl, c.id, queueTTL(w.a.ttl))
-			if err != nil {
-				if !script.IsReply(err) {
-					w.a.cleanUp(ctx)
-				}
-				c.leave(q, w)
-				if ctx.Err() != nil {
-					return nil, context.Cause(ctx)
-				}
-				return nil, fmt.Errorf("lock %q: acquire: %w", w.a.key, err)
-			}
-			if res.OK {
-				l := c.newLock(w.a, start, res.Fence)
-				c.obtained(q, w, l)
-				return l, nil
-			}
-			c.failedTries.Add(1)
-			arm(timer, res.PTTL)
+		} else if l, err := c.tryAsWaiter(ctx, q, w, watch, timer); l != nil || err != nil {
+			return l, err
 		}
 
 		for waiting := true; waiting; {
@@ -303,6 +277,39 @@ func (c *Client) contend(ctx context.Context, q *queue, w *waiter, watch *keyspa
 			}
 		}
 	}
+}
+
+// tryAsWaiter is one try of the contender w, which joins (or keeps its place in) the Redis queue when the lock is
+// taken; the timer is then set to the holder's remaining ttl. It returns the lock, an error, or neither.
+func (c *Client) tryAsWaiter(ctx context.Context, q *queue, w *waiter, watch *keyspace.Watch, timer *time.Timer) (*Lock, error) {
+	// Whatever the watch reported before this try is answered by the try itself.
+	select {
+	case <-watch.Ready():
+	default:
+	}
+	watch.Events()
+
+	c.tries.Add(1)
+	start := time.Now()
+	res, err := script.AcquireQueued(ctx, c.rdb, w.a.names, w.a.value, w.a.ttl, c.id, queueTTL(w.a.ttl))
+	if err != nil {
+		if !script.IsReply(err) {
+			w.a.cleanUp(ctx)
+		}
+		c.leave(q, w)
+		if ctx.Err() != nil {
+			return nil, context.Cause(ctx)
+		}
+		return nil, fmt.Errorf("lock %q: acquire: %w", w.a.key, err)
+	}
+	if res.OK {
+		l := c.newLock(w.a, start, res.Fence)
+		c.obtained(q, w, l)
+		return l, nil
+	}
+	c.failedTries.Add(1)
+	arm(timer, res.PTTL)
+	return nil, nil
 }
 
 // tryNow reads the watch's events: whether one says the lock may be free for this Client (a release, a
