@@ -81,6 +81,7 @@ func AcquireAbove(ctx context.Context, c redis.Scripter, n keys.Names, value str
 	return acquire(ctx, c, n, value, ttl, "", 0, strconv.FormatInt(floor, 10))
 }
 
+// acquire runs the acquire script; waiter and floor are "" when not used.
 func acquire(ctx context.Context, c redis.Scripter, n keys.Names, value string, ttl time.Duration,
 	waiter string, queueTTL time.Duration, floor string) (Acquired, error) {
 	fenceTTL := max(FenceTTL, 2*ttl)
