@@ -19,7 +19,9 @@ bench: deps
 
 ## bench-go: the packages' own go test benchmarks against real redis-server processes
 bench-go: deps
-	$(GO) test -run '^$$' -bench . -benchtime 2000x -count 1 ./lock/ ./redlock/ ./semaphore/
+	$(GO) test -run '^$$' -bench . -benchtime 2000x -count 1 ./lock/ ./semaphore/
+	$(GO) test -run '^$$' -bench Uncontended -benchtime 2000x -count 1 ./redlock/
+	$(GO) test -run '^$$' -bench MajorityDown -benchtime 100x -count 1 ./redlock/  # each try waits out the 50 ms node timeout
 	$(GO) test -run '^$$' -bench . -benchtime 50x -count 1 ./election/  # a crash fail-over waits out a 200 ms ttl
 
 ## chaos: the full fault schedule, with its verdict table

@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
+	"os"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/keyward/keyward/internal/benchstat"
 	"github.com/keyward/keyward/redlock"
@@ -100,6 +104,9 @@ func BenchmarkUncontended(b *testing.B) {
 //
 //	go test -run '^$' -bench MajorityDown -benchtime 200x ./redlock/
 func BenchmarkMajorityDown(b *testing.B) {
+	// go-redis logs every refused dial to the dead nodes, thousands of lines; the failures are the measurement.
+	redis.SetLogger(discardLogger{})
+	b.Cleanup(func() { redis.SetLogger(stderrLogger{log.New(os.Stderr, "redis: ", log.LstdFlags|log.Lshortfile)}) })
 	servers, clients := realNodes(b, 3)
 	servers[1].Kill(b)
 	servers[2].Kill(b)
@@ -121,4 +128,16 @@ func BenchmarkMajorityDown(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(benchstat.Quantile(fails, 0.5).Microseconds())/1000, "ms-p50")
 	b.ReportMetric(float64(benchstat.Quantile(fails, 0.99).Microseconds())/1000, "ms-p99")
+}
+
+// discardLogger drops go-redis's log lines.
+type discardLogger struct{}
+
+func (discardLogger) Printf(context.Context, string, ...any) {}
+
+// stderrLogger writes them as go-redis's default logger does.
+type stderrLogger struct{ l *log.Logger }
+
+func (s stderrLogger) Printf(_ context.Context, format string, v ...any) {
+	_ = s.l.Output(2, fmt.Sprintf(format, v...))
 }
