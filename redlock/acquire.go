@@ -136,19 +136,21 @@ func (a *attempt) try(ctx context.Context) (*Lock, tried) {
 		return c.newLock(a, value, start, fence, arrived), tried{}
 	}
 
-	// Release wherever this try may hold the lock: nodes that answered now (they answer fast), nodes whose
+	// Release wherever this try may hold the lock: nodes that said so now (they answer fast), nodes whose
 	// answer was lost in the background, and nodes that answer late once they do (so the release comes after
-	// the acquire there). A node that answered "taken" is asked too: go-redis resends a command after a dropped
-	// connection, so that answer may follow a first run that took the lock.
+	// the acquire there). A node that answered "taken" is not asked: that answer is final even when go-redis
+	// resent the script after a dropped connection, since a run that finds this try's own value in the key
+	// answers "acquired" (see acquire.lua); a release there could only find another holder's value. This
+	// spares every failed try under contention a script per node and a round trip.
 	f.stop(func(ans answer[script.Acquired]) {
-		if ans.err == nil || !script.IsReply(ans.err) {
+		if ans.err == nil && ans.val.OK || ans.err != nil && !script.IsReply(ans.err) {
 			a.release(context.WithoutCancel(ctx), ans.node, value)
 		}
 	})
 	var now []int
 	for i, s := range state {
 		switch s {
-		case held, taken:
+		case held:
 			now = append(now, i)
 		case unknown:
 			if !f.got[i] {

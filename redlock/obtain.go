@@ -25,9 +25,10 @@ const watchWait = 100 * time.Millisecond
 // only the first contends at the nodes. The first try costs one round trip and no subscription. After a failed
 // try the waiter subscribes to the lock's release channel on every node through the Client's
 // [keyspace.Watcher] of that node, waits until the servers confirmed the subscriptions, and tries again: that
-// try closes the window in which a release could slip by unseen. It then waits for the first of: a release (or
-// keyspace notification) on any node, a timer at the smallest remaining ttl the nodes reported for the holder
-// plus a little jitter (the holder may have crashed), or ctx. When contenders split the nodes between them and
+// try closes the window in which a release could slip by unseen. It then waits for the first of: releases heard
+// on enough nodes that the lock is free on a majority, any other event (a keyspace notification of an expiry, a
+// reconnection), a timer at the smallest remaining ttl the nodes reported for the holder plus a little jitter
+// (the holder may have crashed, or its release reached too few nodes), or ctx. When contenders split the nodes between them and
 // no one got a majority, each backs off for a random time of the order of a try before trying again.
 func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts ...Option) (*Lock, error) {
 	if err := c.begin(); err != nil {
@@ -54,7 +55,7 @@ func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts
 	if err != nil {
 		return nil, a.wrapWait(err)
 	}
-	ears := ws.listen()
+	ears := ws.listen(c.quorum)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -72,6 +73,7 @@ func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts
 		}
 		// The try's own releases will be heard on the nodes it released: they are no reason to try again.
 		ears.expect(res.published)
+		ears.restart(res.published)
 		timer.Stop()
 		if res.wait >= 0 {
 			// SET NX sees an expired key as absent at once, while the expiry event comes when Redis gets to
@@ -82,7 +84,8 @@ func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts
 		for woken := false; !woken; {
 			select {
 			case <-ws.wake:
-				woken = ears.heard()
+				ears.heard()
+				woken = ears.enough()
 			case <-timer.C:
 				woken = true
 			case <-ctx.Done():
@@ -187,9 +190,9 @@ func (c *Client) leave(ln *line, w *waiter) {
 	}
 }
 
-// watches are the subscriptions to one lock's release channel (and keyspace notifications) on every node. Any
-// event on any node wakes the waiter; it counts them by node, so that a waiter can tell its own releases (the
-// clean-up of a failed try) from others'.
+// watches are the subscriptions to one lock's release channel (and keyspace notifications) on every node. They
+// count events by node, so that a waiter can tell its own releases (the clean-up of a failed try) from others',
+// and tell when releases were heard on enough nodes for a try to have a chance.
 type watches struct {
 	wake     chan struct{} // capacity 1: something was heard
 	stop     context.CancelFunc
@@ -199,17 +202,49 @@ type watches struct {
 }
 
 // ears are one waiter's view of the watches.
+//
+// A holder's release reaches the nodes one by one, and each node announces it. Trying at the first announcement
+// mostly finds the lock still held on the other nodes, and the next announcements wake the waiter again for
+// more tries that fail. So after a failed try the waiter waits until the lock is free on a majority as far as it
+// knows: it released the lock there itself (a split try), or heard someone else's release there. Anything else
+// (an expiry, an eviction, a reconnection, Close) wakes it at once, and so does the timer at the holder's
+// remaining ttl: a release that reached too few nodes leaves the lock to expire there.
 type ears struct {
 	ws     *watches
+	quorum int
 	seen   []int64 // by node: releases already taken into account
 	others int64
 	own    []int64 // by node: events of the waiter's own releases still to come
+	free   []bool  // by node: free since the last try, as far as the waiter knows
+	woken  bool    // an event other than a release was heard since the last try
 }
 
-func (ws *watches) listen() *ears {
-	e := &ears{ws: ws, seen: make([]int64, len(ws.releases)), own: make([]int64, len(ws.releases))}
+func (ws *watches) listen(quorum int) *ears {
+	n := len(ws.releases)
+	e := &ears{ws: ws, quorum: quorum, seen: make([]int64, n), own: make([]int64, n), free: make([]bool, n)}
 	e.heard()
 	return e
+}
+
+// restart begins a wait after a try that left the lock free on the nodes released (its own clean-up).
+func (e *ears) restart(released []int) {
+	clear(e.free)
+	for _, i := range released {
+		e.free[i] = true
+	}
+	e.woken = false
+}
+
+// enough reports whether what was heard since the last try is worth a try: an event other than a release, or
+// releases that, with the try's own, leave the lock free on a majority.
+func (e *ears) enough() bool {
+	n := 0
+	for _, f := range e.free {
+		if f {
+			n++
+		}
+	}
+	return e.woken || n >= e.quorum
 }
 
 // expect records that the waiter released the lock on these nodes, and will hear it.
@@ -219,24 +254,25 @@ func (e *ears) expect(nodes []int) {
 	}
 }
 
-// heard takes in what was heard since the last call, and reports whether any of it was not the waiter's own.
-func (e *ears) heard() bool {
+// heard takes in what was heard since the last call: the nodes with a release that was not the waiter's own,
+// and whether anything else happened.
+func (e *ears) heard() {
 	select {
 	case <-e.ws.wake:
 	default:
 	}
-	news := false
 	if o := e.ws.others.Load(); o != e.others {
-		e.others, news = o, true
+		e.others, e.woken = o, true
 	}
 	for i := range e.seen {
 		n := e.ws.releases[i].Load() - e.seen[i]
 		own := min(n, e.own[i])
 		e.seen[i] += n
 		e.own[i] -= own
-		news = news || n > own
+		if n > own {
+			e.free[i] = true
+		}
 	}
-	return news
 }
 
 // watchSet returns the line's subscriptions, starting them for the line's first waiter that has to wait and
