@@ -155,7 +155,11 @@ func method(r report) string {
   back-to-back PINGs just before and 100 just after it, on the idle server: PINGs during the run would wait behind the
   library's own traffic, and the unit would depend on the library measured). On a loaded machine the PING of
   one measurement can be several times another's.
-- **Uncontended.** Acquire + release of a free lock, timed as one pair, %d pairs per library.
+- **Uncontended.** Acquire + release of a free lock, timed as one pair, %d pairs per library, measured twice: once
+  per library in a worker of its own, which gives the command counts, and once with every library in one worker,
+  round by round, one pair each per round in a new random order, which gives the latencies. Measured one library
+  after another, each met the machine in a state of its own: the PING of one library's run was up to twice
+  another's, and the ratios between libraries changed from run to run with it.
 - **Contended.** Goroutines obtain one lock, hold it (spinning: a 200 µs sleep measured 1.1 ms on a loaded
   machine), release it, think (sleeping), in a loop, for a fixed time; the figures count the acquisitions inside
   that time; waits still going on at the end may finish in a grace period of %v (their locks are held and

@@ -26,7 +26,8 @@ type report struct {
 // unitNote says what the RTT units are.
 func (r report) unitNote() string {
 	return fmt.Sprintf("Latencies: the time, then the same in RTT units in parentheses; 1 RTT = %d µs, the median of every PING "+
-		"of the run (uncontended pairs: in units of their own interleaved PINGs).", r.Unit.Microseconds())
+		"of the run (uncontended pairs: measured round by round across the libraries, each in units of its own PINGs, "+
+		"one before every pair).", r.Unit.Microseconds())
 }
 
 // unit returns the median of every PING sample of the measurements.

@@ -55,6 +55,8 @@ type measurement struct {
 	// run. The unit of the report is the median of every sample of the run (see report.Unit).
 	Ping  time.Duration
 	Pings []time.Duration
+	// Interleaved: the uncontended figures come from the run of every library in one worker, round by round.
+	Interleaved bool
 	// P50 and P99 are the uncontended acquire+release pair's.
 	P50, P99 time.Duration
 	// Summary, Waits and Unfinished are the contended run's.
@@ -293,6 +295,47 @@ func (r *rig) measure(ctx context.Context, lib library, sc scenario, cfg config,
 		}
 	}
 	return m, nil
+}
+
+// interleave measures the uncontended pairs of libs in one worker, round by round (see job.Interleave), and
+// returns each library's PINGs and pairs, in the order of libs.
+func (r *rig) interleave(ctx context.Context, libs []library, pairs int) ([]memberResult, error) {
+	j := job{Library: "interleaved", Key: "bench:interleaved", Pairs: pairs}
+	for _, lib := range libs {
+		m := member{Library: lib.Name}
+		for _, i := range r.nodes(lib) {
+			m.Addrs = append(m.Addrs, r.servers[i].Addr())
+			if err := r.admins[i].FlushAll(ctx).Err(); err != nil {
+				return nil, err
+			}
+		}
+		j.Interleave = append(j.Interleave, m)
+	}
+	w, err := r.start(j)
+	if err != nil {
+		return nil, err
+	}
+	defer w.kill()
+	// A worker that hangs must not hang the benchmark.
+	watchdog := time.AfterFunc(time.Duration(pairs*len(libs))*5*time.Millisecond+30*time.Second, func() {
+		_ = w.cmd.Process.Kill()
+	})
+	defer watchdog.Stop()
+	var ready readyMsg
+	if err := w.out.Decode(&ready); err != nil || !ready.Ready {
+		return nil, w.fail("not ready", err, ready.Err)
+	}
+	if err := w.in.Encode(goMsg{Start: r.clock.Now().Add(50 * time.Millisecond).UnixNano()}); err != nil {
+		return nil, w.fail("start", err, "")
+	}
+	var res result
+	if err := w.out.Decode(&res); err != nil || res.Err != "" {
+		return nil, w.fail("run", err, res.Err)
+	}
+	if len(res.Members) != len(libs) {
+		return nil, fmt.Errorf("interleaved worker answered for %d libraries of %d", len(res.Members), len(libs))
+	}
+	return res.Members, w.finish()
 }
 
 func (res result) acquisitions() benchstat.Acquisitions {

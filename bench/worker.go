@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"runtime/pprof"
 	"time"
@@ -39,6 +40,22 @@ type job struct {
 	GuardFile   string        `json:"guard_file,omitempty"`
 	// CPUProfile, when set, is the file the worker writes a CPU profile of its measured part to.
 	CPUProfile string `json:"cpu_profile,omitempty"`
+	// Interleave, when set, replaces Library and Addrs: the worker measures Pairs rounds of uncontended pairs of
+	// every one of these libraries, one pair each per round in a new random order, so that all of them meet the
+	// machine in the same states.
+	Interleave []member `json:"interleave,omitempty"`
+}
+
+// member is one library of an interleaved job, with the servers it locks on.
+type member struct {
+	Library string   `json:"library"`
+	Addrs   []string `json:"addrs"`
+}
+
+// memberResult is what an interleaved job measured for one library.
+type memberResult struct {
+	Pings []time.Duration `json:"pings"`
+	Pairs []time.Duration `json:"pairs"`
 }
 
 // The conversation on a worker's stdin and stdout, one JSON value each: the worker says it is ready (connected and
@@ -67,6 +84,8 @@ type (
 		// FailedTries is -1 when the library does not count them.
 		FailedTries int64 `json:"failed_tries"`
 		GaveUp      int64 `json:"gave_up"`
+		// Members are an interleaved job's results, in the order of its Interleave.
+		Members []memberResult `json:"members,omitempty"`
 	}
 )
 
@@ -96,6 +115,10 @@ func worker(spec string) int {
 
 func runJob(j job, out *json.Encoder, in *json.Decoder) (res result, err error) {
 	res.FailedTries = -1
+	if len(j.Interleave) > 0 {
+		err = interleaved(j, out, in, &res)
+		return res, err
+	}
 	lib, ok := libraryNamed(j.Library)
 	if !ok {
 		return res, fmt.Errorf("no library %q", j.Library)
@@ -109,18 +132,8 @@ func runJob(j job, out *json.Encoder, in *json.Decoder) (res result, err error) 
 	defer ping.Close()
 
 	ctx := context.Background()
-	// Warm-up: connections dialled, scripts loaded, on a key of its own.
-	for range 20 {
-		if err := ping.Ping(ctx).Err(); err != nil {
-			return res, err
-		}
-		release, err := l.Obtain(ctx, j.Key+":warm-up")
-		if err != nil {
-			return res, fmt.Errorf("warm-up: %w", err)
-		}
-		if err := release(ctx); err != nil {
-			return res, fmt.Errorf("warm-up: %w", err)
-		}
+	if err := warmUp(ctx, l, ping, j.Key); err != nil {
+		return res, err
 	}
 	if r, ok := l.(interface{ resetCounts() }); ok {
 		r.resetCounts()
@@ -184,28 +197,115 @@ func runJob(j job, out *json.Encoder, in *json.Decoder) (res result, err error) 
 	return res, err
 }
 
+// warmUp dials the connections and loads the scripts, on a key of its own.
+func warmUp(ctx context.Context, l locker, ping *redis.Client, key string) error {
+	for range 20 {
+		if err := ping.Ping(ctx).Err(); err != nil {
+			return err
+		}
+		release, err := l.Obtain(ctx, key+":warm-up")
+		if err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+		if err := release(ctx); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+	}
+	return nil
+}
+
 // uncontended measures acquire+release pairs on a free lock, each after a PING, so both see the same machine.
 func uncontended(ctx context.Context, j job, l locker, ping *redis.Client, res *result) error {
 	res.Pings = make([]time.Duration, 0, j.Pairs)
 	res.Pairs = make([]time.Duration, 0, j.Pairs)
 	for range j.Pairs {
-		t0 := time.Now()
-		if err := ping.Ping(ctx).Err(); err != nil {
-			return err
-		}
-		res.Pings = append(res.Pings, time.Since(t0))
-		t0 = time.Now()
-		release, err := l.Obtain(ctx, j.Key)
+		p, pair, err := onePair(ctx, l, ping, j.Key)
 		if err != nil {
 			return err
 		}
-		if err := release(ctx); err != nil {
-			return err
-		}
-		res.Pairs = append(res.Pairs, time.Since(t0))
+		res.Pings, res.Pairs = append(res.Pings, p), append(res.Pairs, pair)
 	}
 	return nil
 }
+
+// onePair times a PING, then an acquire+release pair on a free lock.
+func onePair(ctx context.Context, l locker, ping *redis.Client, key string) (time.Duration, time.Duration, error) {
+	t0 := time.Now()
+	if err := ping.Ping(ctx).Err(); err != nil {
+		return 0, 0, err
+	}
+	p := time.Since(t0)
+	t0 = time.Now()
+	release, err := l.Obtain(ctx, key)
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := release(ctx); err != nil {
+		return 0, 0, err
+	}
+	return p, time.Since(t0), nil
+}
+
+// interleaved runs an interleaved job (see job.Interleave): every library in the same worker, one uncontended
+// pair each per round, in a new random order every round.
+func interleaved(j job, out *json.Encoder, in *json.Decoder, res *result) error {
+	ctx := context.Background()
+	type open struct {
+		l    locker
+		ping *redis.Client
+	}
+	members := make([]open, 0, len(j.Interleave))
+	defer func() {
+		for _, m := range members {
+			_ = m.l.Close()
+			_ = m.ping.Close()
+		}
+	}()
+	for i, m := range j.Interleave {
+		lib, ok := libraryNamed(m.Library)
+		if !ok {
+			return fmt.Errorf("no library %q", m.Library)
+		}
+		l, err := lib.Open(m.Addrs)
+		if err != nil {
+			return fmt.Errorf("%s: %w", m.Library, err)
+		}
+		members = append(members, open{l: l, ping: goredisClient(m.Addrs[0])})
+		if err := warmUp(ctx, l, members[i].ping, memberKey(j.Key, i)); err != nil {
+			return fmt.Errorf("%s: %w", m.Library, err)
+		}
+	}
+	clock, err := benchstat.NewClock()
+	if err != nil {
+		return err
+	}
+	if err := out.Encode(readyMsg{Ready: true}); err != nil {
+		return err
+	}
+	var g goMsg
+	if err := in.Decode(&g); err != nil {
+		return fmt.Errorf("waiting for the start: %w", err)
+	}
+	time.Sleep(clock.Until(time.Unix(0, g.Start)))
+	res.Members = make([]memberResult, len(members))
+	for i := range res.Members {
+		res.Members[i] = memberResult{Pings: make([]time.Duration, 0, j.Pairs), Pairs: make([]time.Duration, 0, j.Pairs)}
+	}
+	for range j.Pairs {
+		for _, i := range rand.Perm(len(members)) {
+			p, pair, err := onePair(ctx, members[i].l, members[i].ping, memberKey(j.Key, i))
+			if err != nil {
+				return fmt.Errorf("%s: %w", j.Interleave[i].Library, err)
+			}
+			r := &res.Members[i]
+			r.Pings, r.Pairs = append(r.Pings, p), append(r.Pairs, pair)
+		}
+	}
+	return nil
+}
+
+// memberKey is the lock key of the i-th library of an interleaved job: each its own, on servers they share.
+func memberKey(key string, i int) string { return fmt.Sprintf("%s:%d", key, i) }
 
 // mapGuard maps the guard file shared by the workers of a run.
 func mapGuard(path string) ([]byte, error) {
