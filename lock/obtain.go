@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/keyward/keyward"
@@ -321,7 +319,7 @@ func (c *Client) tryNow(events []keyspace.Event, timer *time.Timer) (now, closed
 		case keyspace.Closed:
 			return false, true
 		case keyspace.Released:
-			id, window, reserved := parseReservation(e.Payload)
+			id, window, reserved := script.ParseReservation(e.Payload)
 			if reserved && id != c.id {
 				arm(timer, window)
 				continue
@@ -330,19 +328,6 @@ func (c *Client) tryNow(events []keyspace.Event, timer *time.Timer) (now, closed
 		now = true
 	}
 	return now, false
-}
-
-// parseReservation reads "r <id> <window ms>", the release script's message for a lock reserved for process id.
-func parseReservation(payload string) (id string, window time.Duration, ok bool) {
-	f := strings.Fields(payload)
-	if len(f) != 3 || f[0] != "r" {
-		return "", 0, false
-	}
-	ms, err := strconv.Atoi(f[2])
-	if err != nil {
-		return "", 0, false
-	}
-	return f[1], time.Duration(ms) * time.Millisecond, true
 }
 
 // arm sets the timer to fire after d plus a little (so the key has expired on the server) and a random

@@ -36,9 +36,6 @@ type tried struct {
 	wait time.Duration
 	// took is how long the try took.
 	took time.Duration
-	// published lists the nodes on which the try's clean-up released the lock, which announced it: a waiter
-	// subscribed there will hear its own release.
-	published []int
 }
 
 // nodeState is what a try knows of one node.
@@ -62,7 +59,7 @@ func (a *attempt) try(ctx context.Context) (*Lock, tried) {
 	start := time.Now()
 	floor := start.Add(fenceLead).UnixMicro()
 	f := fanOut(ctx, c, a.timeout, c.all, func(ctx context.Context, _ int, rdb redis.UniversalClient) (script.Acquired, error) {
-		return script.AcquireAbove(ctx, rdb, a.names, value, a.ttl, floor)
+		return script.AcquireAbove(ctx, rdb, a.names, value, a.ttl, floor, a.waiter, queueTTL(a.ttl))
 	})
 
 	state := make([]nodeState, n)
@@ -133,6 +130,15 @@ func (a *attempt) try(ctx context.Context) (*Lock, tried) {
 			arrived[i] = make(chan struct{})
 		}
 		f.stop(func(ans answer[script.Acquired]) { close(arrived[ans.node]) })
+		if a.waiter != "" {
+			// The nodes that answered "taken" put this Client in their queue; a release there would reserve the
+			// lock for a Client that no longer waits, and hold the others up for a claim window.
+			for i, s := range state {
+				if s == taken {
+					c.spawn(func() { a.leaveQueue(context.WithoutCancel(ctx), i) })
+				}
+			}
+		}
 		return c.newLock(a, value, start, fence, arrived), tried{}
 	}
 
@@ -168,12 +174,8 @@ func (a *attempt) try(ctx context.Context) (*Lock, tried) {
 		wctx, cancel := context.WithTimeout(context.Background(), a.timeout)
 		defer cancel()
 		for rf.left > 0 {
-			ans, err := rf.next(wctx)
-			if err != nil {
+			if _, err := rf.next(wctx); err != nil {
 				break // the node timeout passed; the rest finish in the background
-			}
-			if ans.err == nil && ans.val {
-				res.published = append(res.published, ans.node)
 			}
 		}
 		rf.stop(nil)
@@ -192,6 +194,17 @@ func (a *attempt) release(ctx context.Context, i int, value string) {
 	defer cancel()
 	_, _ = script.Release(rctx, a.c.nodes[i].rdb, a.names, value, script.PublishPlain)
 }
+
+// leaveQueue takes the Client out of node i's queue for the lock, best effort.
+func (a *attempt) leaveQueue(ctx context.Context, i int) {
+	rctx, cancel := context.WithTimeout(ctx, a.cleanupTimeout())
+	defer cancel()
+	_ = a.c.nodes[i].rdb.ZRem(rctx, a.names.Queue, a.c.id).Err()
+}
+
+// queueTTL is how long a node's queue lives after its last join: a waiter tries again at least once per
+// holder's ttl, which renews it, so only a queue nobody waits in expires.
+func queueTTL(ttl time.Duration) time.Duration { return 2*ttl + time.Second }
 
 // cleanupTimeout bounds a release that cleans up after a failed try on one node: the node timeout, or longer,
 // up to the ttl (past it the key is gone anyway) and at most maxCleanup.

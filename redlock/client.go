@@ -14,6 +14,7 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/keys"
+	"github.com/keyward/keyward/internal/token"
 	"github.com/keyward/keyward/keyspace"
 )
 
@@ -28,6 +29,7 @@ type Client struct {
 	all    []int // 0, 1, …, len(nodes)-1
 	quorum int
 	opts   settings
+	id     string // this Client's place name in the nodes' queues of the locks it waits for
 
 	mu       sync.Mutex
 	closed   bool
@@ -72,6 +74,7 @@ func New(nodes []redis.UniversalClient, opts ...Option) (*Client, error) {
 	c := &Client{
 		quorum:   len(nodes)/2 + 1,
 		opts:     o,
+		id:       token.New(""),
 		closing:  make(chan struct{}),
 		jobs:     make(chan func()),
 		lines:    map[string]*line{},
@@ -206,6 +209,9 @@ type attempt struct {
 	ttl     time.Duration
 	timeout time.Duration // per node
 	opts    settings
+	// waiter is the Client's id once the attempt waits (Obtain after its first try): its tries then join the
+	// nodes' queues, and take the lock where a release reserved it for this Client. "" for a plain try.
+	waiter string
 }
 
 func (c *Client) newAttempt(ctx context.Context, key string, ttl time.Duration, opts []Option) (*attempt, error) {

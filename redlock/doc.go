@@ -11,8 +11,8 @@
 //	defer l.Release(ctx)
 //	store.Write(l.Fence(), data) // storage that refuses fences smaller than the largest it has seen
 //
-// Obtain waits (without polling) until the lock is free; Do runs a function under the lock and cancels its
-// context if the lock is lost.
+// Obtain waits (without polling) until the lock is free, in a turn order kept on the nodes that is fair across
+// processes; Do runs a function under the lock and cancels its context if the lock is lost.
 //
 // Each operation goes to every node at once, each node bounded by a node timeout much smaller than the ttl
 // ([WithNodeTimeout]), and is decided as soon as a majority has answered: a dead or stalled minority costs no

@@ -1,51 +1,55 @@
 package redlock
 
 import (
-	"sync/atomic"
 	"testing"
+	"time"
 )
 
-// A waiter on three nodes tries again when releases were heard on a majority, counting the nodes its own try
-// released, and not before; its own releases' announcements count for nothing; any other event wakes it at once.
-func TestEarsWakeAtAMajorityOfReleases(t *testing.T) {
-	ws := &watches{wake: make(chan struct{}, 1)}
-	ws.releases = make([]atomic.Int64, 3)
-	ws.echoes = make([]atomic.Int64, 3)
-	for i := range ws.echoes {
-		ws.echoes[i].Store(1)
-	}
+// A waiter on three nodes tries again once the events since its last try leave the lock free for it on a
+// majority (freed there, or reserved for its Client), and not before; a reservation for another process tells
+// when its claim window ends; any other event wakes it at once; events before the try count for nothing.
+func TestEarsWakeWhenAMajorityIsFreeForTheWaiter(t *testing.T) {
+	ws := &watches{wake: make(chan struct{}, 1), id: "me",
+		seq: make([]int64, 3), last: make([]view, 3), until: make([]time.Time, 3)}
 	e := ws.listen(2)
 
-	step := func(what string, want bool) {
+	step := func(what string, want bool) time.Time {
 		t.Helper()
-		e.heard()
-		if got := e.enough(); got != want {
-			t.Fatalf("%s: enough = %v, want %v", what, got, want)
+		got, until := e.ready()
+		if got != want {
+			t.Fatalf("%s: ready = %v, want %v", what, got, want)
 		}
+		return until
 	}
 
-	// A try found the lock taken everywhere.
-	e.restart(nil)
 	step("nothing heard", false)
-	ws.releases[0].Add(1)
-	step("a release on one node of three", false)
-	ws.releases[0].Add(1)
-	step("a second release on the same node", false)
-	ws.releases[2].Add(1)
-	step("releases on two nodes of three", true)
+	ws.note(0, freed, time.Time{})
+	step("freed on one node of three", false)
+	ws.note(0, freed, time.Time{})
+	step("freed twice on the same node", false)
+	end := time.Now().Add(20 * time.Millisecond)
+	ws.note(1, reserved, end)
+	if until := step("and reserved for another process on a second", false); !until.Equal(end) {
+		t.Fatalf("claim window ends at %v, want %v", until, end)
+	}
+	ws.note(2, mine, time.Time{})
+	step("and reserved for this Client on the third", true)
 
-	// A split try held node 1 and released it: its own announcement is no news, one release elsewhere is enough.
-	e.heard()
-	e.expect([]int{1})
-	e.restart([]int{1})
-	ws.releases[1].Add(1)
-	step("its own release", false)
-	ws.releases[0].Add(1)
-	step("its own release and one on another node", true)
+	// A try answers everything heard before it.
+	e.mark()
+	step("after the try", false)
+	ws.note(1, mine, time.Time{})
+	ws.note(2, freed, time.Time{})
+	step("reserved for this Client on one node, freed on another", true)
 
-	// An expiry, a reconnection or a late confirmation: try at once.
-	e.heard()
-	e.restart(nil)
-	ws.others.Add(1)
-	step("another event", true)
+	e.mark()
+	ws.note(0, reserved, time.Now().Add(time.Second))
+	ws.note(1, reserved, time.Now().Add(time.Second))
+	step("reserved for another process on a majority", false)
+
+	e.mark()
+	ws.mu.Lock()
+	ws.others++
+	ws.mu.Unlock()
+	step("a reconnection", true)
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -28,10 +30,15 @@ type Lock struct {
 	// arrived has, for each node that had not answered the acquire when the lock was granted, a channel that is
 	// closed when it did: a release to that node waits for it, so that it cannot overtake the acquire.
 	arrived []chan struct{}
+	// done is closed once the release (by Release, or at the end of Do) has returned: the Client's next waiter
+	// for the key, which waits for this holder rather than contend with it, goes on then.
+	done     chan struct{}
+	doneOnce sync.Once
 }
 
 func (c *Client) newLock(a *attempt, value string, start time.Time, fence int64, arrived []chan struct{}) *Lock {
-	l := &Lock{c: c, key: a.key, names: a.names, value: value, fence: fence, ttl: a.ttl, opts: a.opts, arrived: arrived}
+	l := &Lock{c: c, key: a.key, names: a.names, value: value, fence: fence, ttl: a.ttl, opts: a.opts, arrived: arrived,
+		done: make(chan struct{})}
 	l.lease = lease.New(lease.Config{
 		Start:       start,
 		TTL:         a.ttl,
@@ -158,10 +165,23 @@ func (l *Lock) refresh(ctx context.Context, ttl time.Duration) (bool, error) {
 	})
 }
 
-// release is the lease's release operation.
+// release is the lease's release operation. When waiters of the holder's own Client wait for the key and the
+// Client has not used up its cohort, the nodes reserve the lock for the Client even while other processes wait
+// (the Client's next waiter claims it with a try of its own); otherwise for the first process in each node's
+// queue.
 func (l *Lock) release(ctx context.Context) (bool, error) {
+	c := l.c
+	defer c.released(l)
 	timeout := l.opts.timeout(l.ttl)
-	return l.quorumOp(ctx, "release", timeout, func(ctx context.Context, i int, rdb redis.UniversalClient) (bool, error) {
+	next := script.Next{Window: l.opts.ClaimWindow}
+	c.mu.Lock()
+	ln := c.lines[l.names.Lock]
+	if ln != nil && len(ln.waiters) > 0 {
+		next.Reserve, next.Cohort = c.id, ln.cohort < l.opts.Cohort
+	}
+	c.mu.Unlock()
+	var own atomic.Int32
+	held, err := l.quorumOp(ctx, "release", timeout, func(ctx context.Context, i int, rdb redis.UniversalClient) (bool, error) {
 		if ch := l.arrived[i]; ch != nil {
 			// The acquire's answer comes within its own node timeout; the release gets a whole one after it.
 			<-ch
@@ -169,8 +189,22 @@ func (l *Lock) release(ctx context.Context) (bool, error) {
 			ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), timeout)
 			defer cancel()
 		}
-		return script.Release(ctx, rdb, l.names, l.value, script.PublishPlain)
+		out, _, err := script.ReleaseNext(ctx, rdb, l.names, l.value, script.PublishPlain, next)
+		if out == script.ReservedOwn {
+			own.Add(1)
+		}
+		return out != script.NotHeld, err
 	})
+	if ln != nil {
+		c.mu.Lock()
+		if int(own.Load()) >= c.quorum {
+			ln.cohort++
+		} else {
+			ln.cohort = 0
+		}
+		c.mu.Unlock()
+	}
+	return held, err
 }
 
 // quorumOp runs a token-checked operation on every node and reports whether a majority still held the lock:

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/keyward/keyward/internal/lease"
+	"github.com/keyward/keyward/internal/script"
 	"github.com/keyward/keyward/keyspace"
 )
 
@@ -22,14 +24,20 @@ const watchWait = 100 * time.Millisecond
 // ErrQuorum error when no node reported another holder (too few nodes answered, or some refused).
 //
 // Waiting costs no polling. Goroutines of one Client that wait for the same key queue up in arrival order and
-// only the first contends at the nodes. The first try costs one round trip and no subscription. After a failed
-// try the waiter subscribes to the lock's release channel on every node through the Client's
-// [keyspace.Watcher] of that node, waits until the servers confirmed the subscriptions, and tries again: that
-// try closes the window in which a release could slip by unseen. It then waits for the first of: releases heard
-// on enough nodes that the lock is free on a majority, any other event (a keyspace notification of an expiry, a
-// reconnection), a timer at the smallest remaining ttl the nodes reported for the holder plus a little jitter
-// (the holder may have crashed, or its release reached too few nodes), or ctx. When contenders split the nodes between them and
-// no one got a majority, each backs off for a random time of the order of a try before trying again.
+// only the first contends at the nodes; while a goroutine of the same Client holds the lock, it waits for that
+// holder's release. The first try costs one round trip and no subscription. After a failed try the waiter
+// subscribes to the lock's release channel on every node through the Client's [keyspace.Watcher] of that node,
+// waits until the servers confirmed the subscriptions, and tries again, now joining each node's queue of
+// waiting processes: that try closes the window in which a release could slip by unseen. It then waits for the
+// first of: events that leave the lock free for it on a majority (released, or reserved for this Client), any
+// other event (a reconnection), a timer at the smallest remaining ttl the nodes reported for the holder (the
+// holder may have crashed) or at the end of a claim window reserved for another process, or ctx.
+//
+// Hand-off is fair across processes: each node's release reserves the lock for the first process in that
+// node's queue, for a short claim window ([WithClaimWindow]), and only that process tries. A holder whose own
+// Client has waiters has the lock reserved for its Client instead, up to [WithCohort] times in a row while
+// other processes wait. When contenders split the nodes between them and no one got a majority, each backs off
+// for a random time of the order of a try before trying again.
 func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts ...Option) (*Lock, error) {
 	if err := c.begin(); err != nil {
 		return nil, err
@@ -40,21 +48,34 @@ func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts
 		return nil, err
 	}
 	ln, w := c.join(a.names.Lock)
-	defer c.leave(ln, w)
+	defer c.leave(ln, w, a)
 	if err := c.await(ctx, w.turn, nil); err != nil {
 		return nil, a.wrapWait(err)
 	}
+	// A goroutine of this Client holds the lock: contending with it would only fail. Its release reserves the
+	// lock for this Client on the nodes (within the cohort), for a try that joins the queue.
+	if waited, err := c.awaitHolder(ctx, ln); err != nil {
+		return nil, a.wrapWait(err)
+	} else if waited {
+		a.waiter = c.id
+	}
 
-	// The uncontended path: one round trip, no subscription.
-	l, res := a.try(ctx)
-	if l != nil || !res.retry {
-		return l, res.err
+	// The uncontended path: one round trip, no subscription, no place in the nodes' queues. When the line's
+	// subscriptions are already in place (the key was contended a moment ago), the first try is a waiting one.
+	if !c.subscribed(ln) {
+		l, res := a.try(ctx)
+		if l != nil || !res.retry {
+			w.lock = l
+			return l, res.err
+		}
 	}
 
 	ws, err := c.watchSet(ctx, ln)
 	if err != nil {
 		return nil, a.wrapWait(err)
 	}
+	a.waiter = c.id
+	ln.queued.Store(true)
 	ears := ws.listen(c.quorum)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -66,26 +87,29 @@ func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts
 		default:
 		}
 		// Whatever was heard before the try is answered by the try itself.
-		ears.heard()
-		l, res = a.try(ctx)
+		ears.mark()
+		l, res := a.try(ctx)
 		if l != nil || !res.retry {
+			w.lock = l
 			return l, res.err
 		}
-		// The try's own releases will be heard on the nodes it released: they are no reason to try again.
-		ears.expect(res.published)
-		ears.restart(res.published)
-		timer.Stop()
+		var deadline time.Time
 		if res.wait >= 0 {
 			// SET NX sees an expired key as absent at once, while the expiry event comes when Redis gets to
 			// delete the key: the timer is what makes taking over from a crashed holder fast. The jitter keeps
 			// waiters woken by the same expiry from trying at the very same moment.
-			timer.Reset(res.wait + time.Millisecond + rand.N(time.Millisecond))
+			deadline = arm(timer, time.Time{}, time.Now().Add(res.wait))
 		}
 		for woken := false; !woken; {
 			select {
 			case <-ws.wake:
-				ears.heard()
-				woken = ears.enough()
+				var reservedUntil time.Time
+				woken, reservedUntil = ears.ready()
+				if !woken && !reservedUntil.IsZero() {
+					// Released, and reserved for another process: if it does not claim the lock within its
+					// claim window, the reservations expire and anyone may take it.
+					deadline = arm(timer, deadline, reservedUntil)
+				}
 			case <-timer.C:
 				woken = true
 			case <-ctx.Done():
@@ -105,6 +129,19 @@ func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts
 			}
 		}
 	}
+}
+
+// arm sets timer to fire a little after at (the key has expired on the server by then), with a random jitter
+// below a millisecond (waiters whose timers were set by the same event do not all try at once), unless it is
+// already set to fire before: deadline is when it is set to fire (zero: not set). It returns the new deadline.
+func arm(timer *time.Timer, deadline, at time.Time) time.Time {
+	at = at.Add(time.Millisecond + rand.N(time.Millisecond))
+	if !deadline.IsZero() && !at.Before(deadline) {
+		return deadline
+	}
+	timer.Stop()
+	timer.Reset(time.Until(at))
+	return at
 }
 
 // Do obtains the lock key as Obtain does, with auto-refresh, and runs fn while holding it. fn's context is
@@ -141,11 +178,19 @@ type line struct {
 	key     string
 	waiters []*waiter
 	watches *watches // the subscriptions the first waiter waits on; kept for the next one while the line lasts
+	// queued: a waiter of the line joined the nodes' queues (it may still be in them).
+	queued atomic.Bool
+	// holder is a lock on the key held through this Client by a waiter that left the line with it, until it is
+	// released: the line's first waiter waits for it (or for its loss) rather than contend with it.
+	holder *Lock
+	// cohort counts the releases in a row that reserved the lock for this Client while other processes waited.
+	cohort int
 }
 
 // waiter is one goroutine in Obtain.
 type waiter struct {
 	turn chan struct{} // capacity 1: signalled when the waiter is first in line
+	lock *Lock         // the lock the waiter leaves the line with, if any
 }
 
 func signal(ch chan struct{}) {
@@ -171,11 +216,16 @@ func (c *Client) join(key string) (*line, *waiter) {
 	return ln, w
 }
 
-// leave takes w out of the line, passing its turn on; the last one out ends the line's subscriptions.
-func (c *Client) leave(ln *line, w *waiter) {
+// leave takes w out of the line, passing its turn on; the last one out ends the line's subscriptions, and,
+// when it gives up, takes the Client out of the nodes' queues: a release would otherwise reserve the lock for a
+// Client that no longer waits, and hold the others up for a claim window.
+func (c *Client) leave(ln *line, w *waiter, a *attempt) {
 	c.mu.Lock()
 	i := slices.Index(ln.waiters, w)
 	ln.waiters = slices.Delete(ln.waiters, i, i+1)
+	if w.lock != nil {
+		ln.holder = w.lock
+	}
 	var done *watches
 	switch {
 	case len(ln.waiters) == 0:
@@ -187,92 +237,139 @@ func (c *Client) leave(ln *line, w *waiter) {
 	c.mu.Unlock()
 	if done != nil {
 		done.stop()
+		if w.lock == nil && ln.queued.Load() {
+			for _, n := range c.all {
+				c.spawn(func() { a.leaveQueue(context.Background(), n) })
+			}
+		}
 	}
 }
 
-// watches are the subscriptions to one lock's release channel (and keyspace notifications) on every node. They
-// count events by node, so that a waiter can tell its own releases (the clean-up of a failed try) from others',
-// and tell when releases were heard on enough nodes for a try to have a chance.
+// awaitHolder waits, when a goroutine of this Client holds the lock through the line, until it released it or
+// lost it, and reports whether it waited.
+func (c *Client) awaitHolder(ctx context.Context, ln *line) (bool, error) {
+	c.mu.Lock()
+	h := ln.holder
+	c.mu.Unlock()
+	if h == nil {
+		return false, nil
+	}
+	select {
+	case <-h.done:
+	case <-h.Lost():
+	case <-ctx.Done():
+		return true, ctxErr(ctx)
+	case <-c.closing:
+		return true, errClosed
+	}
+	c.mu.Lock()
+	if ln.holder == h {
+		ln.holder = nil
+	}
+	c.mu.Unlock()
+	return true, nil
+}
+
+// released is called when l's release returned: the waiter that waits for it goes on.
+func (c *Client) released(l *Lock) {
+	l.doneOnce.Do(func() { close(l.done) })
+}
+
+// subscribed reports whether the line's subscriptions are in place.
+func (c *Client) subscribed(ln *line) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return ln.watches != nil
+}
+
+// watches are the subscriptions to one lock's release channel (and keyspace notifications) on every node, and
+// what their events said of each node.
 type watches struct {
-	wake     chan struct{} // capacity 1: something was heard
-	stop     context.CancelFunc
-	releases []atomic.Int64 // by node: releases and deletions heard
-	echoes   []atomic.Int64 // by node: how many events one release makes there (2 with keyspace notifications)
-	others   atomic.Int64   // everything else: expiries, evictions, reconnections, confirmations, Close
+	wake chan struct{} // capacity 1: something was heard
+	stop context.CancelFunc
+	id   string // the Client's id: a reservation for it is the waiter's
+
+	mu     sync.Mutex
+	seq    []int64     // by node: events so far
+	last   []view      // by node: what its last event said
+	until  []time.Time // by node: the end of the claim window of its last reservation for another process
+	others int64       // everything else: reconnections, confirmations, Close
+}
+
+// view is what a node's last event said of the lock there.
+type view int
+
+const (
+	freed    view = iota + 1 // released, deleted, expired or evicted: anyone may take it
+	mine                     // released and reserved for this Client
+	reserved                 // released and reserved for another process, for a claim window
+)
+
+// note records an event of node i.
+func (ws *watches) note(i int, v view, until time.Time) {
+	ws.mu.Lock()
+	ws.seq[i]++
+	ws.last[i], ws.until[i] = v, until
+	ws.mu.Unlock()
 }
 
 // ears are one waiter's view of the watches.
 //
-// A holder's release reaches the nodes one by one, and each node announces it. Trying at the first announcement
-// mostly finds the lock still held on the other nodes, and the next announcements wake the waiter again for
-// more tries that fail. So after a failed try the waiter waits until the lock is free on a majority as far as it
-// knows: it released the lock there itself (a split try), or heard someone else's release there. Anything else
-// (an expiry, an eviction, a reconnection, Close) wakes it at once, and so does the timer at the holder's
-// remaining ttl: a release that reached too few nodes leaves the lock to expire there.
+// A holder's release reaches the nodes one by one, and each node announces it: freed, or reserved for the
+// process first in that node's queue. After a failed try the waiter tries again once the lock is free for it
+// on a majority, as far as the events since the try tell: freed there, or reserved for this Client. Anything
+// else (a reconnection, a late confirmation, Close) wakes it at once. A reservation for another process tells
+// when to look again should that process not claim the lock; the timer at the holder's remaining ttl covers a
+// release that reached too few nodes.
 type ears struct {
 	ws     *watches
 	quorum int
-	seen   []int64 // by node: releases already taken into account
+	seq    []int64 // by node: events counted at the last try
 	others int64
-	own    []int64 // by node: events of the waiter's own releases still to come
-	free   []bool  // by node: free since the last try, as far as the waiter knows
-	woken  bool    // an event other than a release was heard since the last try
 }
 
 func (ws *watches) listen(quorum int) *ears {
-	n := len(ws.releases)
-	e := &ears{ws: ws, quorum: quorum, seen: make([]int64, n), own: make([]int64, n), free: make([]bool, n)}
-	e.heard()
+	e := &ears{ws: ws, quorum: quorum, seq: make([]int64, len(ws.seq))}
+	e.mark()
 	return e
 }
 
-// restart begins a wait after a try that left the lock free on the nodes released (its own clean-up).
-func (e *ears) restart(released []int) {
-	clear(e.free)
-	for _, i := range released {
-		e.free[i] = true
-	}
-	e.woken = false
-}
-
-// enough reports whether what was heard since the last try is worth a try: an event other than a release, or
-// releases that, with the try's own, leave the lock free on a majority.
-func (e *ears) enough() bool {
-	n := 0
-	for _, f := range e.free {
-		if f {
-			n++
-		}
-	}
-	return e.woken || n >= e.quorum
-}
-
-// expect records that the waiter released the lock on these nodes, and will hear it.
-func (e *ears) expect(nodes []int) {
-	for _, i := range nodes {
-		e.own[i] += e.ws.echoes[i].Load()
-	}
-}
-
-// heard takes in what was heard since the last call: the nodes with a release that was not the waiter's own,
-// and whether anything else happened.
-func (e *ears) heard() {
+// mark is called before a try: what was heard until now is answered by the try itself.
+func (e *ears) mark() {
 	select {
 	case <-e.ws.wake:
 	default:
 	}
-	if o := e.ws.others.Load(); o != e.others {
-		e.others, e.woken = o, true
+	e.ws.mu.Lock()
+	defer e.ws.mu.Unlock()
+	copy(e.seq, e.ws.seq)
+	e.others = e.ws.others
+}
+
+// ready reports whether what was heard since the last try is worth a try, and otherwise the latest end of a
+// claim window of another process reserved since (zero for none).
+func (e *ears) ready() (bool, time.Time) {
+	e.ws.mu.Lock()
+	defer e.ws.mu.Unlock()
+	if e.ws.others != e.others {
+		return true, time.Time{}
 	}
-	for i := range e.seen {
-		n := e.ws.releases[i].Load() - e.seen[i]
-		own := min(n, e.own[i])
-		e.seen[i] += n
-		e.own[i] -= own
-		if n > own {
-			e.free[i] = true
+	n := 0
+	var until time.Time
+	for i, seq := range e.ws.seq {
+		if seq == e.seq[i] {
+			continue
+		}
+		switch e.ws.last[i] {
+		case freed, mine:
+			n++
+		case reserved:
+			if e.ws.until[i].After(until) {
+				until = e.ws.until[i]
+			}
 		}
 	}
+	return n >= e.quorum, until
 }
 
 // watchSet returns the line's subscriptions, starting them for the line's first waiter that has to wait and
@@ -286,15 +383,16 @@ func (c *Client) watchSet(ctx context.Context, ln *line) (*watches, error) {
 	}
 	wctx, stop := context.WithCancel(context.Background())
 	ws = &watches{
-		wake:     make(chan struct{}, 1),
-		stop:     stop,
-		releases: make([]atomic.Int64, len(c.nodes)),
-		echoes:   make([]atomic.Int64, len(c.nodes)),
+		wake:  make(chan struct{}, 1),
+		stop:  stop,
+		id:    c.id,
+		seq:   make([]int64, len(c.nodes)),
+		last:  make([]view, len(c.nodes)),
+		until: make([]time.Time, len(c.nodes)),
 	}
 	confirmed := make(chan struct{}, len(c.nodes))
 	c.work.Add(len(c.nodes))
 	for i := range c.nodes {
-		ws.echoes[i].Store(1)
 		go func() {
 			defer c.work.Done()
 			c.watchNode(wctx, i, ln.key, ws, confirmed)
@@ -330,15 +428,14 @@ func (c *Client) watchNode(ctx context.Context, i int, key string, ws *watches, 
 		return
 	}
 	watch, err := w.Watch(ctx, key)
-	if err == nil && w.KeyEvents() {
-		ws.echoes[i].Store(2) // the release message, and the keyspace notification of its DEL
-	}
 	confirmed <- struct{}{}
 	if err != nil {
 		return
 	}
 	defer watch.Close()
-	ws.others.Add(1)
+	ws.mu.Lock()
+	ws.others++
+	ws.mu.Unlock()
 	signal(ws.wake)
 	for {
 		select {
@@ -346,13 +443,22 @@ func (c *Client) watchNode(ctx context.Context, i int, key string, ws *watches, 
 			closed := false
 			for _, e := range watch.Events() {
 				switch e.Kind {
-				case keyspace.Released, keyspace.Deleted:
-					ws.releases[i].Add(1)
-				case keyspace.Closed:
-					closed = true
-					ws.others.Add(1)
+				case keyspace.Released:
+					switch id, window, ok := script.ParseReservation(e.Payload); {
+					case !ok:
+						ws.note(i, freed, time.Time{})
+					case id == ws.id:
+						ws.note(i, mine, time.Time{})
+					default:
+						ws.note(i, reserved, time.Now().Add(window))
+					}
+				case keyspace.Deleted, keyspace.Expired, keyspace.Evicted:
+					ws.note(i, freed, time.Time{})
 				default:
-					ws.others.Add(1)
+					closed = closed || e.Kind == keyspace.Closed
+					ws.mu.Lock()
+					ws.others++
+					ws.mu.Unlock()
 				}
 			}
 			signal(ws.wake)

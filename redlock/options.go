@@ -75,6 +75,16 @@ func WithDrift(factor float64, fixed time.Duration) Option {
 // closed. Default: off, except in [Client.Do].
 func WithAutoRefresh() Option { return shared(lockopt.AutoRefresh()) }
 
+// WithClaimWindow sets how long a lock released while other processes wait stays reserved for the first of them
+// (or, within a cohort, for a waiter of the holder's own Client) before anyone may take it: the longest a
+// process that died while first in line can hold the others up. It must be at least 1 ms. Default: 20 ms.
+func WithClaimWindow(d time.Duration) Option { return shared(lockopt.ClaimWindow(d)) }
+
+// WithCohort sets how many times in a row a holder whose Client has waiters of its own may reserve the lock for
+// them while other processes wait; then the lock goes to the next process in line. 0 gives every hand-off to the
+// next process. Default: 4.
+func WithCohort(n int) Option { return shared(lockopt.Cohort(n)) }
+
 // WithNodeTimeout sets how long each node may take to answer one operation (an acquire, refresh, release or
 // TTL) before it counts as not answering. Default: a hundredth of the lock's ttl, at least 5 ms and at most
 // 50 ms — enough for a node on the same network, small next to the ttl, so that a dead or stalled node costs an

@@ -62,7 +62,7 @@ func TestRaiseWrongType(t *testing.T) {
 		assert.Contains(t, err.Error(), "WRONGTYPE")
 		assert.Equal(t, "hash", rdb.Type(ctx, n.Fence).Val(), "nothing was written")
 
-		_, err = script.AcquireAbove(ctx, rdb, n, "tok", time.Second, 1_000)
+		_, err = script.AcquireAbove(ctx, rdb, n, "tok", time.Second, 1_000, "", 0)
 		require.ErrorIs(t, err, keyward.ErrWrongType)
 		assert.Zero(t, rdb.Exists(ctx, n.Lock).Val())
 	})
@@ -75,7 +75,7 @@ func TestAcquireAbove(t *testing.T) {
 	floor := time.Now().Add(time.Hour).UnixMicro()
 	for i, srv := range servers {
 		rdb := srv.Client(t)
-		a, err := script.AcquireAbove(ctx, rdb, keys.For("job"), "holder", time.Second, floor)
+		a, err := script.AcquireAbove(ctx, rdb, keys.For("job"), "holder", time.Second, floor, "", 0)
 		require.NoError(t, err)
 		require.True(t, a.OK)
 		assert.Equal(t, floor+1, a.Fence, "server %d", i)
@@ -84,12 +84,12 @@ func TestAcquireAbove(t *testing.T) {
 	redistest.ForEachServer(t, func(t *testing.T, rdb *redis.Client) {
 		n := keys.For("job")
 		floor := time.Now().Add(time.Hour).UnixMicro()
-		a, err := script.AcquireAbove(ctx, rdb, n, "holder", time.Second, floor)
+		a, err := script.AcquireAbove(ctx, rdb, n, "holder", time.Second, floor, "", 0)
 		require.NoError(t, err)
 		require.True(t, a.OK)
 		assert.Equal(t, floor+1, a.Fence)
 
-		taken, err := script.AcquireAbove(ctx, rdb, n, "other", time.Second, floor+1_000)
+		taken, err := script.AcquireAbove(ctx, rdb, n, "other", time.Second, floor+1_000, "", 0)
 		require.NoError(t, err)
 		assert.False(t, taken.OK)
 		assert.Positive(t, taken.PTTL)
@@ -99,7 +99,7 @@ func TestAcquireAbove(t *testing.T) {
 		ok, err := script.Release(ctx, rdb, n, "holder", script.PublishPlain)
 		require.NoError(t, err)
 		require.True(t, ok)
-		low, err := script.AcquireAbove(ctx, rdb, n, "next", time.Second, 5)
+		low, err := script.AcquireAbove(ctx, rdb, n, "next", time.Second, 5, "", 0)
 		require.NoError(t, err)
 		require.True(t, low.OK)
 		assert.Equal(t, floor+2, low.Fence, "a floor below the counter changes nothing")
@@ -114,7 +114,7 @@ func TestAcquireAboveAfterScriptFlush(t *testing.T) {
 		floor := time.Now().Add(time.Hour).UnixMicro()
 		acquire := func(value string, floor int64) script.Acquired {
 			t.Helper()
-			a, err := script.AcquireAbove(ctx, rdb, n, value, time.Second, floor)
+			a, err := script.AcquireAbove(ctx, rdb, n, value, time.Second, floor, "", 0)
 			require.NoError(t, err)
 			require.True(t, a.OK)
 			ok, err := script.Release(ctx, rdb, n, value, script.PublishPlain)

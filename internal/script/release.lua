@@ -6,11 +6,14 @@
 -- processes wait (the holder's process has not used up its turn), ARGV[8] the holder's process id in the queue
 -- ('' for none): it leaves the queue, since it either keeps the lock (successor) or yields its turn.
 -- ARGV[9] ttl of the queue in ms, for a holder's process that yields its turn while it has a successor.
+-- ARGV[10] the holder's process id when it has waiters of its own but no successor value ('' for none): while
+-- it has not used up its turn (ARGV[7]) and other processes wait, the lock is reserved for it, as for the first
+-- process in line (redlock, whose successors claim the lock on every node with a try of their own).
 -- Returns {0, 0} when the lock was not held by this value (expired, or taken by another); {1, 0} when it was
 -- released: reserved for the first waiting process, which is told on the channel ("r <id> <window>"), or freed
 -- ("" on the channel) when no process waits; {2, fence} when it was handed to the successor; {3, 0} when it was
 -- reserved for the first waiting process and the holder's process, which has a successor, joined the end of the
--- queue.
+-- queue; {4, 0} when it was reserved for the holder's own process (ARGV[10]), which was told.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return {0, 0}
 end
@@ -25,6 +28,12 @@ if ARGV[4] ~= '' and (ARGV[7] == '1' or redis.call('ZCARD', KEYS[3]) == 0) then
   end
   redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[5])
   return {2, fence}
+end
+
+if ARGV[10] ~= '' and ARGV[7] == '1' and redis.call('ZCARD', KEYS[3]) > 0 then
+  redis.call('SET', KEYS[1], 'reserved:' .. ARGV[10], 'PX', ARGV[3])
+  redis.call(ARGV[2], KEYS[2], 'r ' .. ARGV[10] .. ' ' .. ARGV[3])
+  return {4, 0}
 end
 
 -- The next process in line gets the lock reserved for a short claim window and is the only one woken to take

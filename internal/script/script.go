@@ -77,8 +77,10 @@ func AcquireQueued(ctx context.Context, c redis.Scripter, n keys.Names, value st
 // AcquireAbove is Acquire with a floor for the fence: a fencing counter that is not above floor is set to
 // floor + 1 when the lock is taken. Nodes of a quorum whose counters and clocks are all below a common floor
 // then hand out the same fence, which spares the quorum a second round trip to agree on one (see redlock).
-func AcquireAbove(ctx context.Context, c redis.Scripter, n keys.Names, value string, ttl time.Duration, floor int64) (Acquired, error) {
-	return acquire(ctx, c, n, value, ttl, "", 0, strconv.FormatInt(floor, 10))
+// A waiter other than "" queues as with AcquireQueued.
+func AcquireAbove(ctx context.Context, c redis.Scripter, n keys.Names, value string, ttl time.Duration, floor int64,
+	waiter string, queueTTL time.Duration) (Acquired, error) {
+	return acquire(ctx, c, n, value, ttl, waiter, queueTTL, strconv.FormatInt(floor, 10))
 }
 
 // acquire runs the acquire script; waiter and floor are "" when not used.
@@ -118,6 +120,24 @@ type Next struct {
 	// with a Successor joins the end of the queue again, for QueueTTL.
 	Waiter   string
 	QueueTTL time.Duration
+	// Reserve is the holder's process id when it has waiters of its own that take the lock with tries of
+	// their own (no Successor value): with Cohort, while other processes wait, the lock is reserved for it
+	// rather than for the first of them (ReservedOwn). Without Cohort it is ignored.
+	Reserve string
+}
+
+// ParseReservation reads the release script's message for a lock reserved for the waiting process id,
+// "r <id> <window ms>". Any other message (the empty one: the lock was freed) is not a reservation.
+func ParseReservation(payload string) (id string, window time.Duration, ok bool) {
+	f := strings.Fields(payload)
+	if len(f) != 3 || f[0] != "r" {
+		return "", 0, false
+	}
+	ms, err := strconv.Atoi(f[2])
+	if err != nil {
+		return "", 0, false
+	}
+	return f[1], time.Duration(ms) * time.Millisecond, true
 }
 
 // Outcome is what a release did.
@@ -133,6 +153,8 @@ const (
 	// Requeued: the lock was reserved for the first waiting process, which was told, and the holder's process
 	// (which has a Successor) joined the end of the queue.
 	Requeued
+	// ReservedOwn: the lock was reserved for the holder's own process (Next.Reserve), which was told.
+	ReservedOwn
 )
 
 // ReleaseNext releases n.Lock if it still holds value and passes it on as next says. It returns the fencing
@@ -149,11 +171,11 @@ func ReleaseNext(ctx context.Context, c redis.Scripter, n keys.Names, value stri
 	fenceTTL := max(FenceTTL, 2*next.TTL)
 	res, err := releaseScript.Run(ctx, c, []string{n.Lock, n.Channel, n.Queue, n.Fence},
 		value, string(publish), window.Milliseconds(), next.Successor, next.TTL.Milliseconds(),
-		fenceTTL.Milliseconds(), cohort, next.Waiter, next.QueueTTL.Milliseconds()).Int64Slice()
+		fenceTTL.Milliseconds(), cohort, next.Waiter, next.QueueTTL.Milliseconds(), next.Reserve).Int64Slice()
 	if err != nil {
 		return NotHeld, 0, Classify(err)
 	}
-	if len(res) != 2 || res[0] < 0 || res[0] > int64(Requeued) {
+	if len(res) != 2 || res[0] < 0 || res[0] > int64(ReservedOwn) {
 		return NotHeld, 0, fmt.Errorf("keyward: release script answered %v", res)
 	}
 	return Outcome(res[0]), res[1], nil

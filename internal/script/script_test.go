@@ -308,3 +308,53 @@ func TestAcquireResentAfterADroppedConnection(t *testing.T) {
 		assert.False(t, other.OK)
 	})
 }
+
+func TestReleaseReservesForTheHoldersOwnProcess(t *testing.T) {
+	redistest.ForEachServer(t, func(t *testing.T, rdb *redis.Client) {
+		ctx := context.Background()
+		n := keys.For("job")
+		acquire := func(value string) {
+			t.Helper()
+			a, err := script.AcquireQueued(ctx, rdb, n, value, time.Minute, "proc-a", time.Minute)
+			require.NoError(t, err)
+			require.True(t, a.OK, value)
+		}
+		sub := rdb.Subscribe(ctx, n.Channel)
+		defer sub.Close()
+		_, err := sub.Receive(ctx) // confirmed
+		require.NoError(t, err)
+
+		// Nobody else waits: the lock is freed, not reserved.
+		acquire("v-a-1")
+		own := script.Next{Reserve: "proc-a", Cohort: true}
+		out, _, err := script.ReleaseNext(ctx, rdb, n, "v-a-1", script.PublishPlain, own)
+		require.NoError(t, err)
+		assert.Equal(t, script.Released, out)
+		assert.Zero(t, rdb.Exists(ctx, n.Lock).Val())
+		msg, err := sub.ReceiveMessage(ctx)
+		require.NoError(t, err)
+		assert.Empty(t, msg.Payload)
+
+		// Another process waits: within the cohort the lock is reserved for the holder's own process.
+		acquire("v-a-2")
+		require.NoError(t, rdb.ZAdd(ctx, n.Queue, redis.Z{Score: 1, Member: "proc-b"}).Err())
+		out, _, err = script.ReleaseNext(ctx, rdb, n, "v-a-2", script.PublishPlain, own)
+		require.NoError(t, err)
+		assert.Equal(t, script.ReservedOwn, out)
+		assert.Equal(t, "reserved:proc-a", rdb.Get(ctx, n.Lock).Val())
+		msg, err = sub.ReceiveMessage(ctx)
+		require.NoError(t, err)
+		id, window, ok := script.ParseReservation(msg.Payload)
+		assert.True(t, ok)
+		assert.Equal(t, "proc-a", id)
+		assert.Equal(t, script.DefaultClaimWindow, window)
+
+		// Its waiter claims the reservation; once the cohort is used up, the turn goes to the first in line.
+		acquire("v-a-3")
+		own.Cohort = false
+		out, _, err = script.ReleaseNext(ctx, rdb, n, "v-a-3", script.PublishPlain, own)
+		require.NoError(t, err)
+		assert.Equal(t, script.Released, out)
+		assert.Equal(t, "reserved:proc-b", rdb.Get(ctx, n.Lock).Val())
+	})
+}

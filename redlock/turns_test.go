@@ -1,0 +1,142 @@
+package redlock_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/keyward/keyward/internal/keys"
+	"github.com/keyward/keyward/redlock"
+)
+
+// obtainAsync starts Obtain on c and returns where its lock arrives.
+func obtainAsync(t *testing.T, c *redlock.Client, ctx context.Context) <-chan *redlock.Lock {
+	got := make(chan *redlock.Lock, 1)
+	go func() {
+		l, err := c.Obtain(ctx, "job", time.Minute)
+		assert.NoError(t, err)
+		got <- l
+	}()
+	synctest.Wait() // it tried, joined the nodes' queues, and waits
+	// The queues order processes by the server's clock, which miniredis reads from the bubble's: let it move, so
+	// that the next process comes later.
+	time.Sleep(time.Millisecond)
+	return got
+}
+
+// holderAndWaiter returns, in the bubble, a process that holds "job", another one, and what closes both.
+func holderAndWaiter(t *testing.T, b *bubble) (*redlock.Client, *redlock.Lock, func()) {
+	p, q := b.client(t), b.client(t)
+	held, err := p.TryObtain(context.Background(), "job", time.Minute)
+	require.NoError(t, err)
+	return q, held, func() {
+		assert.NoError(t, q.Close())
+		assert.NoError(t, p.Close())
+	}
+}
+
+// handOff releases from, and returns the lock that then arrives on to; the Obtain behind still (if not nil)
+// must still be waiting.
+func handOff(t *testing.T, from *redlock.Lock, to, still <-chan *redlock.Lock, why string) *redlock.Lock {
+	t.Helper()
+	require.NoError(t, from.Release(context.Background()))
+	synctest.Wait()
+	l := <-to
+	if still != nil {
+		assert.Empty(t, still, why)
+	}
+	return l
+}
+
+func TestTurnsGoToProcessesInArrivalOrder(t *testing.T) {
+	inBubble(t, 3, func(t *testing.T, b *bubble) {
+		ctx := context.Background()
+		p, q, r := b.client(t), b.client(t), b.client(t)
+		defer p.Close()
+		defer q.Close()
+		defer r.Close()
+		held, err := p.TryObtain(ctx, "job", time.Minute)
+		require.NoError(t, err)
+		gotQ := obtainAsync(t, q, ctx)
+		gotR := obtainAsync(t, r, ctx)
+
+		lq := handOff(t, held, gotQ, gotR, "the release reserved the lock for the first in line only")
+		lr := handOff(t, lq, gotR, nil, "")
+		assert.Greater(t, lr.Fence(), lq.Fence())
+		require.NoError(t, lr.Release(ctx))
+		synctest.Wait()
+		for i, m := range b.ms {
+			assert.False(t, m.Exists(keys.For("job").Queue), "node %d: the queue is empty once nobody waits", i)
+		}
+	})
+}
+
+func TestCohortOfTheHoldersOwnWaitersThenTheNextProcess(t *testing.T) {
+	inBubble(t, 3, func(t *testing.T, b *bubble) {
+		ctx := context.Background()
+		a, other := b.client(t, redlock.WithCohort(1)), b.client(t)
+		defer a.Close()
+		defer other.Close()
+		a1, err := a.TryObtain(ctx, "job", time.Minute)
+		require.NoError(t, err)
+		gotA2 := obtainAsync(t, a, ctx) // waits for a1, not at the nodes
+		gotB := obtainAsync(t, other, ctx)
+		gotA3 := obtainAsync(t, a, ctx)
+
+		a2 := handOff(t, a1, gotA2, gotB, "within the cohort, the release reserved the lock for a's own waiter")
+		lb := handOff(t, a2, gotB, gotA3, "the cohort (1) was used up: the next process had its turn")
+		a3 := handOff(t, lb, gotA3, nil, "")
+		assert.Greater(t, a3.Fence(), lb.Fence())
+		assert.Greater(t, lb.Fence(), a2.Fence())
+		require.NoError(t, a3.Release(ctx))
+	})
+}
+
+func TestAProcessThatDiedFirstInLineCostsOneClaimWindow(t *testing.T) {
+	inBubble(t, 3, func(t *testing.T, b *bubble) {
+		ctx := context.Background()
+		q, held, closeAll := holderAndWaiter(t, b)
+		defer closeAll()
+		for _, m := range b.ms { // a process that joined the queues and died
+			_, err := m.ZAdd(keys.For("job").Queue, 0, "dead")
+			require.NoError(t, err)
+		}
+		gotQ := obtainAsync(t, q, ctx)
+
+		released := time.Now()
+		require.NoError(t, held.Release(ctx))
+		synctest.Wait()
+		assert.Equal(t, 3, holders(b.ms, "job", "reserved:dead"), "reserved for the first in line")
+		lq := <-gotQ
+		took := time.Since(released)
+		assert.GreaterOrEqual(t, took, 20*time.Millisecond+time.Millisecond, "after the claim window")
+		assert.Less(t, took, 20*time.Millisecond+3*time.Millisecond, "not at the holder's ttl")
+		require.NoError(t, lq.Release(ctx))
+	})
+}
+
+func TestAWaiterThatGivesUpLeavesTheQueues(t *testing.T) {
+	inBubble(t, 3, func(t *testing.T, b *bubble) {
+		ctx := context.Background()
+		q, held, closeAll := holderAndWaiter(t, b)
+		defer closeAll()
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		_, err := q.Obtain(wctx, "job", time.Minute)
+		require.True(t, errors.Is(err, context.DeadlineExceeded), "%v", err)
+		synctest.Wait() // the background clean-up
+		for i, m := range b.ms {
+			assert.False(t, m.Exists(keys.For("job").Queue), "node %d: left the queue", i)
+		}
+		require.NoError(t, held.Release(ctx))
+		synctest.Wait() // the release on the last node, after a majority answered
+		for i, m := range b.ms {
+			assert.False(t, m.Exists("job"), "node %d: freed, not reserved for a waiter that left", i)
+		}
+	})
+}
