@@ -58,8 +58,10 @@ func (a *attempt) try(ctx context.Context) (*Lock, tried) {
 	value := token.New(a.opts.Metadata)
 	start := time.Now()
 	floor := start.Add(fenceLead).UnixMicro()
+	// The nodes' operations may outlive the try, and Obtain's next tries change a.waiter.
+	waiter := a.waiter
 	f := fanOut(ctx, c, a.timeout, c.all, func(ctx context.Context, _ int, rdb redis.UniversalClient) (script.Acquired, error) {
-		return script.AcquireAbove(ctx, rdb, a.names, value, a.ttl, floor, a.waiter, queueTTL(a.ttl))
+		return script.AcquireAbove(ctx, rdb, a.names, value, a.ttl, floor, waiter, queueTTL(a.ttl))
 	})
 
 	state := make([]nodeState, n)
@@ -130,7 +132,7 @@ func (a *attempt) try(ctx context.Context) (*Lock, tried) {
 			arrived[i] = make(chan struct{})
 		}
 		f.stop(func(ans answer[script.Acquired]) { close(arrived[ans.node]) })
-		if a.waiter != "" {
+		if waiter != "" {
 			// The nodes that answered "taken" put this Client in their queue; a release there would reserve the
 			// lock for a Client that no longer waits, and hold the others up for a claim window.
 			for i, s := range state {
