@@ -186,7 +186,7 @@ func interleaveUncontended(ctx context.Context, r *rig, results []measurement, p
 	}
 	for k, mr := range members {
 		m := &results[at[k]]
-		m.Pings, m.Interleaved = mr.Pings, true
+		m.Pings = mr.Pings
 		m.Ping = benchstat.Quantile(mr.Pings, 0.5)
 		m.P50, m.P99 = benchstat.Quantile(mr.Pairs, 0.5), benchstat.Quantile(mr.Pairs, 0.99)
 		fmt.Fprintf(os.Stderr, "%-16s %-12s %s\n", m.Library.Name, "interleaved", progress(*m))

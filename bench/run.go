@@ -55,8 +55,6 @@ type measurement struct {
 	// run. The unit of the report is the median of every sample of the run (see report.Unit).
 	Ping  time.Duration
 	Pings []time.Duration
-	// Interleaved: the uncontended figures come from the run of every library in one worker, round by round.
-	Interleaved bool
 	// P50 and P99 are the uncontended acquire+release pair's.
 	P50, P99 time.Duration
 	// Summary, Waits and Unfinished are the contended run's.
@@ -202,9 +200,8 @@ func (r *rig) measure(ctx context.Context, lib library, sc scenario, cfg config,
 	})
 	defer watchdog.Stop()
 	for _, w := range workers {
-		var ready readyMsg
-		if err := w.out.Decode(&ready); err != nil || !ready.Ready {
-			return m, w.fail("not ready", err, ready.Err)
+		if err := w.ready(); err != nil {
+			return m, err
 		}
 	}
 
@@ -321,9 +318,8 @@ func (r *rig) interleave(ctx context.Context, libs []library, pairs int) ([]memb
 		_ = w.cmd.Process.Kill()
 	})
 	defer watchdog.Stop()
-	var ready readyMsg
-	if err := w.out.Decode(&ready); err != nil || !ready.Ready {
-		return nil, w.fail("not ready", err, ready.Err)
+	if err := w.ready(); err != nil {
+		return nil, err
 	}
 	if err := w.in.Encode(goMsg{Start: r.clock.Now().Add(50 * time.Millisecond).UnixNano()}); err != nil {
 		return nil, w.fail("start", err, "")
@@ -444,6 +440,15 @@ func (r *rig) start(j job) (*workerProc, error) {
 	}
 	w.in, w.out = json.NewEncoder(w.stdin), json.NewDecoder(stdout)
 	return w, nil
+}
+
+// ready waits until the worker says it is ready (connected and warmed up).
+func (w *workerProc) ready() error {
+	var ready readyMsg
+	if err := w.out.Decode(&ready); err != nil || !ready.Ready {
+		return w.fail("not ready", err, ready.Err)
+	}
+	return nil
 }
 
 // finish lets the worker exit and waits for it.

@@ -154,12 +154,9 @@ func runJob(j job, out *json.Encoder, in *json.Decoder) (res result, err error) 
 		}
 	}
 
-	if err := out.Encode(readyMsg{Ready: true}); err != nil {
+	g, err := readyThenGo(out, in)
+	if err != nil {
 		return res, err
-	}
-	var g goMsg
-	if err := in.Decode(&g); err != nil {
-		return res, fmt.Errorf("waiting for the start: %w", err)
 	}
 	start, end := time.Unix(0, g.Start), time.Unix(0, g.End)
 	if j.CPUProfile != "" {
@@ -195,6 +192,18 @@ func runJob(j job, out *json.Encoder, in *json.Decoder) (res result, err error) 
 	}
 	res.Waits, res.Unfinished, res.PerHolder, res.Discarded = a.Waits, a.Unfinished, a.PerHolder, a.Discarded
 	return res, err
+}
+
+// readyThenGo tells the parent the worker is ready, and returns when to start and end.
+func readyThenGo(out *json.Encoder, in *json.Decoder) (goMsg, error) {
+	var g goMsg
+	if err := out.Encode(readyMsg{Ready: true}); err != nil {
+		return g, err
+	}
+	if err := in.Decode(&g); err != nil {
+		return g, fmt.Errorf("waiting for the start: %w", err)
+	}
+	return g, nil
 }
 
 // warmUp dials the connections and loads the scripts, on a key of its own.
@@ -279,12 +288,9 @@ func interleaved(j job, out *json.Encoder, in *json.Decoder, res *result) error 
 	if err != nil {
 		return err
 	}
-	if err := out.Encode(readyMsg{Ready: true}); err != nil {
+	g, err := readyThenGo(out, in)
+	if err != nil {
 		return err
-	}
-	var g goMsg
-	if err := in.Decode(&g); err != nil {
-		return fmt.Errorf("waiting for the start: %w", err)
 	}
 	time.Sleep(clock.Until(time.Unix(0, g.Start)))
 	res.Members = make([]memberResult, len(members))

@@ -51,15 +51,17 @@ const (
 
 // try runs one attempt: acquire on every node, decide at a majority, agree on the fence, check validity. Each
 // try has a value of its own, so that the background release of a failed try can never delete the key of a
-// later one.
-func (a *attempt) try(ctx context.Context) (*Lock, tried) {
+// later one. A queued try is a waiting process's (see Obtain).
+func (a *attempt) try(ctx context.Context, queued bool) (*Lock, tried) {
 	c := a.c
 	n, q := len(c.nodes), c.quorum
 	value := token.New(a.opts.Metadata)
 	start := time.Now()
 	floor := start.Add(fenceLead).UnixMicro()
-	// The nodes' operations may outlive the try, and Obtain's next tries change a.waiter.
-	waiter := a.waiter
+	waiter := ""
+	if queued {
+		waiter = c.id
+	}
 	f := fanOut(ctx, c, a.timeout, c.all, func(ctx context.Context, _ int, rdb redis.UniversalClient) (script.Acquired, error) {
 		return script.AcquireAbove(ctx, rdb, a.names, value, a.ttl, floor, waiter, queueTTL(a.ttl))
 	})

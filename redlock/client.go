@@ -194,7 +194,7 @@ func (c *Client) TryObtain(ctx context.Context, key string, ttl time.Duration, o
 	if err != nil {
 		return nil, err
 	}
-	l, res := a.try(ctx)
+	l, res := a.try(ctx, false)
 	if l == nil {
 		return nil, res.err
 	}
@@ -209,9 +209,6 @@ type attempt struct {
 	ttl     time.Duration
 	timeout time.Duration // per node
 	opts    settings
-	// waiter is the Client's id once the attempt waits (Obtain after its first try): its tries then join the
-	// nodes' queues, and take the lock where a release reserved it for this Client. "" for a plain try.
-	waiter string
 }
 
 func (c *Client) newAttempt(ctx context.Context, key string, ttl time.Duration, opts []Option) (*attempt, error) {

@@ -48,8 +48,6 @@ func TestEarsWakeWhenAMajorityIsFreeForTheWaiter(t *testing.T) {
 	step("reserved for another process on a majority", false)
 
 	e.mark()
-	ws.mu.Lock()
-	ws.others++
-	ws.mu.Unlock()
+	ws.other()
 	step("a reconnection", true)
 }

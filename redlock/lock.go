@@ -171,7 +171,7 @@ func (l *Lock) refresh(ctx context.Context, ttl time.Duration) (bool, error) {
 // queue.
 func (l *Lock) release(ctx context.Context) (bool, error) {
 	c := l.c
-	defer c.released(l)
+	defer l.doneOnce.Do(func() { close(l.done) }) // the waiter that waits for this holder goes on
 	timeout := l.opts.timeout(l.ttl)
 	next := script.Next{Window: l.opts.ClaimWindow}
 	c.mu.Lock()

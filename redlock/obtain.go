@@ -52,20 +52,29 @@ func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts
 	if err := c.await(ctx, w.turn, nil); err != nil {
 		return nil, a.wrapWait(err)
 	}
-	// A goroutine of this Client holds the lock: contending with it would only fail. Its release reserves the
-	// lock for this Client on the nodes (within the cohort), for a try that joins the queue.
-	if waited, err := c.awaitHolder(ctx, ln); err != nil {
+	// try is a try of this waiter; a queued one joins the nodes' queues where the lock is taken, and claims it
+	// where a release reserved it for this Client.
+	try := func(queued bool) (*Lock, tried) {
+		if queued {
+			ln.queued.Store(true)
+		}
+		l, res := a.try(ctx, queued)
+		w.lock = l
+		return l, res
+	}
+	// A goroutine of this Client holds the lock: contending with it would only fail. Its release may reserve
+	// the lock for this Client on the nodes (within the cohort), which only a queued try claims.
+	waited, err := c.awaitHolder(ctx, ln)
+	if err != nil {
 		return nil, a.wrapWait(err)
-	} else if waited {
-		a.waiter = c.id
 	}
 
-	// The uncontended path: one round trip, no subscription, no place in the nodes' queues. When the line's
-	// subscriptions are already in place (the key was contended a moment ago), the first try is a waiting one.
+	// The uncontended path: one round trip, no subscription (and no place in the nodes' queues unless a holder
+	// of this Client was waited for). When the line's subscriptions are already in place (the key was
+	// contended a moment ago), the first try is a waiting one.
 	if !c.subscribed(ln) {
-		l, res := a.try(ctx)
+		l, res := try(waited)
 		if l != nil || !res.retry {
-			w.lock = l
 			return l, res.err
 		}
 	}
@@ -74,8 +83,6 @@ func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts
 	if err != nil {
 		return nil, a.wrapWait(err)
 	}
-	a.waiter = c.id
-	ln.queued.Store(true)
 	ears := ws.listen(c.quorum)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -88,9 +95,8 @@ func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts
 		}
 		// Whatever was heard before the try is answered by the try itself.
 		ears.mark()
-		l, res := a.try(ctx)
+		l, res := try(true)
 		if l != nil || !res.retry {
-			w.lock = l
 			return l, res.err
 		}
 		var deadline time.Time
@@ -270,11 +276,6 @@ func (c *Client) awaitHolder(ctx context.Context, ln *line) (bool, error) {
 	return true, nil
 }
 
-// released is called when l's release returned: the waiter that waits for it goes on.
-func (c *Client) released(l *Lock) {
-	l.doneOnce.Do(func() { close(l.done) })
-}
-
 // subscribed reports whether the line's subscriptions are in place.
 func (c *Client) subscribed(ln *line) bool {
 	c.mu.Lock()
@@ -310,6 +311,13 @@ func (ws *watches) note(i int, v view, until time.Time) {
 	ws.mu.Lock()
 	ws.seq[i]++
 	ws.last[i], ws.until[i] = v, until
+	ws.mu.Unlock()
+}
+
+// other records an event that is not about the lock's state on a node: a confirmation, a reconnection, Close.
+func (ws *watches) other() {
+	ws.mu.Lock()
+	ws.others++
 	ws.mu.Unlock()
 }
 
@@ -433,9 +441,7 @@ func (c *Client) watchNode(ctx context.Context, i int, key string, ws *watches, 
 		return
 	}
 	defer watch.Close()
-	ws.mu.Lock()
-	ws.others++
-	ws.mu.Unlock()
+	ws.other()
 	signal(ws.wake)
 	for {
 		select {
@@ -456,9 +462,7 @@ func (c *Client) watchNode(ctx context.Context, i int, key string, ws *watches, 
 					ws.note(i, freed, time.Time{})
 				default:
 					closed = closed || e.Kind == keyspace.Closed
-					ws.mu.Lock()
-					ws.others++
-					ws.mu.Unlock()
+					ws.other()
 				}
 			}
 			signal(ws.wake)

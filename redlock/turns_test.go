@@ -40,6 +40,14 @@ func holderAndWaiter(t *testing.T, b *bubble) (*redlock.Client, *redlock.Lock, f
 	}
 }
 
+// assertGone checks that no node of the bubble has key.
+func assertGone(t *testing.T, b *bubble, key, why string) {
+	t.Helper()
+	for i, m := range b.ms {
+		assert.False(t, m.Exists(key), "node %d: %s", i, why)
+	}
+}
+
 // handOff releases from, and returns the lock that then arrives on to; the Obtain behind still (if not nil)
 // must still be waiting.
 func handOff(t *testing.T, from *redlock.Lock, to, still <-chan *redlock.Lock, why string) *redlock.Lock {
@@ -70,9 +78,7 @@ func TestTurnsGoToProcessesInArrivalOrder(t *testing.T) {
 		assert.Greater(t, lr.Fence(), lq.Fence())
 		require.NoError(t, lr.Release(ctx))
 		synctest.Wait()
-		for i, m := range b.ms {
-			assert.False(t, m.Exists(keys.For("job").Queue), "node %d: the queue is empty once nobody waits", i)
-		}
+		assertGone(t, b, keys.For("job").Queue, "the queue is empty once nobody waits")
 	})
 }
 
@@ -130,13 +136,9 @@ func TestAWaiterThatGivesUpLeavesTheQueues(t *testing.T) {
 		_, err := q.Obtain(wctx, "job", time.Minute)
 		require.True(t, errors.Is(err, context.DeadlineExceeded), "%v", err)
 		synctest.Wait() // the background clean-up
-		for i, m := range b.ms {
-			assert.False(t, m.Exists(keys.For("job").Queue), "node %d: left the queue", i)
-		}
+		assertGone(t, b, keys.For("job").Queue, "left the queue")
 		require.NoError(t, held.Release(ctx))
 		synctest.Wait() // the release on the last node, after a majority answered
-		for i, m := range b.ms {
-			assert.False(t, m.Exists("job"), "node %d: freed, not reserved for a waiter that left", i)
-		}
+		assertGone(t, b, "job", "freed, not reserved for a waiter that left")
 	})
 }
