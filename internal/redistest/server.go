@@ -672,3 +672,8 @@ func (s *Server) appendConf(line string) error {
 	}
 	return f.Close()
 }
+
+// String returns the server's address, for messages.
+func (s *Server) String() string {
+	return s.Addr()
+}
