@@ -97,7 +97,7 @@ func StartCluster(t testing.TB, opts ...Option) *Cluster {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("redistest: redis-cli %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
-	waitUntil(t, "cluster settles", c.settled)
+	c.WaitSettled(t)
 	return c
 }
 
@@ -231,6 +231,8 @@ func (c *Cluster) Failover(t testing.TB, key string) *Server {
 	args := []string{"CLUSTER", "FAILOVER"}
 	if !old.reachable() {
 		args = append(args, "FORCE")
+	} else if replica.reachable() {
+		waitUntil(t, "replica in sync before the failover", func() error { return inSync(old, replica) })
 	}
 	probe := probeKey(slot)
 	var sent time.Time
@@ -263,6 +265,17 @@ func (c *Cluster) Failover(t testing.TB, key string) *Server {
 	})
 	waitUntil(t, "cluster settles after the failover", c.settled)
 	return replica
+}
+
+// WaitSettled waits until the cluster is as StartCluster leaves it, among
+// the running nodes: each reports cluster_state:ok, sees the others as
+// healthy and has the same view of the cluster, all slots are served, and
+// each running replica is in sync with its master. Use it after restarting a
+// node (which rejoins with its nodes.conf). It fails the test after about
+// 20 s.
+func (c *Cluster) WaitSettled(t testing.TB) {
+	t.Helper()
+	waitUntil(t, "cluster settles", c.settled)
 }
 
 // settled reports (as nil) whether every running node reports

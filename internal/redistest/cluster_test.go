@@ -85,4 +85,22 @@ func TestCluster(t *testing.T) {
 	if got, err := promoted.Client(t).Get(ctx, key).Result(); err != nil || got != "new" {
 		t.Fatalf("GET %s on the new master = %q, %v", key, got, err)
 	}
+
+	// The old master, restarted, rejoins as the replica (nodes.conf is
+	// kept) and can take the slot back.
+	start = time.Now()
+	old.Restart(t)
+	c.WaitSettled(t)
+	t.Logf("Restart of a replica, WaitSettled: %v", time.Since(start))
+	if c.ReplicaOf(key) != old {
+		t.Fatalf("after Restart: ReplicaOf %v, want %v", c.ReplicaOf(key), old)
+	}
+	start = time.Now()
+	if got := c.Failover(t, key); got != old {
+		t.Fatalf("second Failover returned %v, want %v", got, old)
+	}
+	t.Logf("Failover: %v", time.Since(start))
+	if got, err := rdb.Get(ctx, key).Result(); err != nil || got != "new" {
+		t.Fatalf("GET %s after the second Failover = %q, %v", key, got, err)
+	}
 }

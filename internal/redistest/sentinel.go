@@ -196,7 +196,8 @@ func (g *SentinelGroup) Client(t testing.TB) *redis.Client {
 }
 
 // Failover runs SENTINEL FAILOVER (retrying while a sentinel answers that it
-// cannot start one yet) and returns the new master once the group has settled
+// cannot start one yet; first, if both data nodes run, it waits as
+// WaitSettled does, so that the replica has every write) and returns the new master once the group has settled
 // again: the new master accepts writes (ROLE master, a SET and DEL of the key
 // "redistest:probe" work), every running sentinel names it and knows the old
 // master as its replica, and the old master replicates it and is in sync. A
@@ -206,6 +207,10 @@ func (g *SentinelGroup) Client(t testing.TB) *redis.Client {
 func (g *SentinelGroup) Failover(t testing.TB) *Server {
 	t.Helper()
 	old := g.mustMaster(t)
+	if replica := g.Replica(); old.reachable() && replica.reachable() {
+		// Clean means no write is lost: the replica must have them all.
+		waitUntil(t, "group settled before the failover", func() error { return g.settled(old, replica) })
+	}
 	waitUntil(t, "SENTINEL FAILOVER", func() error {
 		var errs []error
 		for _, s := range g.sentinels {
@@ -289,6 +294,22 @@ func (g *SentinelGroup) FailoverLagging(t testing.TB, writes func(master *redis.
 	old.restartReplicaOf(t, promoted)
 	waitUntil(t, "old master rejoins as a replica", func() error { return g.settled(promoted, old) })
 	return promoted
+}
+
+// WaitSettled waits until the group is as StartSentinel leaves it: the
+// replica is in sync with the master, and every running sentinel names the
+// master, knows the replica and sees the other running sentinels. Use it
+// after restarting a data node or a sentinel. Both data nodes must be
+// running. It fails the test after about 20 s.
+func (g *SentinelGroup) WaitSettled(t testing.TB) {
+	t.Helper()
+	waitUntil(t, "group settles", func() error {
+		m := g.Master()
+		if m == nil {
+			return errors.New("no sentinel names a master of the group")
+		}
+		return g.settled(m, g.Replica())
+	})
 }
 
 // mustMaster returns Master or fails the test.

@@ -47,6 +47,17 @@ func TestSentinelGroup(t *testing.T) {
 		t.Fatalf("SET after Failover: %v", err)
 	}
 
+	// A restarted replica comes back as a replica (its config file keeps the
+	// REPLICAOF), a restarted sentinel keeps what it learnt.
+	start = time.Now()
+	first.Restart(t)
+	g.Sentinels()[0].Restart(t)
+	g.WaitSettled(t)
+	t.Logf("Restart of the replica and a sentinel, WaitSettled: %v", time.Since(start))
+	if g.Master() != second || g.Replica() != first {
+		t.Fatalf("after restarts: Master %s, Replica %s; want %s, %s", g.Master(), g.Replica(), second, first)
+	}
+
 	start = time.Now()
 	third := g.FailoverLagging(t, func(m *redis.Client) {
 		if err := m.Set(ctx, "lost", "1", 0).Err(); err != nil {
