@@ -67,23 +67,30 @@ func TestChaos(t *testing.T) {
 	}
 	start := time.Now()
 	rig := chaos.NewRig(t, set)
-	var results []chaos.Result
+	var phases []*chaos.Phase
 	only := os.Getenv("KEYWARD_CHAOS_PHASES") // a comma-separated subset, for debugging
-	for _, p := range append(chaos.Schedule(set), chaos.RedlockSchedule(set)...) {
-		if only != "" && !slices.Contains(strings.Split(only, ","), p.Name) {
-			continue
+	for _, p := range slices.Concat(chaos.Schedule(set), chaos.RedlockSchedule(set), chaos.DeploymentSchedule(set)) {
+		if only == "" || slices.Contains(strings.Split(only, ","), p.Name) {
+			phases = append(phases, p)
 		}
+	}
+	rig.Prepare(t, phases) // the Sentinel group and the Cluster, shared by their phases
+	var results []chaos.Result
+	for _, p := range phases {
 		t.Run(p.Name, func(t *testing.T) {
 			res := rig.Run(t, p)
 			results = append(results, res)
 			for _, n := range res.Notes {
 				t.Log(n)
 			}
-			assert.Empty(t, res.Failed, "phase %s: expectations that did not hold\n%s", p.Name,
-				chaos.Table([]chaos.Result{res}))
+			assert.Empty(t, res.Failed, "phase %s: expectations that did not hold\n%s%s", p.Name,
+				chaos.Table([]chaos.Result{res}), chaos.FailoverTable([]chaos.Result{res}))
 		})
 	}
 	table := chaos.Table(results)
+	if ft := chaos.FailoverTable(results); strings.Count(ft, "\n") > 2 {
+		table += "\nFailovers:\n\n" + ft
+	}
 	t.Logf("%s schedule: %d workers, ttl %v, phases of %v, partitions by %s; %v in all\n\n%s", name,
 		set.Workers, set.TTL, set.PhaseLen, rig.PartitionMethod, time.Since(start).Round(time.Second), table)
 	if path := os.Getenv("KEYWARD_CHAOS_TABLE"); path != "" {

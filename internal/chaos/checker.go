@@ -30,7 +30,7 @@ type History struct {
 	// Resets are the restarts that emptied the lock server: the key (and any holder's claim) vanished within
 	// each span.
 	Resets []Span
-	// TTL is the ttl every lock was taken with.
+	// TTL is the ttl the locks were taken with, unless a record says otherwise (Record.TTL).
 	TTL time.Duration
 	// Store is the storage server's state at the end.
 	Store Store

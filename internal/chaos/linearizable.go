@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"cmp"
 	"fmt"
 	"time"
 
@@ -98,7 +99,8 @@ var fencedMutex = porcupine.Model{
 // opinion on the checker's fence, overlap and release findings. Failed attempts are left out (an ambiguous
 // acquire that did take the lock, and was then released, only removes constraints). Each holder that did not
 // release cleanly gets an expire operation between its validity deadline and the latest moment its key can
-// have lived on the server (its obtain's return + ttl); each server restart a reset. timeout bounds the search
+// have lived on the server (its obtain's return + ttl, or its release's end + ttl for a lock refreshed until
+// then); each server restart, or failover that lost writes, a reset. timeout bounds the search
 // (0: 10 s).
 func Linearizable(h History, timeout time.Duration) LinearizabilityResult {
 	if timeout == 0 {
@@ -130,7 +132,11 @@ func Linearizable(h History, timeout time.Duration) LinearizabilityResult {
 				Call: r.RelCall, Output: mutexOutput{release: out}, Return: ret})
 		}
 		if r.Release != Released {
-			expiry := r.Start + int64(h.TTL) + slack
+			ttl := cmp.Or(r.TTL, int64(h.TTL))
+			expiry := r.Start + ttl + slack
+			if r.AutoRefresh {
+				expiry = max(r.Start, r.RelEnd) + ttl + slack // refreshed until the release
+			}
 			ops = append(ops, porcupine.Operation{ClientId: -1, Input: mutexInput{opExpire, i},
 				Call: min(r.Until, expiry), Output: mutexOutput{}, Return: expiry})
 		}

@@ -59,7 +59,11 @@ type Record struct {
 	// With the lock (Obtained or ExpiredOnArrival):
 	Fence int64  `json:"fence,omitempty"`
 	Token string `json:"token,omitempty"`
-	Until int64  `json:"until,omitempty"` // the validity deadline, Lock.Until on the monotonic clock
+	Until int64  `json:"until,omitempty"` // the validity deadline, Lock.Until on the monotonic clock (the last one)
+	// TTL is the ttl the lock was taken with (ns; 0 in older histories: the phase's); AutoRefresh says the lock
+	// was refreshed until its release, so its key may have lived until the release's end plus the ttl.
+	TTL         int64 `json:"ttl,omitempty"`
+	AutoRefresh bool  `json:"autoRefresh,omitempty"`
 
 	// The critical section (Obtained):
 	Read     int64  `json:"read,omitempty"`     // the counter read

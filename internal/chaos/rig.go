@@ -65,6 +65,9 @@ type Rig struct {
 
 	// Nodes are the independent Redlock nodes.
 	Nodes []*redistest.Server
+	// Sentinel and Cluster are the deployments of the failover phases, started by Prepare and shared by them.
+	Sentinel *redistest.SentinelGroup
+	Cluster  *redistest.Cluster
 
 	toxi       *Toxiproxy
 	nodeProxy  []*Proxy        // the workers' paths to the Redlock nodes
@@ -73,6 +76,9 @@ type Rig struct {
 	minority   *Proxy          // worker 0's own path in the partition phase, when there is no netns
 	storage    *redis.Client
 	direct     *redis.Client // to the lock server, for the injector
+
+	sentinelClient *redis.Client        // a failover client of the Sentinel group, for the injector
+	clusterClient  *redis.ClusterClient // a cluster client of the Cluster, for the injector
 }
 
 // NewRig starts the servers and proxies.
@@ -149,8 +155,13 @@ type Phase struct {
 	Minority bool
 	// Redlock runs the workers on Redlock over three independent nodes instead of the single lock server.
 	Redlock bool
-	// Hold overrides the Settings' pause inside the critical section.
-	Hold time.Duration
+	// Deploy is the deployment the lock lives on: the single lock server (the zero value), or the Sentinel
+	// group or the Cluster of the failover phases (which the workers reach directly, not through toxiproxy).
+	Deploy Deployment
+	// TTL overrides the Settings' lock ttl; Hold their pause inside the critical section.
+	TTL, Hold time.Duration
+	// LongHolder, when its Hold is set, gives worker 0 sections of that length: a holder of a long job.
+	LongHolder LongHolder
 	// AmbiguousReleases: replies may be lost in this phase (see History.AmbiguousReleases).
 	AmbiguousReleases bool
 	// Inject injects the faults; it runs on the test goroutine for the phase's length. Nil: no faults.
@@ -179,6 +190,11 @@ type Result struct {
 	Failed []string
 	// Notes are remarks of the injector (e.g. which partition method ran).
 	Notes []string
+	// Failovers are the failovers of the phase, in order: how long each took, and the hand-off gap after it.
+	Failovers []Failover
+	// Stranded counts holders caught taking the lock on a master whose writes the replica promoted next never
+	// received (FailoverSentinelLagging).
+	Stranded int
 }
 
 // PhaseRun is a running phase, handed to its Inject function.
@@ -194,6 +210,9 @@ type PhaseRun struct {
 	pauses   []Pause
 	resets   []Span
 	notes    []string
+
+	failovers []failoverSpan
+	stranded  int
 }
 
 type workerProc struct {
@@ -213,6 +232,9 @@ type workerProc struct {
 func (g *Rig) Run(t testing.TB, p *Phase) Result {
 	t.Helper()
 	r := &PhaseRun{t: t, rig: g, phase: p, key: "chaos:" + p.Name}
+	if (p.Deploy == SentinelGroup && g.Sentinel == nil) || (p.Deploy == RedisCluster && g.Cluster == nil) {
+		t.Fatalf("chaos: %s: the rig has no %v: call Prepare with the phases first", p.Name, p.Deploy)
+	}
 	for i := range g.set.Workers {
 		w, err := g.startWorker(r, i)
 		if err != nil {
@@ -235,7 +257,7 @@ func (g *Rig) Run(t testing.TB, p *Phase) Result {
 	r.heal()
 	r.stopWorkers()
 
-	h := History{Pauses: r.pauses, Resets: r.resets, TTL: g.set.TTL, AmbiguousReleases: p.AmbiguousReleases}
+	h := History{Pauses: r.pauses, Resets: r.resets, TTL: cmp.Or(p.TTL, g.set.TTL), AmbiguousReleases: p.AmbiguousReleases}
 	for _, w := range r.workers {
 		if w.err != nil {
 			t.Errorf("chaos: %s: worker %d: %v\n%s", p.Name, w.id, w.err, readTail(w.log))
@@ -250,7 +272,8 @@ func (g *Rig) Run(t testing.TB, p *Phase) Result {
 	if h.Store, err = ReadStore(context.Background(), g.storage, KeysFor(r.key)); err != nil {
 		t.Fatalf("chaos: %s: reading the storage: %v", p.Name, err)
 	}
-	res := Result{Phase: p, Verdict: Check(h), Faults: r.faults, Notes: r.notes}
+	res := Result{Phase: p, Verdict: Check(h), Faults: r.faults, Notes: r.notes, Stranded: r.stranded,
+		Failovers: failovers(h.Records, r.failovers)}
 	for _, e := range p.Expect {
 		if !e.Holds(res) {
 			res.Failed = append(res.Failed, e.Name)
@@ -260,6 +283,7 @@ func (g *Rig) Run(t testing.TB, p *Phase) Result {
 }
 
 func (g *Rig) startWorker(r *PhaseRun, id int) (*workerProc, error) {
+	ttl, long := cmp.Or(r.phase.TTL, g.set.TTL), r.phase.LongHolder
 	cfg := WorkerConfig{
 		ID:            id,
 		Lock:          []string{g.proxy.Addr()},
@@ -267,12 +291,23 @@ func (g *Rig) startWorker(r *PhaseRun, id int) (*workerProc, error) {
 		NodeTimeout:   g.set.TTL / 10,
 		Storage:       g.Storage.Addr(),
 		Key:           r.key,
-		TTL:           g.set.TTL,
+		TTL:           ttl,
 		Hold:          cmp.Or(r.phase.Hold, g.set.Hold),
 		ReadTimeout:   2 * g.set.TTL,
-		ObtainTimeout: 20 * g.set.TTL,
+		ObtainTimeout: 20*ttl + 2*long.Hold, // the others wait for the long holder too
 		Try:           r.phase.Try,
 		Out:           filepath.Join(g.dir, fmt.Sprintf("%s-%d.jsonl", r.phase.Name, id)),
+	}
+	if id == 0 && long.Hold > 0 {
+		cfg.TTL, cfg.Hold, cfg.AutoRefresh, cfg.Rest = cmp.Or(long.TTL, ttl), long.Hold, long.AutoRefresh, long.Rest
+	}
+	switch r.phase.Deploy {
+	case SentinelGroup:
+		cfg.Lock, cfg.Observe = nil, nil
+		cfg.SentinelMaster, cfg.SentinelAddrs = redistest.SentinelMasterName, g.Sentinel.SentinelAddrs()
+	case RedisCluster:
+		cfg.Lock, cfg.Observe = nil, nil
+		cfg.ClusterAddrs = g.Cluster.Addrs()
 	}
 	if r.phase.Redlock {
 		cfg.Lock, cfg.Observe = nil, nil
@@ -386,16 +421,29 @@ func (r *PhaseRun) TTL() time.Duration { return r.rig.set.TTL }
 
 // holder returns the worker whose value is in the lock key (on any node, for Redlock), its value, or nil.
 func (r *PhaseRun) holder() (*workerProc, string) {
+	var servers []redis.UniversalClient
+	switch {
+	case r.phase.Redlock:
+		for i, c := range r.rig.nodeDirect {
+			if !r.paused[i] { // a paused node would not answer
+				servers = append(servers, c)
+			}
+		}
+	case r.phase.Deploy == SentinelGroup:
+		servers = []redis.UniversalClient{r.rig.sentinelClient}
+	case r.phase.Deploy == RedisCluster:
+		servers = []redis.UniversalClient{r.rig.clusterClient}
+	default:
+		servers = []redis.UniversalClient{r.rig.direct}
+	}
+	return r.holderOn(servers...)
+}
+
+// holderOn returns the worker whose value is in the lock key on one of servers, its value, or nil.
+func (r *PhaseRun) holderOn(servers ...redis.UniversalClient) (*workerProc, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	servers := []*redis.Client{r.rig.direct}
-	if r.phase.Redlock {
-		servers = r.rig.nodeDirect
-	}
-	for i, c := range servers {
-		if r.phase.Redlock && r.paused[i] {
-			continue // would not answer
-		}
+	for _, c := range servers {
 		v, err := c.Get(ctx, r.key).Result()
 		if err != nil {
 			continue

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 func expect(name string, holds func(Result) bool) Expectation {
@@ -290,4 +292,85 @@ func Table(results []Result) string {
 			v.Linearizable, v.MaxWait.Round(time.Millisecond), verdict)
 	}
 	return b.String()
+}
+
+// DeploymentSchedule returns the failover phases: the single-node lock (lock/) on a Sentinel group and on a
+// Cluster, through failovers, sized by s. Short and full schedules have the same phases; each runs at least one
+// failover.
+func DeploymentSchedule(s Settings) []*Phase {
+	ttl := s.TTL
+	// Waiters keep acquiring: no obtain waits longer than the long holder's section plus a few ttl.
+	progress := func(long LongHolder) []Expectation {
+		bound := long.Hold + 4*ttl
+		return []Expectation{
+			verdictIs("progress", func(v Verdict) bool { return v.Sections > 0 }),
+			verdictIs("no obtain waited out", func(v Verdict) bool { return v.TimedOut == 0 }),
+			verdictIs(fmt.Sprintf("max wait ≤ %v (the long section + 4 ttl)", bound),
+				func(v Verdict) bool { return v.MaxWait <= bound }),
+		}
+	}
+	fenced := []Expectation{injected,
+		verdictIs("0 stale writes accepted", func(v Verdict) bool { return v.StaleAccepted == 0 }),
+		verdictIs("fences in real-time order", func(v Verdict) bool { return v.FenceViolations == 0 }),
+		verdictIs("no section under an expired lock", func(v Verdict) bool { return v.SectionsExpired == 0 }),
+		verdictIs("storage without errors", func(v Verdict) bool { return v.StoreErrors == 0 }),
+	}
+	// The long holder takes the lock for 6 ttl, refreshing it, every 4 ttl, and each failover starts while it
+	// holds: its refreshes must reach the new master.
+	refreshing := LongHolder{Hold: 6 * ttl, AutoRefresh: true, Rest: 4 * ttl}
+	stranded := LongHolder{TTL: 32 * ttl, Hold: 20 * ttl, Rest: 2 * ttl}
+	return []*Phase{
+		{
+			Name: "sentinel-failover", Fault: "SENTINEL FAILOVER (the replica in sync first) while a holder refreshes",
+			Deploy: SentinelGroup, LongHolder: refreshing,
+			Inject: func(r *PhaseRun) {
+				for first := true; first || r.Remaining() > 0; first = false {
+					r.WaitHolder0()
+					r.FailoverSentinel()
+					r.Sleep(2 * ttl)
+				}
+			},
+			Expect: with(fenced, progress(refreshing)),
+		},
+		{
+			Name: "sentinel-failover-lagging",
+			Fault: "replica stopped, a long holder takes the lock on the master, master killed -9, replica promoted " +
+				"(the old master back empty as a replica)",
+			Deploy: SentinelGroup,
+			// Its lock outlives the failover (about 3 s: the sentinels see the master down after 1.5 s), so that
+			// it still holds it when the others take it on the promoted replica, which never had it.
+			LongHolder: stranded,
+			Inject: func(r *PhaseRun) {
+				for first := true; first || r.Remaining() > 0; first = false {
+					// Start while another worker holds the lock and worker 0 rests: it takes the lock on the
+					// master after the replica stopped following, a moment later.
+					r.WaitHolderOtherThan(0)
+					r.FailoverSentinelLagging(func(master *redis.Client) {
+						r.StrandHolder(master, 0, 23*ttl) // at worst, worker 0 held it already: its next turn
+					})
+					r.Sleep(2 * ttl)
+				}
+			},
+			Expect: with(fenced, progress(stranded), []Expectation{
+				expect("a holder stranded on the old master", func(r Result) bool { return r.Stranded > 0 }),
+				verdictIs("porcupine (with the rollbacks as resets): not illegal",
+					func(v Verdict) bool { return v.Linearizable != NotLinear }),
+			}),
+		},
+		{
+			Name: "cluster-failover", Fault: "CLUSTER FAILOVER of the lock key's shard while a holder refreshes",
+			Deploy: RedisCluster, LongHolder: refreshing,
+			Inject: func(r *PhaseRun) {
+				for first := true; first || r.Remaining() > 0; first = false {
+					r.WaitHolder0()
+					r.FailoverCluster()
+					// A master does not vote for a replica of the same master twice within 2 × cluster-node-timeout
+					// (4 s): the next failover but one of the shard (same direction) must come later than that, or
+					// it stalls with the master's writes paused until the manual failover times out (5 s).
+					r.Sleep(2 * time.Second)
+				}
+			},
+			Expect: with(safety, fenced, progress(refreshing)),
+		},
+	}
 }

@@ -35,12 +35,25 @@ type WorkerConfig struct {
 	// Observe are direct addresses of the same lock servers, for the worker's own checks of the lock key;
 	// nothing the lock client does goes through them.
 	Observe []string
+	// SentinelMaster and SentinelAddrs, when set, replace Lock and Observe: the worker's lock client is a
+	// go-redis failover client for the master the sentinels at SentinelAddrs monitor under that name (and so is
+	// its observing client, with the short timeouts of observation).
+	SentinelMaster string
+	SentinelAddrs  []string
+	// ClusterAddrs, when set, replaces Lock and Observe: the worker's lock client (and its observing client) is a
+	// go-redis cluster client seeded with these nodes.
+	ClusterAddrs []string
 	// Storage is the address of the storage server.
 	Storage string
 	// Key is the lock key.
 	Key string
 	// TTL is the lock's ttl; Hold the pause between reading and writing the counter.
 	TTL, Hold time.Duration
+	// AutoRefresh takes the locks with auto-refresh: a holder whose Hold is longer than its TTL keeps the lock
+	// by refreshing it.
+	AutoRefresh bool
+	// Rest is how long the worker waits before each attempt.
+	Rest time.Duration
 	// ReadTimeout is the lock client's socket read/write timeout.
 	ReadTimeout time.Duration
 	// ObtainTimeout bounds each Obtain (or TryObtain) call.
@@ -96,7 +109,8 @@ const ReadyLine = "ready\n"
 // has begun is finished (and its lock released) even when ctx ends meanwhile, so that every write to the
 // storage is in the history. It returns an error only when the worker cannot run at all.
 func RunWorker(ctx context.Context, cfg WorkerConfig) (err error) {
-	if len(cfg.Lock) == 0 || len(cfg.Observe) != len(cfg.Lock) {
+	deployed := cfg.SentinelMaster != "" || len(cfg.ClusterAddrs) > 0
+	if !deployed && (len(cfg.Lock) == 0 || len(cfg.Observe) != len(cfg.Lock)) {
 		return fmt.Errorf("chaos worker: %d lock addresses, %d to observe", len(cfg.Lock), len(cfg.Observe))
 	}
 	out, err := os.OpenFile(cfg.Out, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
@@ -108,20 +122,39 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) (err error) {
 	w := &worker{cfg: cfg, pid: os.Getpid(), keys: KeysFor(cfg.Key)}
 	w.mine = " pid=" + strconv.Itoa(w.pid)
 	var nodes []redis.UniversalClient
-	for i, addr := range cfg.Lock {
-		rdb := redis.NewClient(clientOptions(addr, cfg.ReadTimeout))
+	switch {
+	case cfg.SentinelMaster != "":
+		rdb := redis.NewFailoverClient(failoverOptions(cfg, cfg.ReadTimeout))
 		defer rdb.Close()
-		nodes = append(nodes, rdb)
-		// Observation fails fast: no retries, short timeouts, so a dead node does not delay the workload.
-		oopt := clientOptions(cfg.Observe[i], 200*time.Millisecond)
+		oopt := failoverOptions(cfg, 200*time.Millisecond)
 		oopt.MaxRetries, oopt.DialerRetries = -1, 1
-		observe := redis.NewClient(oopt)
+		observe := redis.NewFailoverClient(oopt)
 		defer observe.Close()
-		w.observe = append(w.observe, observe)
+		nodes, w.observe = []redis.UniversalClient{rdb}, []redis.UniversalClient{observe}
+	case len(cfg.ClusterAddrs) > 0:
+		rdb := redis.NewClusterClient(clusterOptions(cfg.ClusterAddrs, cfg.ReadTimeout))
+		defer rdb.Close()
+		oopt := clusterOptions(cfg.ClusterAddrs, 200*time.Millisecond)
+		oopt.MaxRetries, oopt.DialerRetries = -1, 1
+		observe := redis.NewClusterClient(oopt)
+		defer observe.Close()
+		nodes, w.observe = []redis.UniversalClient{rdb}, []redis.UniversalClient{observe}
+	default:
+		for i, addr := range cfg.Lock {
+			rdb := redis.NewClient(clientOptions(addr, cfg.ReadTimeout))
+			defer rdb.Close()
+			nodes = append(nodes, rdb)
+			// Observation fails fast: no retries, short timeouts, so a dead node does not delay the workload.
+			oopt := clientOptions(cfg.Observe[i], 200*time.Millisecond)
+			oopt.MaxRetries, oopt.DialerRetries = -1, 1
+			observe := redis.NewClient(oopt)
+			defer observe.Close()
+			w.observe = append(w.observe, observe)
+		}
 	}
 	w.store = redis.NewClient(clientOptions(cfg.Storage, 2*time.Second))
 	defer w.store.Close()
-	locker, closeLocker, err := newLocker(nodes, cfg.NodeTimeout)
+	locker, closeLocker, err := newLocker(nodes, cfg.NodeTimeout, cfg.AutoRefresh)
 	if err != nil {
 		return err
 	}
@@ -132,6 +165,12 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) (err error) {
 		_ = ready.Close()
 	}
 	for seq := 0; ctx.Err() == nil; seq++ {
+		if cfg.Rest > 0 {
+			sleep(ctx, cfg.Rest) // the workload's pace
+			if ctx.Err() != nil {
+				break
+			}
+		}
 		r := w.attempt(ctx, locker, seq)
 		if r == nil {
 			break // ctx ended while obtaining
@@ -151,10 +190,44 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) (err error) {
 	return nil
 }
 
-// newLocker returns the single-node lock for one node, Redlock for several.
-func newLocker(nodes []redis.UniversalClient, nodeTimeout time.Duration) (keyward.Locker, func(), error) {
+// failoverOptions are clientOptions for a go-redis failover client of the Sentinel group in cfg.
+func failoverOptions(cfg WorkerConfig, timeout time.Duration) *redis.FailoverOptions {
+	return &redis.FailoverOptions{
+		MasterName:            cfg.SentinelMaster,
+		SentinelAddrs:         cfg.SentinelAddrs,
+		DialTimeout:           timeout,
+		ReadTimeout:           timeout,
+		WriteTimeout:          timeout,
+		ContextTimeoutEnabled: true,
+		DisableIdentity:       true,
+	}
+}
+
+// clusterOptions are clientOptions for a go-redis cluster client seeded with addrs.
+func clusterOptions(addrs []string, timeout time.Duration) *redis.ClusterOptions {
+	return &redis.ClusterOptions{
+		Addrs:                 addrs,
+		DialTimeout:           timeout,
+		ReadTimeout:           timeout,
+		WriteTimeout:          timeout,
+		ContextTimeoutEnabled: true,
+		DisableIdentity:       true,
+		MaintNotificationsConfig: &maintnotifications.Config{
+			Mode:         maintnotifications.ModeDisabled,
+			EndpointType: maintnotifications.EndpointTypeNone,
+		},
+	}
+}
+
+// newLocker returns the single-node lock for one client (a single server, a Sentinel group or a Cluster),
+// Redlock for several.
+func newLocker(nodes []redis.UniversalClient, nodeTimeout time.Duration, autoRefresh bool) (keyward.Locker, func(), error) {
 	if len(nodes) == 1 {
-		locks, err := lock.New(nodes[0])
+		var opts []lock.Option
+		if autoRefresh {
+			opts = append(opts, lock.WithAutoRefresh())
+		}
+		locks, err := lock.New(nodes[0], opts...)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -163,6 +236,9 @@ func newLocker(nodes []redis.UniversalClient, nodeTimeout time.Duration) (keywar
 	var opts []redlock.Option
 	if nodeTimeout > 0 {
 		opts = append(opts, redlock.WithNodeTimeout(nodeTimeout))
+	}
+	if autoRefresh {
+		opts = append(opts, redlock.WithAutoRefresh())
 	}
 	locks, err := redlock.New(nodes, opts...)
 	if err != nil {
@@ -174,8 +250,8 @@ func newLocker(nodes []redis.UniversalClient, nodeTimeout time.Duration) (keywar
 type worker struct {
 	cfg     WorkerConfig
 	pid     int
-	mine    string          // " pid=<pid>": what this process's lock values contain
-	observe []*redis.Client // direct to each lock node
+	mine    string                  // " pid=<pid>": what this process's lock values contain
+	observe []redis.UniversalClient // direct to each lock node (or a client of the Sentinel group or Cluster)
 	store   *redis.Client
 	keys    StoreKeys
 }
@@ -212,12 +288,17 @@ func (w *worker) attempt(ctx context.Context, locks keyward.Locker, seq int) *Re
 	}
 
 	r.Fence, r.Token = l.Fence(), l.Token()
+	r.TTL, r.AutoRefresh = int64(w.cfg.TTL), w.cfg.AutoRefresh
 	r.Until = r.Start + int64(time.Until(l.Until()))
 	if r.Until > r.Start {
 		r.Result = Obtained
 		w.section(r, l)
 	} else {
 		r.Result = ExpiredOnArrival // the validity check: never work under a lock that has expired
+	}
+	if w.cfg.AutoRefresh {
+		// Refreshes moved the validity deadline: the holder could count on the lock until the last one.
+		r.Until = max(r.Until, Mono()+int64(time.Until(l.Until())))
 	}
 
 	// Release at once, also past the deadline (a holder that resumes after a pause does just that, before the
