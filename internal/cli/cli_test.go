@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"flag"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +17,13 @@ import (
 	"github.com/keyward/keyward/lock"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	// Main in this process starts COMMAND through a copy of the running binary, the guard: this test binary.
+	if len(os.Args) > 1 && os.Args[1] == guardCommand {
+		os.Exit(runGuard(os.Args[2:], os.Stderr))
+	}
+	goleak.VerifyTestMain(m)
+}
 
 func TestParseTakesFlagsAmongArguments(t *testing.T) {
 	for _, tc := range []struct {
