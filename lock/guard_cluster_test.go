@@ -65,4 +65,3 @@ func TestGuardOutsideTheLockSlotOnACluster(t *testing.T) {
 	}), "writes in the lock's slot commit")
 	assert.Equal(t, "7", rdb.Get(ctx, "{stock}:count").Val())
 }
-
