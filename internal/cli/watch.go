@@ -28,7 +28,9 @@ lock's current state:
 
 keyward's release script announces every release, on any server. Acquisitions, expiries and deletions by other
 tools are seen only when the server sends keyspace notifications (notify-keyspace-events with K, $, g, x, e);
---notify turns them on.
+--notify turns them on. On a Cluster, watch subscribes on each master that serves a KEY, whose notifications
+are its own; behind a Cluster or Sentinel URL it checks every 15s that these are still the masters, and
+subscribes again after a failover.
 
 Flags:
   --notify         turn on the keyspace notifications watch needs (CONFIG SET notify-keyspace-events, adding
@@ -41,6 +43,14 @@ refused the credentials.
 // healthCheck is how long the subscription may stay silent before watch pings the server, and how long it waits
 // for the answer before it reconnects.
 const healthCheck = 15 * time.Second
+
+// masterCheck is how often watch checks that the servers it subscribed to are still the masters. After a
+// failover in which the old master lives on as a replica, a subscription to it goes on, and sees most events,
+// which replicate; but not all: an expiry reaches a replica as a deletion. A variable for tests.
+var masterCheck = healthCheck
+
+// errMasterChanged ends a subscription to a server that is no longer the master.
+var errMasterChanged = errors.New("the master changed (a failover)")
 
 func watchCommand(ctx context.Context, env Env, args []string) error {
 	var conn connFlags
@@ -63,8 +73,8 @@ func watchCommand(ctx context.Context, env Env, args []string) error {
 	}
 	defer rdb.Close()
 
-	w := &watcher{env: env, rdb: rdb, where: t.where, notify: notify, keys: map[string]watched{},
-		pendingDel: map[string]bool{}, last: map[string]string{}}
+	w := &watcher{env: env, rdb: rdb, where: t.where, cluster: t.cluster != nil, failover: t.failover != nil,
+		notify: notify, keys: map[string]watched{}, pendingDel: map[string]bool{}, last: map[string]string{}}
 	db := 0
 	switch {
 	case t.single != nil:
@@ -146,13 +156,15 @@ type incoming struct {
 }
 
 type watcher struct {
-	env    Env
-	rdb    redis.UniversalClient
-	where  string
-	notify bool   // --notify
-	events string // whether the servers send keyspace notifications, found at the first connection
-	keys   map[string]watched
-	order  []string // keys, as given
+	env   Env
+	rdb   redis.UniversalClient
+	where string
+	// cluster and failover say whether the URL names a Cluster or a Sentinel group.
+	cluster, failover bool
+	notify            bool   // --notify
+	events            string // whether the servers send keyspace notifications, found at the first connection
+	keys              map[string]watched
+	order             []string // keys, as given
 	// pendingDel marks keys whose keyspace "del" is waiting to learn whether the release script caused it.
 	pendingDel map[string]bool
 	// last is the value last seen under each key.
@@ -173,7 +185,11 @@ func (w *watcher) run(ctx context.Context) error {
 		if subscribed {
 			backoff = 0
 		}
-		fmt.Fprintf(w.env.Stderr, "keyward watch: connection lost (%v); reconnecting\n", err)
+		if errors.Is(err, errMasterChanged) {
+			fmt.Fprintln(w.env.Stderr, "keyward watch: the master changed (a failover); subscribing again")
+		} else {
+			fmt.Fprintf(w.env.Stderr, "keyward watch: connection lost (%v); reconnecting\n", err)
+		}
 		if c, ok := w.rdb.(*redis.ClusterClient); ok {
 			c.ReloadState(ctx) // a failover may have moved a slot to another master
 		}
@@ -200,6 +216,12 @@ func (w *watcher) session(ctx context.Context, first bool) (bool, error) {
 	defer receivers.Wait()
 	defer cancel()
 
+	// Before subscribing: should a failover come in between, the subscription is to the new master, and the
+	// next check only subscribes again.
+	masters := make([]string, len(shards))
+	for i, sh := range shards {
+		masters[i] = w.masterID(ctx, sh)
+	}
 	subs := make([]*redis.PubSub, len(shards))
 	for i, sh := range shards {
 		var channels []string
@@ -228,10 +250,18 @@ func (w *watcher) session(ctx context.Context, first bool) (bool, error) {
 	for _, ps := range subs {
 		receivers.Go(func() { receive(ctx, ps, in) })
 	}
+	check := time.NewTicker(masterCheck)
+	defer check.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return true, nil
+		case <-check.C:
+			for i, sh := range shards {
+				if id := w.masterID(ctx, sh); masters[i] != "" && id != "" && id != masters[i] {
+					return true, errMasterChanged
+				}
+			}
 		case m := <-in:
 			if m.err != nil {
 				return true, m.err
@@ -269,6 +299,33 @@ func (w *watcher) shards(ctx context.Context) ([]shard, error) {
 		shards[i].keys = append(shards[i].keys, k)
 	}
 	return shards, nil
+}
+
+// masterID identifies the master that sh's subscription is on, "" when that cannot be known: the node's role
+// in a Cluster ("master", until a failover makes it a replica), the master's run_id behind a Sentinel URL. A
+// single server does not change, and is not checked.
+func (w *watcher) masterID(ctx context.Context, sh shard) string {
+	ctx, cancel := context.WithTimeout(ctx, healthCheck)
+	defer cancel()
+	switch {
+	case w.cluster:
+		role, err := sh.node.Do(ctx, "ROLE").Slice()
+		if err != nil || len(role) == 0 {
+			return ""
+		}
+		return fmt.Sprint(role[0])
+	case w.failover:
+		info, err := sh.node.Info(ctx, "server").Result()
+		if err != nil {
+			return ""
+		}
+		for _, line := range strings.Split(info, "\n") {
+			if id, ok := strings.CutPrefix(strings.TrimSpace(line), "run_id:"); ok {
+				return id
+			}
+		}
+	}
+	return ""
 }
 
 // keyspaceEvents is whether every shard sends keyspace notifications: on when all do, off when one does not,
