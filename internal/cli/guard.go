@@ -116,6 +116,12 @@ func runGuard(args []string, stderr io.Writer) int {
 			g.kill = nil
 			fmt.Fprintf(stderr, "keyward: COMMAND's process group still running %v after SIGTERM: SIGKILL\n", grace)
 			_ = syscall.Kill(-pid, syscall.SIGKILL)
+			g.giveUp = time.After(max(grace, time.Second))
+		case <-g.giveUp:
+			// Only processes of another user survive SIGKILL (or ones stuck in the kernel): the guard cannot
+			// end them, and must not keep keyward, or the lock, forever.
+			fmt.Fprintln(stderr, "keyward: processes of COMMAND's group survive SIGKILL (another user's?): left running")
+			return 0
 		}
 		if g.exited && !g.terminating && !g.empty() {
 			g.terminate("COMMAND ended, leaving processes running in its process group")
@@ -135,7 +141,8 @@ type guard struct {
 	exited      bool // COMMAND ended and was reaped
 	terminating bool // SIGTERM was sent to the group
 	tick        <-chan time.Time
-	kill        <-chan time.Time
+	kill        <-chan time.Time // the grace after SIGTERM ends
+	giveUp      <-chan time.Time // the wait after SIGKILL ends
 }
 
 // reap collects every child that ended: COMMAND, whose status goes to keyward, and the orphans of its group.
