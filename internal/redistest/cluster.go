@@ -221,6 +221,14 @@ func (c *Cluster) Client(t testing.TB) *redis.ClusterClient {
 // cluster has settled again as StartCluster does (the old master, if it
 // runs, is now an in-sync replica of the new one). It fails the test after
 // about 20 s per step.
+//
+// After the FORCE failover of a dead master, a go-redis ClusterClient made
+// with default options keeps sending the slot's commands to the dead node
+// (failing with "connection refused") until it reloads its slot map: go-redis
+// v9.22 does that on a MOVED or READONLY reply, which a dead node never
+// sends, or when its map is older than ClusterStateReloadInterval (60 s by
+// default). After a clean failover the old master answers MOVED, and the
+// client follows at once.
 func (c *Cluster) Failover(t testing.TB, key string) *Server {
 	t.Helper()
 	slot := keySlot(key)
@@ -280,7 +288,7 @@ func (c *Cluster) WaitSettled(t testing.TB) {
 
 // settled reports (as nil) whether every running node reports
 // cluster_state:ok, sees every other running node as healthy (not failing,
-// not in handshake) and has the same view of the cluster (who is a master,
+// not in handshake, its cluster bus link up) and has the same view of the cluster (who is a master,
 // serving which slots, and who replicates whom), all slots are served, and
 // every running replica is in sync with its master.
 func (c *Cluster) settled() error {
@@ -309,8 +317,8 @@ func (c *Cluster) settled() error {
 			if n == nil {
 				return fmt.Errorf("%s does not know %s", s.Addr(), o.Addr())
 			}
-			if n.failed() || n.has("handshake") || n.has("noaddr") {
-				return fmt.Errorf("%s sees %s with flags %v", s.Addr(), o.Addr(), n.flags)
+			if n.failed() || n.has("handshake") || n.has("noaddr") || !n.linked {
+				return fmt.Errorf("%s sees %s with flags %v, linked %v", s.Addr(), o.Addr(), n.flags, n.linked)
 			}
 		}
 		if first == nil {
@@ -375,6 +383,7 @@ func (c *Cluster) node(addr string) *Server {
 type clusterNode struct {
 	id, addr string
 	flags    []string
+	linked   bool     // link-state connected: the cluster bus link is up
 	master   string   // the master's id for a replica, "-" otherwise
 	slots    [][2]int // ranges of slots served, both ends included
 }
@@ -402,7 +411,7 @@ func nodesOf(addr string) (clusterView, error) {
 		if len(f) < 8 {
 			return nil, fmt.Errorf("%s: CLUSTER NODES line %q", addr, line)
 		}
-		n := &clusterNode{id: f[0], flags: strings.Split(f[2], ","), master: f[3]}
+		n := &clusterNode{id: f[0], flags: strings.Split(f[2], ","), master: f[3], linked: f[7] == "connected"}
 		n.addr, _, _ = strings.Cut(f[1], "@")
 		n.flags = slices.DeleteFunc(n.flags, func(s string) bool { return s == "myself" })
 		for _, r := range f[8:] {

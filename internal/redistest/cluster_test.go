@@ -103,4 +103,24 @@ func TestCluster(t *testing.T) {
 	if got, err := rdb.Get(ctx, key).Result(); err != nil || got != "new" {
 		t.Fatalf("GET %s after the second Failover = %q, %v", key, got, err)
 	}
+
+	// A master that died: the rig forces the failover of its replica at
+	// once rather than waiting for the cluster to notice.
+	other := keysOf[masters[1]]
+	dead, heir := c.MasterOf(other), c.ReplicaOf(other)
+	dead.Kill(t)
+	start = time.Now()
+	if got := c.Failover(t, other); got != heir {
+		t.Fatalf("Failover of a dead master returned %v, want %v", got, heir)
+	}
+	t.Logf("Failover (FORCE) of a dead master: %v", time.Since(start))
+	// Only on the heir itself: go-redis' cluster client keeps sending the
+	// slot's commands to the dead node until it reloads its slot map,
+	// which nothing from a dead node triggers (see Failover).
+	if got, err := heir.Client(t).Get(ctx, other).Result(); err != nil || got != other {
+		t.Fatalf("GET %s on the new master after the forced Failover = %q, %v", other, got, err)
+	}
+	if n := len(c.Masters()); n != 3 {
+		t.Fatalf("Masters after the forced Failover: %v", c.Masters())
+	}
 }

@@ -565,7 +565,10 @@ func (s *Server) Resume(t testing.TB) {
 
 // Restart kills the server if it is running and starts a fresh, empty one on
 // the same port with the same options, in a new directory; it returns when
-// PING answers again. Existing go-redis clients reconnect by themselves.
+// PING answers again. Existing go-redis clients reconnect by themselves. A
+// server with a config file keeps it (see StartSentinel and StartCluster): a
+// sentinel keeps what it learnt, a replica whom it replicates, a cluster
+// node its nodes.conf, so each rejoins its deployment.
 func (s *Server) Restart(t testing.TB) {
 	t.Helper()
 	s.mu.Lock()
