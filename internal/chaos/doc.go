@@ -16,6 +16,10 @@
 // the lock gone, and a second opinion from porcupine with a fenced-mutex model ([Linearizable]).
 //
 // The schedules list the phases with the verdict each must reach: [Schedule] for the single-node lock (lock/),
-// [RedlockSchedule] for Redlock (redlock/) over three independent nodes. TestChaos runs the short schedule in
-// every `go test` and the full one when KEYWARD_CHAOS=full (make chaos); docs/RELIABILITY.md has the numbers.
+// [RedlockSchedule] for Redlock (redlock/) over three independent nodes, [DeploymentSchedule] for the lock on a
+// Sentinel group and on a Cluster through their failovers (the workers reach those directly, with go-redis
+// failover and cluster clients; [Rig.Prepare] starts the deployments once for all their phases, and
+// [FailoverTable] adds when each failover switched, the hand-off gap after it and the holders it cost their
+// lock). TestChaos runs the short schedule in every `go test` and the full one when KEYWARD_CHAOS=full (make
+// chaos); docs/RELIABILITY.md has the numbers.
 package chaos
