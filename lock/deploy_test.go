@@ -248,7 +248,8 @@ func waiterThrough(t *testing.T, holderRdb, waiterRdb redis.UniversalClient, key
 	}
 	select {
 	case at := <-reconnected:
-		t.Logf("failover returned → the waiter's watch reconnected: %v", at.Sub(failedOver).Round(time.Millisecond))
+		t.Logf("the waiter's watch reconnected %v after the failover began (%v after it returned)",
+			at.Sub(start).Round(time.Millisecond), at.Sub(failedOver).Round(time.Millisecond))
 	default:
 		t.Logf("the waiter's watch did not reconnect before it obtained the lock")
 	}
