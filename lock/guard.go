@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 
@@ -21,7 +22,9 @@ const guardAttempts = 8
 // paused past its ttl and another holder took the lock: the late write is refused with an error matching ErrLost.
 //
 // The keys fn writes must be on the same server as the lock; in Redis Cluster, in the same hash slot (give them
-// the lock key's hash tag). fn may run more than once when the lock key was touched by a refresh in between;
+// the lock key's hash tag). On a Cluster, a write outside that slot makes Redis discard the whole transaction;
+// Guard then returns an error matching ErrInvalid that names the refusal (CROSSSLOT, or MOVED for a slot of
+// another node), nothing is written, and the lock is still held. fn may run more than once when the lock key was touched by a refresh in between;
 // it should only queue commands. Reads that the writes depend on may happen before Guard: they are safe because
 // the writes commit only if the lock was held throughout.
 func (l *Lock) Guard(ctx context.Context, fn func(pipe redis.Pipeliner) error) error {
@@ -38,8 +41,8 @@ func (l *Lock) Guard(ctx context.Context, fn func(pipe redis.Pipeliner) error) e
 				l.lease.MarkLost(fmt.Errorf("%w: key expired or was taken by another holder", keyward.ErrLost))
 				return l.lease.Err()
 			}
-			_, err = tx.TxPipelined(ctx, fn)
-			return script.Classify(err)
+			cmds, err := tx.TxPipelined(ctx, fn)
+			return guardError(cmds, err)
 		}, l.names.Lock)
 		if errors.Is(err, redis.TxFailedErr) {
 			continue // the key changed after WATCH: look again whether it is still ours
@@ -47,4 +50,44 @@ func (l *Lock) Guard(ctx context.Context, fn func(pipe redis.Pipeliner) error) e
 		return l.wrap(err)
 	}
 	return l.wrap(fmt.Errorf("guarded write: the lock key kept changing in %d attempts", guardAttempts))
+}
+
+// guardError says why a guarded transaction failed. Redis refuses a transaction whose queued commands it
+// rejected with a bare "EXECABORT Transaction discarded because of previous errors"; the reason is the queued
+// command's own error, which go-redis keeps on that command, so it is reported (classified) instead. A write
+// outside the lock key's hash slot — CROSSSLOT on one Cluster node, or MOVED/ASK to another node — is a misuse of
+// Guard, not a passing fault: it matches ErrInvalid and names the cause.
+func guardError(cmds []redis.Cmder, err error) error {
+	if err == nil {
+		return nil
+	}
+	if redis.IsExecAbortError(err) {
+		for _, c := range cmds {
+			if cerr := c.Err(); cerr != nil && !redis.IsExecAbortError(cerr) {
+				err = fmt.Errorf("%w (the transaction was discarded)", cerr)
+				break
+			}
+		}
+	}
+	if isSlotError(err) {
+		return fmt.Errorf("%w: guarded writes must be in the lock key's cluster slot (give their keys the lock "+
+			"key's hash tag): %w", keyward.ErrInvalid, err)
+	}
+	return script.Classify(err)
+}
+
+// isSlotError reports whether err is a Redis Cluster refusal of a key outside the connection's slot: CROSSSLOT
+// (another slot of the same node), MOVED or ASK (a slot of another node).
+func isSlotError(err error) bool {
+	var re redis.Error
+	if !errors.As(err, &re) {
+		return false
+	}
+	msg := re.Error()
+	for _, prefix := range []string{"CROSSSLOT", "MOVED ", "ASK "} {
+		if strings.HasPrefix(msg, prefix) {
+			return true
+		}
+	}
+	return false
 }

@@ -470,6 +470,11 @@ func TestBadInput(t *testing.T) {
 		{name: "URL database", args: []string{"status", "--redis", "redis://localhost/x", "job"}, code: 64, stderr: "invalid database number"},
 		{name: "URL port", args: []string{"status", "--redis", "redis://:sekret@localhost:abc", "job"}, code: 64, stderr: "invalid port"},
 		{name: "unreachable", args: []string{"status", "--redis", "redis://127.0.0.1:1", "job"}, code: 69, stderr: "cannot reach Redis at 127.0.0.1:1"},
+		{name: "Cluster URL with a database", args: []string{"status", "--redis", "redis+cluster://:sekret@a:1,b:2/1", "job"}, code: 64, stderr: "a Cluster has only database 0"},
+		{name: "Sentinel URL without master", args: []string{"status", "job"}, env: "REDIS_URL=redis+sentinel://:sekret@a,b", code: 64, stderr: "missing master name"},
+		{name: "TLS files without TLS", args: []string{"status", "--tls-ca-file", "ca.pem", "--redis", "redis://a:1", "job"}, code: 64, stderr: "for TLS: the URL's scheme is redis://"},
+		{name: "demo on a Cluster", args: []string{"demo", "--redis", "redis+cluster://a:1"}, code: 64, stderr: "the demo runs on one server"},
+		{name: "the guard by hand", args: []string{"__guard"}, code: 64, stderr: "keyward's own helper process"},
 		{name: "TLS to a plain server", args: []string{"status", "--timeout", "500ms", "--redis", "rediss://" + s.Addr(), "job"}, code: 69, stderr: "asks for TLS, rediss://"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -77,8 +77,8 @@ func (f *lockFlags) checkTTL() error {
 type backend struct {
 	// locker takes the locks, with auto-refresh.
 	locker keyward.Locker
-	// rdb is the single server (nil for a quorum): status lookups for messages.
-	rdb *redis.Client
+	// rdb is the one deployment (nil for a quorum): status lookups for messages.
+	rdb redis.UniversalClient
 	// prefix goes in front of lock names to make their Redis keys.
 	prefix string
 	// close closes the clients.
@@ -91,7 +91,7 @@ func (f *lockFlags) open(ctx context.Context, env Env, autoRefresh bool) (*backe
 	if f.nodes != "" {
 		return f.openQuorum(ctx, env, autoRefresh)
 	}
-	rdb, err := f.conn.connect(ctx, env)
+	rdb, _, err := f.conn.connect(ctx, env)
 	if err != nil {
 		return nil, err
 	}

@@ -116,6 +116,8 @@ func Main(ctx context.Context, args []string, env Env) int {
 		return ExitUsage
 	}
 	switch args[0] {
+	case guardCommand:
+		return runGuard(args[1:], env.Stderr)
 	case "-h", "-help", "--help", "help":
 		if len(args) > 1 && args[0] == "help" {
 			return Main(ctx, []string{args[1], "--help"}, env)

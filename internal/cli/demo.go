@@ -31,7 +31,9 @@ keys live under a random "keyward-demo:…:" prefix and are deleted at the end. 
 never touches a server you did not name.
 
 Flags:
-  --redis URL        run on this Redis instead of the embedded one
+  --redis URL        run on this Redis server (redis://, rediss:// or unix://) instead of the embedded one
+  --tls-ca-file F, --tls-cert-file F, --tls-key-file F
+                     TLS files for a rediss:// URL, as for the other commands
   --scenario NAMES   run only these scenarios, comma-separated (` + strings.Join(demo.Names(), ", ") + `)
   --timeout D        how long to wait for --redis to connect and answer (default 5s)
 
@@ -46,6 +48,7 @@ func demoCommand(ctx context.Context, env Env, args []string) error {
 	fs.StringVar(&conn.url, "redis", "", "")
 	conn.timeout = 5 * time.Second
 	newDuration(fs, &conn.timeout, "timeout", "")
+	conn.registerTLS(fs)
 	fs.StringVar(&only, "scenario", "", "")
 	pos, err := parse(fs, args, -1)
 	if done, err := help(env, demoUsage, err); done || err != nil {
@@ -69,11 +72,19 @@ func demoCommand(ctx context.Context, env Env, args []string) error {
 	defer stop()
 	if conn.url != "" {
 		// Only an explicit --redis: the demo writes keys, so it never runs on $REDIS_URL by surprise.
-		rdb, err := conn.connect(ctx, env)
+		t, err := conn.target(conn.url)
 		if err != nil {
 			return err
 		}
-		cfg.Redis = rdb.Options()
+		if t.single == nil {
+			// Its simulated replicas are clients of one server.
+			return usagef("--redis: the demo runs on one server (redis://, rediss:// or unix://), not on %s", t.where)
+		}
+		rdb, _, err := conn.connect(ctx, env)
+		if err != nil {
+			return err
+		}
+		cfg.Redis = t.single
 		_ = rdb.Close()
 	}
 	ok, err := demo.Run(ctx, cfg)

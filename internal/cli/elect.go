@@ -27,7 +27,8 @@ COMMAND's status.
 Flags:
   --ttl D                  the leader's lease (default 15s), renewed every ttl/3; a leader that dies without
                            resigning is replaced within D
-  --grace D                when the leadership is lost: time between SIGTERM and SIGKILL (default 5s)
+  --grace D                when COMMAND's group must stop (lead lost, keyward killed, processes left behind):
+                           time between SIGTERM and SIGKILL (default 5s)
   --identity S             how this instance is named to the others (default "host=<hostname> pid=<pid>")
   --nodes URL,URL,…        elect on a Redlock quorum of these independent servers instead of --redis
   -v, --verbose            say on stderr when this instance starts and stops leading
@@ -38,7 +39,9 @@ COMMAND runs in a process group of its own, with these environment variables:
                            that refuses the writes of a leader that was paused past its lease
   KEYWARD_IDENTITY         this instance's identity
 Signals are forwarded to COMMAND as 'keyward run' does; while campaigning, SIGINT, SIGTERM, SIGHUP and SIGQUIT
-end keyward.
+end keyward. As with 'keyward run', nothing of COMMAND's process group outlives this instance's lead: should
+keyward be killed, even with SIGKILL, the group gets SIGTERM, then SIGKILL after --grace, and so does what
+COMMAND leaves running in its group when it ends, before keyward resigns.
 
 Exit status:
   COMMAND's     COMMAND ended by itself while leading (128+N when it was killed by signal N)
@@ -142,7 +145,7 @@ func (f *electFlags) run(ctx context.Context, env Env, name string, argv []strin
 			"KEYWARD_ELECTION=" + name,
 			"KEYWARD_TERM=" + strconv.FormatInt(term, 10),
 			"KEYWARD_IDENTITY=" + el.Identity(),
-		})
+		}, f.grace)
 		if err != nil {
 			startErr = err
 			cancel(err)

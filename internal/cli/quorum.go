@@ -21,7 +21,10 @@ func (f *lockFlags) openQuorum(ctx context.Context, env Env, autoRefresh bool) (
 	if len(urls) == 0 {
 		return nil, usagef("--nodes: no URL (want --nodes redis://a:6379,redis://b:6379,redis://c:6379)")
 	}
-	clients := make([]*redis.Client, len(urls))
+	// A node may be any deployment a URL names: one server, or the master of a Sentinel group (a quorum of
+	// groups keeps its majority through failovers), or even a Cluster.
+	clients := make([]redis.UniversalClient, len(urls))
+	targets := make([]*target, len(urls))
 	closeAll := func() {
 		for _, c := range clients {
 			if c != nil {
@@ -30,18 +33,18 @@ func (f *lockFlags) openQuorum(ctx context.Context, env Env, autoRefresh bool) (
 		}
 	}
 	for i, u := range urls {
-		opt, err := options(u, f.conn.timeout)
+		t, err := f.conn.target(u)
 		if err != nil {
 			closeAll()
 			return nil, err
 		}
-		clients[i] = redis.NewClient(opt)
+		targets[i], clients[i] = t, t.client()
 	}
 	// A minority may be down: that is what a quorum is for. Refused credentials are a mistake to report.
 	errs := make([]error, len(urls))
 	var wg sync.WaitGroup
 	for i, c := range clients {
-		wg.Go(func() { errs[i] = ping(ctx, c, redact(urls[i]), f.conn.timeout) })
+		wg.Go(func() { errs[i] = ping(ctx, c, targets[i], f.conn.timeout) })
 	}
 	wg.Wait()
 	up := 0
@@ -51,7 +54,7 @@ func (f *lockFlags) openQuorum(ctx context.Context, env Env, autoRefresh bool) (
 		switch {
 		case err == nil:
 			up++
-		case errors.As(err, &exit) && exit.code == ExitNoPermission:
+		case errors.As(err, &exit) && (exit.code == ExitNoPermission || exit.code == ExitUsage):
 			closeAll()
 			return nil, err
 		default:
@@ -66,11 +69,7 @@ func (f *lockFlags) openQuorum(ctx context.Context, env Env, autoRefresh bool) (
 	for _, d := range down {
 		fmt.Fprintf(env.Stderr, "keyward: %s; going on with a majority\n", d)
 	}
-	nodes := make([]redis.UniversalClient, len(clients))
-	for i, c := range clients {
-		nodes[i] = c
-	}
-	locks, err := redlock.New(nodes, redlock.WithPrefix(f.conn.prefix))
+	locks, err := redlock.New(clients, redlock.WithPrefix(f.conn.prefix))
 	if err != nil {
 		closeAll()
 		return nil, err

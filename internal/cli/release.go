@@ -41,7 +41,7 @@ func releaseCommand(ctx context.Context, env Env, args []string) error {
 	if !force {
 		return usagef("release takes the lock away from whoever holds it: add --force to confirm")
 	}
-	rdb, err := conn.connect(ctx, env)
+	rdb, _, err := conn.connect(ctx, env)
 	if err != nil {
 		return err
 	}
@@ -63,7 +63,7 @@ func releaseCommand(ctx context.Context, env Env, args []string) error {
 
 // forceRelease releases the lock named name for whoever holds it now, through the release script: the key is
 // deleted only if it still holds the value read just before, and waiters are woken.
-func forceRelease(ctx context.Context, env Env, rdb *redis.Client, key, name string) (bool, error) {
+func forceRelease(ctx context.Context, env Env, rdb redis.UniversalClient, key, name string) (bool, error) {
 	s, err := snapshot(ctx, rdb, key, name)
 	if err != nil {
 		return false, err

@@ -27,7 +27,8 @@ Flags:
   --wait D                 wait at most D for KEY (default: as long as it takes; --wait 0 is --no-wait)
   --ttl D                  the lock's ttl (default 1m): refreshed every ttl/3 while COMMAND runs; should keyward
                            die, the others get KEY at most D later
-  --grace D                when the lock is lost: time between SIGTERM and SIGKILL to COMMAND (default 5s)
+  --grace D                when COMMAND's group must stop (lock lost, keyward killed, processes left behind):
+                           time between SIGTERM and SIGKILL (default 5s)
   -E, --conflict-exit-code N
                            exit status when KEY is taken or not obtained within --wait (default 75; flock uses 1)
   --nodes URL,URL,…        take a Redlock quorum lock on these independent servers instead of --redis
@@ -43,7 +44,8 @@ COMMAND runs in a process group of its own, with these environment variables:
 SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 are forwarded to COMMAND's process group. If the lock is
 lost while COMMAND runs (it could not be refreshed before its ttl ran out, or it was deleted or taken), COMMAND's
 process group gets SIGTERM, then SIGKILL after --grace, and keyward exits 79. Should keyward itself be killed,
-COMMAND gets SIGTERM.
+even with SIGKILL, COMMAND's process group gets the same (a guard process, "keyward __guard", sees to it). What
+COMMAND leaves running in its group when it ends gets the same too, before the lock is released.
 
 Exit status:
   COMMAND's     COMMAND ran and ended (128+N when it was killed by signal N)
@@ -203,7 +205,7 @@ func heldBy(holder string) string {
 
 // supervise runs COMMAND under the lock l until it ends, stops it if the lock is lost, and releases the lock.
 func (f *runFlags) supervise(ctx context.Context, env Env, l keyward.Lock, key string, argv []string, sigs <-chan os.Signal) error {
-	c, err := startChild(env, argv, lockVars(key, l))
+	c, err := startChild(env, argv, lockVars(key, l), f.grace)
 	if err != nil {
 		releaseQuietly(ctx, l)
 		return err

@@ -167,7 +167,7 @@ func statusCommand(ctx context.Context, env Env, args []string) error {
 	if err := checkKeys(names, "keyward status [flags] KEY..."); err != nil {
 		return err
 	}
-	rdb, err := conn.connect(ctx, env)
+	rdb, _, err := conn.connect(ctx, env)
 	if err != nil {
 		return err
 	}
@@ -178,7 +178,7 @@ func statusCommand(ctx context.Context, env Env, args []string) error {
 	for _, k := range names {
 		s, err := snapshot(ctx, rdb, k, conn.prefix+k)
 		if err != nil {
-			return exitWith(exitFor(err), fmt.Errorf("lock %q: %v", k, err))
+			return exitWith(exitFor(err), fmt.Errorf("lock %q: %v", k, explain(err)))
 		}
 		states = append(states, s)
 		allHeld = allHeld && (s.State == stateHeld || s.State == stateReserved)

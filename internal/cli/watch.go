@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -27,7 +28,9 @@ lock's current state:
 
 keyward's release script announces every release, on any server. Acquisitions, expiries and deletions by other
 tools are seen only when the server sends keyspace notifications (notify-keyspace-events with K, $, g, x, e);
---notify turns them on.
+--notify turns them on. On a Cluster, watch subscribes on each master that serves a KEY, whose notifications
+are its own; behind a Cluster or Sentinel URL it checks every 15s that these are still the masters, and
+subscribes again after a failover.
 
 Flags:
   --notify         turn on the keyspace notifications watch needs (CONFIG SET notify-keyspace-events, adding
@@ -40,6 +43,14 @@ refused the credentials.
 // healthCheck is how long the subscription may stay silent before watch pings the server, and how long it waits
 // for the answer before it reconnects.
 const healthCheck = 15 * time.Second
+
+// masterCheck is how often watch checks that the servers it subscribed to are still the masters. After a
+// failover in which the old master lives on as a replica, a subscription to it goes on, and sees most events,
+// which replicate; but not all: an expiry reaches a replica as a deletion. A variable for tests.
+var masterCheck = healthCheck
+
+// errMasterChanged ends a subscription to a server that is no longer the master.
+var errMasterChanged = errors.New("the master changed (a failover)")
 
 func watchCommand(ctx context.Context, env Env, args []string) error {
 	var conn connFlags
@@ -56,22 +67,25 @@ func watchCommand(ctx context.Context, env Env, args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	rdb, err := conn.connect(ctx, env)
+	rdb, t, err := conn.connect(ctx, env)
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
 
-	w := &watcher{env: env, rdb: rdb, channels: map[string]watched{}, pendingDel: map[string]bool{}, last: map[string]string{}}
-	w.events = keyspaceEvents(ctx, env, rdb, notify)
+	w := &watcher{env: env, rdb: rdb, where: t.where, cluster: t.cluster != nil, failover: t.failover != nil,
+		notify: notify, keys: map[string]watched{}, pendingDel: map[string]bool{}, last: map[string]string{}}
+	db := 0
+	switch {
+	case t.single != nil:
+		db = t.single.DB
+	case t.failover != nil:
+		db = t.failover.DB
+	}
 	for _, k := range names {
 		name := conn.prefix + k
-		w.channels[keys.For(name).Channel] = watched{key: k, name: name, release: true}
-		if w.events != eventsOff {
-			w.channels[keys.KeyspaceChannel(rdb.Options().DB, name)] = watched{key: k, name: name}
-		}
+		w.keys[k] = watched{key: k, name: name, release: keys.For(name).Channel, keyspace: keys.KeyspaceChannel(db, name)}
 		w.order = append(w.order, k)
-		w.names = append(w.names, name)
 	}
 	return w.run(ctx)
 }
@@ -118,19 +132,39 @@ func keyspaceEvents(ctx context.Context, env Env, rdb *redis.Client, enable bool
 	return eventsOff
 }
 
-// watched is the lock a channel belongs to.
+// watched is a lock that watch follows.
 type watched struct {
 	key, name string
-	release   bool // the release channel (else the keyspace channel)
+	// release is the channel of keyward's release messages, keyspace the channel of the key's keyspace
+	// notifications.
+	release, keyspace string
+}
+
+// A shard is one server that watch subscribes to, and the locks whose notifications it sends: the one server
+// of a single-server URL or a Sentinel group's master, or one master of a Cluster, whose keyspace notifications
+// are its own keys' only.
+type shard struct {
+	node *redis.Client
+	keys []watched
+}
+
+// incoming is what one shard's subscription received: a message, or the error that ended it.
+type incoming struct {
+	ps  *redis.PubSub
+	msg any
+	err error
 }
 
 type watcher struct {
-	env      Env
-	rdb      *redis.Client
-	events   string
-	channels map[string]watched
-	order    []string // keys, as given
-	names    []string // their Redis names
+	env   Env
+	rdb   redis.UniversalClient
+	where string
+	// cluster and failover say whether the URL names a Cluster or a Sentinel group.
+	cluster, failover bool
+	notify            bool   // --notify
+	events            string // whether the servers send keyspace notifications, found at the first connection
+	keys              map[string]watched
+	order             []string // keys, as given
 	// pendingDel marks keys whose keyspace "del" is waiting to learn whether the release script caused it.
 	pendingDel map[string]bool
 	// last is the value last seen under each key.
@@ -139,36 +173,26 @@ type watcher struct {
 
 // run subscribes and prints events until ctx ends, subscribing again after a connection failure.
 func (w *watcher) run(ctx context.Context) error {
-	var channels []string
-	for c := range w.channels {
-		channels = append(channels, c)
-	}
 	backoff := time.Duration(0)
 	for first := true; ; first = false {
-		ps := w.rdb.Subscribe(ctx, channels...)
-		// A blocking read does not see ctx end: closing the connection ends it.
-		unblock := context.AfterFunc(ctx, func() { _ = ps.Close() })
-		err := w.confirm(ctx, ps, len(channels))
-		if err == nil {
-			backoff = 0
-			if first {
-				w.header()
-			} else {
-				fmt.Fprintln(w.env.Stderr, "keyward watch: reconnected")
-			}
-			if err = w.printStates(ctx); err == nil {
-				err = w.receive(ctx, ps)
-			}
-		}
-		unblock()
-		_ = ps.Close()
+		subscribed, err := w.session(ctx, first)
 		if ctx.Err() != nil {
 			return nil
 		}
-		if first {
-			return exitWith(exitFor(err), fmt.Errorf("subscribing: %v", err))
+		if first && !subscribed {
+			return exitWith(exitFor(err), fmt.Errorf("subscribing: %v", explain(err)))
 		}
-		fmt.Fprintf(w.env.Stderr, "keyward watch: connection lost (%v); reconnecting\n", err)
+		if subscribed {
+			backoff = 0
+		}
+		if errors.Is(err, errMasterChanged) {
+			fmt.Fprintln(w.env.Stderr, "keyward watch: the master changed (a failover); subscribing again")
+		} else {
+			fmt.Fprintf(w.env.Stderr, "keyward watch: connection lost (%v); reconnecting\n", err)
+		}
+		if c, ok := w.rdb.(*redis.ClusterClient); ok {
+			c.ReloadState(ctx) // a failover may have moved a slot to another master
+		}
 		backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
 		t := time.NewTimer(backoff)
 		select {
@@ -178,6 +202,147 @@ func (w *watcher) run(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// session subscribes on every shard, prints the locks' states, then their events until a subscription fails
+// or ctx ends. It reports whether every subscription was confirmed.
+func (w *watcher) session(ctx context.Context, first bool) (bool, error) {
+	shards, err := w.shards(ctx)
+	if err != nil {
+		return false, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var receivers sync.WaitGroup
+	defer receivers.Wait()
+	defer cancel()
+
+	// Before subscribing: should a failover come in between, the subscription is to the new master, and the
+	// next check only subscribes again.
+	masters := make([]string, len(shards))
+	for i, sh := range shards {
+		masters[i] = w.masterID(ctx, sh)
+	}
+	subs := make([]*redis.PubSub, len(shards))
+	for i, sh := range shards {
+		var channels []string
+		for _, k := range sh.keys {
+			channels = append(channels, k.release, k.keyspace)
+		}
+		ps := sh.node.Subscribe(ctx, channels...)
+		subs[i] = ps
+		defer ps.Close()
+		// A blocking read does not see ctx end: closing the connection ends it.
+		defer context.AfterFunc(ctx, func() { _ = ps.Close() })()
+		if err := w.confirm(ctx, ps, len(channels)); err != nil {
+			return false, err
+		}
+	}
+	if first {
+		w.events = w.keyspaceEvents(ctx, shards)
+		w.header()
+	} else {
+		fmt.Fprintln(w.env.Stderr, "keyward watch: reconnected")
+	}
+	if err := w.printStates(ctx); err != nil {
+		return true, err
+	}
+	in := make(chan incoming)
+	for _, ps := range subs {
+		receivers.Go(func() { receive(ctx, ps, in) })
+	}
+	check := time.NewTicker(masterCheck)
+	defer check.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return true, nil
+		case <-check.C:
+			for i, sh := range shards {
+				if id := w.masterID(ctx, sh); masters[i] != "" && id != "" && id != masters[i] {
+					return true, errMasterChanged
+				}
+			}
+		case m := <-in:
+			if m.err != nil {
+				return true, m.err
+			}
+			if err := w.handle(ctx, m.ps, m.msg); err != nil {
+				return true, err
+			}
+		}
+	}
+}
+
+// shards groups the locks by the server that sends their notifications.
+func (w *watcher) shards(ctx context.Context) ([]shard, error) {
+	var all []watched
+	for _, k := range w.order {
+		all = append(all, w.keys[k])
+	}
+	c, ok := w.rdb.(*redis.ClusterClient)
+	if !ok {
+		return []shard{{node: w.rdb.(*redis.Client), keys: all}}, nil
+	}
+	var shards []shard
+	index := map[*redis.Client]int{}
+	for _, k := range all {
+		node, err := c.MasterForKey(ctx, k.name)
+		if err != nil {
+			return nil, err
+		}
+		i, ok := index[node]
+		if !ok {
+			i = len(shards)
+			index[node] = i
+			shards = append(shards, shard{node: node})
+		}
+		shards[i].keys = append(shards[i].keys, k)
+	}
+	return shards, nil
+}
+
+// masterID identifies the master that sh's subscription is on, "" when that cannot be known: the node's role
+// in a Cluster ("master", until a failover makes it a replica), the master's run_id behind a Sentinel URL. A
+// single server does not change, and is not checked.
+func (w *watcher) masterID(ctx context.Context, sh shard) string {
+	ctx, cancel := context.WithTimeout(ctx, healthCheck)
+	defer cancel()
+	switch {
+	case w.cluster:
+		role, err := sh.node.Do(ctx, "ROLE").Slice()
+		if err != nil || len(role) == 0 {
+			return ""
+		}
+		return fmt.Sprint(role[0])
+	case w.failover:
+		info, err := sh.node.Info(ctx, "server").Result()
+		if err != nil {
+			return ""
+		}
+		for _, line := range strings.Split(info, "\n") {
+			if id, ok := strings.CutPrefix(strings.TrimSpace(line), "run_id:"); ok {
+				return id
+			}
+		}
+	}
+	return ""
+}
+
+// keyspaceEvents is whether every shard sends keyspace notifications: on when all do, off when one does not,
+// unknown when one does not say.
+func (w *watcher) keyspaceEvents(ctx context.Context, shards []shard) string {
+	events := eventsOn
+	for _, sh := range shards {
+		switch keyspaceEvents(ctx, w.env, sh.node, w.notify) {
+		case eventsOff:
+			events = eventsOff
+		case eventsUnknown:
+			if events == eventsOn {
+				events = eventsUnknown
+			}
+		}
+	}
+	return events
 }
 
 // confirm waits until the server confirmed n subscriptions: from then on, no event is missed.
@@ -202,13 +367,13 @@ func (w *watcher) header() {
 	case eventsUnknown:
 		what = "the server's keyspace notifications are unknown (CONFIG GET refused): releases are shown, the rest if they are on"
 	}
-	fmt.Fprintf(w.env.Stderr, "keyward watch: watching %d lock(s) at %s; %s. Ctrl-C to stop.\n", len(w.order), w.rdb.Options().Addr, what)
+	fmt.Fprintf(w.env.Stderr, "keyward watch: watching %d lock(s) on %s; %s. Ctrl-C to stop.\n", len(w.order), w.where, what)
 }
 
 // printStates prints the current state of every lock: where the stream of events starts.
 func (w *watcher) printStates(ctx context.Context) error {
-	for i, k := range w.order {
-		s, err := snapshot(ctx, w.rdb, k, w.names[i])
+	for _, k := range w.order {
+		s, err := snapshot(ctx, w.rdb, k, w.keys[k].name)
 		if err != nil {
 			return err
 		}
@@ -225,46 +390,55 @@ func (w *watcher) printStates(ctx context.Context) error {
 	return nil
 }
 
-// receive prints events until the connection fails or ctx ends.
-func (w *watcher) receive(ctx context.Context, ps *redis.PubSub) error {
+// receive passes on what ps receives until its connection fails or ctx ends, pinging the server when the
+// subscription stays silent for a while.
+func receive(ctx context.Context, ps *redis.PubSub, in chan<- incoming) {
+	pass := func(m incoming) bool {
+		select {
+		case in <- m:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
 	pinged := false
 	for {
 		msg, err := ps.ReceiveTimeout(ctx, healthCheck)
 		switch {
 		case err == nil:
 			pinged = false
-			if err := w.handle(ctx, ps, msg); err != nil {
-				return err
+			if !pass(incoming{ps: ps, msg: msg}) {
+				return
 			}
 			continue
 		case ctx.Err() != nil:
-			return nil
+			return
 		case isTimeout(err) && !pinged:
 			// Silent for a while: the server answers a ping on this connection, or the connection is dead.
-			if err := ps.Ping(ctx, "health"); err != nil {
-				return err
+			if err = ps.Ping(ctx, "health"); err == nil {
+				pinged = true
+				continue
 			}
-			pinged = true
-			continue
 		case isTimeout(err):
-			return errors.New("no answer to a ping")
+			err = errors.New("no answer to a ping")
 		}
-		return err
+		pass(incoming{err: err})
+		return
 	}
 }
 
 func (w *watcher) handle(ctx context.Context, ps *redis.PubSub, msg any) error {
 	switch m := msg.(type) {
 	case *redis.Message:
-		c, ok := w.channels[m.Channel]
-		if !ok {
-			return nil
+		for _, k := range w.order {
+			switch c := w.keys[k]; m.Channel {
+			case c.release:
+				w.released(c.key, m.Payload)
+				return nil
+			case c.keyspace:
+				return w.keyspace(ctx, ps, c, m.Payload)
+			}
 		}
-		if c.release {
-			w.released(c.key, m.Payload)
-			return nil
-		}
-		return w.keyspace(ctx, ps, c, m.Payload)
 	case *redis.Pong:
 		// The answer to the ping sent after a "del": any release message of the same script came before it.
 		if key, ok := strings.CutPrefix(m.Payload, "del "); ok && w.pendingDel[key] {

@@ -27,7 +27,7 @@ func StartProcesses(dir string, n int, opts ...Option) ([]*Server, error) {
 		}
 		servers[i] = &Server{bin: Binary(), base: base, cfg: cfg}
 	}
-	ports, err := freePorts(n)
+	ports, err := freePorts(n, cfg.cluster)
 	if err != nil {
 		return nil, fmt.Errorf("redistest: %w", err)
 	}

@@ -28,6 +28,9 @@ const (
 	startAttempts = 5
 	// killTimeout bounds the wait for a SIGKILLed server to be reaped.
 	killTimeout = 10 * time.Second
+	// clusterBusOffset is how far above its port a cluster node listens for
+	// the cluster bus (Redis' default, cluster-port 0).
+	clusterBusOffset = 10000
 	// defaultRedisPort is never handed to a test server, so that a test can
 	// never talk to (or clobber) a developer's real Redis by accident.
 	defaultRedisPort = 6379
@@ -67,6 +70,11 @@ type config struct {
 	hasNotify bool
 	cluster   bool
 	args      []string
+	// conf are lines for the server's config file (see Server.confFile),
+	// written before its first start; the Sentinel and Cluster rigs use it.
+	conf []string
+	// sentinel starts the process in Sentinel mode (--sentinel).
+	sentinel bool
 }
 
 // Option configures a server started by Start or StartN.
@@ -82,8 +90,10 @@ func WithNotify(flags string) Option {
 }
 
 // WithCluster starts the server with cluster-enabled yes, using a config file
-// and a nodes.conf in the server's own directory. No slots are assigned: this
-// is enough for CLUSTER KEYSLOT and the like, not for storing keys.
+// and a nodes.conf in the server's own directory (kept across Restart, so the
+// node keeps its identity). No slots are assigned: this is enough for CLUSTER
+// KEYSLOT and the like, not for storing keys; StartCluster makes a cluster
+// that stores keys.
 func WithCluster() Option {
 	return func(c *config) { c.cluster = true }
 }
@@ -128,7 +138,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
 	Require(t)
 	s := newServer(t, opts)
-	ports, err := freePorts(1)
+	ports, err := freePorts(1, s.cfg.cluster)
 	if err != nil {
 		t.Fatalf("redistest: %v", err)
 	}
@@ -149,7 +159,7 @@ func StartN(t testing.TB, n int, opts ...Option) []*Server {
 	}
 	// Pick all ports while holding the listeners, so the n servers at least
 	// do not collide with each other.
-	ports, err := freePorts(n)
+	ports, err := freePorts(n, len(servers) > 0 && servers[0].cfg.cluster)
 	if err != nil {
 		t.Fatalf("redistest: %v", err)
 	}
@@ -201,7 +211,7 @@ func (s *Server) boot(port int) error {
 		if !errors.Is(err, errPortBusy) {
 			return err
 		}
-		ports, perr := freePorts(1)
+		ports, perr := freePorts(1, s.cfg.cluster)
 		if perr != nil {
 			return perr
 		}
@@ -220,14 +230,14 @@ func (s *Server) launch(port int) (*proc, error) {
 		return nil, err
 	}
 	var args []string
-	if s.cfg.cluster {
+	if conf, err := s.confFile(); err != nil {
+		return nil, err
+	} else if conf != "" {
 		// A config file has to be the first argument.
-		conf := filepath.Join(dir, "redis.conf")
-		text := "cluster-enabled yes\ncluster-config-file " + filepath.Join(dir, "nodes.conf") + "\n"
-		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
-			return nil, err
-		}
 		args = append(args, conf)
+	}
+	if s.cfg.sentinel {
+		args = append(args, "--sentinel")
 	}
 	args = append(args,
 		"--port", strconv.Itoa(port),
@@ -273,6 +283,38 @@ func (s *Server) launch(port int) (*proc, error) {
 		return nil, fmt.Errorf("redis-server %s on port %d: %w\n%s", strings.Join(args, " "), port, err, p.logTail())
 	}
 	return p, nil
+}
+
+// confFile returns the path of the server's config file, writing it before
+// the first start, or "" when the server needs none. The file lives in the
+// server's base directory, not in an incarnation's, so that Restart keeps
+// what the server wrote to it: a Sentinel rewrites its file with what it
+// learnt (replicas, other sentinels, the current master), CONFIG REWRITE (which
+// a Sentinel sends after REPLICAOF) records whom a data node replicates, and
+// a cluster node's nodes.conf holds its identity and view of the cluster.
+// Command-line arguments come after the file and override it, so a restarted
+// server still gets its own port, directory and log. Called with s.mu held.
+func (s *Server) confFile() (string, error) {
+	if !s.cfg.cluster && !s.cfg.sentinel && len(s.cfg.conf) == 0 {
+		return "", nil
+	}
+	path := s.confPath()
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	var text strings.Builder
+	if s.cfg.cluster {
+		text.WriteString("cluster-enabled yes\ncluster-config-file " + filepath.Join(s.base, "nodes.conf") + "\n")
+	}
+	for _, l := range s.cfg.conf {
+		text.WriteString(l + "\n")
+	}
+	return path, os.WriteFile(path, []byte(text.String()), 0o600)
+}
+
+// confPath is where confFile keeps the config file.
+func (s *Server) confPath() string {
+	return filepath.Join(s.base, "redis.conf")
 }
 
 // waitReady polls until the server on port answers PING and INFO says it is
@@ -523,7 +565,10 @@ func (s *Server) Resume(t testing.TB) {
 
 // Restart kills the server if it is running and starts a fresh, empty one on
 // the same port with the same options, in a new directory; it returns when
-// PING answers again. Existing go-redis clients reconnect by themselves.
+// PING answers again. Existing go-redis clients reconnect by themselves. A
+// server with a config file keeps it (see StartSentinel and StartCluster): a
+// sentinel keeps what it learnt, a replica whom it replicates, a cluster
+// node its nodes.conf, so each rejoins its deployment.
 func (s *Server) Restart(t testing.TB) {
 	t.Helper()
 	s.mu.Lock()
@@ -548,10 +593,12 @@ func (s *Server) Restart(t testing.TB) {
 	t.Fatalf("redistest: Restart on port %d: %v", s.port, err)
 }
 
-// freePorts returns n distinct free loopback ports, none of them 6379. The
-// listeners are held until all are picked, then closed: a port may still be
-// taken by someone else before redis-server binds it, which Start handles.
-func freePorts(n int) ([]int, error) {
+// freePorts returns n distinct free loopback ports, none of them 6379; with
+// bus, port+clusterBusOffset is free too for each, as a cluster node binds
+// both. The listeners are held until all are picked, then closed: a port may
+// still be taken by someone else before redis-server binds it, which Start
+// handles.
+func freePorts(n int, bus bool) ([]int, error) {
 	var held []net.Listener
 	defer func() {
 		for _, l := range held {
@@ -565,12 +612,71 @@ func freePorts(n int) ([]int, error) {
 			return nil, fmt.Errorf("picking a free port: %w", err)
 		}
 		held = append(held, l) // holding 6379 too keeps it from coming back
-		if len(held) > n+20 {
-			return nil, errors.New("picking a free port: the OS keeps handing out 6379")
+		if len(held) > 4*n+40 {
+			return nil, errors.New("picking a free port: the OS keeps handing out 6379 or ports whose cluster bus port is taken")
 		}
-		if port := l.Addr().(*net.TCPAddr).Port; port != defaultRedisPort {
-			ports = append(ports, port)
+		port := l.Addr().(*net.TCPAddr).Port
+		if port == defaultRedisPort {
+			continue
 		}
+		if bus {
+			// Ephemeral ports go up to 60999 on Linux, so about half of
+			// them have no bus port below 65536.
+			if port+clusterBusOffset > 65535 || port+clusterBusOffset == defaultRedisPort {
+				continue
+			}
+			bl, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port+clusterBusOffset)))
+			if err != nil {
+				continue
+			}
+			held = append(held, bl)
+		}
+		ports = append(ports, port)
 	}
 	return ports, nil
+}
+
+// reachable reports whether the process runs and is not paused, that is
+// whether the rig should expect an answer from it.
+func (s *Server) reachable() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.proc != nil && s.proc.alive() && !s.proc.paused
+}
+
+// withConf adds lines to the server's config file (see confFile).
+func withConf(lines ...string) Option {
+	return func(c *config) { c.conf = append(c.conf, lines...) }
+}
+
+// startOne prepares a server with opts and starts it on port (or another
+// free port should that be taken), failing the test if it cannot.
+func startOne(t testing.TB, port int, opts []Option) *Server {
+	t.Helper()
+	s := newServer(t, opts)
+	if err := s.boot(port); err != nil {
+		t.Fatalf("redistest: starting redis-server: %v", err)
+	}
+	return s
+}
+
+// appendConf appends a line to the server's config file; it takes effect at
+// the next start (a later line overrides an earlier one).
+func (s *Server) appendConf(line string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f, err := os.OpenFile(s.confPath(), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString("\n" + line + "\n"); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// String returns the server's address, for messages.
+func (s *Server) String() string {
+	return s.Addr()
 }
