@@ -35,12 +35,13 @@ func numSub(t *testing.T, srv *redistest.Server, channel string) int64 {
 // After a Sentinel failover the waiter's subscription must not stay on the demoted master: the probe finds it
 // there (go-redis has moved its commands to the new master, where the probe's PUBLISH reaches nobody), the
 // waiter is told to look again, and it is subscribed on the new master, where a release wakes it by its message.
-// The client is the user's: go-redis's defaults.
+// The client is the user's: go-redis's defaults. WithNotifications turned keyspace notifications on at the old
+// master; the new one gets them when the watcher connects to it (CONFIG SET is not replicated).
 func TestSentinelFailover(t *testing.T) {
 	g := redistest.StartSentinel(t)
 	rdb := g.Client(t)
 	ctx := context.Background()
-	w := newWatcher(t, rdb)
+	w := newWatcher(t, rdb, keyspace.WithNotifications())
 	wt := watch(t, w, "job")
 	old := g.Master()
 	require.Equal(t, int64(1), numSub(t, old, keys.For("job").Channel))
@@ -85,6 +86,10 @@ func TestSentinelFailover(t *testing.T) {
 	e := nextKind(t, wt, keyspace.Released)
 	t.Logf("a release on the new master heard %v after it was published", time.Since(sent))
 	assert.Equal(t, "after", e.Payload)
+
+	require.NoError(t, rdb.Set(ctx, "job", "someone", 0).Err())
+	require.NoError(t, rdb.Del(ctx, "job").Err()) // another tool deletes the key, on the new master
+	nextKind(t, wt, keyspace.Deleted)
 }
 
 // reconnectedAt waits (at most d) for wt's next Reconnected event and returns when it came, or the zero time.
@@ -107,50 +112,68 @@ func reconnectedAt(wt *keyspace.Watch, d time.Duration) time.Time {
 
 // On a cluster, every master sends its own keyspace notifications: waiters on keys of each master hear a plain
 // DEL by another tool, through one pub/sub connection per master. After a failover of one key's master, its
-// waiter follows the key to the new master and hears a DEL there.
+// waiter follows the key to the new master and hears a DEL there. The notifications are on at every node from
+// the start, or turned on by WithNotifications: at every master first, and at the promoted replica when the
+// watcher connects to it.
 func TestClusterNotificationsFromEveryMaster(t *testing.T) {
-	c := redistest.StartCluster(t, redistest.WithNotify("Kgxe"))
-	cc := c.Client(t)
-	ctx := context.Background()
-	w := newWatcher(t, cc)
+	for _, tt := range []struct {
+		name   string
+		server []redistest.Option
+		opts   []keyspace.Option
+	}{
+		{"notifications on at every node", []redistest.Option{redistest.WithNotify("Kgxe")}, nil},
+		{"WithNotifications", nil, []keyspace.Option{keyspace.WithNotifications()}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := redistest.StartCluster(t, tt.server...)
+			cc := c.Client(t)
+			ctx := context.Background()
+			w := newWatcher(t, cc, tt.opts...)
 
-	masters := c.Masters()
-	require.Len(t, masters, 3)
-	byMaster := map[string]string{} // a key per master address
-	for i := 0; len(byMaster) < len(masters); i++ {
-		key := fmt.Sprintf("job-%d", i)
-		if m := c.MasterOf(key).Addr(); byMaster[m] == "" {
-			byMaster[m] = key
-		}
-	}
-	watches := map[string]*keyspace.Watch{}
-	for _, key := range byMaster {
-		watches[key] = watch(t, w, key)
-	}
-	assert.True(t, w.KeyEvents())
-	for _, m := range masters {
-		assert.Equal(t, 1, pubsubClients(t, m), "one pub/sub connection to master %s", m)
-	}
-	for key, wt := range watches {
-		require.NoError(t, cc.Set(ctx, key, "someone", 0).Err())
-		require.NoError(t, cc.Del(ctx, key).Err()) // another tool deletes the key
-		nextKind(t, wt, keyspace.Deleted)
-	}
+			masters := c.Masters()
+			require.Len(t, masters, 3)
+			byMaster := map[string]string{} // a key per master address
+			for i := 0; len(byMaster) < len(masters); i++ {
+				key := fmt.Sprintf("job-%d", i)
+				if m := c.MasterOf(key).Addr(); byMaster[m] == "" {
+					byMaster[m] = key
+				}
+			}
+			watches := map[string]*keyspace.Watch{}
+			for _, key := range byMaster {
+				watches[key] = watch(t, w, key)
+			}
+			assert.True(t, w.KeyEvents())
+			for _, m := range masters {
+				assert.Equal(t, 1, pubsubClients(t, m), "one pub/sub connection to master %s", m)
+			}
+			for key, wt := range watches {
+				require.NoError(t, cc.Set(ctx, key, "someone", 0).Err())
+				require.NoError(t, cc.Del(ctx, key).Err()) // another tool deletes the key
+				nextKind(t, wt, keyspace.Deleted)
+			}
 
-	key := byMaster[masters[0].Addr()]
-	wt := watches[key]
-	old := c.MasterOf(key)
-	start := time.Now()
-	promoted := c.Failover(t, key)
-	returned := time.Now()
-	nextKind(t, wt, keyspace.Reconnected)
-	moved := time.Now()
-	nextKind(t, wt, keyspace.Reconnected)
-	t.Logf("failover took %v; the key's channels moved %v after it began, %v after it returned",
-		returned.Sub(start), moved.Sub(start), moved.Sub(returned))
-	require.NoError(t, cc.Set(ctx, key, "someone", 0).Err())
-	require.NoError(t, cc.Del(ctx, key).Err())
-	nextKind(t, wt, keyspace.Deleted)
-	assert.Equal(t, 1, pubsubClients(t, promoted), "one pub/sub connection to the new master")
-	assert.Zero(t, pubsubClients(t, old), "none to the old one, a replica now")
+			key := byMaster[masters[0].Addr()]
+			wt := watches[key]
+			old := c.MasterOf(key)
+			movedAt := make(chan time.Time, 2) // the two Reconnected events, or zero times when they do not come
+			go func() {
+				for range 2 {
+					movedAt <- reconnectedAt(wt, time.Minute)
+				}
+			}()
+			start := time.Now()
+			promoted := c.Failover(t, key)
+			returned := time.Now()
+			moved, resubscribed := <-movedAt, <-movedAt
+			require.False(t, moved.IsZero() || resubscribed.IsZero(), "the waiter was told to look again, twice")
+			t.Logf("failover took %v (CLUSTER FAILOVER to the rig's settling); the key's channels moved %v after it "+
+				"began, subscribed on the new master %v later", returned.Sub(start), moved.Sub(start), resubscribed.Sub(moved))
+			require.NoError(t, cc.Set(ctx, key, "someone", 0).Err())
+			require.NoError(t, cc.Del(ctx, key).Err())
+			nextKind(t, wt, keyspace.Deleted)
+			assert.Equal(t, 1, pubsubClients(t, promoted), "one pub/sub connection to the new master")
+			assert.Zero(t, pubsubClients(t, old), "none to the old one, a replica now")
+		})
+	}
 }
