@@ -103,6 +103,19 @@ func TestKeyspaceChannelRefused(t *testing.T) {
 	nextKind(t, other, keyspace.Released)
 }
 
+// A user allowed the release channels only: the probe's channel is refused with the first subscription (which
+// is sent again one channel at a time), the probe is off, and watching works.
+func TestProbeChannelRefused(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := aclUser(t, srv, "releases", "&*:released")
+	w := newWatcher(t, rdb)
+	wt := watch(t, w, "job")
+	ctx := context.Background()
+	assert.Equal(t, []string{keys.For("job").Channel}, srv.Client(t).PubSubChannels(ctx, "*").Val())
+	require.NoError(t, srv.Client(t).Publish(ctx, keys.For("job").Channel, "x").Err())
+	assert.Equal(t, "x", nextKind(t, wt, keyspace.Released).Payload)
+}
+
 // Permission taken away while watches wait: Redis disconnects the user's subscribed connection, the watcher
 // subscribes again, and the channels now refused end their watches with a Failed event (a watch whose channel is
 // still allowed is subscribed again as usual). No reconnect loop follows.
