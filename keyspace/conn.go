@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -68,6 +69,9 @@ type conn struct {
 	node   redis.UniversalClient // where the connection's subscriptions and probes go
 	ctx    context.Context       // ends when the connection is retired or the Watcher closed
 	retire context.CancelFunc
+	// reading is when the receive loop began the read it is blocked in (Unix ns), 0 while it handles what it
+	// read: a loop that has waited in a read for a while has taken everything the connection received.
+	reading atomic.Int64
 
 	// Guarded by Watcher.mu:
 	ps     *redis.PubSub // replaced only by the receive loop, when it reconnects; nil while it does

@@ -89,7 +89,7 @@ func (c *conn) probeOnce() {
 		return
 	}
 	now := time.Now()
-	if len(c.probe.out) > 0 && now.Sub(c.probe.out[0].at) > w.probeDeadline() {
+	if len(c.probe.out) > 0 && now.Sub(c.probe.out[0].at) > w.probeDeadline() && c.idle(now) {
 		c.deafLocked(droppedLost)
 		w.mu.Unlock()
 		return
@@ -122,6 +122,14 @@ func (c *conn) probeOnce() {
 		}
 		c.deafLocked(droppedElsewhere)
 	}
+}
+
+// idle reports whether the receive loop has been waiting in a read for a probe interval: it has read everything
+// the connection received, so a probe it has not heard has not come. A loop that is behind (a loaded machine,
+// a burst of messages) is no sign of a deaf connection, and gets no verdict.
+func (c *conn) idle(now time.Time) bool {
+	since := c.reading.Load()
+	return since != 0 && now.Sub(time.Unix(0, since)) >= c.w.interval()
 }
 
 // heardLocked takes a probe heard on the connection.

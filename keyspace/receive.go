@@ -24,7 +24,9 @@ func (c *conn) receive(ps *redis.PubSub) {
 	pinged := false
 	backoff := time.Duration(0)
 	for {
+		c.reading.Store(time.Now().UnixNano())
 		msg, err := ps.ReceiveTimeout(c.ctx, c.w.cfg.healthCheck)
+		c.reading.Store(0)
 		if c.ctx.Err() != nil {
 			return
 		}
