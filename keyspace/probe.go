@@ -16,8 +16,9 @@ import (
 //   - the server that ran the PUBLISH says nobody received it (the count is 0): the subscription is on another
 //     server than the one the commands go to, such as a demoted primary after a Sentinel failover, or the old
 //     address after a DNS or proxy switch. Release messages published meanwhile may have been lost too;
-//   - a later probe is heard before an earlier one, or a probe is not heard within probeDeadline: messages are
-//     being lost on the way.
+//   - a later probe is heard before an earlier one, or a probe is not heard within probeDeadline while the
+//     receive loop waits in a read (one that is behind on what it received gets no verdict): messages are being
+//     lost on the way.
 //
 // The PING health check stays: it covers connections that are silent, which a probe cannot tell from deaf when
 // the command path is down as well.
