@@ -1,6 +1,7 @@
 // Package keyspace tells waiters the moment a Redis key they wait for may have become free, without polling.
 //
-// A [Watcher] owns one pub/sub connection to one Redis deployment and multiplexes any number of waiters over it:
+// A [Watcher] owns the pub/sub connections to one Redis deployment — one for a single server or a
+// Sentinel-managed primary, one per master for a cluster — and multiplexes any number of waiters over them:
 // subscriptions are reference-counted (SUBSCRIBE on a channel's first waiter, UNSUBSCRIBE after its last).
 // [Watcher.Watch] returns only once the server has confirmed the subscription, so that a waiter that tries to
 // take a lock after Watch returns cannot miss a release that happens after its try: that release's message is
@@ -11,9 +12,17 @@
 //   - the messages keyward's release script publishes on the lock's channel (every server has pub/sub);
 //   - keyspace notifications for the key (del, expired, evicted) when the server has them on
 //     (notify-keyspace-events); they are detected with CONFIG GET, and a refused CONFIG (managed Redis,
-//     miniredis) counts as off. [WithNotifications] turns the needed flags on, keeping the others;
-//   - a Reconnected event whenever the connection dropped (or stopped answering its health check) and came back:
-//     messages may have been lost meanwhile, so every waiter is told to look again.
+//     miniredis) counts as off. [WithNotifications] turns the needed flags on, keeping the others. On a
+//     cluster, a key's channels are subscribed on the master that serves its slot, since notifications are
+//     local to that node, and they follow the slot when it moves;
+//   - a Reconnected event whenever messages may have been lost: the connection dropped, stopped answering its
+//     health check, or was found deaf by the probe (it no longer hears what is published where the locks live,
+//     as after a Sentinel failover or a DNS switch to a new primary: see [WithProbe]), or the key moved to
+//     another cluster master. Every waiter concerned is told to look again, and once more when it is
+//     subscribed again;
+//   - a Failed event when the server refuses the subscription (an ACL user without permission for the channel):
+//     [Watch.Err] then says why, with an error matching keyward.ErrNoPermission. Watch itself returns that error
+//     when the refusal comes first.
 //
-// [Watcher.Close] ends the connection and wakes every waiter with a Closed event; no goroutine survives it.
+// [Watcher.Close] ends the connections and wakes every waiter with a Closed event; no goroutine survives it.
 package keyspace

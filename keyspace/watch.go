@@ -4,17 +4,19 @@ import "sync"
 
 // maxPending bounds the events a watch keeps until its owner takes them; past it, the events are replaced by
 // one Reconnected event (something may have been missed: look again), so a slow owner costs memory only once.
+// A Closed or Failed event is kept all the same: it ends the watch.
 const maxPending = 64
 
 // A Watch is one waiter's registration for one key. Its owner waits on Ready and takes the events with Events.
 type Watch struct {
-	w        *Watcher
-	key      string
-	channels []string
-	signal   chan struct{} // capacity 1: one pending signal covers any number of events
+	w      *Watcher
+	key    string
+	chans  []*channel    // guarded by w.mu
+	signal chan struct{} // capacity 1: one pending signal covers any number of events
 
 	mu      sync.Mutex
 	pending []Event
+	err     error // why the watch ended: ErrClosed, or the refusal of its subscription
 	closed  bool
 }
 
@@ -27,6 +29,16 @@ func (wt *Watch) Ready() <-chan struct{} { return wt.signal }
 // Events takes the pending events, oldest first.
 func (wt *Watch) Events() []Event { return wt.take() }
 
+// Err returns nil while the watch works, and after it ended the reason: ErrClosed when the Watcher was closed,
+// or an error matching keyward.ErrNoPermission when the server refused the subscription the watch needs (the
+// Err of its Failed event). A watch that ended hears nothing more; waiters then fall back on their timers or
+// give up with Err.
+func (wt *Watch) Err() error {
+	wt.mu.Lock()
+	defer wt.mu.Unlock()
+	return wt.err
+}
+
 func (wt *Watch) take() []Event {
 	wt.mu.Lock()
 	defer wt.mu.Unlock()
@@ -38,6 +50,8 @@ func (wt *Watch) take() []Event {
 func (wt *Watch) deliver(e Event) {
 	wt.mu.Lock()
 	switch {
+	case len(wt.pending) >= maxPending && (e.Kind == Closed || e.Kind == Failed):
+		wt.pending = append(wt.pending[:0], Event{Kind: Reconnected}, e)
 	case len(wt.pending) >= maxPending:
 		wt.pending = append(wt.pending[:0], Event{Kind: Reconnected})
 	default:
@@ -48,6 +62,16 @@ func (wt *Watch) deliver(e Event) {
 	case wt.signal <- struct{}{}:
 	default:
 	}
+}
+
+// end delivers the event that ends the watch and records why.
+func (wt *Watch) end(e Event, err error) {
+	wt.mu.Lock()
+	if wt.err == nil {
+		wt.err = err
+	}
+	wt.mu.Unlock()
+	wt.deliver(e)
 }
 
 // Close ends the watch; the last watch of a channel unsubscribes it. Close is idempotent.

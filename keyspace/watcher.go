@@ -2,9 +2,10 @@ package keyspace
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -29,10 +30,14 @@ const (
 	Expired
 	// Evicted: a keyspace notification says the key was evicted under maxmemory.
 	Evicted
-	// Reconnected: the pub/sub connection was lost and is subscribed again; messages may have been lost.
+	// Reconnected: the pub/sub connection was lost (or found deaf by the probe, or the key moved to another
+	// cluster master) and is subscribed again; messages may have been lost.
 	Reconnected
 	// Closed: the Watcher was closed; the watch receives nothing more.
 	Closed
+	// Failed: the server refused the subscription the watch needs (an ACL user without permission for the
+	// channel); the watch receives nothing more, and Err says why (an error matching keyward.ErrNoPermission).
+	Failed
 )
 
 func (k Kind) String() string {
@@ -49,6 +54,8 @@ func (k Kind) String() string {
 		return "reconnected"
 	case Closed:
 		return "closed"
+	case Failed:
+		return "failed"
 	}
 	return fmt.Sprintf("Kind(%d)", int(k))
 }
@@ -58,6 +65,8 @@ type Event struct {
 	Kind Kind
 	// Payload is the release message, for Released events.
 	Payload string
+	// Err is why the watch failed, for Failed events.
+	Err error
 }
 
 // An Option configures a Watcher.
@@ -66,18 +75,24 @@ type Option func(*config)
 type config struct {
 	enableNotifications bool
 	healthCheck         time.Duration
+	probe               time.Duration // < 0: no probe
 }
+
+// DefaultProbe is how often, by default, a Watcher checks that its connections still hear what is published
+// where the locks live (see WithProbe).
+const DefaultProbe = 250 * time.Millisecond
 
 // WithNotifications turns keyspace notifications for del, expired and evicted on at the server when they are
 // off (CONFIG SET notify-keyspace-events, merging "Kgxe" into the flags already set, never removing any), so
-// that a key deleted by another tool, expired or evicted wakes waiters at once. Default: off; a server whose
-// notifications are already on is used as it is, and a refused CONFIG SET is not an error (release messages and
-// timers still work).
+// that a key deleted by another tool, expired or evicted wakes waiters at once. On a cluster it does so at every
+// master, and at each server the Watcher connects to later (a promoted replica, a new master). Default: off; a
+// server whose notifications are already on is used as it is, and a refused CONFIG SET is not an error (release
+// messages and timers still work).
 func WithNotifications() Option {
 	return func(c *config) { c.enableNotifications = true }
 }
 
-// WithHealthCheck sets how long the connection may stay silent before the Watcher pings the server, and how
+// WithHealthCheck sets how long a connection may stay silent before the Watcher pings the server, and how
 // long it waits for the answer before it reconnects and wakes every waiter. Default: 3 s.
 func WithHealthCheck(d time.Duration) Option {
 	return func(c *config) {
@@ -87,74 +102,113 @@ func WithHealthCheck(d time.Duration) Option {
 	}
 }
 
-// A Watcher wakes waiters on the keys of one Redis deployment through one pub/sub connection. It is safe for
-// concurrent use. Create one per client and share it; it connects on the first Watch.
+// WithProbe sets how often, while a connection has subscriptions, the Watcher publishes a probe through the
+// client's command path (where the lock scripts run) on a channel that connection is subscribed to. A probe
+// that is not heard on the connection, or that the server says nobody received, shows that the connection no
+// longer hears what is published where the locks live — after a Sentinel failover, a DNS or proxy switch to a
+// new primary — and the connection is rebuilt (every waiter gets Reconnected). On a cluster the same tick
+// checks which master serves each watched key. A d < 0 turns the probe off (the cluster check keeps the default
+// interval); 0 keeps the default. Default: 250 ms. A probe the server refuses (an ACL user without permission
+// to publish on keyward:probe:*) turns the probe off for the Watcher; watching goes on.
+func WithProbe(d time.Duration) Option {
+	return func(c *config) {
+		if d != 0 {
+			c.probe = d
+		}
+	}
+}
+
+// A Watcher wakes waiters on the keys of one Redis deployment. It is safe for concurrent use. Create one per
+// client and share it; it connects on the first Watch. It holds one pub/sub connection for a single server
+// or a Sentinel-managed primary, and one per master for a cluster (keyspace notifications are local to the
+// node that holds the key).
 type Watcher struct {
-	rdb redis.UniversalClient
-	cfg config
-	db  int
+	rdb     redis.UniversalClient
+	cluster *redis.ClusterClient // rdb, when it is a cluster client
+	cfg     config
+	db      int
+	id      string // names this Watcher's probe channels
+
+	ctx  context.Context // ends with Close
+	stop context.CancelFunc
+	wg   sync.WaitGroup // every goroutine of the Watcher
 
 	mu       sync.Mutex
-	ps       *redis.PubSub // nil until the first Watch, and while reconnecting
-	channels map[string]*channel
 	started  bool
 	closed   bool
-	notify   notifyFlags   // what keyspace notifications the server sends
-	done     chan struct{} // closed when the receive loop has returned
-	stop     context.CancelFunc
+	conns    map[string]*conn    // by node address; "" for a client that is not a cluster client
+	channels map[string]*channel // the channels watches use, by name (probe channels are the connections')
+	nodes    map[string]notifyFlags
+	// probing is false once the probe was turned off, refused or proved useless (see probe.go).
+	probing bool
+	// trustCount is false once a server's PUBLISH count proved not to describe this Watcher's subscriptions (a
+	// proxy): only probes that go unheard count then.
+	trustCount bool
+	// noKeyspace is set when the server refused a keyspace channel: later watches subscribe none.
+	noKeyspace bool
+	conngen    uint64 // numbers the pub/sub connections, for their probe channels
 }
 
-type notifyFlags struct{ del, expired, evicted bool }
-
-func (n notifyFlags) any() bool { return n.del || n.expired || n.evicted }
-
-// subState is where a channel's subscription stands on the connection.
-type subState int
-
-const (
-	subscribing   subState = iota // SUBSCRIBE sent, reply not yet received
-	active                        // the server confirmed the subscription
-	unsubscribing                 // UNSUBSCRIBE sent, reply not yet received
-)
-
-type channel struct {
-	name  string
-	state subState
-	// ready is closed exactly while state is active: a watch that joins in any other state waits for the
-	// confirmation of a SUBSCRIBE sent after it joined (or re-sent when an UNSUBSCRIBE in flight completes).
-	ready chan struct{}
-	// resubscribing is set while the channel is subscribed again after a reconnect: its confirmation wakes
-	// every watch once more, closing the window between the Reconnected event and the new subscription.
-	resubscribing bool
-	watches       map[*Watch]struct{}
-	keyOf         func(payload string) (Event, bool)
-}
-
-// New returns a Watcher for rdb. It opens its connection on the first Watch.
+// New returns a Watcher for rdb. It opens its connections on the first Watch.
 func New(rdb redis.UniversalClient, opts ...Option) *Watcher {
-	cfg := config{healthCheck: 3 * time.Second}
+	cfg := config{healthCheck: 3 * time.Second, probe: DefaultProbe}
 	for _, o := range opts {
 		if o != nil {
 			o(&cfg)
 		}
 	}
-	w := &Watcher{rdb: rdb, cfg: cfg, channels: map[string]*channel{}, done: make(chan struct{})}
-	if c, ok := rdb.(*redis.Client); ok {
+	ctx, stop := context.WithCancel(context.Background())
+	w := &Watcher{
+		rdb: rdb, cfg: cfg, id: newID(), ctx: ctx, stop: stop,
+		conns: map[string]*conn{}, channels: map[string]*channel{}, nodes: map[string]notifyFlags{},
+		probing: cfg.probe > 0, trustCount: true,
+	}
+	switch c := rdb.(type) {
+	case *redis.Client:
 		w.db = c.Options().DB
+	case *redis.ClusterClient:
+		w.cluster = c
 	}
 	return w
 }
 
+func newID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// interval is the period of the probe and of the cluster check.
+func (w *Watcher) interval() time.Duration {
+	if w.cfg.probe > 0 {
+		return w.cfg.probe
+	}
+	return DefaultProbe
+}
+
 // KeyEvents reports whether the server sends keyspace notifications that wake waiters (known after the first
-// Watch).
+// Watch); for a cluster, whether every master the Watcher knows of sends them.
 func (w *Watcher) KeyEvents() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.notify.any()
+	if w.noKeyspace || len(w.nodes) == 0 {
+		return false
+	}
+	for _, n := range w.nodes {
+		if !n.any() {
+			return false
+		}
+	}
+	return true
 }
 
 // Watch starts watching the lock key key and returns once the server has confirmed every subscription it needs,
 // or ctx ends, or the Watcher is closed. The caller must Close the watch.
+//
+// When the server refuses the subscription to the key's release channel (an ACL user without permission for
+// the channel), Watch returns an error matching keyward.ErrNoPermission that names the channel and wraps the
+// server's error. A refused keyspace-notification channel is not an error: the Watcher stops subscribing to
+// keyspace channels, and waiters rely on release messages and their timers.
 func (w *Watcher) Watch(ctx context.Context, key string) (*Watch, error) {
 	if key == "" {
 		return nil, fmt.Errorf("%w: empty key", keyward.ErrInvalid)
@@ -163,62 +217,66 @@ func (w *Watcher) Watch(ctx context.Context, key string) (*Watch, error) {
 		return nil, err
 	}
 	wt := &Watch{w: w, key: key, signal: make(chan struct{}, 1)}
-
-	w.mu.Lock()
-	if w.closed {
-		w.mu.Unlock()
-		return nil, ErrClosed
+	var cn *conn
+	for {
+		var err error
+		if cn, err = w.connFor(ctx, key); err != nil {
+			return nil, err
+		}
+		w.mu.Lock()
+		if w.closed {
+			w.mu.Unlock()
+			return nil, ErrClosed
+		}
+		if w.conns[cn.addr] == cn {
+			break // w.mu is held
+		}
+		w.mu.Unlock() // retired meanwhile (its node is no longer a master): ask again
 	}
-	wt.channels = w.channelNames(key)
-	var ready []chan struct{}
-	for _, name := range wt.channels {
-		ready = append(ready, w.addLocked(name, wt, key))
+	wt.chans = append(wt.chans, w.addLocked(cn, keys.For(key).Channel, releaseChannel, key, wt))
+	if cn.notify.any() && !w.noKeyspace {
+		wt.chans = append(wt.chans, w.addLocked(cn, keys.KeyspaceChannel(w.db, key), keyspaceChannel, key, wt))
 	}
 	w.mu.Unlock()
-
-	for _, r := range ready {
-		select {
-		case <-r:
-		case <-ctx.Done():
-			wt.Close()
-			return nil, context.Cause(ctx)
-		case <-wt.signal:
-			// Closed (or a Reconnected that will be followed by a new confirmation): look at the state again.
-			if w.isClosed() {
-				wt.Close()
-				return nil, ErrClosed
-			}
-			// The SUBSCRIBE is pending again on the new connection; wait for its confirmation.
-			return w.awaitAgain(ctx, wt)
-		}
-	}
-	return wt, nil
+	return w.await(ctx, wt)
 }
 
-// awaitAgain waits until every channel of wt is confirmed, after a reconnect interrupted the first wait.
-func (w *Watcher) awaitAgain(ctx context.Context, wt *Watch) (*Watch, error) {
+// await waits until every channel of wt is confirmed, or refused, or ctx ends, or the Watcher is closed.
+func (w *Watcher) await(ctx context.Context, wt *Watch) (*Watch, error) {
+	interrupted := false
 	for {
 		w.mu.Lock()
 		var pending chan struct{}
-		for _, name := range wt.channels {
-			if c := w.channels[name]; c != nil && c.state != active {
+		var refused error
+		for _, c := range wt.chans {
+			if c.err != nil {
+				refused = c.err
+				break
+			}
+			if c.state != active {
 				pending = c.ready
 				break
 			}
 		}
 		closed := w.closed
 		w.mu.Unlock()
-		if closed {
+		switch {
+		case closed:
 			wt.Close()
 			return nil, ErrClosed
-		}
-		if pending == nil {
-			wt.take() // the reconnect is already accounted for by this confirmation
+		case refused != nil:
+			wt.Close()
+			return nil, refused
+		case pending == nil:
+			if interrupted {
+				wt.take() // a reconnect or a move while waiting: this confirmation accounts for it
+			}
 			return wt, nil
 		}
 		select {
 		case <-pending:
 		case <-wt.signal:
+			interrupted = true
 		case <-ctx.Done():
 			wt.Close()
 			return nil, context.Cause(ctx)
@@ -226,96 +284,8 @@ func (w *Watcher) awaitAgain(ctx context.Context, wt *Watch) (*Watch, error) {
 	}
 }
 
-func (w *Watcher) isClosed() bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.closed
-}
-
-// channelNames returns the channels to subscribe for key: the release channel, and the keyspace channel when the
-// server sends keyspace notifications.
-func (w *Watcher) channelNames(key string) []string {
-	names := []string{keys.For(key).Channel}
-	if w.notify.any() {
-		names = append(names, keys.KeyspaceChannel(w.db, key))
-	}
-	return names
-}
-
-// addLocked registers wt on the channel name, subscribing when it is the first, and returns a channel that is
-// closed once the subscription is confirmed.
-func (w *Watcher) addLocked(name string, wt *Watch, key string) chan struct{} {
-	c := w.channels[name]
-	if c == nil {
-		c = &channel{name: name, ready: make(chan struct{}), watches: map[*Watch]struct{}{}, keyOf: w.eventOf(name, key)}
-		w.channels[name] = c
-		w.sendLocked("SUBSCRIBE", c)
-	}
-	c.watches[wt] = struct{}{}
-	return c.ready
-}
-
-// eventOf returns how a message on the channel name becomes an Event.
-func (w *Watcher) eventOf(name, key string) func(string) (Event, bool) {
-	if name != keys.KeyspaceChannel(w.db, key) {
-		return func(p string) (Event, bool) { return Event{Kind: Released, Payload: p}, true }
-	}
-	n := w.notify
-	return func(p string) (Event, bool) {
-		switch {
-		case p == "del" && n.del:
-			return Event{Kind: Deleted}, true
-		case p == "expired" && n.expired:
-			return Event{Kind: Expired}, true
-		case p == "evicted" && n.evicted:
-			return Event{Kind: Evicted}, true
-		}
-		return Event{}, false
-	}
-}
-
-// sendLocked sends SUBSCRIBE or UNSUBSCRIBE for c and records the state it leads to. A failed send is left to
-// the receive loop, which reconnects and subscribes every channel again.
-func (w *Watcher) sendLocked(cmd string, c *channel) {
-	if c.state == active {
-		c.ready = make(chan struct{})
-	}
-	if cmd == "SUBSCRIBE" {
-		c.state = subscribing
-	} else {
-		c.state = unsubscribing
-	}
-	if w.ps == nil {
-		return // reconnecting: the new connection subscribes every channel that has watches
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.healthCheck)
-	defer cancel()
-	var err error
-	if cmd == "SUBSCRIBE" {
-		err = w.ps.Subscribe(ctx, c.name)
-	} else {
-		err = w.ps.Unsubscribe(ctx, c.name)
-	}
-	if err != nil {
-		w.ps.Close() // the receive loop sees the error and reconnects
-	}
-}
-
-func (w *Watcher) removeLocked(wt *Watch) {
-	for _, name := range wt.channels {
-		c := w.channels[name]
-		if c == nil {
-			continue
-		}
-		delete(c.watches, wt)
-		if len(c.watches) == 0 && c.state == active {
-			w.sendLocked("UNSUBSCRIBE", c)
-		}
-	}
-}
-
-// start connects on the first call: it learns which keyspace notifications the server sends (turning them on
-// if asked) and starts the receive loop.
+// start runs on the first Watch: it learns which keyspace notifications the server (each master of a cluster)
+// sends, turning them on if asked, and starts the goroutines that are not a connection's.
 func (w *Watcher) start(ctx context.Context) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -325,67 +295,75 @@ func (w *Watcher) start(ctx context.Context) error {
 	if w.started {
 		return nil
 	}
-	w.notify = w.detectNotifications(ctx)
-	ps := w.rdb.Subscribe(ctx)
-	w.ps = ps
-	loopCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	w.stop = stop
+	if w.cluster == nil {
+		flags, _ := w.detectNotifications(ctx, w.rdb)
+		w.nodes[""] = flags
+		w.newConnLocked("", w.rdb, flags)
+	} else {
+		var mu sync.Mutex
+		_ = w.cluster.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+			flags, ok := w.detectNotifications(ctx, node)
+			if ok {
+				mu.Lock()
+				w.nodes[node.Options().Addr] = flags
+				mu.Unlock()
+			}
+			return nil
+		})
+		w.wg.Add(1)
+		go w.followSlots()
+	}
 	w.started = true
-	go w.receive(loopCtx, ps)
 	return nil
 }
 
-func (w *Watcher) detectNotifications(ctx context.Context) notifyFlags {
-	flags, err := w.notifyConfig(ctx)
-	if err != nil {
-		return notifyFlags{}
-	}
-	if w.cfg.enableNotifications {
-		merged := mergeFlags(flags, "Kgxe")
-		if merged != flags && w.rdb.ConfigSet(ctx, "notify-keyspace-events", merged).Err() == nil {
-			if f, err := w.notifyConfig(ctx); err == nil {
-				flags = f
-			}
+// connFor returns the connection on which key's channels are to be subscribed: the only one, or the one to the
+// cluster master that serves key's slot.
+func (w *Watcher) connFor(ctx context.Context, key string) (*conn, error) {
+	if w.cluster == nil {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.closed {
+			return nil, ErrClosed
 		}
+		return w.conns[""], nil
 	}
-	return parseFlags(flags)
-}
-
-func (w *Watcher) notifyConfig(ctx context.Context) (string, error) {
-	m, err := w.rdb.ConfigGet(ctx, "notify-keyspace-events").Result()
+	node, err := w.cluster.MasterForKey(ctx, key)
 	if err != nil {
-		return "", err
+		return nil, fmt.Errorf("keyspace: watch %q: no master for its slot: %w", key, err)
 	}
-	return m["notify-keyspace-events"], nil
+	return w.connTo(ctx, node)
 }
 
-// parseFlags reads notify-keyspace-events: keyspace events (K) for del (g), expired (x) and evicted (e); A is
-// all of g$lshzxe.
-func parseFlags(flags string) notifyFlags {
-	if !strings.Contains(flags, "K") {
-		return notifyFlags{}
+// connTo returns the connection to the cluster node node, creating it when there is none.
+func (w *Watcher) connTo(ctx context.Context, node *redis.Client) (*conn, error) {
+	addr := node.Options().Addr
+	w.mu.Lock()
+	cn, closed := w.conns[addr], w.closed
+	w.mu.Unlock()
+	if closed {
+		return nil, ErrClosed
 	}
-	all := strings.Contains(flags, "A")
-	return notifyFlags{
-		del:     all || strings.Contains(flags, "g"),
-		expired: all || strings.Contains(flags, "x"),
-		evicted: all || strings.Contains(flags, "e"),
+	if cn != nil {
+		return cn, nil
 	}
+	flags, ok := w.detectNotifications(ctx, node)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return nil, ErrClosed
+	}
+	if ok {
+		w.nodes[addr] = flags
+	}
+	if cn = w.conns[addr]; cn == nil {
+		cn = w.newConnLocked(addr, node, flags)
+	}
+	return cn, nil
 }
 
-// mergeFlags adds the flags in want that flags lacks ("A" already covers g, x and e).
-func mergeFlags(flags, want string) string {
-	out := flags
-	for _, f := range want {
-		if strings.ContainsRune(out, f) || (strings.ContainsRune("gxe", f) && strings.Contains(out, "A")) {
-			continue
-		}
-		out += string(f)
-	}
-	return out
-}
-
-// Close ends the connection, wakes every waiter with a Closed event and waits for the receive loop to return.
+// Close ends the connections, wakes every waiter with a Closed event and waits for the Watcher's goroutines to
+// return: a probe in flight ends with its reply or with the client's read timeout.
 func (w *Watcher) Close() error {
 	w.mu.Lock()
 	if w.closed {
@@ -393,22 +371,21 @@ func (w *Watcher) Close() error {
 		return nil
 	}
 	w.closed = true
-	started := w.started
-	if w.stop != nil {
-		w.stop()
-	}
-	var err error
-	if w.ps != nil {
-		err = w.ps.Close()
+	w.stop()
+	var errs []error
+	for _, cn := range w.conns {
+		if cn.ps != nil {
+			if err := cn.ps.Close(); err != nil && !errors.Is(err, redis.ErrClosed) {
+				errs = append(errs, err)
+			}
+		}
 	}
 	for _, c := range w.channels {
 		for wt := range c.watches {
-			wt.deliver(Event{Kind: Closed})
+			wt.end(Event{Kind: Closed}, ErrClosed)
 		}
 	}
 	w.mu.Unlock()
-	if started {
-		<-w.done
-	}
-	return err
+	w.wg.Wait()
+	return errors.Join(errs...)
 }

@@ -375,7 +375,7 @@ func TestManyWaitersShareOneConnection(t *testing.T) {
 	}
 	<-allWaiting
 	assert.Equal(t, 1, strings.Count(rdb.ClientList(ctx).Val(), "flags=P"), "one pub/sub connection")
-	assert.Len(t, rdb.PubSubChannels(ctx, "*").Val(), 2, "two subscriptions: the semaphore's channel and its own")
+	assert.Len(t, rdb.PubSubChannels(ctx, "{pool}*").Val(), 2, "two subscriptions: the semaphore's channel and its own")
 	require.NoError(t, held.Release(ctx))
 	require.NoError(t, other.Release(ctx))
 	wg.Wait()
