@@ -148,7 +148,8 @@ func (l *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
 
 // Release gives the lock back on every node (token-checked: a node on which another holder has the key is left
 // alone), and waiters are told at once. It returns when a majority has answered; the other nodes' releases
-// finish in the background. A second Release returns nil without a round trip.
+// finish in the background. A later Release makes no round trip and returns what the first one that reached a
+// majority returned: nil after a clean release (a lock that was lost stays reported as lost).
 //
 // It returns an error matching ErrNotHeld when too few nodes still held the lock for a majority (it had
 // expired, or been taken), and the loss error (matching ErrLost) when the lock was lost before. After any other

@@ -84,6 +84,7 @@ type Lease struct {
 	ttl     time.Duration
 	until   time.Time
 	cause   error         // why the lease was lost
+	final   error         // what Release returned, once released (nil for a clean release)
 	lost    chan struct{} // closed when lost
 	expiry  *time.Timer   // marks the lease lost at until
 	stop    chan struct{} // closed to stop the watchdog
@@ -135,14 +136,23 @@ func (l *Lease) Err() error {
 func (l *Lease) Check() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	switch {
-	case l.state == released:
-		return fmt.Errorf("%w: released", keyward.ErrNotHeld)
-	case l.state == lost:
-		return l.cause
-	case !time.Now().Before(l.until):
+	if l.state == held && !time.Now().Before(l.until) {
 		l.loseLocked(fmt.Errorf("%w: validity deadline passed", keyward.ErrLost))
+	}
+	return l.endedLocked()
+}
+
+// endedLocked returns why the lease is no longer held, or nil while it is. A lease that was lost stays reported
+// as lost, with its reason, also once released; a release that found the lock gone is reported as such.
+func (l *Lease) endedLocked() error {
+	switch l.state {
+	case lost:
 		return l.cause
+	case released:
+		if l.final != nil {
+			return l.final
+		}
+		return fmt.Errorf("%w: released", keyward.ErrNotHeld)
 	}
 	return nil
 }
@@ -162,18 +172,15 @@ func (l *Lease) Refresh(ctx context.Context, ttl time.Duration) error {
 	if err != nil {
 		return err
 	}
-	if !ok {
-		l.markLost(fmt.Errorf("%w: key expired or was taken by another holder", keyward.ErrLost))
-		return l.Err()
-	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.state != held {
-		// Lost or released while the refresh was in flight; the deadline that passed stays passed.
-		if l.state == lost {
-			return l.cause
-		}
-		return fmt.Errorf("%w: released", keyward.ErrNotHeld)
+	if !ok {
+		l.loseLocked(fmt.Errorf("%w: key expired or was taken by another holder", keyward.ErrLost))
+	}
+	if err := l.endedLocked(); err != nil {
+		// Found gone, or lost or released while the refresh was in flight (a Release that won the race makes
+		// the server's "not held" true, not a loss): the deadline that passed stays passed.
+		return err
 	}
 	l.ttl = ttl
 	l.until = start.Add(ttl - l.drift.Of(ttl))
@@ -181,8 +188,9 @@ func (l *Lease) Refresh(ctx context.Context, ttl time.Duration) error {
 	return nil
 }
 
-// Release stops the watchdog and deletes the lock if it is still held. A second Release returns nil without a
-// round trip. It returns an error matching keyward.ErrNotHeld when the lock had expired or been taken, and the
+// Release stops the watchdog and deletes the lock if it is still held. A later Release returns, without a round
+// trip, what the one that reached the server returned: nil after a clean release, the loss or ErrNotHeld error
+// otherwise. It returns an error matching keyward.ErrNotHeld when the lock had expired or been taken, and the
 // loss error when the lease was lost before, or when Release is called after the validity deadline (even if the
 // key was still there and is now deleted: the holder could not prove it held the lock all along; Lost is then
 // closed too). When it returns any other error (network, timeout), the outcome is unknown: the lock is still
@@ -191,8 +199,8 @@ func (l *Lease) Refresh(ctx context.Context, ttl time.Duration) error {
 func (l *Lease) Release(ctx context.Context) error {
 	l.mu.Lock()
 	if l.state == released {
-		l.mu.Unlock()
-		return nil
+		defer l.mu.Unlock()
+		return l.final
 	}
 	// The expiry timer may not have fired yet for a deadline that has passed (a holder that resumes after a
 	// pause runs before the timer's goroutine): the clock decides, not the timer.
@@ -208,16 +216,18 @@ func (l *Lease) Release(ctx context.Context) error {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	wasLost, cause := l.state == lost, l.cause
+	if l.state == released {
+		return l.final // a concurrent Release got there first
+	}
+	switch {
+	case l.state == lost:
+		l.final = l.cause
+	case !ok:
+		l.final = fmt.Errorf("%w: expired or taken by another holder before release", keyward.ErrNotHeld)
+	}
 	l.state = released
 	l.expiry.Stop()
-	switch {
-	case wasLost:
-		return cause
-	case !ok:
-		return fmt.Errorf("%w: expired or taken by another holder before release", keyward.ErrNotHeld)
-	}
-	return nil
+	return l.final
 }
 
 // MarkLost records that the lock is known to be lost, for the reason cause (which should match keyward.ErrLost).
