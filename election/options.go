@@ -6,6 +6,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/keyward/keyward/internal/lockopt"
 	"github.com/keyward/keyward/keyspace"
 )
 
@@ -61,11 +62,11 @@ const MinTTL = 10 * time.Millisecond
 // WithRedis gives the Redis where the leader records who it is and announces changes, which Leader, Observe and
 // OnNewLeader read. With a lock.Client, give the same client; with a Redlock quorum, any one Redis that every
 // candidate and observer uses. Without it, candidates still elect a leader (Campaign, Run), but nobody can see
-// who leads. A nil rdb is an ErrInvalid error.
+// who leads. A nil rdb (also a typed nil such as a nil *redis.Client) is an ErrInvalid error.
 func WithRedis(rdb redis.UniversalClient) Option {
 	return func(s *settings) {
-		if rdb == nil {
-			s.fail(fmt.Errorf("%w: nil redis client", ErrInvalid))
+		if err := lockopt.CheckClient(rdb); err != nil {
+			s.fail(err)
 			return
 		}
 		s.rdb = rdb

@@ -38,10 +38,10 @@ type Client struct {
 }
 
 // New returns a Client that takes locks through rdb, with opts as the defaults for every lock. It returns an
-// ErrInvalid error for a nil rdb or an invalid option.
+// ErrInvalid error for a nil rdb (also a typed nil such as a nil *redis.Client) or an invalid option.
 func New(rdb redis.UniversalClient, opts ...Option) (*Client, error) {
-	if rdb == nil {
-		return nil, fmt.Errorf("%w: nil redis client", keyward.ErrInvalid)
+	if err := lockopt.CheckClient(rdb); err != nil {
+		return nil, err
 	}
 	o, err := lockopt.Defaults().With(opts...)
 	if err != nil {

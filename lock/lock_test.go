@@ -271,9 +271,17 @@ func TestBadInput(t *testing.T) {
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()
 
-	_, err := lock.New(nil)
-	assert.ErrorIs(t, err, lock.ErrInvalid, "nil client")
-	_, err = lock.New(rdb, lock.WithDrift(-1, 0))
+	for name, c := range map[string]redis.UniversalClient{
+		"nil client":               nil,
+		"nil *redis.Client":        (*redis.Client)(nil),
+		"nil *redis.ClusterClient": (*redis.ClusterClient)(nil),
+		"nil *redis.Ring":          (*redis.Ring)(nil),
+	} {
+		c, err := lock.New(c)
+		assert.ErrorIs(t, err, lock.ErrInvalid, name)
+		assert.Nil(t, c, name)
+	}
+	_, err := lock.New(rdb, lock.WithDrift(-1, 0))
 	assert.ErrorIs(t, err, lock.ErrInvalid, "negative drift")
 
 	tests := []struct {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/keys"
+	"github.com/keyward/keyward/internal/lockopt"
 	"github.com/keyward/keyward/internal/token"
 	"github.com/keyward/keyward/keyspace"
 )
@@ -62,7 +63,8 @@ func (closedError) Is(target error) bool {
 // majority of them hold it, so it survives the loss of any minority. Use an odd number of nodes: 4 nodes
 // tolerate one failure, like 3, and cost more.
 //
-// It returns an ErrInvalid error for no nodes, a nil node, the same client given twice, or an invalid option.
+// It returns an ErrInvalid error for no nodes, a nil node (also a typed nil such as a nil *redis.Client), the
+// same client given twice, or an invalid option.
 func New(nodes []redis.UniversalClient, opts ...Option) (*Client, error) {
 	if len(nodes) == 0 {
 		return nil, fmt.Errorf("%w: no redis nodes", keyward.ErrInvalid)
@@ -81,7 +83,7 @@ func New(nodes []redis.UniversalClient, opts ...Option) (*Client, error) {
 		watchers: make([]*keyspace.Watcher, len(nodes)),
 	}
 	for i, rdb := range nodes {
-		if rdb == nil {
+		if lockopt.IsNil(rdb) {
 			return nil, fmt.Errorf("%w: node %d is nil", keyward.ErrInvalid, i)
 		}
 		for j := range i {

@@ -79,6 +79,9 @@ func TestBadInput(t *testing.T) {
 	}{
 		{"no nodes", nil, nil},
 		{"a nil node", []redis.UniversalClient{clients[0], nil, clients[2]}, nil},
+		{"a nil *redis.Client", []redis.UniversalClient{clients[0], (*redis.Client)(nil), clients[2]}, nil},
+		{"a nil *redis.ClusterClient", []redis.UniversalClient{clients[0], clients[1], (*redis.ClusterClient)(nil)}, nil},
+		{"a nil *redis.Ring", []redis.UniversalClient{(*redis.Ring)(nil), clients[1], clients[2]}, nil},
 		{"the same node twice", []redis.UniversalClient{clients[0], clients[1], clients[0]}, nil},
 		{"zero node timeout", nodes, []redlock.Option{redlock.WithNodeTimeout(0)}},
 		{"negative drift", nodes, []redlock.Option{redlock.WithDrift(-1, 0)}},

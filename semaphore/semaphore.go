@@ -49,15 +49,15 @@ type Semaphore struct {
 }
 
 // New returns the semaphore name, which lets at most limit holders at a time hold a permit, used through rdb.
-// It does not talk to Redis. It returns an ErrInvalid error for a nil rdb, an empty name, a limit below 1 or an
-// invalid option.
+// It does not talk to Redis. It returns an ErrInvalid error for a nil rdb (also a typed nil such as a nil
+// *redis.Client), an empty name, a limit below 1 or an invalid option.
 //
 // The limit is this Semaphore's: every process sends its own with each acquire, and the server admits a holder
 // only while fewer than that many permits are held. Processes that use different limits for one name (during a
 // rolling change) each stay within their own.
 func New(rdb redis.UniversalClient, name string, limit int, opts ...Option) (*Semaphore, error) {
-	if rdb == nil {
-		return nil, fmt.Errorf("%w: nil redis client", keyward.ErrInvalid)
+	if err := lockopt.CheckClient(rdb); err != nil {
+		return nil, err
 	}
 	if name == "" {
 		return nil, fmt.Errorf("%w: empty semaphore name", keyward.ErrInvalid)

@@ -115,6 +115,9 @@ func TestBadInput(t *testing.T) {
 		opts  []semaphore.Option
 	}{
 		{"nil client", nil, "s", 1, nil},
+		{"nil *redis.Client", (*redis.Client)(nil), "s", 1, nil},
+		{"nil *redis.ClusterClient", (*redis.ClusterClient)(nil), "s", 1, nil},
+		{"nil *redis.Ring", (*redis.Ring)(nil), "s", 1, nil},
 		{"empty name", rdb, "", 1, nil},
 		{"zero limit", rdb, "s", 0, nil},
 		{"negative limit", rdb, "s", -3, nil},
