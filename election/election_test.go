@@ -108,6 +108,7 @@ func TestNewRejectsBadInput(t *testing.T) {
 		{"zero ttl", locker, name, []election.Option{election.WithTTL(0)}},
 		{"ttl below the minimum", locker, name, []election.Option{election.WithTTL(election.MinTTL - 1)}},
 		{"negative ttl", locker, name, []election.Option{election.WithTTL(-time.Second)}},
+		{"ttl above the maximum", locker, name, []election.Option{election.WithTTL(election.MaxTTL + time.Millisecond)}},
 		{"empty identity", locker, name, []election.Option{election.WithIdentity("")}},
 		{"nil redis", locker, name, []election.Option{election.WithRedis(nil)}},
 		{"nil *redis.Client", locker, name, []election.Option{election.WithRedis((*redis.Client)(nil))}},

@@ -2,6 +2,7 @@ package semaphore_test
 
 import (
 	"context"
+	"math"
 	"os"
 	"strconv"
 	"testing"
@@ -124,6 +125,7 @@ func TestBadInput(t *testing.T) {
 		{"drift factor of one", rdb, "s", 1, []semaphore.Option{semaphore.WithDrift(1, 0)}},
 		{"negative drift", rdb, "s", 1, []semaphore.Option{semaphore.WithDrift(0.01, -time.Second)}},
 		{"claim window below 1ms", rdb, "s", 1, []semaphore.Option{semaphore.WithClaimWindow(time.Microsecond)}},
+		{"claim window above MaxTTL", rdb, "s", 1, []semaphore.Option{semaphore.WithClaimWindow(semaphore.MaxTTL + 1)}},
 		{"negative cohort", rdb, "s", 1, []semaphore.Option{semaphore.WithCohort(-1)}},
 	}
 	for _, tt := range newTests {
@@ -144,6 +146,8 @@ func TestBadInput(t *testing.T) {
 		{"zero ttl", ctx, 0, semaphore.ErrInvalid},
 		{"negative ttl", ctx, -time.Second, semaphore.ErrInvalid},
 		{"ttl within the drift margin", ctx, 2 * time.Millisecond, semaphore.ErrInvalid},
+		{"ttl above MaxTTL", ctx, semaphore.MaxTTL + time.Millisecond, semaphore.ErrInvalid},
+		{"ttl whose doubling overflows", ctx, math.MaxInt64, semaphore.ErrInvalid},
 		{"cancelled context", cancelled, time.Second, context.Canceled},
 	}
 	for _, tt := range acquireTests {
@@ -172,6 +176,7 @@ func TestBadInput(t *testing.T) {
 	require.NoError(t, err)
 	assert.ErrorIs(t, p.Refresh(ctx, 0), semaphore.ErrInvalid)
 	assert.ErrorIs(t, p.Refresh(ctx, -time.Second), semaphore.ErrInvalid)
+	assert.ErrorIs(t, p.Refresh(ctx, semaphore.MaxTTL+time.Millisecond), semaphore.ErrInvalid)
 	require.NoError(t, p.Release(ctx))
 
 	require.NoError(t, rdb.Set(ctx, "a-string", "x", 0).Err())

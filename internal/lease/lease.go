@@ -34,10 +34,23 @@ func (d Drift) Of(ttl time.Duration) time.Duration {
 	return time.Duration(float64(ttl)*d.Factor) + d.Fixed
 }
 
-// CheckTTL returns an ErrInvalid error unless a lock with this ttl is valid for some time after the drift margin.
+// MaxTTL is the longest ttl a lock, permit or leadership may have. A ttl is how long a holder that died keeps
+// everyone else out, so a longer one is almost certainly a mistake (a unit, or "forever"), and a holder that
+// needs the lock longer keeps it with refreshes (auto-refresh costs one round trip per ttl/3). Below this bound
+// every derived duration stays exact: the queue's ttl (2 × ttl + 1 s) and the fencing counter's (2 × ttl) cannot
+// overflow time.Duration, which a ttl above 146 years did (the negative PEXPIRE then deleted the queue on every
+// join), and every ttl is far below what Redis accepts for PX and in sorted-set scores.
+const MaxTTL = 24 * time.Hour
+
+// CheckTTL returns an ErrInvalid error unless a lock with this ttl is valid for some time after the drift margin,
+// and the ttl is at most MaxTTL.
 func (d Drift) CheckTTL(ttl time.Duration) error {
 	if ttl <= 0 || ttl <= d.Of(ttl) {
 		return fmt.Errorf("%w: ttl %v must exceed the drift margin %v", keyward.ErrInvalid, ttl, d.Of(max(ttl, 0)))
+	}
+	if ttl > MaxTTL {
+		return fmt.Errorf("%w: ttl %v is above the maximum %v (keep a lock longer with refreshes)",
+			keyward.ErrInvalid, ttl, MaxTTL)
 	}
 	return nil
 }

@@ -69,8 +69,8 @@ func (s Settings) Key(key string) (string, error) {
 	return s.Prefix + key, nil
 }
 
-// TTL checks ttl against the drift margin and rounds it down to whole milliseconds, as Redis keeps them
-// (rounding down keeps the server's expiry before the local deadline).
+// TTL checks ttl against the drift margin and MaxTTL, and rounds it down to whole milliseconds, as Redis keeps
+// them (rounding down keeps the server's expiry before the local deadline).
 func (s Settings) TTL(ttl time.Duration) (time.Duration, error) {
 	if err := s.Drift.CheckTTL(ttl); err != nil {
 		return 0, err
@@ -99,11 +99,14 @@ func Drift(factor float64, fixed time.Duration) Option {
 	}
 }
 
-// ClaimWindow sets Settings.ClaimWindow; it must be at least a millisecond.
+// MaxTTL is the longest ttl a lock may have: lease.MaxTTL.
+const MaxTTL = lease.MaxTTL
+
+// ClaimWindow sets Settings.ClaimWindow; it must be at least a millisecond and at most MaxTTL.
 func ClaimWindow(d time.Duration) Option {
 	return func(s *Settings) {
-		if d < time.Millisecond {
-			s.err = fmt.Errorf("%w: claim window %v is below 1ms", keyward.ErrInvalid, d)
+		if d < time.Millisecond || d > MaxTTL {
+			s.err = fmt.Errorf("%w: claim window %v is not within [1ms, %v]", keyward.ErrInvalid, d, MaxTTL)
 			return
 		}
 		s.ClaimWindow = d
