@@ -41,9 +41,10 @@ type record struct {
 	channel string
 }
 
-// newRecord returns the record of the election name: "{name}:leader", in the cluster slot of the lock key name.
-func newRecord(name string) record {
-	key := keys.Derive(name, "leader")
+// newRecord returns the record of the election whose lock key (prefix and name) is lockKey: "{lockKey}:leader",
+// in the cluster slot of the lock key.
+func newRecord(lockKey string) record {
+	key := keys.Derive(lockKey, "leader")
 	return record{key: key, channel: keys.For(key).Channel}
 }
 
