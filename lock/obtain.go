@@ -10,13 +10,19 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/lease"
+	"github.com/keyward/keyward/internal/retry"
 	"github.com/keyward/keyward/internal/script"
 	"github.com/keyward/keyward/keyspace"
 )
 
 // Obtain takes the lock key for ttl, waiting as long as ctx allows when another holder has it. It returns
-// ctx's error (its cause, if it has one) when ctx ends first, and leaves no goroutine behind. A subscription it
+// ctx's error (matching its cause too) when ctx ends first, and leaves no goroutine behind. A subscription it
 // needed outlives the last waiter of its key by a second, for the next one; Close ends it at once.
+//
+// Obtain rides out errors that may pass (the server restarting or unreachable for a while, a dropped connection,
+// a failover): it tries again after a backoff (10 ms doubling to 1 s, jittered) until ctx ends, and then returns
+// an error that matches ctx's error and the last try's error alike. Errors that will not pass return at once:
+// ErrInvalid, ErrWrongType, ErrNoPermission, a closed client or watcher.
 //
 // Waiting costs no polling. Goroutines of one Client that wait for the same key queue up in arrival order and
 // only the first contends at Redis. The first try costs one round trip and no subscription; after a failed try
@@ -53,8 +59,14 @@ func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts
 			return l, nil
 		}
 		if !errors.Is(err, keyward.ErrNotObtained) {
-			c.leave(q, w)
-			return nil, err
+			if ctx.Err() != nil || retry.Permanent(err) {
+				c.leave(q, w)
+				if ctx.Err() != nil {
+					return nil, retry.GaveUp(ctx, nil)
+				}
+				return nil, err
+			}
+			w.fail(err) // the server may be restarting: wait a backoff, then try again
 		}
 	}
 	return c.wait(ctx, q, w)
@@ -98,7 +110,27 @@ type waiter struct {
 	// queued: a release by this Client put it back in the Redis queue, after the waiter's subscription was
 	// confirmed; its next try could only fail, so it waits for the next event instead.
 	queued bool
+
+	// Only the waiter's own goroutine uses these:
+	failed  error         // the error of its last try, when that failed without an answer (nil after an answer)
+	retryAt time.Time     // when it tries again after failed
+	backoff retry.Backoff // spaces out tries that fail
 }
+
+// fail records a try that failed with err, which may pass: the next try waits a backoff.
+func (w *waiter) fail(err error) {
+	w.failed = err
+	w.retryAt = time.Now().Add(w.backoff.Next())
+}
+
+// answered records a try that got an answer.
+func (w *waiter) answered() {
+	w.failed = nil
+	w.backoff.Reset()
+}
+
+// errBackOff is tryAsWaiter's report of a try that failed with an error that may pass: the waiter backs off.
+var errBackOff = errors.New("back off")
 
 func signal(ch chan struct{}) {
 	select {
@@ -220,16 +252,71 @@ func (c *Client) wait(ctx context.Context, q *queue, w *waiter) (*Lock, error) {
 			continue
 		}
 
+		if w.failed != nil {
+			l, err, again := c.retry(ctx, q, w, timer)
+			if l != nil || err != nil {
+				return l, err
+			}
+			if again {
+				continue
+			}
+		}
 		watch, err := c.subscribe(ctx, q)
 		if err != nil {
 			c.leave(q, w)
+			if ctx.Err() != nil {
+				return nil, retry.GaveUp(ctx, w.failed)
+			}
 			return nil, err
 		}
 		if l, err := c.contend(ctx, q, w, watch, timer); l != nil || err != nil {
 			return l, err
 		}
-		// No longer the contender: a holder of this Client will hand the lock over.
+		// No longer the contender (a holder of this Client will hand the lock over), or backing off.
 	}
+}
+
+// retry is the contender's way back after a try that failed without an answer (the server restarting, a dropped
+// connection): it waits a backoff, taking a hand-over meanwhile, and then, unless the waiter is subscribed, tries
+// once without a subscription, which cannot be confirmed while the server is away. It returns the lock, an error,
+// or neither; again when the waiter must start its turn over (woken, or the try failed again).
+func (c *Client) retry(ctx context.Context, q *queue, w *waiter, timer *time.Timer) (_ *Lock, _ error, again bool) {
+	if d := time.Until(w.retryAt); d > 0 {
+		timer.Reset(d)
+		select {
+		case <-timer.C:
+		case <-w.wake:
+			timer.Stop()
+			return c.handed(q, w), nil, true
+		case <-ctx.Done():
+			timer.Stop()
+			l, err := c.abandon(ctx, q, w)
+			return l, err, true
+		}
+	}
+	c.mu.Lock()
+	subscribed := q.watch != nil
+	c.mu.Unlock()
+	if subscribed {
+		return nil, nil, false // the queued try follows
+	}
+	l, _, err := w.a.try(ctx)
+	switch {
+	case err == nil:
+		c.obtained(q, w, l)
+		return l, nil, false
+	case errors.Is(err, keyward.ErrNotObtained):
+		w.answered() // the server is back: subscribe, then try as a waiter
+		return nil, nil, false
+	case ctx.Err() != nil:
+		c.leave(q, w)
+		return nil, retry.GaveUp(ctx, w.failed), false
+	case retry.Permanent(err):
+		c.leave(q, w)
+		return nil, err, false
+	}
+	w.fail(err)
+	return nil, nil, true
 }
 
 // contend tries at Redis as the contender, then waits for a reason to try again. It returns the lock, an error,
@@ -245,6 +332,9 @@ func (c *Client) contend(ctx context.Context, q *queue, w *waiter, watch *keyspa
 			// hear what happens to it next; should that process not claim it, the timer ends the wait.
 			arm(timer, c.opts.ClaimWindow)
 		} else if l, err := c.tryAsWaiter(ctx, q, w, watch, timer); l != nil || err != nil {
+			if err == errBackOff {
+				return nil, nil
+			}
 			return l, err
 		}
 
@@ -278,7 +368,8 @@ func (c *Client) contend(ctx context.Context, q *queue, w *waiter, watch *keyspa
 }
 
 // tryAsWaiter is one try of the contender w, which joins (or keeps its place in) the Redis queue when the lock is
-// taken; the timer is then set to the holder's remaining ttl. It returns the lock, an error, or neither.
+// taken; the timer is then set to the holder's remaining ttl. It returns the lock, an error, or neither; errBackOff
+// when the try failed with an error that may pass.
 func (c *Client) tryAsWaiter(ctx context.Context, q *queue, w *waiter, watch *keyspace.Watch, timer *time.Timer) (*Lock, error) {
 	// Whatever the watch reported before this try is answered by the try itself.
 	select {
@@ -294,12 +385,19 @@ func (c *Client) tryAsWaiter(ctx context.Context, q *queue, w *waiter, watch *ke
 		if !script.IsReply(err) {
 			w.a.cleanUp(ctx)
 		}
-		c.leave(q, w)
 		if ctx.Err() != nil {
-			return nil, context.Cause(ctx)
+			c.leave(q, w)
+			return nil, retry.GaveUp(ctx, w.failed)
 		}
-		return nil, fmt.Errorf("lock %q: acquire: %w", w.a.key, err)
+		err = fmt.Errorf("lock %q: acquire: %w", w.a.key, err)
+		if retry.Permanent(err) {
+			c.leave(q, w)
+			return nil, err
+		}
+		w.fail(err)
+		return nil, errBackOff
 	}
+	w.answered()
 	if res.OK {
 		l := c.newLock(w.a, start, res.Fence)
 		c.obtained(q, w, l)
@@ -409,7 +507,7 @@ func (c *Client) abandon(ctx context.Context, q *queue, w *waiter) (*Lock, error
 		// reserve the lock for a Client that will not claim it (which would cost the others a claim window).
 		_ = c.rdb.ZRem(rctx, w.a.names.Queue, c.id).Err()
 	}
-	return nil, context.Cause(ctx)
+	return nil, retry.GaveUp(ctx, w.failed)
 }
 
 // release is the release operation of every Lock of this Client: it hands the lock to the first waiter of this
