@@ -15,6 +15,7 @@ import (
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/keys"
 	"github.com/keyward/keyward/internal/lockopt"
+	"github.com/keyward/keyward/internal/retry"
 	"github.com/keyward/keyward/internal/token"
 	"github.com/keyward/keyward/keyspace"
 )
@@ -226,16 +227,7 @@ func (c *Client) newAttempt(ctx context.Context, key string, ttl time.Duration, 
 		return nil, fmt.Errorf("redlock %q: %w", key, err)
 	}
 	if err := context.Cause(ctx); err != nil {
-		return nil, ctxErr(ctx)
+		return nil, retry.CtxErr(ctx)
 	}
 	return &attempt{c: c, key: key, names: keys.For(name), ttl: ttl, timeout: o.timeout(ttl), opts: o}, nil
-}
-
-// ctxErr returns the error for a ctx that ended: it matches both ctx.Err() and ctx's cause.
-func ctxErr(ctx context.Context) error {
-	err, cause := ctx.Err(), context.Cause(ctx)
-	if err == nil || cause == err {
-		return cause
-	}
-	return fmt.Errorf("%w: %w", err, cause)
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/keyward/keyward/internal/retry"
 )
 
 // answer is one node's answer to an operation.
@@ -127,7 +129,7 @@ func (f *call[T]) next(ctx context.Context) (answer[T], error) {
 	select {
 	case a = <-f.answers:
 	case <-ctx.Done():
-		return a, ctxErr(ctx)
+		return a, retry.CtxErr(ctx)
 	case <-f.expired:
 		select {
 		case a = <-f.answers: // answered just in time, or every node answered
