@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/keyward/keyward/election"
 	"github.com/keyward/keyward/internal/redistest"
 )
 
@@ -97,4 +98,28 @@ func (h *afterError) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 }
 func (h *afterError) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next
+}
+
+// With go-redis's default options (no ContextTimeoutEnabled) a context's deadline does not bound a command's
+// socket read: a renewal sent to a stopped server would block for ReadTimeout (3 s). The leadership ends at its
+// lease's deadline all the same, and Resign returns at its ctx's deadline.
+func TestStoppedServerWithDefaultOptions(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := redistest.NewClient(t, &redis.Options{Addr: srv.Addr()}) // go-redis's defaults
+	a := newCandidate(t, rdb, "replica-a", election.WithTTL(600*time.Millisecond))
+	lead, err := a.Campaign(context.Background())
+	require.NoError(t, err)
+
+	srv.Pause(t)
+	t.Cleanup(func() { srv.Resume(t) }) // before the client is closed: what go-redis still waits for is answered
+	<-lead.Done()
+	assert.ErrorIs(t, lead.Err(), election.ErrLost)
+	// go-redis alone would keep the renewal, and the leadership, for its ReadTimeout (3 s).
+	assert.Less(t, time.Since(lead.Until()), time.Second, "ended at the lease's deadline")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	assert.Error(t, lead.Resign(ctx))
+	assert.Less(t, time.Since(start), time.Second, "Resign returns at its ctx's deadline")
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/bound"
 	"github.com/keyward/keyward/internal/lease"
 	"github.com/keyward/keyward/internal/retry"
 	"github.com/keyward/keyward/internal/script"
@@ -505,7 +506,7 @@ func (c *Client) abandon(ctx context.Context, q *queue, w *waiter) (*Lock, error
 	if lastOut {
 		// Nobody of this Client waits any more: leave the Redis queue, so that the next release does not
 		// reserve the lock for a Client that will not claim it (which would cost the others a claim window).
-		_ = c.rdb.ZRem(rctx, w.a.names.Queue, c.id).Err()
+		_ = bound.Err(c.bounded, rctx, func() error { return c.client.ZRem(rctx, w.a.names.Queue, c.id).Err() })
 	}
 	return nil, retry.GaveUp(ctx, w.failed)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/bound"
 	"github.com/keyward/keyward/internal/keys"
 	"github.com/keyward/keyward/internal/lockopt"
 	"github.com/keyward/keyward/internal/retry"
@@ -46,6 +47,10 @@ type Client struct {
 type node struct {
 	rdb  redis.UniversalClient
 	name string // for errors: "node 1 (10.0.0.2:6379)"
+	// scripts runs the scripts on rdb so that they return at their ctx's deadline (the node timeout), whatever
+	// rdb's options (internal/bound); bounded does the same for other commands.
+	scripts redis.Scripter
+	bounded bound.Client
 }
 
 // errClosed is returned by calls on a closed Client, and by Obtain calls that were waiting when it closed. It
@@ -93,7 +98,8 @@ func New(nodes []redis.UniversalClient, opts ...Option) (*Client, error) {
 					keyward.ErrInvalid, j, i)
 			}
 		}
-		c.nodes = append(c.nodes, node{rdb: rdb, name: nodeName(i, rdb)})
+		b := bound.New(rdb)
+		c.nodes = append(c.nodes, node{rdb: rdb, name: nodeName(i, rdb), scripts: b.Scripter(), bounded: b})
 		c.all = append(c.all, i)
 	}
 	return c, nil

@@ -261,7 +261,7 @@ func (s *Semaphore) contend(ctx context.Context, w *waiter) (*Permit, error) {
 // line must watch).
 func (s *Semaphore) subscribe(ctx context.Context) (watch, own *keyspace.Watch, err error) {
 	s.watcherOnce.Do(func() {
-		s.watcher = keyspace.New(s.rdb)
+		s.watcher = keyspace.New(s.client)
 		s.ownWatcher = true
 	})
 	if s.watcher == nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/bound"
 	"github.com/keyward/keyward/internal/lease"
 	"github.com/keyward/keyward/internal/lockopt"
 	"github.com/keyward/keyward/internal/script"
@@ -22,7 +23,11 @@ import (
 // place in the line of waiting processes, and its waiters share its two subscriptions (the semaphore's channel and
 // its own), opened by the first Acquire that has to wait and kept until [Semaphore.Close].
 type Semaphore struct {
-	rdb     redis.UniversalClient
+	client redis.UniversalClient // the caller's client
+	// rdb runs the scripts on client so that they return when their ctx ends, whatever client's options
+	// (internal/bound): a refresh must not keep a permit "held" past its deadline on a server that stopped
+	// answering.
+	rdb     redis.Scripter
 	name    string
 	keys    script.SemaphoreKeys
 	opts    lockopt.Settings
@@ -76,7 +81,8 @@ func New(rdb redis.UniversalClient, name string, limit int, opts ...Option) (*Se
 		return nil, fmt.Errorf("semaphore %q: %w", name, err)
 	}
 	s := &Semaphore{
-		rdb:     rdb,
+		client:  rdb,
+		rdb:     bound.New(rdb).Scripter(),
 		name:    name,
 		keys:    script.SemaphoreKeysFor(settings.Prefix + name),
 		opts:    settings,
