@@ -200,6 +200,15 @@ func (a *attempt) release(ctx context.Context, i int, value string) {
 	_, _ = script.Release(rctx, a.c.nodes[i].scripts, a.names, value, script.PublishPlain)
 }
 
+// giveBack takes the Client out of node i's queue for the lock and passes on a reservation the node made for it
+// (to the next process in line there, or freed), best effort: for a Client whose last waiter gave up, so that the
+// others do not wait out a claim window.
+func (a *attempt) giveBack(ctx context.Context, i int) {
+	rctx, cancel := context.WithTimeout(ctx, a.cleanupTimeout())
+	defer cancel()
+	_, _ = script.GiveBack(rctx, a.c.nodes[i].scripts, a.names, a.c.id, script.PublishPlain, a.opts.ClaimWindow)
+}
+
 // leaveQueue takes the Client out of node i's queue for the lock, best effort.
 func (a *attempt) leaveQueue(ctx context.Context, i int) {
 	rctx, cancel := context.WithTimeout(ctx, a.cleanupTimeout())

@@ -270,8 +270,9 @@ func (c *Client) join(key string) (*line, *waiter) {
 }
 
 // leave takes w out of the line, passing its turn on; the last one out ends the line's subscriptions, and,
-// when it gives up, takes the Client out of the nodes' queues: a release would otherwise reserve the lock for a
-// Client that no longer waits, and hold the others up for a claim window.
+// when it gives up, takes the Client out of the nodes' queues and passes on what a release reserved for it there:
+// a release would otherwise reserve the lock for a Client that no longer waits, and hold the others up for a
+// claim window.
 func (c *Client) leave(ln *line, w *waiter, a *attempt) {
 	c.mu.Lock()
 	i := slices.Index(ln.waiters, w)
@@ -292,7 +293,7 @@ func (c *Client) leave(ln *line, w *waiter, a *attempt) {
 		done.stop()
 		if w.lock == nil && ln.queued.Load() {
 			for _, n := range c.all {
-				c.spawn(func() { a.leaveQueue(context.Background(), n) })
+				c.spawn(func() { a.giveBack(context.Background(), n) })
 			}
 		}
 	}
