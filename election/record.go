@@ -82,7 +82,7 @@ func (r record) read(ctx context.Context, rdb redis.UniversalClient) (l Leader, 
 		pttl *redis.DurationCmd
 		err  error
 	}
-	rep := bound.Do(bound.New(rdb), ctx, func() (rep reply) {
+	rep := bound.Do(bound.New(rdb), ctx, func(rdb redis.UniversalClient) (rep reply) {
 		_, rep.err = rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			rep.get = p.Get(ctx, r.key)
 			rep.pttl = p.PTTL(ctx, r.key)

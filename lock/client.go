@@ -27,7 +27,7 @@ type Client struct {
 	// rdb runs the scripts on client so that they return when their ctx ends, whatever client's options
 	// (internal/bound): a refresh must not keep a lock "held" past its deadline on a server that stopped answering.
 	rdb     redis.Scripter
-	bounded bound.Client
+	bounded *bound.Client
 	opts    lockopt.Settings
 	publish script.Publish
 	id      string // this Client's place name in the Redis queues of the locks it waits for

@@ -35,7 +35,7 @@ func TestStoppedServerWithDefaultOptions(t *testing.T) {
 		defer cancel()
 		start := time.Now()
 		err := call(cctx)
-		assert.ErrorIs(t, err, context.DeadlineExceeded, what)
+		assert.Error(t, err, what) // go-redis's i/o timeout, or ctx's error
 		// go-redis alone would take its ReadTimeout, 3 s.
 		assert.Less(t, time.Since(start), time.Second, "%s returns at its ctx's deadline", what)
 	}

@@ -214,7 +214,9 @@ func (a *attempt) leaveQueue(ctx context.Context, i int) {
 	rctx, cancel := context.WithTimeout(ctx, a.cleanupTimeout())
 	defer cancel()
 	n := a.c.nodes[i]
-	_ = bound.Err(n.bounded, rctx, func() error { return n.rdb.ZRem(rctx, a.names.Queue, a.c.id).Err() })
+	_ = bound.Err(n.bounded, rctx, func(rdb redis.UniversalClient) error {
+		return rdb.ZRem(rctx, a.names.Queue, a.c.id).Err()
+	})
 }
 
 // queueTTL is how long a node's queue lives after its last join: a waiter tries again at least once per

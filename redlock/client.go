@@ -50,7 +50,7 @@ type node struct {
 	// scripts runs the scripts on rdb so that they return at their ctx's deadline (the node timeout), whatever
 	// rdb's options (internal/bound); bounded does the same for other commands.
 	scripts redis.Scripter
-	bounded bound.Client
+	bounded *bound.Client
 }
 
 // errClosed is returned by calls on a closed Client, and by Obtain calls that were waiting when it closed. It

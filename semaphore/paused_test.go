@@ -30,7 +30,7 @@ func TestStoppedServerWithDefaultOptions(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
 		start := time.Now()
-		assert.ErrorIs(t, call(ctx), context.DeadlineExceeded, what)
+		assert.Error(t, call(ctx), what) // go-redis's i/o timeout, or ctx's error
 		// go-redis alone would take its ReadTimeout, 3 s.
 		assert.Less(t, time.Since(start), time.Second, "%s returns at its ctx's deadline", what)
 	}

@@ -35,17 +35,18 @@ func TestHonors(t *testing.T) {
 	}
 }
 
-// A call that blocks (a command to a server that stopped answering, on a client that ignores ctx) is left behind
-// when ctx ends: Do returns ctx's error then, and the call finishes in the background.
+// A call that blocks (a command to a server that stopped answering, on a client that ignores ctx and cannot be
+// cloned with shorter timeouts) is left behind when ctx ends: Do returns ctx's error then, and the call finishes
+// in the background.
 func TestDoReturnsWhenCtxEnds(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		c := Client{} // a client that does not end commands at their deadline
+		c := &Client{} // not a *redis.Client, and does not honour deadlines
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		answer := make(chan struct{})
 		finished := make(chan struct{})
 		start := time.Now()
-		err := Err(c, ctx, func() error {
+		err := Err(c, ctx, func(redis.UniversalClient) error {
 			defer close(finished)
 			<-answer
 			return errors.New("answered late")
@@ -66,14 +67,14 @@ func TestDoRunsInPlaceWhenNotNeeded(t *testing.T) {
 	defer cancel2()
 	for _, tc := range []struct {
 		name   string
-		c      Client
+		c      *Client
 		ctx    context.Context
 		inline bool
 	}{
-		{"ctx that never ends", Client{}, context.Background(), true},
-		{"deadline on a client that honors it", Client{honors: true}, deadline, true},
-		{"deadline on a client that does not", Client{}, deadline, false},
-		{"cancellation only, on a client that honors deadlines", Client{honors: true}, cancellable, false},
+		{"ctx that never ends", &Client{}, context.Background(), true},
+		{"deadline on a client that honors it", &Client{honors: true}, deadline, true},
+		{"deadline on a client that does not", &Client{}, deadline, false},
+		{"cancellation only, on a client that honors deadlines", &Client{honors: true}, cancellable, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			assert.Equal(t, !tc.inline, tc.c.needed(tc.ctx))
@@ -81,29 +82,45 @@ func TestDoRunsInPlaceWhenNotNeeded(t *testing.T) {
 	}
 }
 
-// The Scripter's calls fail with ctx's error when ctx ends first, as a Cmd go-redis's Script.Run can read.
+// newClient returns a client that never dials.
+func newClient(honors bool) *redis.Client {
+	return redis.NewClient(&redis.Options{
+		Addr:                  "127.0.0.1:1",
+		ContextTimeoutEnabled: honors,
+		Dialer: func(context.Context, string, string) (net.Conn, error) {
+			c, _ := net.Pipe() // a server that never answers
+			return c, nil
+		},
+		DisableIdentity: true,
+		MaxRetries:      -1,
+		// No background goroutine, and no DNS lookup in the bubble (see redistest.SynctestClient).
+		MaintNotificationsConfig: &maintnotifications.Config{
+			Mode:         maintnotifications.ModeDisabled,
+			EndpointType: maintnotifications.EndpointTypeNone,
+		},
+	})
+}
+
+// A script on a client with go-redis's defaults, to a server that never answers, returns at its ctx's deadline,
+// or at its cancellation, with ctx's error.
 func TestScripterEndsWithCtx(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		rdb := redis.NewClient(&redis.Options{
-			Addr: "127.0.0.1:1",
-			Dialer: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				c, _ := net.Pipe() // a server that never answers
-				return c, nil
-			},
-			DisableIdentity: true,
-			MaxRetries:      -1,
-			// No background goroutine, and no DNS lookup in the bubble (see redistest.SynctestClient).
-			MaintNotificationsConfig: &maintnotifications.Config{
-				Mode:         maintnotifications.ModeDisabled,
-				EndpointType: maintnotifications.EndpointTypeNone,
-			},
-		})
+		rdb := newClient(false)
 		defer rdb.Close()
+		script := redis.NewScript("return 1")
+
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
 		start := time.Now()
-		err := redis.NewScript("return 1").Run(ctx, New(rdb).Scripter(), []string{"k"}).Err()
+		err := script.Run(ctx, New(rdb).Scripter(), []string{"k"}).Err()
 		assert.ErrorIs(t, err, context.DeadlineExceeded)
 		assert.Equal(t, 100*time.Millisecond, time.Since(start))
+
+		cctx, cancelNow := context.WithCancel(context.Background())
+		time.AfterFunc(200*time.Millisecond, cancelNow)
+		start = time.Now()
+		err = script.Run(cctx, New(rdb).Scripter(), []string{"k"}).Err()
+		assert.ErrorIs(t, err, context.Canceled)
+		assert.Equal(t, 200*time.Millisecond, time.Since(start))
 	})
 }
