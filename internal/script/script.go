@@ -215,9 +215,7 @@ func Classify(err error) error {
 	}
 	msg := reply.Error()
 	for _, c := range classes {
-		// Redis 7 answers with the error of the failed call; older servers and miniredis wrap it as
-		// "ERR Error running script (...): @user_script:16: WRONGTYPE ...".
-		if strings.HasPrefix(msg, c.prefix+" ") || strings.Contains(msg, ": "+c.prefix+" ") {
+		if c.match(msg) {
 			return fmt.Errorf("%w: %w", c.sentinel, err)
 		}
 	}
@@ -225,13 +223,32 @@ func Classify(err error) error {
 }
 
 var classes = []struct {
-	prefix   string
+	match    func(msg string) bool
 	sentinel error
 }{
-	{"WRONGTYPE", keyward.ErrWrongType},
-	{"READONLY", keyward.ErrReadOnly},
-	{"NOPERM", keyward.ErrNoPermission},
-	{"OOM", keyward.ErrOutOfMemory},
+	{code("WRONGTYPE"), keyward.ErrWrongType},
+	{code("READONLY"), keyward.ErrReadOnly},
+	{noPermission, keyward.ErrNoPermission},
+	{code("OOM"), keyward.ErrOutOfMemory},
+}
+
+// code matches an error reply with the code prefix: Redis 7 answers a script's failed call with the call's own
+// error; older servers and miniredis wrap it as "ERR Error running script (...): @user_script:16: WRONGTYPE ...".
+func code(prefix string) func(string) bool {
+	return func(msg string) bool {
+		return strings.HasPrefix(msg, prefix+" ") || strings.Contains(msg, ": "+prefix+" ")
+	}
+}
+
+// noPermission matches the ACL refusals. Outside a script, and for the keys EVAL is given, Redis answers NOPERM
+// ("NOPERM this user has no permissions to run the 'time' command", "... to access one of the keys used as
+// arguments", "... to access one of the channels used as arguments"). A call refused inside a script is an ERR
+// instead, in Redis 7 as before: "ERR The user executing the script can't run this command or subcommand
+// script: <sha>, on @user_script:1.", "... can't access at least one of the keys mentioned in the command
+// arguments ...", "... can't publish to the channel mentioned in the command ...", "... is lacking the
+// permissions for the command ...".
+func noPermission(msg string) bool {
+	return code("NOPERM")(msg) || strings.Contains(msg, "The user executing the script ")
 }
 
 // IsReply reports whether err is an error reply from the server (the command ran and was refused) rather than a
