@@ -22,11 +22,12 @@ if current and current ~= ARGV[1] and not (waiter ~= '' and current == 'reserved
 end
 
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-local fence, err = next_fence(KEYS[2], ARGV[3], tonumber(ARGV[6]))
+local fence, set_fence = next_fence(KEYS[2], redis.call('TIME'), ARGV[3], tonumber(ARGV[6]))
 if not fence then
   redis.call('DEL', KEYS[1])
-  return err
+  return set_fence
 end
+redis.call(unpack(set_fence))
 if waiter ~= '' then
   redis.call('ZREM', KEYS[3], waiter)
 end

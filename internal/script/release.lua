@@ -22,10 +22,11 @@ if ARGV[8] ~= '' then
   redis.call('ZREM', KEYS[3], ARGV[8])
 end
 if ARGV[4] ~= '' and (ARGV[7] == '1' or redis.call('ZCARD', KEYS[3]) == 0) then
-  local fence, err = next_fence(KEYS[4], ARGV[6])
+  local fence, set_fence = next_fence(KEYS[4], redis.call('TIME'), ARGV[6])
   if not fence then
-    return err
+    return set_fence
   end
+  redis.call(unpack(set_fence))
   redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[5])
   return {2, fence}
 end

@@ -39,8 +39,9 @@ var (
 )
 
 // FenceTTL is how long a fencing counter lives after it was started, at least (2 × ttl when that is longer).
-// A counter that expired starts again at the server's clock in microseconds, above every token it handed out,
-// so it need not live forever: a program that locks millions of short-lived names leaves no key behind for each.
+// Every fence is at least the server's clock in microseconds, so a counter that expired need not live forever:
+// the next fence is above every token it handed out, and a program that locks millions of short-lived names
+// leaves no key behind for each.
 const FenceTTL = 24 * time.Hour
 
 // Publish is the command the release script announces a release with.

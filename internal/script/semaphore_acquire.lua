@@ -59,11 +59,12 @@ end
 if holding + reserving < limit then
   local fence = 0
   if ARGV[6] ~= '0' then
-    local err
-    fence, err = next_fence(KEYS[4], ARGV[6])
+    local set_fence
+    fence, set_fence = next_fence(KEYS[4], t, ARGV[6])
     if not fence then
-      return err
+      return set_fence
     end
+    redis.call(unpack(set_fence))
   end
   if claimed then
     redis.call('ZREM', KEYS[2], waiter)

@@ -95,13 +95,14 @@ if successor ~= '' then
   if ARGV[8] == '1' or others == 0 then
     local fence = 0
     if ARGV[7] ~= '0' then
-      local err
-      fence, err = next_fence(KEYS[4], ARGV[7])
+      local set_fence
+      fence, set_fence = next_fence(KEYS[4], t, ARGV[7])
       if not fence then
         -- Undo the release: the caller still holds its permit, and learns why the hand-over failed.
         redis.call('ZADD', KEYS[1], score, value)
-        return err
+        return set_fence
       end
+      redis.call(unpack(set_fence))
     end
     local ttl = tonumber(ARGV[6])
     redis.call('ZADD', KEYS[1], now + ttl, successor)
