@@ -1,4 +1,5 @@
--- Shared by the scripts that hand out fencing tokens; prepended to them when they are loaded.
+-- Shared by the scripts that hand out fencing tokens; prepended to them (after guard.lua, where they have it) when
+-- they are loaded.
 --
 -- The fence handed out is max(counter + 1, the server's clock in µs, floor + 1), and the counter is set to it.
 --   * Consecutive holders on one server get increasing fences: the counter only grows.
@@ -31,7 +32,8 @@ end
 
 -- next_fence reads the counter in key and returns the next fence at time t (a TIME reply), above floor (a
 -- number, or nil for none), with the SET that stores it, as a table of arguments. It only reads (GET, TIME by the
--- caller): the caller runs the SET with its other writes. On an error it returns nil and the error reply. A new counter lives ttl_ms, and an existing one keeps
+-- caller): the caller runs the SET with its other writes, after asking allow for it unless its first write is a
+-- SET too. On an error it returns nil and the error reply. A new counter lives ttl_ms, and an existing one keeps
 -- its ttl, as when it was advanced with INCR; a floor that lifts the counter sets ttl_ms again, as a raise does.
 local function next_fence(key, t, ttl_ms, floor)
   local counter, err = read_counter(key)

@@ -14,45 +14,96 @@
 -- ("" on the channel) when no process waits; {2, fence} when it was handed to the successor; {3, 0} when it was
 -- reserved for the first waiting process and the holder's process, which has a successor, joined the end of the
 -- queue; {4, 0} when it was reserved for the holder's own process (ARGV[10]), which was told.
+-- Reads and checks come before the first write (see guard.lua): a refused or failed call leaves nothing behind.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return {0, 0}
 end
+local publish, window, successor, own = ARGV[2], ARGV[3], ARGV[4], ARGV[8]
+local cohort = ARGV[7] == '1'
 
-if ARGV[8] ~= '' then
-  redis.call('ZREM', KEYS[3], ARGV[8])
+-- ZCARD raises WRONGTYPE for a queue of another type.
+local waiting = redis.call('ZCARD', KEYS[3])
+if waiting == 0 and successor == '' then
+  -- The common case, first: nobody waits, nobody takes over. The lock is freed and announced.
+  allow(publish, KEYS[2], '')
+  redis.call('DEL', KEYS[1])
+  redis.call(publish, KEYS[2], '')
+  return {1, 0}
 end
-if ARGV[4] ~= '' and (ARGV[7] == '1' or redis.call('ZCARD', KEYS[3]) == 0) then
+
+-- Where the holder's process and the first other process stand in line. An empty queue is not read further:
+-- ZRANGE costs a script three times ZCARD.
+local queued, head = false, nil
+if waiting > 0 then
+  queued = own ~= '' and redis.call('ZSCORE', KEYS[3], own)
+  local line = redis.call('ZRANGE', KEYS[3], 0, 1)
+  head = line[1]
+  if queued and head == own then
+    head = line[2]
+  end
+end
+
+-- leave takes the holder's process out of the queue: it either keeps the lock (successor) or yields its turn.
+local function leave()
+  if queued then
+    redis.call('ZREM', KEYS[3], own)
+  end
+end
+if queued then
+  allow('ZREM', KEYS[3], own)
+end
+
+if successor ~= '' and (cohort or not head) then
   local fence, set_fence = next_fence(KEYS[4], redis.call('TIME'), ARGV[6])
   if not fence then
     return set_fence
   end
+  redis.call('SET', KEYS[1], successor, 'PX', ARGV[5])
   redis.call(unpack(set_fence))
-  redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[5])
+  leave()
   return {2, fence}
 end
 
-if ARGV[10] ~= '' and ARGV[7] == '1' and redis.call('ZCARD', KEYS[3]) > 0 then
-  redis.call('SET', KEYS[1], 'reserved:' .. ARGV[10], 'PX', ARGV[3])
-  redis.call(ARGV[2], KEYS[2], 'r ' .. ARGV[10] .. ' ' .. ARGV[3])
+-- reserve reserves the lock for the waiting process id for the claim window and tells it.
+local function reserve(id)
+  redis.call('SET', KEYS[1], 'reserved:' .. id, 'PX', window)
+  redis.call(publish, KEYS[2], 'r ' .. id .. ' ' .. window)
+end
+allow(publish, KEYS[2], '')
+
+if ARGV[10] ~= '' and cohort and head then
+  reserve(ARGV[10])
+  leave()
   return {4, 0}
 end
 
--- The next process in line gets the lock reserved for a short claim window and is the only one woken to take
--- it; one that died costs no more than the window, since it leaves the queue now.
-local head = redis.call('ZPOPMIN', KEYS[3])
-if head[1] then
-  redis.call('SET', KEYS[1], 'reserved:' .. head[1], 'PX', ARGV[3])
-  redis.call(ARGV[2], KEYS[2], 'r ' .. head[1] .. ' ' .. ARGV[3])
-  if ARGV[4] ~= '' and ARGV[8] ~= '' then
+if head then
+  -- The next process in line gets the lock reserved for a short claim window and is the only one woken to take
+  -- it; one that died costs no more than the window, since it leaves the queue now.
+  local requeue = successor ~= '' and own ~= ''
+  local t
+  if requeue then
+    t = redis.call('TIME')
+    allow('ZADD', KEYS[3], '0', own)
+    allow('PEXPIRE', KEYS[3], ARGV[9])
+  end
+  if not queued then
+    allow('ZREM', KEYS[3], head)
+  end
+  reserve(head)
+  redis.call('ZREM', KEYS[3], head)
+  if requeue then
     -- The holder's process yields its turn with a waiter of its own: it takes its place at the end of the line
     -- here, which spares that waiter a try that could only fail.
-    local t = redis.call('TIME')
-    redis.call('ZADD', KEYS[3], 'NX', t[1] .. string.format('%06d', tonumber(t[2])), ARGV[8])
+    redis.call('ZADD', KEYS[3], t[1] .. string.format('%06d', tonumber(t[2])), own)
     redis.call('PEXPIRE', KEYS[3], ARGV[9])
     return {3, 0}
   end
-else
-  redis.call('DEL', KEYS[1])
-  redis.call(ARGV[2], KEYS[2], '')
+  leave()
+  return {1, 0}
 end
+
+redis.call('DEL', KEYS[1])
+leave()
+redis.call(publish, KEYS[2], '')
 return {1, 0}

@@ -29,11 +29,13 @@ var (
 	refreshSrc string
 	//go:embed pttl.lua
 	pttlSrc string
+	//go:embed guard.lua
+	guardSrc string
 	//go:embed fence.lua
 	fenceSrc string
 
-	acquireScript = redis.NewScript(fenceSrc + acquireSrc)
-	releaseScript = redis.NewScript(fenceSrc + releaseSrc)
+	acquireScript = redis.NewScript(guardSrc + fenceSrc + acquireSrc)
+	releaseScript = redis.NewScript(guardSrc + fenceSrc + releaseSrc)
 	refreshScript = redis.NewScript(refreshSrc)
 	pttlScript    = redis.NewScript(pttlSrc)
 )

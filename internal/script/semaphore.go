@@ -23,9 +23,9 @@ var (
 	//go:embed semaphore_refresh.lua
 	semaphoreRefreshSrc string
 
-	semaphoreAcquireScript = redis.NewScript(fenceSrc + semaphoreLibSrc + semaphoreAcquireSrc)
-	semaphoreReleaseScript = redis.NewScript(fenceSrc + semaphoreLibSrc + semaphoreReleaseSrc)
-	semaphoreRefreshScript = redis.NewScript(fenceSrc + semaphoreLibSrc + semaphoreRefreshSrc)
+	semaphoreAcquireScript = redis.NewScript(guardSrc + fenceSrc + semaphoreLibSrc + semaphoreAcquireSrc)
+	semaphoreReleaseScript = redis.NewScript(guardSrc + fenceSrc + semaphoreLibSrc + semaphoreReleaseSrc)
+	semaphoreRefreshScript = redis.NewScript(guardSrc + fenceSrc + semaphoreLibSrc + semaphoreRefreshSrc)
 )
 
 // SemaphoreKeys are the Redis names of one semaphore, all in the cluster slot of its key.

@@ -10,6 +10,7 @@
 -- with wait -2 when there is room left after this acquire, or only wait -3 when the permit was taken and the
 -- process has no other waiter (nobody needs the state).
 -- Time is the server's (TIME), so the clocks of clients cannot make it admit more than the limit.
+-- Reads and checks come before the first write (see guard.lua): a refused or failed call leaves nothing behind.
 redis.replicate_commands()
 
 local t, now = server_time()
@@ -17,8 +18,8 @@ local value, ttl, limit, waiter = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]),
 local publish, prefix = ARGV[8], ARGV[9]
 local requeue = waiter ~= '' and ARGV[7] == '1'
 
--- The first call on each key raises WRONGTYPE for a key of another type before anything is written (a script is
--- not rolled back when it fails half-way).
+-- The first read of each key raises WRONGTYPE for a key of another type before anything is written: the queue's
+-- here, the fencing counter's in next_fence, the holders' and the reservations' at the latest by ZCARD.
 local first = first_in_line()
 -- A hand-over to this value whose answer was lost: the permit is the caller's already, and is renewed.
 local mine = ARGV[10] == '1' and redis.call('ZSCORE', KEYS[1], value)
@@ -30,23 +31,35 @@ local claimed = not mine and waiter ~= '' and redis.call('ZSCORE', KEYS[2], wait
 if claimed and tonumber(claimed) <= now then
   claimed = false
 end
+local fence, set_fence = 0, nil
+if ARGV[6] ~= '0' then
+  fence, set_fence = next_fence(KEYS[4], t, ARGV[6])
+  if not fence then
+    return set_fence
+  end
+  allow(unpack(set_fence))
+end
+-- The commands that may follow the first write, other than the reads above (ZRANGE, ZSCORE, ZCARD). Reclaiming
+-- (ZREMRANGEBYSCORE) is always the first write when it happens.
+allow('ZADD', KEYS[1], now, value)
+allow('PTTL', KEYS[1])
+allow('PEXPIREAT', KEYS[1], now)
+if waiter ~= '' then
+  allow('ZREM', KEYS[3], waiter)
+  allow('PEXPIRE', KEYS[3], ARGV[5])
+end
 
 -- Permits past their expiry, and places reserved for a process that did not claim them in its window, are
 -- reclaimed by whoever comes next: a crashed holder costs its ttl, a dead process first in line its window. A
 -- claim skips that (the hand-off across processes is the path that must be fast): entries that expired but are
--- still counted can only make it refuse, and then it reclaims and counts again.
-local holding, reserving
+-- still counted can only make it refuse, and then it reclaims and counts again. The counts are read before the
+-- reclaim, which is the first write.
+local holding, reserving = redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2])
 local function count()
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-  holding, reserving = redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2])
+  reserving = reserving - redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  holding = holding - redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 end
-if claimed then
-  holding, reserving = redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2])
-  if holding + reserving - 1 >= limit then
-    count()
-  end
-else
+if not claimed or holding + reserving - 1 >= limit then
   count()
 end
 -- The caller's own permit or reservation is not a place taken from it.
@@ -57,13 +70,7 @@ elseif claimed then
 end
 
 if holding + reserving < limit then
-  local fence = 0
-  if ARGV[6] ~= '0' then
-    local set_fence
-    fence, set_fence = next_fence(KEYS[4], t, ARGV[6])
-    if not fence then
-      return set_fence
-    end
+  if set_fence then
     redis.call(unpack(set_fence))
   end
   if claimed then
