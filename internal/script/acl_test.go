@@ -201,6 +201,81 @@ func TestWrongTypeBeforeTheFirstWrite(t *testing.T) {
 	})
 }
 
+// TestReleaseThatMayNotBeAnnounced: a user that may not publish on the lock's channel still releases the lock, and
+// the release says it was not announced, instead of an error for a release that happened. The lock is freed, not
+// reserved for a process that could not be told; the queue keeps its order.
+func TestReleaseThatMayNotBeAnnounced(t *testing.T) {
+	srv := redistest.Start(t)
+	admin := srv.Client(t)
+	ctx := context.Background()
+	n := keys.For("job")
+	user := aclClient(t, srv, admin, "app", noPublish...)
+	ttl := time.Minute
+
+	cases := []struct {
+		name  string
+		queue []string
+		next  script.Next
+		want  script.Outcome
+	}{
+		{"nobody waits", nil, script.Next{Waiter: "proc"}, script.Unannounced},
+		{"another process waits", []string{"other"}, script.Next{Waiter: "proc"}, script.Unannounced},
+		{"another process waits, the holder's has a successor", []string{"other", "proc"},
+			script.Next{Waiter: "proc", Successor: "next", TTL: ttl, QueueTTL: ttl}, script.Unannounced},
+		{"reserved for the holder's own process", []string{"other"},
+			script.Next{Waiter: "proc", Reserve: "proc", Cohort: true}, script.Unannounced},
+		{"handed over: nothing to announce", []string{"other"},
+			script.Next{Waiter: "proc", Successor: "next", TTL: ttl, Cohort: true}, script.HandedOver},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			require.NoError(t, admin.FlushAll(ctx).Err())
+			require.NoError(t, admin.Set(ctx, n.Lock, "mine", ttl).Err())
+			for i, id := range tc.queue {
+				require.NoError(t, admin.ZAdd(ctx, n.Queue, redis.Z{Score: float64(i + 1), Member: id}).Err())
+			}
+			out, _, err := script.ReleaseNext(ctx, user, n, "mine", script.PublishPlain, tc.next)
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, out)
+			others := []string{}
+			for _, id := range tc.queue {
+				if id != "proc" {
+					others = append(others, id)
+				}
+			}
+			assert.Equal(t, others, admin.ZRange(ctx, n.Queue, 0, -1).Val(), "the other processes keep their places")
+			if tc.want == script.HandedOver {
+				assert.Equal(t, "next", admin.Get(ctx, n.Lock).Val())
+				return
+			}
+			assert.Zero(t, admin.Exists(ctx, n.Lock).Val(), "freed, not reserved")
+		})
+	}
+
+	t.Run("Release", func(t *testing.T) {
+		require.NoError(t, admin.Set(ctx, n.Lock, "mine", ttl).Err())
+		held, err := script.Release(ctx, user, n, "mine", script.PublishPlain)
+		require.NoError(t, err)
+		assert.True(t, held, "the release happened and is reported")
+		assert.Zero(t, admin.Exists(ctx, n.Lock).Val())
+	})
+
+	t.Run("semaphore", func(t *testing.T) {
+		k := script.SemaphoreKeysFor("pool")
+		require.NoError(t, admin.FlushAll(ctx).Err())
+		expiry := serverMicros(t, admin)/1000 + ttl.Milliseconds()
+		require.NoError(t, admin.ZAdd(ctx, k.Holders, redis.Z{Score: float64(expiry), Member: "mine"}).Err())
+		require.NoError(t, admin.ZAdd(ctx, k.Queue, redis.Z{Score: 1, Member: "other"}).Err())
+		res, err := script.SemaphoreRelease(ctx, user, k, script.SemaphoreGiveBack{Value: "mine", Limit: 1,
+			Window: time.Second, Publish: script.PublishPlain})
+		require.NoError(t, err)
+		assert.Equal(t, script.Released, res.Outcome)
+		assert.Empty(t, admin.ZRange(ctx, k.Holders, 0, -1).Val(), "the permit was given back")
+		assert.Empty(t, admin.ZRange(ctx, k.Reserved, 0, -1).Val(), "not reserved for a process that was not told")
+		assert.Equal(t, []string{"other"}, admin.ZRange(ctx, k.Queue, 0, -1).Val())
+	})
+}
+
 // TestClassifyNoPermission: the texts of redis-server 7.0.15's ACL refusals, outside a script and inside one.
 func TestClassifyNoPermission(t *testing.T) {
 	for _, msg := range []string{

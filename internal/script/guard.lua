@@ -8,7 +8,8 @@
 --     WRONGTYPE for a key of another type;
 --   * the other commands the script may run after its first write are asked for here (allow), once each;
 --   * OOM is refused at a script's first write only (Redis lets a script that wrote finish), and READONLY and
---     MISCONF hold for the whole run, so once the first write passed, none of them comes later.
+--     MISCONF hold for the whole run, so once the first write passed, none of them comes later;
+--   * a PUBLISH that is refused changes nothing: announce runs it with pcall and reports it.
 
 -- allow raises NOPERM unless the user running the script may run this command with these arguments (its name,
 -- subcommand, keys and channels). A script asks once per command, on one of its keys: a command the user may run
@@ -21,4 +22,10 @@ local function allow(...)
     error({err = "NOPERM this user has no permissions to run the '" .. string.lower((...)) ..
       "' command the script needs; it stopped before writing anything"})
   end
+end
+
+-- announce publishes msg on channel with cmd (PUBLISH or SPUBLISH) and reports whether it could: a user that may
+-- not publish there is refused, which changes nothing.
+local function announce(cmd, channel, msg)
+  return type(redis.pcall(cmd, channel, msg)) ~= 'table'
 end

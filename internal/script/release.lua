@@ -13,8 +13,10 @@
 -- released: reserved for the first waiting process, which is told on the channel ("r <id> <window>"), or freed
 -- ("" on the channel) when no process waits; {2, fence} when it was handed to the successor; {3, 0} when it was
 -- reserved for the first waiting process and the holder's process, which has a successor, joined the end of the
--- queue; {4, 0} when it was reserved for the holder's own process (ARGV[10]), which was told.
--- Reads and checks come before the first write (see guard.lua): a refused or failed call leaves nothing behind.
+-- queue; {4, 0} when it was reserved for the holder's own process (ARGV[10]), which was told; {5, 0} when it was
+-- freed but nobody could be told: the user may not publish on the channel (the queue keeps its order).
+-- Reads and checks come before the first write (see guard.lua): a refused or failed call leaves nothing behind,
+-- and a release that happened is reported as one.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return {0, 0}
 end
@@ -24,10 +26,11 @@ local cohort = ARGV[7] == '1'
 -- ZCARD raises WRONGTYPE for a queue of another type.
 local waiting = redis.call('ZCARD', KEYS[3])
 if waiting == 0 and successor == '' then
-  -- The common case, first: nobody waits, nobody takes over. The lock is freed and announced.
-  allow(publish, KEYS[2], '')
+  -- The common case, first: nobody waits, nobody takes over. The lock is freed, and announced if it may be.
   redis.call('DEL', KEYS[1])
-  redis.call(publish, KEYS[2], '')
+  if type(redis.pcall(publish, KEYS[2], '')) == 'table' then
+    return {5, 0}
+  end
   return {1, 0}
 end
 
@@ -64,15 +67,23 @@ if successor ~= '' and (cohort or not head) then
   return {2, fence}
 end
 
--- reserve reserves the lock for the waiting process id for the claim window and tells it.
+-- reserve reserves the lock for the waiting process id for the claim window and tells it; when it may not be
+-- told, the lock is freed instead. It returns whether it was reserved.
 local function reserve(id)
+  allow('DEL', KEYS[1])
   redis.call('SET', KEYS[1], 'reserved:' .. id, 'PX', window)
-  redis.call(publish, KEYS[2], 'r ' .. id .. ' ' .. window)
+  if announce(publish, KEYS[2], 'r ' .. id .. ' ' .. window) then
+    return true
+  end
+  redis.call('DEL', KEYS[1])
+  leave()
+  return false
 end
-allow(publish, KEYS[2], '')
 
 if ARGV[10] ~= '' and cohort and head then
-  reserve(ARGV[10])
+  if not reserve(ARGV[10]) then
+    return {5, 0}
+  end
   leave()
   return {4, 0}
 end
@@ -90,7 +101,9 @@ if head then
   if not queued then
     allow('ZREM', KEYS[3], head)
   end
-  reserve(head)
+  if not reserve(head) then
+    return {5, 0}
+  end
   redis.call('ZREM', KEYS[3], head)
   if requeue then
     -- The holder's process yields its turn with a waiter of its own: it takes its place at the end of the line
@@ -105,5 +118,7 @@ end
 
 redis.call('DEL', KEYS[1])
 leave()
-redis.call(publish, KEYS[2], '')
+if not announce(publish, KEYS[2], '') then
+  return {5, 0}
+end
 return {1, 0}

@@ -158,6 +158,10 @@ const (
 	Requeued
 	// ReservedOwn: the lock was reserved for the holder's own process (Next.Reserve), which was told.
 	ReservedOwn
+	// Unannounced: the lock was freed, but nobody was told, since the connection's user may not publish on the
+	// lock's channel. Waiting processes find the lock free when a keyspace notification wakes them (if the
+	// server sends them) or their timer for the holder's expiry fires. The queue keeps its order.
+	Unannounced
 )
 
 // ReleaseNext releases n.Lock if it still holds value and passes it on as next says. It returns the fencing
@@ -178,14 +182,15 @@ func ReleaseNext(ctx context.Context, c redis.Scripter, n keys.Names, value stri
 	if err != nil {
 		return NotHeld, 0, Classify(err)
 	}
-	if len(res) != 2 || res[0] < 0 || res[0] > int64(ReservedOwn) {
+	if len(res) != 2 || res[0] < 0 || res[0] > int64(Unannounced) {
 		return NotHeld, 0, fmt.Errorf("keyward: release script answered %v", res)
 	}
 	return Outcome(res[0]), res[1], nil
 }
 
 // Release deletes n.Lock if it still holds value, or reserves it for the first waiting process, and announces
-// the release on n.Channel. It reports whether the lock was held by value.
+// the release on n.Channel. It reports whether the lock was held by value: a release that the user may not
+// announce still frees the lock (Unannounced), and is reported as one.
 func Release(ctx context.Context, c redis.Scripter, n keys.Names, value string, publish Publish) (bool, error) {
 	out, _, err := ReleaseNext(ctx, c, n, value, publish, Next{})
 	return out != NotHeld, err

@@ -117,7 +117,7 @@ if claimed then
   -- The caller's limit is lower than the releaser's: the reserved place cannot be used here; it is free for a
   -- process with a higher limit.
   redis.call('ZREM', KEYS[2], waiter)
-  redis.call(publish, KEYS[5], '')
+  announce(publish, KEYS[5], '')
 end
 local res = {0, 0, 0}
 if waiter ~= '' then

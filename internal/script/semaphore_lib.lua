@@ -58,8 +58,11 @@ local function first_in_line()
   return redis.call('ZRANGE', KEYS[3], 0, 0)[1]
 end
 
+-- tell publishes msg on the channel of process id. A user that may not publish there is refused, which changes
+-- nothing: the process learns what changed when its timer fires (see guard.lua's announce).
+-- It reports whether msg was published.
 local function tell(prefix, publish, id, msg)
-  redis.call(publish, prefix .. id .. ':released', msg)
+  return announce(publish, prefix .. id .. ':released', msg)
 end
 
 local function tell_state(prefix, publish, id, st)

@@ -14,7 +14,9 @@
 -- waiting process for the claim window ("r" on its channel), or announced free ("" on the semaphore's channel) when
 -- no process waits or the caller's limit is below the count; 2 when the successor now holds it (fence 0 without
 -- fencing). first is 1 when the caller's process is first in line after the call.
--- Reads and checks come before the first write (see guard.lua): a refused or failed call leaves nothing behind.
+-- Reads and checks come before the first write (see guard.lua): a refused or failed call leaves nothing behind. A
+-- message that the user may not publish is not sent, and the release happens all the same; a place is reserved
+-- only for a process that could be told.
 redis.replicate_commands()
 
 local t, now = server_time()
@@ -89,25 +91,25 @@ end
 if holding + reserving >= limit then
   -- The caller's limit was lowered below the count: its place goes to nobody of this process, but a process with
   -- a higher limit may still take it.
-  redis.call(publish, KEYS[5], '')
+  announce(publish, KEYS[5], '')
   fence = 0
   return done(1, false)
 end
 
 -- pass_on reserves a place for the first process in line for a short claim window, and wakes only it; one that
 -- died costs no more than the window, since it leaves the queue now and the next in line watches the window. With
--- nobody in line, the place is announced free to everyone. It returns whether a place was reserved.
+-- nobody in line, or a first in line that the user may not tell, the place is announced free to everyone. It
+-- returns whether a place was reserved.
 local function pass_on()
   local head = first_in_line()
-  if not head then
-    redis.call(publish, KEYS[5], '')
+  if not head or not tell(prefix, publish, head, 'r ' .. window) then
+    announce(publish, KEYS[5], '')
     return false
   end
   redis.call('ZREM', KEYS[3], head)
   redis.call('ZADD', KEYS[2], now + window, head)
   reserving = reserving + 1
   keep_until(KEYS[2], now + window, window)
-  tell(prefix, publish, head, 'r ' .. window)
   return true
 end
 
