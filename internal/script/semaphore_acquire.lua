@@ -3,8 +3,7 @@
 -- ARGV[1] the permit's value (token and metadata), ARGV[2] ttl in ms, ARGV[3] the caller's limit, ARGV[4] the
 -- waiting process's id ('' for a plain try: no queue, no claim), ARGV[5] ttl of the queue in ms, ARGV[6] ttl of a
 -- new fencing counter in ms ('0': no fencing token), ARGV[7] '1' when the process has more waiters after this one
--- (it stays in line, at the back), ARGV[8] PUBLISH or SPUBLISH, ARGV[9] the prefix of the processes' channels,
--- ARGV[10] '1' when a hand-over to this value may have happened (its answer was lost).
+-- (it stays in line, at the back), ARGV[8] PUBLISH or SPUBLISH, ARGV[9] the prefix of the processes' channels.
 -- Returns {ok, fence, first, wait, id1, ms1, ...}: ok 1 with the permit taken (fence 0 without fencing), ok 0
 -- without; first 1 when the caller's process is first in line after the call; then the state of semaphore_lib.lua,
 -- with wait -2 when there is room left after this acquire, or only wait -3 when the permit was taken and the
@@ -19,10 +18,12 @@ local publish, prefix = ARGV[8], ARGV[9]
 local requeue = waiter ~= '' and ARGV[7] == '1'
 
 -- The first read of each key raises WRONGTYPE for a key of another type before anything is written: the queue's
--- here, the fencing counter's in next_fence, the holders' and the reservations' at the latest by ZCARD.
+-- here, the holders' just below, the fencing counter's in next_fence, the reservations' at the latest by ZCARD.
 local first = first_in_line()
--- A hand-over to this value whose answer was lost: the permit is the caller's already, and is renewed.
-local mine = ARGV[10] == '1' and redis.call('ZSCORE', KEYS[1], value)
+-- The permit may be the caller's already: a hand-over to this value whose answer was lost, or this very acquire,
+-- resent by the client after the connection dropped. It is renewed, not refused, whatever the count: refusing
+-- would leave it held until its ttl by a caller told it has none.
+local mine = redis.call('ZSCORE', KEYS[1], value)
 if mine and tonumber(mine) <= now then
   mine = false
 end
@@ -69,7 +70,7 @@ elseif claimed then
   reserving = reserving - 1
 end
 
-if holding + reserving < limit then
+if mine or holding + reserving < limit then
   if set_fence then
     redis.call(unpack(set_fence))
   end
