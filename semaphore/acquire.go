@@ -196,9 +196,9 @@ func (s *Semaphore) wait(ctx context.Context, w *waiter) (*Permit, error) {
 // the Redis queue, subscribed.
 func (s *Semaphore) contend(ctx context.Context, w *waiter) (*Permit, error) {
 	s.mu.Lock()
-	requeue, maybeHeld := len(s.waiters) > 1, w.maybeHeld
+	requeue := len(s.waiters) > 1
 	s.mu.Unlock()
-	p, st, err := s.try(ctx, w.a, s.id, requeue, maybeHeld)
+	p, st, err := s.try(ctx, w.a, s.id, requeue)
 	received := time.Now()
 
 	s.mu.Lock()

@@ -188,7 +188,7 @@ func (s *Semaphore) TryAcquire(ctx context.Context, ttl time.Duration) (*Permit,
 	if err != nil {
 		return nil, err
 	}
-	p, _, err := s.try(ctx, a, "", false, false)
+	p, _, err := s.try(ctx, a, "", false)
 	return p, err
 }
 
@@ -212,20 +212,20 @@ func (s *Semaphore) newAttempt(ctx context.Context, ttl time.Duration, autoRefre
 
 // try runs the acquire script once: a plain try when waiter is "", else the try of the waiting process waiter,
 // which also claims a place reserved for it, and joins the queue when there is no room (requeue: stays in it,
-// at the back, when it takes the permit). maybeHeld says a hand-over to a.value may have happened unseen.
-func (s *Semaphore) try(ctx context.Context, a *attempt, waiter string, requeue, maybeHeld bool) (*Permit, script.SemaphoreState, error) {
+// at the back, when it takes the permit). A permit a.value holds already (a hand-over whose answer was lost, or
+// this try resent by go-redis after a dropped connection) is renewed.
+func (s *Semaphore) try(ctx context.Context, a *attempt, waiter string, requeue bool) (*Permit, script.SemaphoreState, error) {
 	start := time.Now()
 	s.tries.Add(1)
 	st, err := script.SemaphoreAcquire(ctx, s.rdb, s.keys, script.SemaphoreTry{
-		Value:     a.value,
-		TTL:       a.ttl,
-		Limit:     s.Limit(),
-		Waiter:    waiter,
-		QueueTTL:  queueTTL(a.ttl),
-		Requeue:   requeue,
-		Fencing:   s.fencing,
-		MaybeHeld: maybeHeld,
-		Publish:   s.publish,
+		Value:    a.value,
+		TTL:      a.ttl,
+		Limit:    s.Limit(),
+		Waiter:   waiter,
+		QueueTTL: queueTTL(a.ttl),
+		Requeue:  requeue,
+		Fencing:  s.fencing,
+		Publish:  s.publish,
 	})
 	if err != nil {
 		if !script.IsReply(err) {
