@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/retry"
 )
 
 // resignTimeout bounds the resignation that Run (and a failed Campaign) send on a context of their own: the
@@ -15,8 +16,13 @@ import (
 const resignTimeout = 5 * time.Second
 
 // Campaign waits until this candidate leads the election, as long as ctx allows, and returns its leadership.
-// It returns ctx's error (its cause, if it has one) when ctx ends first, and leaves no lock, subscription or
+// It returns ctx's error (matching its cause too) when ctx ends first, and leaves no lock, subscription or
 // goroutine behind.
+//
+// Campaign rides out errors that may pass (Redis restarting or unreachable for a while, a failover): the
+// Locker's Obtain waits through them, and a record that cannot be written is tried again after a backoff (10 ms
+// doubling to 1 s, jittered), until ctx ends; the error then matches ctx's error and the last error alike. Errors
+// that will not pass return at once: ErrInvalid, ErrWrongType, ErrNoPermission, a closed client or watcher.
 //
 // ctx bounds the wait only: once elected, the candidate leads until it calls [Leadership.Resign] or the
 // leadership is lost ([Leadership.Done] is closed then), and it must call Resign in either case. The leadership
@@ -26,19 +32,38 @@ const resignTimeout = 5 * time.Second
 // leader's resignation or by a timer at the leader's remaining lease. Once it holds the lock, Campaign writes
 // the election's record (with WithRedis) and returns.
 func (e *Election) Campaign(ctx context.Context) (*Leadership, error) {
-	return e.campaign(ctx, context.WithoutCancel(ctx))
+	return e.campaign(ctx, context.WithoutCancel(ctx), nil)
 }
 
 // campaign is Campaign with the parent of the leadership's context: Run's ctx, so that a leader's fn stops when
-// Run's ctx ends; Campaign's ctx without its cancellation, so that the leadership outlives the wait.
-func (e *Election) campaign(ctx, parent context.Context) (*Leadership, error) {
+// Run's ctx ends; Campaign's ctx without its cancellation, so that the leadership outlives the wait. onError, when
+// not nil, is told of the errors it rides out.
+func (e *Election) campaign(ctx, parent context.Context, onError func(error)) (*Leadership, error) {
+	var backoff retry.Backoff
+	// again reports err, which may pass, and waits a backoff; a non-nil result ends the campaign.
+	again := func(err error) error {
+		err = e.wrap(fmt.Errorf("campaign: %w", err))
+		switch {
+		case ctx.Err() != nil:
+			return retry.GaveUp(ctx, err)
+		case retry.Permanent(err):
+			return err
+		}
+		if onError != nil {
+			onError(err)
+		}
+		if !backoff.Wait(ctx) {
+			return retry.GaveUp(ctx, err)
+		}
+		return nil
+	}
 	for {
 		l, err := e.locker.Obtain(ctx, e.name, e.ttl)
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil, context.Cause(ctx)
+			if err := again(err); err != nil {
+				return nil, err
 			}
-			return nil, e.wrap(fmt.Errorf("campaign: %w", err))
+			continue
 		}
 		keeping, stopKeeping := context.WithCancel(context.Background())
 		lead := &Leadership{
@@ -56,15 +81,14 @@ func (e *Election) campaign(ctx, parent context.Context) (*Leadership, error) {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(e.ttl, resignTimeout))
 		_ = lead.Resign(rctx)
 		cancel()
-		switch {
-		case ctx.Err() != nil:
-			return nil, context.Cause(ctx)
-		case errors.Is(err, keyward.ErrNotHeld):
+		if errors.Is(err, keyward.ErrNotHeld) && ctx.Err() == nil {
 			// The lease ran out before the record was written (the process stalled for a whole lease), or a
 			// later term was elected meanwhile: this candidate does not lead; campaign on.
 			continue
 		}
-		return nil, e.wrap(fmt.Errorf("campaign: %w", err))
+		if err := again(err); err != nil {
+			return nil, err
+		}
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/locker"
 	"github.com/keyward/keyward/internal/token"
 	"github.com/keyward/keyward/keyspace"
 )
@@ -37,7 +38,7 @@ var (
 	ErrReadOnly = keyward.ErrReadOnly
 
 	// ErrNoPermission is keyward.ErrNoPermission: the ACL user may not run the election's commands or touch its
-	// keys (the lock's, and the record "{name}:leader" with its channel).
+	// keys (the lock's, and the record "{<prefix><name>}:leader" with its channel).
 	ErrNoPermission = keyward.ErrNoPermission
 
 	// ErrOutOfMemory is keyward.ErrOutOfMemory: the server refused a write because it reached maxmemory.
@@ -79,7 +80,9 @@ type Leader struct {
 // an empty name or an invalid option.
 //
 // Give WithRedis so that the leader writes who it is where others can read it (Leader, Observe, OnNewLeader).
-// The lock's own options (prefix, drift, metadata) are the Locker's.
+// The lock's own options (prefix, drift, metadata) are the Locker's; the record "{<prefix><name>}:leader" goes
+// under the Locker's prefix, so that elections of one name under different prefixes stay apart (a Locker other
+// than lock's or redlock's cannot tell its prefix: its record is "{<name>}:leader").
 func New(locker keyward.Locker, name string, opts ...Option) (*Election, error) {
 	if locker == nil {
 		return nil, fmt.Errorf("%w: nil locker", ErrInvalid)
@@ -109,9 +112,19 @@ func New(locker keyward.Locker, name string, opts ...Option) (*Election, error) 
 		ttl:       s.ttl,
 		rdb:       s.rdb,
 		watcher:   s.watcher,
-		record:    newRecord(name),
+		record:    newRecord(keyPrefix(locker) + name),
 		callbacks: s.callbacks,
 	}, nil
+}
+
+// keyPrefix returns the prefix the locker puts in front of its lock keys, when it tells it (the Lockers of
+// lock.Client and redlock.Client do), so that the record goes under the same prefix: elections of the same name
+// under different prefixes on one Redis are different elections, with a record each.
+func keyPrefix(l keyward.Locker) string {
+	if p, ok := l.(locker.Prefixed); ok {
+		return p.KeyPrefix()
+	}
+	return ""
 }
 
 // Name returns the election's name: the key of the lock its leader holds (before the Locker's prefix).

@@ -108,8 +108,12 @@ func TestNewRejectsBadInput(t *testing.T) {
 		{"zero ttl", locker, name, []election.Option{election.WithTTL(0)}},
 		{"ttl below the minimum", locker, name, []election.Option{election.WithTTL(election.MinTTL - 1)}},
 		{"negative ttl", locker, name, []election.Option{election.WithTTL(-time.Second)}},
+		{"ttl above the maximum", locker, name, []election.Option{election.WithTTL(election.MaxTTL + time.Millisecond)}},
 		{"empty identity", locker, name, []election.Option{election.WithIdentity("")}},
 		{"nil redis", locker, name, []election.Option{election.WithRedis(nil)}},
+		{"nil *redis.Client", locker, name, []election.Option{election.WithRedis((*redis.Client)(nil))}},
+		{"nil *redis.ClusterClient", locker, name, []election.Option{election.WithRedis((*redis.ClusterClient)(nil))}},
+		{"nil *redis.Ring", locker, name, []election.Option{election.WithRedis((*redis.Ring)(nil))}},
 		{"nil watcher", locker, name, []election.Option{election.WithRedis(rdb), election.WithWatcher(nil)}},
 		{"watcher without redis", locker, name, []election.Option{election.WithWatcher(nil)}},
 		{"OnNewLeader without redis", locker, name,
@@ -279,5 +283,47 @@ func TestCrashedLeaderIsReplacedAtTheEndOfItsLease(t *testing.T) {
 		assert.Greater(t, second.Fence(), first.Fence())
 		require.NoError(t, second.Resign(context.Background()))
 		assert.Error(t, first.Resign(context.Background()))
+	})
+}
+
+// Two applications that use the same election name under different lock prefixes on one Redis hold two
+// elections, each with its own record: each reads its own leader, and neither loses its leadership to the other's
+// renewals.
+func TestPrefixesKeepElectionsApart(t *testing.T) {
+	inBubble(t, func(t *testing.T, m *miniredis.Miniredis, client func(...redis.Hook) *redis.Client) {
+		ctx := context.Background()
+		candidate := func(prefix, identity string) *election.Election {
+			rdb := client()
+			locks, err := lock.New(rdb, lock.WithPrefix(prefix))
+			require.NoError(t, err)
+			t.Cleanup(func() { assert.NoError(t, locks.Close()) })
+			e, err := election.New(locks.Locker(), name,
+				election.WithRedis(rdb), election.WithIdentity(identity), election.WithTTL(time.Second))
+			require.NoError(t, err)
+			return e
+		}
+		a, b := candidate("a:", "A"), candidate("b:", "B")
+		leadA, err := a.Campaign(ctx)
+		require.NoError(t, err)
+		leadB, err := b.Campaign(ctx)
+		require.NoError(t, err)
+		assert.True(t, m.Exists("{a:report}:leader"), "A's record under A's prefix")
+		assert.True(t, m.Exists("{b:report}:leader"), "B's record under B's prefix")
+
+		time.Sleep(3 * time.Second) // nine renewals each
+		synctest.Wait()
+		for _, c := range []struct {
+			e    *election.Election
+			lead *election.Leadership
+			want string
+		}{{a, leadA, "A"}, {b, leadB, "B"}} {
+			assert.NoError(t, c.lead.Err(), "%s still leads", c.want)
+			l, err := c.e.Leader(ctx)
+			require.NoError(t, err)
+			assert.Equal(t, c.want, l.Identity)
+			assert.Equal(t, c.lead.Fence(), l.Term)
+		}
+		require.NoError(t, leadA.Resign(ctx))
+		require.NoError(t, leadB.Resign(ctx))
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -89,6 +90,28 @@ func TestRecordTermsOnlyGoForward(t *testing.T) {
 
 	require.NoError(t, r.put(ctx, rdb, 7, "replica b", time.Second))
 	assert.Equal(t, "elected 7 1000 replica b", message())
+}
+
+// TestRecordNotAnnouncedIsNotWritten: a user that may not publish on the record's channel is refused before the
+// record is written or deleted (it used to be written, or deleted, and then the script failed on PUBLISH), with an
+// error matching ErrNoPermission.
+func TestRecordNotAnnouncedIsNotWritten(t *testing.T) {
+	srv := redistest.Start(t)
+	admin := srv.Client(t)
+	ctx := context.Background()
+	require.NoError(t, admin.Do(ctx, "ACL", "SETUSER", "app", "on", ">secret", "~*", "resetchannels", "+@all").Err())
+	user := redistest.NewClient(t, &redis.Options{Addr: srv.Addr(), Username: "app", Password: "secret"})
+	r := newRecord("report")
+
+	err := r.put(ctx, user, 5, "replica a", time.Minute)
+	require.ErrorIs(t, err, keyward.ErrNoPermission)
+	assert.Zero(t, admin.Exists(ctx, r.key).Val(), "nothing was written")
+
+	require.NoError(t, r.put(ctx, admin, 5, "replica a", time.Minute))
+	require.NoError(t, r.put(ctx, user, 5, "replica a", 2*time.Minute), "a renewal announces nothing")
+	err = r.vacate(ctx, user, 5)
+	require.ErrorIs(t, err, keyward.ErrNoPermission)
+	assert.Equal(t, "5 replica a", admin.Get(ctx, r.key).Val(), "nothing was deleted")
 }
 
 func TestParseChange(t *testing.T) {

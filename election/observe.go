@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/keyward/keyward/internal/retry"
 	"github.com/keyward/keyward/keyspace"
 )
 
@@ -50,10 +51,10 @@ type observer struct {
 	watcher *keyspace.Watcher // closed at the end when the observer opened it
 	out     chan Leader
 
-	cur   Leader // the state last sent
-	sent  bool   // whether anything was sent yet
-	timer *time.Timer
-	retry backoff
+	cur     Leader // the state last sent
+	sent    bool   // whether anything was sent yet
+	timer   *time.Timer
+	backoff retry.Backoff
 }
 
 func (o *observer) run(ctx context.Context) {
@@ -125,10 +126,10 @@ func (o *observer) read(ctx context.Context) bool {
 		if ctx.Err() != nil {
 			return false
 		}
-		o.timer.Reset(o.retry.next())
+		o.timer.Reset(o.backoff.Next())
 		return true
 	}
-	o.retry.reset()
+	o.backoff.Reset()
 	switch {
 	case ok && o.sent && l.Term == o.cur.Term && o.cur.Identity != "":
 		o.cur.TTL = l.TTL // the same term, renewed

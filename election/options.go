@@ -6,6 +6,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/keyward/keyward/internal/lockopt"
 	"github.com/keyward/keyward/keyspace"
 )
 
@@ -41,13 +42,13 @@ func WithIdentity(identity string) Option {
 
 // WithTTL sets the leader's lease: the leader renews it every ttl/3, and a leader that dies without resigning is
 // replaced within ttl (plus a few milliseconds). A short ttl replaces a dead leader sooner; a long one keeps a
-// leader whose process or network stalls for a while. Default: DefaultTTL (15 s). A ttl below MinTTL is an
-// ErrInvalid error; the Locker also refuses a ttl that does not exceed its drift margin (1 % + 2 ms by default),
-// at the first Campaign.
+// leader whose process or network stalls for a while. Default: DefaultTTL (15 s). A ttl below MinTTL or above
+// MaxTTL is an ErrInvalid error; the Locker also refuses a ttl that does not exceed its drift margin (1 % + 2 ms
+// by default), at the first Campaign.
 func WithTTL(ttl time.Duration) Option {
 	return func(s *settings) {
-		if ttl < MinTTL {
-			s.fail(fmt.Errorf("%w: ttl %v is below %v", ErrInvalid, ttl, MinTTL))
+		if ttl < MinTTL || ttl > MaxTTL {
+			s.fail(fmt.Errorf("%w: ttl %v is not within [%v, %v]", ErrInvalid, ttl, MinTTL, MaxTTL))
 			return
 		}
 		s.ttl = ttl
@@ -58,14 +59,18 @@ func WithTTL(ttl time.Duration) Option {
 // then renew its lease, well within it.
 const MinTTL = 10 * time.Millisecond
 
+// MaxTTL is the longest lease WithTTL accepts (24 h), the longest ttl a lock may have: the lease is how long a
+// leader that died keeps the others from leading, and a live leader renews it every ttl/3 anyway.
+const MaxTTL = lockopt.MaxTTL
+
 // WithRedis gives the Redis where the leader records who it is and announces changes, which Leader, Observe and
 // OnNewLeader read. With a lock.Client, give the same client; with a Redlock quorum, any one Redis that every
 // candidate and observer uses. Without it, candidates still elect a leader (Campaign, Run), but nobody can see
-// who leads. A nil rdb is an ErrInvalid error.
+// who leads. A nil rdb (also a typed nil such as a nil *redis.Client) is an ErrInvalid error.
 func WithRedis(rdb redis.UniversalClient) Option {
 	return func(s *settings) {
-		if rdb == nil {
-			s.fail(fmt.Errorf("%w: nil redis client", ErrInvalid))
+		if err := lockopt.CheckClient(rdb); err != nil {
+			s.fail(err)
 			return
 		}
 		s.rdb = rdb

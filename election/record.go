@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/bound"
 	"github.com/keyward/keyward/internal/keys"
 	"github.com/keyward/keyward/internal/script"
 )
@@ -41,9 +42,10 @@ type record struct {
 	channel string
 }
 
-// newRecord returns the record of the election name: "{name}:leader", in the cluster slot of the lock key name.
-func newRecord(name string) record {
-	key := keys.Derive(name, "leader")
+// newRecord returns the record of the election whose lock key (prefix and name) is lockKey: "{lockKey}:leader",
+// in the cluster slot of the lock key.
+func newRecord(lockKey string) record {
+	key := keys.Derive(lockKey, "leader")
 	return record{key: key, channel: keys.For(key).Channel}
 }
 
@@ -54,7 +56,8 @@ func (r record) put(ctx context.Context, rdb redis.UniversalClient, term int64, 
 	if ms < 1 {
 		return fmt.Errorf("%w: the lease ran out", keyward.ErrLost)
 	}
-	ok, err := putScript.Run(ctx, rdb, []string{r.key, r.channel}, term, identity, ms).Int64()
+	// Bounded by ctx whatever rdb's options: a renewal must end by the lease's deadline.
+	ok, err := putScript.Run(ctx, bound.New(rdb).Scripter(), []string{r.key, r.channel}, term, identity, ms).Int64()
 	if err != nil {
 		return fmt.Errorf("record leader: %w", script.Classify(err))
 	}
@@ -66,7 +69,7 @@ func (r record) put(ctx context.Context, rdb redis.UniversalClient, term int64, 
 
 // vacate deletes the record of term, if it still holds term, and announces the vacancy.
 func (r record) vacate(ctx context.Context, rdb redis.UniversalClient, term int64) error {
-	if err := vacateScript.Run(ctx, rdb, []string{r.key, r.channel}, term).Err(); err != nil {
+	if err := vacateScript.Run(ctx, bound.New(rdb).Scripter(), []string{r.key, r.channel}, term).Err(); err != nil {
 		return fmt.Errorf("vacate record: %w", script.Classify(err))
 	}
 	return nil
@@ -74,13 +77,21 @@ func (r record) vacate(ctx context.Context, rdb redis.UniversalClient, term int6
 
 // read returns the leader the record names, with its remaining lease, or ok=false when nobody leads.
 func (r record) read(ctx context.Context, rdb redis.UniversalClient) (l Leader, ok bool, err error) {
-	var get *redis.StringCmd
-	var pttl *redis.DurationCmd
-	_, err = rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		get = p.Get(ctx, r.key)
-		pttl = p.PTTL(ctx, r.key)
-		return nil
-	})
+	type reply struct {
+		get  *redis.StringCmd
+		pttl *redis.DurationCmd
+		err  error
+	}
+	rep := bound.Do(bound.New(rdb), ctx, func(rdb redis.UniversalClient) (rep reply) {
+		_, rep.err = rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			rep.get = p.Get(ctx, r.key)
+			rep.pttl = p.PTTL(ctx, r.key)
+			return nil
+		})
+		return rep
+	}, func(err error) reply { return reply{err: err} })
+	get, pttl := rep.get, rep.pttl
+	err = rep.err
 	if errors.Is(err, redis.Nil) && get.Err() == redis.Nil && pttl.Err() == nil {
 		return Leader{}, false, nil
 	}

@@ -4,12 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/retry"
 	"github.com/keyward/keyward/keyspace"
 )
 
@@ -24,33 +21,25 @@ import (
 //   - When fn returns an error while leading, Run resigns and returns that error.
 //   - When fn panics, Run resigns and the panic goes on.
 //
-// Errors that may pass (Redis unreachable, a failover in progress) are reported to OnError and the campaign is
-// tried again after a backoff (10 ms doubling to 1 s). Errors that will not pass end Run: an invalid argument, a
-// key of another type (ErrWrongType), a permission refused (ErrNoPermission), a closed client. A nil fn is an
-// ErrInvalid error.
+// Errors that may pass (Redis unreachable, a failover in progress) are ridden out as Campaign does: the Locker's
+// Obtain waits through them (without reporting them), and a record that cannot be written or a lock that cannot
+// be obtained is reported to OnError and tried again after a backoff (10 ms doubling to 1 s). Errors that will not
+// pass end Run: an invalid argument, a key of another type (ErrWrongType), a permission refused
+// (ErrNoPermission), a closed client. A nil fn is an ErrInvalid error.
 func (e *Election) Run(ctx context.Context, fn func(leaderCtx context.Context) error) error {
 	if fn == nil {
 		return e.wrap(fmt.Errorf("%w: nil fn", ErrInvalid))
 	}
 	stop := e.observeForCallbacks(ctx)
 	defer stop()
-	var retry backoff
 	for {
-		lead, err := e.campaign(ctx, ctx)
+		lead, err := e.campaign(ctx, ctx, e.onError) // rides out errors that may pass, telling OnError
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if permanent(err) {
-				return err
-			}
-			e.onError(err)
-			if !retry.wait(ctx) {
-				return nil
-			}
-			continue
+			return err
 		}
-		retry.reset()
 		if over, err := e.serve(ctx, lead, fn); over {
 			return err
 		}
@@ -119,7 +108,7 @@ func (e *Election) observeForCallbacks(ctx context.Context) (stop func()) {
 	go func() {
 		defer close(done)
 		var last int64
-		var retry backoff
+		var backoff retry.Backoff
 		for {
 			leaders, err := e.Observe(octx)
 			if err != nil {
@@ -127,12 +116,12 @@ func (e *Election) observeForCallbacks(ctx context.Context) (stop func()) {
 					return
 				}
 				e.onError(err)
-				if !retry.wait(octx) {
+				if !backoff.Wait(octx) {
 					return
 				}
 				continue
 			}
-			retry.reset()
+			backoff.Reset()
 			for l := range leaders {
 				if l.Identity != "" && l.Term > last {
 					last = l.Term
@@ -153,35 +142,5 @@ func (e *Election) observeForCallbacks(ctx context.Context) (stop func()) {
 func (e *Election) onError(err error) {
 	if f := e.callbacks.OnError; f != nil {
 		f(err)
-	}
-}
-
-// permanent reports whether trying again cannot help.
-func permanent(err error) bool {
-	return errors.Is(err, keyward.ErrInvalid) || errors.Is(err, keyward.ErrWrongType) ||
-		errors.Is(err, keyward.ErrNoPermission) || errors.Is(err, keyspace.ErrClosed) ||
-		errors.Is(err, redis.ErrClosed)
-}
-
-// backoff spaces out attempts after errors: 10 ms doubling to 1 s, each drawn at random from the upper half so
-// that processes that failed together do not retry together.
-type backoff struct{ last time.Duration }
-
-func (b *backoff) next() time.Duration {
-	b.last = min(max(2*b.last, 10*time.Millisecond), time.Second)
-	return b.last/2 + rand.N(b.last/2+1)
-}
-
-func (b *backoff) reset() { b.last = 0 }
-
-// wait sleeps for the next delay; false when ctx ended first.
-func (b *backoff) wait(ctx context.Context) bool {
-	t := time.NewTimer(b.next())
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
 	}
 }

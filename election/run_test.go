@@ -141,17 +141,19 @@ func TestRunStepsDownWhenFnReturnsNil(t *testing.T) {
 
 func TestRunRetriesErrorsThatPass(t *testing.T) {
 	inBubble(t, func(t *testing.T, m *miniredis.Miniredis, client func(...redis.Hook) *redis.Client) {
-		m.SetError("LOADING Redis is loading the dataset in memory")
+		m.SetError("LOADING Redis is loading the dataset in memory") // the lock's tries ride this out by themselves
 		var errs []error
-		a := newCandidate(t, client(), "replica-a", election.WithCallbacks(election.Callbacks{
-			OnError: func(err error) {
-				errs = append(errs, err)
-				m.SetError("") // the server is up again
-			},
+		record := &failRecordWrite{err: loadingError{}}
+		a := newCandidate(t, client(record), "replica-a", election.WithCallbacks(election.Callbacks{
+			OnError: func(err error) { errs = append(errs, err) }, // the record write's error
 		}))
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		led := false
+		go func() {
+			time.Sleep(5 * time.Second)
+			m.SetError("") // the server is up again
+		}()
 		err := a.Run(ctx, func(leaderCtx context.Context) error {
 			led = true
 			cancel()
@@ -163,6 +165,33 @@ func TestRunRetriesErrorsThatPass(t *testing.T) {
 		assert.Contains(t, errs[0].Error(), "LOADING")
 	})
 }
+
+// failRecordWrite is a go-redis hook that fails the first write of the election's record with err.
+type failRecordWrite struct {
+	err  error
+	done bool
+}
+
+func (h *failRecordWrite) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *failRecordWrite) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if args := cmd.Args(); !h.done && len(args) > 3 && args[3] == recordKey && strings.HasPrefix(cmd.Name(), "eval") {
+			h.done = true
+			cmd.SetErr(h.err)
+			return h.err
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *failRecordWrite) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// loadingError is the error reply of a server that is loading its data set.
+type loadingError struct{}
+
+func (loadingError) Error() string { return "LOADING Redis is loading the dataset in memory" }
+func (loadingError) RedisError()   {}
 
 func TestRunStopsOnErrorsThatWillNotPass(t *testing.T) {
 	inBubble(t, func(t *testing.T, m *miniredis.Miniredis, client func(...redis.Hook) *redis.Client) {

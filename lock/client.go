@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/bound"
 	"github.com/keyward/keyward/internal/keys"
 	"github.com/keyward/keyward/internal/lease"
 	"github.com/keyward/keyward/internal/lockopt"
@@ -22,7 +23,11 @@ import (
 // meant to be kept for the life of the program: its waiters share one pub/sub connection (opened by the first
 // Obtain that has to wait), which [Client.Close] closes.
 type Client struct {
-	rdb     redis.UniversalClient
+	client redis.UniversalClient // the caller's client
+	// rdb runs the scripts on client so that they return when their ctx ends, whatever client's options
+	// (internal/bound): a refresh must not keep a lock "held" past its deadline on a server that stopped answering.
+	rdb     redis.Scripter
+	bounded *bound.Client
 	opts    lockopt.Settings
 	publish script.Publish
 	id      string // this Client's place name in the Redis queues of the locks it waits for
@@ -38,16 +43,18 @@ type Client struct {
 }
 
 // New returns a Client that takes locks through rdb, with opts as the defaults for every lock. It returns an
-// ErrInvalid error for a nil rdb or an invalid option.
+// ErrInvalid error for a nil rdb (also a typed nil such as a nil *redis.Client) or an invalid option.
 func New(rdb redis.UniversalClient, opts ...Option) (*Client, error) {
-	if rdb == nil {
-		return nil, fmt.Errorf("%w: nil redis client", keyward.ErrInvalid)
+	if err := lockopt.CheckClient(rdb); err != nil {
+		return nil, err
 	}
 	o, err := lockopt.Defaults().With(opts...)
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{rdb: rdb, opts: o, publish: script.PublishPlain, id: token.New(""), queues: map[string]*queue{}}
+	b := bound.New(rdb)
+	c := &Client{client: rdb, rdb: b.Scripter(), bounded: b, opts: o, publish: script.PublishPlain, id: token.New(""),
+		queues: map[string]*queue{}}
 	if o.Watcher != nil {
 		c.watch = o.Watcher
 		c.watcherOnce.Do(func() {})
@@ -76,7 +83,7 @@ func (c *Client) Close() error {
 // watcher returns the Watcher waiters use: the one given with WithWatcher, or the Client's own.
 func (c *Client) watcher() (*keyspace.Watcher, error) {
 	c.watcherOnce.Do(func() {
-		c.watch = keyspace.New(c.rdb)
+		c.watch = keyspace.New(c.client)
 		c.ownWatcher = true
 	})
 	if c.watch == nil {

@@ -32,7 +32,7 @@ func (l *Lock) Guard(ctx context.Context, fn func(pipe redis.Pipeliner) error) e
 		if err := l.lease.Check(); err != nil {
 			return l.wrap(err)
 		}
-		err := l.c.rdb.Watch(ctx, func(tx *redis.Tx) error {
+		err := l.c.client.Watch(ctx, func(tx *redis.Tx) error {
 			v, err := tx.Get(ctx, l.names.Lock).Result()
 			if err != nil && !errors.Is(err, redis.Nil) {
 				return script.Classify(err)

@@ -70,7 +70,8 @@ func (l *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
 }
 
 // Release gives the lock back: the key is deleted only if it still holds this lock's token, and waiters are
-// told at once. A second Release returns nil without a round trip.
+// told at once. A later Release makes no round trip and returns what the first one that reached the server
+// returned: nil after a clean release (a lock that was lost stays reported as lost).
 //
 // It returns an error matching ErrNotHeld when the lock had expired or been taken by another holder (whose key
 // is left alone), and the loss error (matching ErrLost) when the lock was lost before. After any other error

@@ -3,6 +3,7 @@ package lock_test
 import (
 	"context"
 	"errors"
+	"math"
 	"os"
 	"strconv"
 	"sync"
@@ -271,9 +272,17 @@ func TestBadInput(t *testing.T) {
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()
 
-	_, err := lock.New(nil)
-	assert.ErrorIs(t, err, lock.ErrInvalid, "nil client")
-	_, err = lock.New(rdb, lock.WithDrift(-1, 0))
+	for name, c := range map[string]redis.UniversalClient{
+		"nil client":               nil,
+		"nil *redis.Client":        (*redis.Client)(nil),
+		"nil *redis.ClusterClient": (*redis.ClusterClient)(nil),
+		"nil *redis.Ring":          (*redis.Ring)(nil),
+	} {
+		c, err := lock.New(c)
+		assert.ErrorIs(t, err, lock.ErrInvalid, name)
+		assert.Nil(t, c, name)
+	}
+	_, err := lock.New(rdb, lock.WithDrift(-1, 0))
 	assert.ErrorIs(t, err, lock.ErrInvalid, "negative drift")
 
 	tests := []struct {
@@ -288,6 +297,8 @@ func TestBadInput(t *testing.T) {
 		{"zero ttl", ctx, "k", 0, nil, lock.ErrInvalid},
 		{"negative ttl", ctx, "k", -time.Second, nil, lock.ErrInvalid},
 		{"ttl within the drift margin", ctx, "k", 2 * time.Millisecond, nil, lock.ErrInvalid},
+		{"ttl above MaxTTL", ctx, "k", lock.MaxTTL + time.Millisecond, nil, lock.ErrInvalid},
+		{"ttl whose doubling overflows", ctx, "k", math.MaxInt64, nil, lock.ErrInvalid},
 		{"drift factor of one", ctx, "k", time.Second, []lock.Option{lock.WithDrift(1, 0)}, lock.ErrInvalid},
 		{"cancelled context", cancelled, "k", time.Second, nil, context.Canceled},
 	}
@@ -296,14 +307,21 @@ func TestBadInput(t *testing.T) {
 			l, err := locks.TryObtain(tt.ctx, tt.key, tt.ttl, tt.opts...)
 			assert.ErrorIs(t, err, tt.want)
 			assert.Nil(t, l)
+			l, err = locks.Obtain(tt.ctx, tt.key, tt.ttl, tt.opts...)
+			assert.ErrorIs(t, err, tt.want)
+			assert.Nil(t, l)
 		})
 	}
 	assert.Zero(t, rdb.DBSize(ctx).Val(), "no bad input reached the server")
+	_, err = lock.New(rdb, lock.WithClaimWindow(lock.MaxTTL+time.Millisecond))
+	assert.ErrorIs(t, err, lock.ErrInvalid, "claim window above MaxTTL")
 
 	l, err := locks.TryObtain(ctx, "k", time.Second)
 	require.NoError(t, err)
 	assert.ErrorIs(t, l.Refresh(ctx, 0), lock.ErrInvalid, "PEXPIRE 0 would delete the key")
 	assert.ErrorIs(t, l.Refresh(ctx, -time.Second), lock.ErrInvalid)
+	assert.ErrorIs(t, l.Refresh(ctx, lock.MaxTTL+time.Millisecond), lock.ErrInvalid)
+	assert.ErrorIs(t, l.Refresh(ctx, math.MaxInt64), lock.ErrInvalid)
 	assert.Equal(t, int64(1), rdb.Exists(ctx, "k").Val())
 
 	require.NoError(t, rdb.LPush(ctx, "a-list", "x").Err())

@@ -10,13 +10,19 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/lease"
+	"github.com/keyward/keyward/internal/retry"
 	"github.com/keyward/keyward/internal/script"
 	"github.com/keyward/keyward/keyspace"
 )
 
 // Obtain takes the lock key for ttl, waiting as long as ctx allows when another holder has it. It returns
-// ctx's error (its cause, if it has one) when ctx ends first, and leaves no goroutine behind. A subscription it
+// ctx's error (matching its cause too) when ctx ends first, and leaves no goroutine behind. A subscription it
 // needed outlives the last waiter of its key by a second, for the next one; Close ends it at once.
+//
+// Obtain rides out errors that may pass (the server restarting or unreachable for a while, a dropped connection,
+// a failover): it tries again after a backoff (10 ms doubling to 1 s, jittered) until ctx ends, and then returns
+// an error that matches ctx's error and the last try's error alike. Errors that will not pass return at once:
+// ErrInvalid, ErrWrongType, ErrNoPermission, a closed client or watcher.
 //
 // Waiting costs no polling. Goroutines of one Client that wait for the same key queue up in arrival order and
 // only the first contends at Redis. The first try costs one round trip and no subscription; after a failed try
@@ -38,23 +44,26 @@ func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts
 	c.mu.Lock()
 	q := c.queueLocked(a.names.Lock)
 	q.waiters = append(q.waiters, w)
-	contend := q.contenderLocked() == w
-	subscribed := q.watch != nil
-	c.mu.Unlock()
-
 	// With a subscription in place (it outlives the last waiter by watchLinger: the key was contended a moment
 	// ago), the first try is the waiting one, which joins the Redis queue: it comes after a confirmed
 	// subscription, so no second try is needed.
-	if contend && !subscribed {
+	first := q.contenderLocked() == w && q.watch == nil
+	w.trying = first
+	c.mu.Unlock()
+
+	if first {
 		// The uncontended path: one round trip, no subscription, no place in the Redis queue.
 		l, _, err := a.try(ctx)
+		c.endTry(w)
 		if err == nil {
 			c.obtained(q, w, l)
 			return l, nil
 		}
 		if !errors.Is(err, keyward.ErrNotObtained) {
-			c.leave(q, w)
-			return nil, err
+			if ctx.Err() != nil || retry.Permanent(err) {
+				return c.quit(ctx, q, w, err)
+			}
+			w.fail(err) // the server may be restarting: wait a backoff, then try again
 		}
 	}
 	return c.wait(ctx, q, w)
@@ -77,6 +86,7 @@ type queue struct {
 	waiters []*waiter       // in arrival order
 	holder  *Lock           // a lock on this key held through this Client, if any
 	cohort  int             // hand-offs to this Client's own waiters since the lock last went through Redis
+	joined  bool            // a waiter sent a try that joins the Redis queue: the last to give up leaves it
 	watch   *keyspace.Watch // the subscription the contender waits on; shared by the successive contenders
 	linger  *time.Timer     // closes watch and drops the queue, once nobody has waited for watchLinger
 }
@@ -93,11 +103,62 @@ type waiter struct {
 	wake chan struct{} // capacity 1: became the contender, or was handed the lock
 	// Guarded by Client.mu:
 	lock      *Lock // the lock handed over by a releasing holder
-	handing   bool  // a release is handing the lock to this waiter right now
+	handing   bool  // a release is handing the lock to this waiter right now: it must not try
 	abandoned bool  // the waiter gave up while handing was true
+	// trying: an acquire with this waiter's value is on its way to Redis, so a release must not hand it the lock:
+	// the try would find the hand-over's value, its own, and take the lock a second time (two Locks on one value),
+	// or fail and leave the waiter without the lock it was handed (held by nobody, and refreshed for ever by an
+	// auto-refresh).
+	trying bool
+	// maybeHeld: a release whose answer was lost may have handed the lock to this waiter; one that gives up
+	// releases its value.
+	maybeHeld bool
 	// queued: a release by this Client put it back in the Redis queue, after the waiter's subscription was
 	// confirmed; its next try could only fail, so it waits for the next event instead.
 	queued bool
+
+	// Only the waiter's own goroutine uses these:
+	failed  error         // the error of its last try, when that failed without an answer (nil after an answer)
+	retryAt time.Time     // when it tries again after failed
+	backoff retry.Backoff // spaces out tries that fail
+}
+
+// fail records a try that failed with err, which may pass: the next try waits a backoff.
+func (w *waiter) fail(err error) {
+	w.failed = err
+	w.retryAt = time.Now().Add(w.backoff.Next())
+}
+
+// answered records a try that got an answer.
+func (w *waiter) answered() {
+	w.failed = nil
+	w.backoff.Reset()
+}
+
+// errBackOff is tryAsWaiter's report of a try that failed with an error that may pass: the waiter backs off.
+var errBackOff = errors.New("back off")
+
+// errNoTry is tryAsWaiter's report of a try it did not send: the waiter is no longer the contender, or a lock is
+// being handed to it.
+var errNoTry = errors.New("no try")
+
+// startTry marks w as trying at Redis, unless it may not: it is not the contender, or a release is handing it the
+// lock, or did.
+func (c *Client) startTry(q *queue, w *waiter) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if w.handing || w.lock != nil || q.contenderLocked() != w {
+		return false
+	}
+	w.trying = true
+	return true
+}
+
+// endTry marks w's try as answered (or failed).
+func (c *Client) endTry(w *waiter) {
+	c.mu.Lock()
+	w.trying = false
+	c.mu.Unlock()
 }
 
 func signal(ch chan struct{}) {
@@ -182,17 +243,6 @@ func (c *Client) obtained(q *queue, w *waiter, l *Lock) {
 	q.holder = l
 }
 
-// leave takes w out of the line after an error, passing its turn on.
-func (c *Client) leave(q *queue, w *waiter) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	q.removeLocked(w)
-	if n := q.contenderLocked(); n != nil {
-		signal(n.wake)
-	}
-	c.tidyLocked(q)
-}
-
 // wait is Obtain after its first try failed, or when other goroutines were in line first.
 func (c *Client) wait(ctx context.Context, q *queue, w *waiter) (*Lock, error) {
 	timer := time.NewTimer(0)
@@ -201,7 +251,11 @@ func (c *Client) wait(ctx context.Context, q *queue, w *waiter) (*Lock, error) {
 	for {
 		// Until it is this waiter's turn to contend at Redis: a hand-over, or the turn itself.
 		c.mu.Lock()
-		contend := q.contenderLocked() == w
+		if l := w.lock; l != nil {
+			c.mu.Unlock()
+			return l, nil
+		}
+		contend := q.contenderLocked() == w && !w.handing
 		var holderLost <-chan struct{}
 		if q.holder != nil {
 			holderLost = q.holder.Lost()
@@ -212,24 +266,79 @@ func (c *Client) wait(ctx context.Context, q *queue, w *waiter) (*Lock, error) {
 			case <-w.wake:
 			case <-holderLost:
 			case <-ctx.Done():
-				return c.abandon(ctx, q, w)
+				return c.quit(ctx, q, w, nil)
 			}
-			if l := c.handed(q, w); l != nil {
-				return l, nil
-			}
-			continue
+			continue // handed the lock, or the contender now
 		}
 
+		if w.failed != nil {
+			l, err, again := c.retry(ctx, q, w, timer)
+			if l != nil || err != nil {
+				return l, err
+			}
+			if again {
+				continue
+			}
+		}
 		watch, err := c.subscribe(ctx, q)
 		if err != nil {
-			c.leave(q, w)
-			return nil, err
+			return c.quit(ctx, q, w, err)
 		}
 		if l, err := c.contend(ctx, q, w, watch, timer); l != nil || err != nil {
 			return l, err
 		}
-		// No longer the contender: a holder of this Client will hand the lock over.
+		// No longer the contender (a holder of this Client will hand the lock over), or backing off.
 	}
+}
+
+// retry is the contender's way back after a try that failed without an answer (the server restarting, a dropped
+// connection): it waits a backoff, taking a hand-over meanwhile, and then, unless the waiter is subscribed, tries
+// once without a subscription, which cannot be confirmed while the server is away. It returns the lock, an error,
+// or neither; again when the waiter must start its turn over (woken, or the try failed again).
+func (c *Client) retry(ctx context.Context, q *queue, w *waiter, timer *time.Timer) (_ *Lock, _ error, again bool) {
+	if d := time.Until(w.retryAt); d > 0 {
+		timer.Reset(d)
+		select {
+		case <-timer.C:
+		case <-w.wake:
+			timer.Stop()
+			return nil, nil, true // handed the lock, or no longer the contender
+		case <-ctx.Done():
+			timer.Stop()
+			l, err := c.quit(ctx, q, w, nil)
+			return l, err, true
+		}
+	}
+	c.mu.Lock()
+	subscribed := q.watch != nil
+	c.mu.Unlock()
+	if subscribed {
+		return nil, nil, false // the queued try follows
+	}
+	if !c.startTry(q, w) {
+		select { // a release is handing the lock to w, or w is no longer the contender
+		case <-w.wake:
+			return nil, nil, true
+		case <-ctx.Done():
+			l, err := c.quit(ctx, q, w, nil)
+			return l, err, true
+		}
+	}
+	l, _, err := w.a.try(ctx)
+	c.endTry(w)
+	switch {
+	case err == nil:
+		c.obtained(q, w, l)
+		return l, nil, false
+	case errors.Is(err, keyward.ErrNotObtained):
+		w.answered() // the server is back: subscribe, then try as a waiter
+		return nil, nil, false
+	case ctx.Err() != nil || retry.Permanent(err):
+		l, err := c.quit(ctx, q, w, err)
+		return l, err, true
+	}
+	w.fail(err)
+	return nil, nil, true
 }
 
 // contend tries at Redis as the contender, then waits for a reason to try again. It returns the lock, an error,
@@ -245,6 +354,9 @@ func (c *Client) contend(ctx context.Context, q *queue, w *waiter, watch *keyspa
 			// hear what happens to it next; should that process not claim it, the timer ends the wait.
 			arm(timer, c.opts.ClaimWindow)
 		} else if l, err := c.tryAsWaiter(ctx, q, w, watch, timer); l != nil || err != nil {
+			if err == errBackOff || err == errNoTry {
+				return nil, nil
+			}
 			return l, err
 		}
 
@@ -253,32 +365,29 @@ func (c *Client) contend(ctx context.Context, q *queue, w *waiter, watch *keyspa
 			case <-watch.Ready():
 				now, closed := c.tryNow(watch.Events(), timer)
 				if closed {
-					c.leave(q, w)
-					return nil, fmt.Errorf("lock %q: %w", w.a.key, keyspace.ErrClosed)
+					return c.quit(ctx, q, w, fmt.Errorf("lock %q: %w", w.a.key, keyspace.ErrClosed))
 				}
 				waiting = !now
 			case <-timer.C:
 				waiting = false
 			case <-w.wake:
-				if l := c.handed(q, w); l != nil {
-					return l, nil
-				}
 				c.mu.Lock()
-				still := q.contenderLocked() == w
+				still := q.contenderLocked() == w && !w.handing && w.lock == nil
 				c.mu.Unlock()
 				if !still {
-					return nil, nil
+					return nil, nil // handed the lock, or a holder of this Client will hand it over
 				}
 				waiting = false // a holder of this Client gave the lock back to Redis: try
 			case <-ctx.Done():
-				return c.abandon(ctx, q, w)
+				return c.quit(ctx, q, w, nil)
 			}
 		}
 	}
 }
 
 // tryAsWaiter is one try of the contender w, which joins (or keeps its place in) the Redis queue when the lock is
-// taken; the timer is then set to the holder's remaining ttl. It returns the lock, an error, or neither.
+// taken; the timer is then set to the holder's remaining ttl. It returns the lock, an error, or neither; errBackOff
+// when the try failed with an error that may pass, errNoTry when w may not try (see startTry).
 func (c *Client) tryAsWaiter(ctx context.Context, q *queue, w *waiter, watch *keyspace.Watch, timer *time.Timer) (*Lock, error) {
 	// Whatever the watch reported before this try is answered by the try itself.
 	select {
@@ -287,19 +396,28 @@ func (c *Client) tryAsWaiter(ctx context.Context, q *queue, w *waiter, watch *ke
 	}
 	watch.Events()
 
+	if !c.startTry(q, w) {
+		return nil, errNoTry
+	}
+	c.mu.Lock()
+	q.joined = true
+	c.mu.Unlock()
 	c.tries.Add(1)
 	start := time.Now()
 	res, err := script.AcquireQueued(ctx, c.rdb, w.a.names, w.a.value, w.a.ttl, c.id, queueTTL(w.a.ttl))
+	c.endTry(w)
 	if err != nil {
 		if !script.IsReply(err) {
 			w.a.cleanUp(ctx)
 		}
-		c.leave(q, w)
-		if ctx.Err() != nil {
-			return nil, context.Cause(ctx)
+		err = fmt.Errorf("lock %q: acquire: %w", w.a.key, err)
+		if ctx.Err() != nil || retry.Permanent(err) {
+			return c.quit(ctx, q, w, err)
 		}
-		return nil, fmt.Errorf("lock %q: acquire: %w", w.a.key, err)
+		w.fail(err)
+		return nil, errBackOff
 	}
+	w.answered()
 	if res.OK {
 		l := c.newLock(w.a, start, res.Fence)
 		c.obtained(q, w, l)
@@ -371,45 +489,53 @@ func (c *Client) subscribe(ctx context.Context, q *queue) (*keyspace.Watch, erro
 	return watch, nil
 }
 
-// handed returns the lock a releasing holder handed to w, if it did.
-func (c *Client) handed(q *queue, w *waiter) *Lock {
+// quit takes w out of the line: it gives up, because ctx ended (err is nil, or the error ctx's end caused) or
+// with err, which will not pass. It returns ctx's error (with w's last failure) or err. A lock handed to w
+// meanwhile is released, and so is one a releasing holder is handing to it right now, or may have handed to it
+// (its answer was lost). When nobody of this Client waits any more, the Client leaves the Redis queue, giving back
+// the lock if a release reserved it for the Client: the next process gets it at once, not after a claim window.
+func (c *Client) quit(ctx context.Context, q *queue, w *waiter, err error) (*Lock, error) {
+	if ctx.Err() != nil {
+		err = retry.GaveUp(ctx, w.failed)
+	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	return w.lock
-}
-
-// abandon takes w out of the line because ctx ended. A lock handed to w meanwhile is released.
-func (c *Client) abandon(ctx context.Context, q *queue, w *waiter) (*Lock, error) {
-	c.mu.Lock()
-	l := w.lock
-	if l == nil && w.handing {
+	handed := w.lock
+	if handed == nil && w.handing {
 		w.abandoned = true // the releasing holder releases what it hands over
 	}
-	lastOut := false
-	if l == nil {
-		q.removeLocked(w)
-		if n := q.contenderLocked(); n != nil {
-			signal(n.wake)
-		}
-		lastOut = len(q.waiters) == 0
-		if lastOut && q.holder == nil {
-			c.dropLocked(q) // a waiter that gives up is no sign of contention to come: no linger
-		} else {
-			c.tidyLocked(q)
-		}
+	maybeHeld := handed == nil && !w.handing && w.maybeHeld
+	q.removeLocked(w)
+	if n := q.contenderLocked(); n != nil {
+		signal(n.wake)
+	}
+	lastOut := len(q.waiters) == 0
+	giveBack := lastOut && q.joined
+	if giveBack {
+		q.joined = false
+	}
+	if lastOut && q.holder == nil && ctx.Err() != nil {
+		c.dropLocked(q) // a waiter that gives up is no sign of contention to come: no linger
+	} else {
+		c.tidyLocked(q)
 	}
 	c.mu.Unlock()
+	if handed == nil && !maybeHeld && !giveBack {
+		return nil, err
+	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
-	if l != nil {
-		_ = l.Release(rctx)
+	if handed != nil {
+		_ = handed.Release(rctx)
 	}
-	if lastOut {
-		// Nobody of this Client waits any more: leave the Redis queue, so that the next release does not
-		// reserve the lock for a Client that will not claim it (which would cost the others a claim window).
-		_ = c.rdb.ZRem(rctx, w.a.names.Queue, c.id).Err()
+	if maybeHeld {
+		w.a.cleanUp(rctx)
 	}
-	return nil, context.Cause(ctx)
+	if giveBack {
+		// Nobody of this Client waits any more: leave the Redis queue, so that the next release does not reserve
+		// the lock for a Client that will not claim it, and pass on a reservation already made for it.
+		_, _ = script.GiveBack(rctx, c.rdb, w.a.names, c.id, c.publish, c.opts.ClaimWindow)
+	}
+	return nil, err
 }
 
 // release is the release operation of every Lock of this Client: it hands the lock to the first waiter of this
@@ -419,9 +545,15 @@ func (c *Client) release(ctx context.Context, l *Lock) (bool, error) {
 	c.mu.Lock()
 	q := c.queues[l.names.Lock]
 	var next *waiter
-	if q != nil && len(q.waiters) > 0 {
-		next = q.waiters[0]
-		next.handing = true
+	if q != nil {
+		// The first waiter that is not trying at Redis (see waiter.trying); it does not try while handing is set.
+		for _, w := range q.waiters {
+			if !w.trying && !w.handing {
+				next = w
+				next.handing = true
+				break
+			}
+		}
 	}
 	cohort := q != nil && q.cohort < c.opts.Cohort
 	// Only a waiter whose subscription was confirmed before the script runs will hear of the lock's next
@@ -444,6 +576,9 @@ func (c *Client) release(ctx context.Context, l *Lock) (bool, error) {
 		}
 		if next != nil {
 			next.handing = false
+			// A lost answer may hide a hand-over: next's next try takes the lock over (it holds next's value), and
+			// next releases its value if it gives up instead.
+			next.maybeHeld = next.maybeHeld || err != nil
 		}
 		switch {
 		case err == nil && out == script.HandedOver:

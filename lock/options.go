@@ -31,7 +31,7 @@ func WithAutoRefresh() Option { return lockopt.AutoRefresh() }
 
 // WithClaimWindow sets how long a released lock stays reserved for the next waiting process before anyone may
 // take it: the longest a process that died while first in line can hold the others up. It must be at least
-// 1 ms. Default: 20 ms. It takes effect when given to [New].
+// 1 ms and at most MaxTTL. Default: 20 ms. It takes effect when given to [New].
 func WithClaimWindow(d time.Duration) Option { return lockopt.ClaimWindow(d) }
 
 // WithCohort sets how many times in a row a holder may hand the lock to a waiter of its own Client (in the
@@ -44,3 +44,8 @@ func WithCohort(n int) Option { return lockopt.Cohort(n) }
 // own; useful when several Clients (or a lock and a semaphore) use the same Redis. Close does not close w.
 // It takes effect when given to [New].
 func WithWatcher(w *keyspace.Watcher) Option { return lockopt.Watcher(w) }
+
+// MaxTTL is the longest ttl a lock may be obtained or refreshed with (24 h); a longer one is an ErrInvalid error. A ttl is how long
+// a holder that died keeps the others out; a holder that needs it longer keeps it with refreshes
+// ([WithAutoRefresh]).
+const MaxTTL = lockopt.MaxTTL

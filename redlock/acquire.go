@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/keyward/keyward/internal/bound"
 	"github.com/keyward/keyward/internal/script"
 	"github.com/keyward/keyward/internal/token"
 )
@@ -62,7 +63,7 @@ func (a *attempt) try(ctx context.Context, queued bool) (*Lock, tried) {
 	if queued {
 		waiter = c.id
 	}
-	f := fanOut(ctx, c, a.timeout, c.all, func(ctx context.Context, _ int, rdb redis.UniversalClient) (script.Acquired, error) {
+	f := fanOut(ctx, c, a.timeout, c.all, func(ctx context.Context, _ int, rdb redis.Scripter) (script.Acquired, error) {
 		return script.AcquireAbove(ctx, rdb, a.names, value, a.ttl, floor, waiter, queueTTL(a.ttl))
 	})
 
@@ -172,7 +173,7 @@ func (a *attempt) try(ctx context.Context, queued bool) (*Lock, tried) {
 	if len(now) > 0 {
 		// Each release may take as long as a clean-up may (a key left behind would stand in everyone's way for
 		// the ttl), but the try waits for them only as long as the node timeout.
-		rf := fanOut(context.WithoutCancel(ctx), c, a.cleanupTimeout(), now, func(ctx context.Context, _ int, rdb redis.UniversalClient) (bool, error) {
+		rf := fanOut(context.WithoutCancel(ctx), c, a.cleanupTimeout(), now, func(ctx context.Context, _ int, rdb redis.Scripter) (bool, error) {
 			return script.Release(ctx, rdb, a.names, value, script.PublishPlain)
 		})
 		wctx, cancel := context.WithTimeout(context.Background(), a.timeout)
@@ -196,14 +197,26 @@ func (a *attempt) try(ctx context.Context, queued bool) (*Lock, tried) {
 func (a *attempt) release(ctx context.Context, i int, value string) {
 	rctx, cancel := context.WithTimeout(ctx, a.cleanupTimeout())
 	defer cancel()
-	_, _ = script.Release(rctx, a.c.nodes[i].rdb, a.names, value, script.PublishPlain)
+	_, _ = script.Release(rctx, a.c.nodes[i].scripts, a.names, value, script.PublishPlain)
+}
+
+// giveBack takes the Client out of node i's queue for the lock and passes on a reservation the node made for it
+// (to the next process in line there, or freed), best effort: for a Client whose last waiter gave up, so that the
+// others do not wait out a claim window.
+func (a *attempt) giveBack(ctx context.Context, i int) {
+	rctx, cancel := context.WithTimeout(ctx, a.cleanupTimeout())
+	defer cancel()
+	_, _ = script.GiveBack(rctx, a.c.nodes[i].scripts, a.names, a.c.id, script.PublishPlain, a.opts.ClaimWindow)
 }
 
 // leaveQueue takes the Client out of node i's queue for the lock, best effort.
 func (a *attempt) leaveQueue(ctx context.Context, i int) {
 	rctx, cancel := context.WithTimeout(ctx, a.cleanupTimeout())
 	defer cancel()
-	_ = a.c.nodes[i].rdb.ZRem(rctx, a.names.Queue, a.c.id).Err()
+	n := a.c.nodes[i]
+	_ = bound.Err(n.bounded, rctx, func(rdb redis.UniversalClient) error {
+		return rdb.ZRem(rctx, a.names.Queue, a.c.id).Err()
+	})
 }
 
 // queueTTL is how long a node's queue lives after its last join: a waiter tries again at least once per
@@ -242,7 +255,7 @@ func (a *attempt) agree(ctx context.Context, state []nodeState, fences []int64) 
 		return fence, nil
 	}
 	need := c.quorum - atFence
-	t := c.vote(ctx, a.timeout, behind, need, func(ctx context.Context, _ int, rdb redis.UniversalClient) (bool, error) {
+	t := c.vote(ctx, a.timeout, behind, need, func(ctx context.Context, _ int, rdb redis.Scripter) (bool, error) {
 		_, err := script.Raise(ctx, rdb, a.names, fence, a.ttl)
 		return err == nil, err
 	})

@@ -13,7 +13,10 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/bound"
 	"github.com/keyward/keyward/internal/keys"
+	"github.com/keyward/keyward/internal/lockopt"
+	"github.com/keyward/keyward/internal/retry"
 	"github.com/keyward/keyward/internal/token"
 	"github.com/keyward/keyward/keyspace"
 )
@@ -44,6 +47,10 @@ type Client struct {
 type node struct {
 	rdb  redis.UniversalClient
 	name string // for errors: "node 1 (10.0.0.2:6379)"
+	// scripts runs the scripts on rdb so that they return at their ctx's deadline (the node timeout), whatever
+	// rdb's options (internal/bound); bounded does the same for other commands.
+	scripts redis.Scripter
+	bounded *bound.Client
 }
 
 // errClosed is returned by calls on a closed Client, and by Obtain calls that were waiting when it closed. It
@@ -62,7 +69,8 @@ func (closedError) Is(target error) bool {
 // majority of them hold it, so it survives the loss of any minority. Use an odd number of nodes: 4 nodes
 // tolerate one failure, like 3, and cost more.
 //
-// It returns an ErrInvalid error for no nodes, a nil node, the same client given twice, or an invalid option.
+// It returns an ErrInvalid error for no nodes, a nil node (also a typed nil such as a nil *redis.Client), the
+// same client given twice, or an invalid option.
 func New(nodes []redis.UniversalClient, opts ...Option) (*Client, error) {
 	if len(nodes) == 0 {
 		return nil, fmt.Errorf("%w: no redis nodes", keyward.ErrInvalid)
@@ -81,7 +89,7 @@ func New(nodes []redis.UniversalClient, opts ...Option) (*Client, error) {
 		watchers: make([]*keyspace.Watcher, len(nodes)),
 	}
 	for i, rdb := range nodes {
-		if rdb == nil {
+		if lockopt.IsNil(rdb) {
 			return nil, fmt.Errorf("%w: node %d is nil", keyward.ErrInvalid, i)
 		}
 		for j := range i {
@@ -90,7 +98,8 @@ func New(nodes []redis.UniversalClient, opts ...Option) (*Client, error) {
 					keyward.ErrInvalid, j, i)
 			}
 		}
-		c.nodes = append(c.nodes, node{rdb: rdb, name: nodeName(i, rdb)})
+		b := bound.New(rdb)
+		c.nodes = append(c.nodes, node{rdb: rdb, name: nodeName(i, rdb), scripts: b.Scripter(), bounded: b})
 		c.all = append(c.all, i)
 	}
 	return c, nil
@@ -224,16 +233,7 @@ func (c *Client) newAttempt(ctx context.Context, key string, ttl time.Duration, 
 		return nil, fmt.Errorf("redlock %q: %w", key, err)
 	}
 	if err := context.Cause(ctx); err != nil {
-		return nil, ctxErr(ctx)
+		return nil, retry.CtxErr(ctx)
 	}
 	return &attempt{c: c, key: key, names: keys.For(name), ttl: ttl, timeout: o.timeout(ttl), opts: o}, nil
-}
-
-// ctxErr returns the error for a ctx that ended: it matches both ctx.Err() and ctx's cause.
-func ctxErr(ctx context.Context) error {
-	err, cause := ctx.Err(), context.Cause(ctx)
-	if err == nil || cause == err {
-		return cause
-	}
-	return fmt.Errorf("%w: %w", err, cause)
 }

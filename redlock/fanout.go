@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/keyward/keyward/internal/retry"
 )
 
 // answer is one node's answer to an operation.
@@ -44,7 +46,7 @@ var errExpired = errors.New("node timeout passed")
 
 // fanOut sends op to the nodes targets. The caller must be inside begin/end, and must call stop.
 func fanOut[T any](ctx context.Context, c *Client, timeout time.Duration, targets []int,
-	op func(ctx context.Context, i int, rdb redis.UniversalClient) (T, error)) *call[T] {
+	op func(ctx context.Context, i int, rdb redis.Scripter) (T, error)) *call[T] {
 	f := &call[T]{
 		c:       c,
 		answers: make(chan answer[T], len(targets)),
@@ -63,7 +65,7 @@ func fanOut[T any](ctx context.Context, c *Client, timeout time.Duration, target
 	c.work.Add(1) // the collector's, until stop: it keeps the count above zero for stop's own goroutine
 	for _, i := range targets {
 		c.spawn(func() {
-			v, err := op(nctx, i, c.nodes[i].rdb)
+			v, err := op(nctx, i, c.nodes[i].scripts)
 			// nctx is only cancelled below, once every node answered: an error now is the deadline's.
 			f.deliver(answer[T]{node: i, val: v, err: err, timedOut: err != nil && nctx.Err() != nil})
 			if running.Add(-1) == 0 {
@@ -127,7 +129,7 @@ func (f *call[T]) next(ctx context.Context) (answer[T], error) {
 	select {
 	case a = <-f.answers:
 	case <-ctx.Done():
-		return a, ctxErr(ctx)
+		return a, retry.CtxErr(ctx)
 	case <-f.expired:
 		select {
 		case a = <-f.answers: // answered just in time, or every node answered
@@ -200,7 +202,7 @@ type tally struct {
 // vote sends op to the nodes targets and collects answers until need of them said yes, or so many did not that
 // need cannot be reached, or the node timeout passed, or ctx ended. Nodes that answer later are not waited for.
 func (c *Client) vote(ctx context.Context, timeout time.Duration, targets []int, need int,
-	op func(ctx context.Context, i int, rdb redis.UniversalClient) (bool, error)) tally {
+	op func(ctx context.Context, i int, rdb redis.Scripter) (bool, error)) tally {
 	f := fanOut(ctx, c, timeout, targets, op)
 	defer f.stop(nil)
 	t := tally{causes: make([]error, len(c.nodes))}

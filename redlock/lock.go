@@ -96,7 +96,7 @@ func (l *Lock) TTL(ctx context.Context) (time.Duration, error) {
 		held bool
 	}
 	timeout := l.opts.timeout(l.ttl)
-	f := fanOut(ctx, c, timeout, c.all, func(ctx context.Context, _ int, rdb redis.UniversalClient) (pttl, error) {
+	f := fanOut(ctx, c, timeout, c.all, func(ctx context.Context, _ int, rdb redis.Scripter) (pttl, error) {
 		ttl, held, err := script.PTTL(ctx, rdb, l.names, l.value)
 		return pttl{ttl, held}, err
 	})
@@ -148,7 +148,8 @@ func (l *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
 
 // Release gives the lock back on every node (token-checked: a node on which another holder has the key is left
 // alone), and waiters are told at once. It returns when a majority has answered; the other nodes' releases
-// finish in the background. A second Release returns nil without a round trip.
+// finish in the background. A later Release makes no round trip and returns what the first one that reached a
+// majority returned: nil after a clean release (a lock that was lost stays reported as lost).
 //
 // It returns an error matching ErrNotHeld when too few nodes still held the lock for a majority (it had
 // expired, or been taken), and the loss error (matching ErrLost) when the lock was lost before. After any other
@@ -160,7 +161,7 @@ func (l *Lock) Release(ctx context.Context) error {
 
 // refresh is the lease's refresh operation: PEXPIRE on every node that holds the lock, decided at a majority.
 func (l *Lock) refresh(ctx context.Context, ttl time.Duration) (bool, error) {
-	return l.quorumOp(ctx, "refresh", l.opts.timeout(ttl), func(ctx context.Context, _ int, rdb redis.UniversalClient) (bool, error) {
+	return l.quorumOp(ctx, "refresh", l.opts.timeout(ttl), func(ctx context.Context, _ int, rdb redis.Scripter) (bool, error) {
 		return script.Refresh(ctx, rdb, l.names, l.value, ttl)
 	})
 }
@@ -181,7 +182,7 @@ func (l *Lock) release(ctx context.Context) (bool, error) {
 	}
 	c.mu.Unlock()
 	var own atomic.Int32
-	held, err := l.quorumOp(ctx, "release", timeout, func(ctx context.Context, i int, rdb redis.UniversalClient) (bool, error) {
+	held, err := l.quorumOp(ctx, "release", timeout, func(ctx context.Context, i int, rdb redis.Scripter) (bool, error) {
 		if ch := l.arrived[i]; ch != nil {
 			// The acquire's answer comes within its own node timeout; the release gets a whole one after it.
 			<-ch
@@ -211,7 +212,7 @@ func (l *Lock) release(ctx context.Context) (bool, error) {
 // true when a majority said yes, false when so many said no that a majority cannot have held it, an error when
 // too few answered to tell.
 func (l *Lock) quorumOp(ctx context.Context, name string, timeout time.Duration,
-	op func(ctx context.Context, i int, rdb redis.UniversalClient) (bool, error)) (bool, error) {
+	op func(ctx context.Context, i int, rdb redis.Scripter) (bool, error)) (bool, error) {
 	c := l.c
 	if err := c.begin(); err != nil {
 		return false, err

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward/internal/lease"
+	"github.com/keyward/keyward/internal/retry"
 	"github.com/keyward/keyward/internal/script"
 	"github.com/keyward/keyward/keyspace"
 )
@@ -20,8 +21,12 @@ const watchWait = 100 * time.Millisecond
 
 // Obtain takes the lock key for ttl as TryObtain does, waiting as long as ctx allows while another holder has
 // it. It returns ctx's error (matching its cause too) when ctx ends first, an error matching ErrInvalid and
-// keyspace.ErrClosed when the Client is closed meanwhile, and any error that waiting cannot cure at once: an
-// ErrQuorum error when no node reported another holder (too few nodes answered, or some refused).
+// keyspace.ErrClosed when the Client is closed meanwhile, and the errors that will not pass at once: ErrInvalid,
+// ErrWrongType or ErrNoPermission (from any node).
+//
+// Obtain rides out errors that may pass: a try that gets no majority because nodes are down, restarting or
+// refusing for a while (an ErrQuorum error) is tried again after a backoff (10 ms doubling to 1 s, jittered)
+// until ctx ends; the error then matches ctx's error and the last try's alike.
 //
 // Waiting costs no polling. Goroutines of one Client that wait for the same key queue up in arrival order and
 // only the first contends at the nodes; while a goroutine of the same Client holds the lock, it waits for that
@@ -68,15 +73,49 @@ func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts
 	if err != nil {
 		return nil, a.wrapWait(err)
 	}
+	// failed is the error of the last try when it failed in a way that may pass (too few nodes answered: they are
+	// down or restarting): the next try waits a backoff. backOff waits it, or says why Obtain ends.
+	var failed error
+	var backoff retry.Backoff
+	pause := time.NewTimer(time.Hour)
+	pause.Stop()
+	defer pause.Stop()
+	backOff := func(res tried) error {
+		switch {
+		case ctx.Err() != nil:
+			return a.wrapWait(retry.GaveUp(ctx, failed))
+		case retry.Permanent(res.err):
+			return res.err
+		}
+		failed = res.err
+		pause.Reset(backoff.Next())
+		if err := c.await(ctx, nil, pause.C); err != nil {
+			if ctx.Err() != nil {
+				err = retry.GaveUp(ctx, failed)
+			}
+			return a.wrapWait(err)
+		}
+		return nil
+	}
 
 	// The uncontended path: one round trip, no subscription (and no place in the nodes' queues unless a holder
 	// of this Client was waited for). When the line's subscriptions are already in place (the key was
 	// contended a moment ago), the first try is a waiting one.
 	if !c.subscribed(ln) {
-		l, res := try(waited)
-		if l != nil || !res.retry {
-			return l, res.err
+		for {
+			l, res := try(waited)
+			if l != nil {
+				return l, nil
+			}
+			if res.retry {
+				break
+			}
+			if err := backOff(res); err != nil {
+				return nil, err
+			}
 		}
+		failed = nil
+		backoff.Reset()
 	}
 
 	ws, err := c.watchSet(ctx, ln)
@@ -96,9 +135,17 @@ func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts
 		// Whatever was heard before the try is answered by the try itself.
 		ears.mark()
 		l, res := try(true)
-		if l != nil || !res.retry {
-			return l, res.err
+		if l != nil {
+			return l, nil
 		}
+		if !res.retry {
+			if err := backOff(res); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		failed = nil
+		backoff.Reset()
 		var deadline time.Time
 		if res.wait >= 0 {
 			// SET NX sees an expired key as absent at once, while the expiry event comes when Redis gets to
@@ -119,7 +166,7 @@ func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts
 			case <-timer.C:
 				woken = true
 			case <-ctx.Done():
-				return nil, a.wrapWait(ctxErr(ctx))
+				return nil, a.wrapWait(retry.CtxErr(ctx))
 			case <-c.closing:
 				return nil, a.wrapWait(errClosed)
 			}
@@ -167,7 +214,7 @@ func (c *Client) await(ctx context.Context, a <-chan struct{}, b <-chan time.Tim
 	case <-a:
 	case <-b:
 	case <-ctx.Done():
-		return ctxErr(ctx)
+		return retry.CtxErr(ctx)
 	case <-c.closing:
 		return errClosed
 	}
@@ -223,8 +270,9 @@ func (c *Client) join(key string) (*line, *waiter) {
 }
 
 // leave takes w out of the line, passing its turn on; the last one out ends the line's subscriptions, and,
-// when it gives up, takes the Client out of the nodes' queues: a release would otherwise reserve the lock for a
-// Client that no longer waits, and hold the others up for a claim window.
+// when it gives up, takes the Client out of the nodes' queues and passes on what a release reserved for it there:
+// a release would otherwise reserve the lock for a Client that no longer waits, and hold the others up for a
+// claim window.
 func (c *Client) leave(ln *line, w *waiter, a *attempt) {
 	c.mu.Lock()
 	i := slices.Index(ln.waiters, w)
@@ -245,7 +293,7 @@ func (c *Client) leave(ln *line, w *waiter, a *attempt) {
 		done.stop()
 		if w.lock == nil && ln.queued.Load() {
 			for _, n := range c.all {
-				c.spawn(func() { a.leaveQueue(context.Background(), n) })
+				c.spawn(func() { a.giveBack(context.Background(), n) })
 			}
 		}
 	}
@@ -264,7 +312,7 @@ func (c *Client) awaitHolder(ctx context.Context, ln *line) (bool, error) {
 	case <-h.done:
 	case <-h.Lost():
 	case <-ctx.Done():
-		return true, ctxErr(ctx)
+		return true, retry.CtxErr(ctx)
 	case <-c.closing:
 		return true, errClosed
 	}
@@ -418,7 +466,7 @@ func (c *Client) watchSet(ctx context.Context, ln *line) (*watches, error) {
 		case <-timer.C:
 			return ws, nil
 		case <-ctx.Done():
-			return nil, ctxErr(ctx)
+			return nil, retry.CtxErr(ctx)
 		case <-c.closing:
 			return nil, errClosed
 		}

@@ -77,7 +77,8 @@ func WithAutoRefresh() Option { return shared(lockopt.AutoRefresh()) }
 
 // WithClaimWindow sets how long a lock released while other processes wait stays reserved for the first of them
 // (or, within a cohort, for a waiter of the holder's own Client) before anyone may take it: the longest a
-// process that died while first in line can hold the others up. It must be at least 1 ms. Default: 20 ms.
+// process that died while first in line can hold the others up. It must be at least 1 ms and at most MaxTTL.
+// Default: 20 ms.
 func WithClaimWindow(d time.Duration) Option { return shared(lockopt.ClaimWindow(d)) }
 
 // WithCohort sets how many times in a row a holder whose Client has waiters of its own may reserve the lock for
@@ -101,3 +102,8 @@ func WithNodeTimeout(d time.Duration) Option {
 		s.nodeTimeout = d
 	}
 }
+
+// MaxTTL is the longest ttl a lock may be obtained or refreshed with (24 h); a longer one is an ErrInvalid error. A ttl is how long
+// a holder that died keeps the others out; a holder that needs it longer keeps it with refreshes
+// ([WithAutoRefresh]).
+const MaxTTL = lockopt.MaxTTL

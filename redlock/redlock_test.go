@@ -2,6 +2,7 @@ package redlock_test
 
 import (
 	"context"
+	"math"
 	"os"
 	"strconv"
 	"sync/atomic"
@@ -79,9 +80,13 @@ func TestBadInput(t *testing.T) {
 	}{
 		{"no nodes", nil, nil},
 		{"a nil node", []redis.UniversalClient{clients[0], nil, clients[2]}, nil},
+		{"a nil *redis.Client", []redis.UniversalClient{clients[0], (*redis.Client)(nil), clients[2]}, nil},
+		{"a nil *redis.ClusterClient", []redis.UniversalClient{clients[0], clients[1], (*redis.ClusterClient)(nil)}, nil},
+		{"a nil *redis.Ring", []redis.UniversalClient{(*redis.Ring)(nil), clients[1], clients[2]}, nil},
 		{"the same node twice", []redis.UniversalClient{clients[0], clients[1], clients[0]}, nil},
 		{"zero node timeout", nodes, []redlock.Option{redlock.WithNodeTimeout(0)}},
 		{"negative drift", nodes, []redlock.Option{redlock.WithDrift(-1, 0)}},
+		{"claim window above MaxTTL", nodes, []redlock.Option{redlock.WithClaimWindow(redlock.MaxTTL + 1)}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			c, err := redlock.New(tt.nodes, tt.opts...)
@@ -102,6 +107,8 @@ func TestBadInput(t *testing.T) {
 		{"empty key", ctx, "", time.Second, nil, redlock.ErrInvalid},
 		{"zero ttl", ctx, "k", 0, nil, redlock.ErrInvalid},
 		{"ttl within the drift margin", ctx, "k", 2 * time.Millisecond, nil, redlock.ErrInvalid},
+		{"ttl above MaxTTL", ctx, "k", redlock.MaxTTL + time.Millisecond, nil, redlock.ErrInvalid},
+		{"ttl whose doubling overflows", ctx, "k", math.MaxInt64, nil, redlock.ErrInvalid},
 		{"bad option in the call", ctx, "k", time.Second, []redlock.Option{redlock.WithNodeTimeout(-time.Second)}, redlock.ErrInvalid},
 		{"cancelled context", cancelled, "k", time.Second, nil, context.Canceled},
 	} {
@@ -121,6 +128,7 @@ func TestBadInput(t *testing.T) {
 	l, err := locks.TryObtain(ctx, "k", time.Second)
 	require.NoError(t, err)
 	assert.ErrorIs(t, l.Refresh(ctx, 0), redlock.ErrInvalid, "PEXPIRE 0 would delete the key")
+	assert.ErrorIs(t, l.Refresh(ctx, redlock.MaxTTL+time.Millisecond), redlock.ErrInvalid)
 
 	require.NoError(t, locks.Close())
 	_, err = locks.TryObtain(ctx, "other", time.Second)

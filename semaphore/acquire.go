@@ -9,11 +9,17 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/lease"
+	"github.com/keyward/keyward/internal/retry"
 	"github.com/keyward/keyward/keyspace"
 )
 
 // Acquire takes a permit for ttl, waiting as long as ctx allows when the semaphore is full. It returns ctx's
-// error (its cause, if it has one) when ctx ends first, and leaves no goroutine behind.
+// error (matching its cause too) when ctx ends first, and leaves no goroutine behind.
+//
+// Acquire rides out errors that may pass (the server restarting or unreachable for a while, a dropped
+// connection, a failover): it tries again after a backoff (10 ms doubling to 1 s, jittered) until ctx ends, and
+// then returns an error that matches ctx's error and the last try's error alike. Errors that will not pass return
+// at once: ErrInvalid, ErrWrongType, ErrNoPermission, ErrClosed, a closed client.
 //
 // Waiting costs no polling. Acquire calls of one Semaphore queue up in arrival order and only the first contends
 // at Redis. A try that finds no room puts the Semaphore in the line of waiting processes kept in Redis; the first
@@ -51,6 +57,23 @@ type waiter struct {
 	handing   bool    // a release is handing a permit to this waiter right now: it must not try
 	maybeHeld bool    // a release that handed a permit to this waiter may have done so: its answer was lost
 	abandoned bool    // the waiter gave up while handing was true
+
+	// Only the waiter's own goroutine uses these:
+	failed  error         // the error of its last try, when that failed without an answer (nil after an answer)
+	retryAt time.Time     // when it tries again after failed
+	backoff retry.Backoff // spaces out tries that fail
+}
+
+// fail records a try that failed with err, which may pass: the next try waits a backoff.
+func (w *waiter) fail(err error) {
+	w.failed = err
+	w.retryAt = time.Now().Add(w.backoff.Next())
+}
+
+// answered records a try that got an answer.
+func (w *waiter) answered() {
+	w.failed = nil
+	w.backoff.Reset()
 }
 
 func signal(ch chan struct{}) {
@@ -113,7 +136,9 @@ func (s *Semaphore) wait(ctx context.Context, w *waiter) (*Permit, error) {
 			return s.leave(ctx, w, fmt.Errorf("semaphore %q: %w", s.name, ErrClosed))
 		}
 		contender := s.contenderLocked() == w && !w.handing && s.leaving == 0
-		mustTry := contender && (s.watch == nil || !s.line.queued || s.line.stale)
+		// After a try that failed without an answer, the contender waits a backoff, then tries again.
+		backingOff := contender && w.failed != nil && time.Now().Before(w.retryAt)
+		mustTry := contender && !backingOff && (s.watch == nil || !s.line.queued || s.line.stale || w.failed != nil)
 		var ready, mine <-chan struct{}
 		var deadline time.Time
 		if mustTry {
@@ -121,8 +146,13 @@ func (s *Semaphore) wait(ctx context.Context, w *waiter) (*Permit, error) {
 			s.hearLocked(time.Now())
 			w.trying, s.line.stale = true, false
 		} else if contender {
-			ready, mine = s.watch.Ready(), s.own.Ready()
-			deadline = s.line.deadline()
+			if s.watch != nil {
+				ready, mine = s.watch.Ready(), s.own.Ready()
+				deadline = s.line.deadline()
+			}
+			if backingOff {
+				deadline = w.retryAt
+			}
 		}
 		s.mu.Unlock()
 
@@ -166,20 +196,25 @@ func (s *Semaphore) wait(ctx context.Context, w *waiter) (*Permit, error) {
 // the Redis queue, subscribed.
 func (s *Semaphore) contend(ctx context.Context, w *waiter) (*Permit, error) {
 	s.mu.Lock()
-	requeue, maybeHeld := len(s.waiters) > 1, w.maybeHeld
+	requeue := len(s.waiters) > 1
 	s.mu.Unlock()
-	p, st, err := s.try(ctx, w.a, s.id, requeue, maybeHeld)
+	p, st, err := s.try(ctx, w.a, s.id, requeue)
 	received := time.Now()
 
 	s.mu.Lock()
 	w.trying = false
 	if err != nil && !errors.Is(err, keyward.ErrNotObtained) {
 		s.mu.Unlock()
-		if ctx.Err() != nil {
-			err = context.Cause(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return s.leave(ctx, w, retry.GaveUp(ctx, w.failed))
+		case retry.Permanent(err):
+			return s.leave(ctx, w, err)
 		}
-		return s.leave(ctx, w, err)
+		w.fail(err) // the server may be restarting: wait a backoff, then try again
+		return nil, nil
 	}
+	w.answered()
 	s.line.learn(st, received, w.a.ttl)
 	if p != nil {
 		s.line.queued = requeue
@@ -204,7 +239,7 @@ func (s *Semaphore) contend(ctx context.Context, w *waiter) (*Permit, error) {
 	watch, own, err := s.subscribe(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
-			err = context.Cause(ctx)
+			err = retry.GaveUp(ctx, w.failed)
 		}
 		return s.leave(ctx, w, err)
 	}
@@ -226,7 +261,7 @@ func (s *Semaphore) contend(ctx context.Context, w *waiter) (*Permit, error) {
 // line must watch).
 func (s *Semaphore) subscribe(ctx context.Context) (watch, own *keyspace.Watch, err error) {
 	s.watcherOnce.Do(func() {
-		s.watcher = keyspace.New(s.rdb)
+		s.watcher = keyspace.New(s.client)
 		s.ownWatcher = true
 	})
 	if s.watcher == nil {
@@ -275,5 +310,5 @@ func (s *Semaphore) leave(ctx context.Context, w *waiter, err error) (*Permit, e
 
 // abandon takes w out of the line because ctx ended. A permit handed to w meanwhile is released.
 func (s *Semaphore) abandon(ctx context.Context, w *waiter) (*Permit, error) {
-	return s.leave(ctx, w, context.Cause(ctx))
+	return s.leave(ctx, w, retry.GaveUp(ctx, w.failed))
 }

@@ -41,8 +41,8 @@ func WithAutoRefresh() Option { return lockOption(lockopt.AutoRefresh()) }
 func WithFencing() Option { return func(c *config) { c.fencing = true } }
 
 // WithClaimWindow sets how long a released place stays reserved for the next waiting process before anyone may
-// take it: the longest a process that died while first in line can hold the others up. It must be at least 1 ms.
-// Default: 20 ms.
+// take it: the longest a process that died while first in line can hold the others up. It must be at least 1 ms
+// and at most MaxTTL. Default: 20 ms.
 func WithClaimWindow(d time.Duration) Option { return lockOption(lockopt.ClaimWindow(d)) }
 
 // WithCohort sets how many times in a row a holder may hand its permit to a waiter of its own Semaphore (in the
@@ -58,3 +58,8 @@ func WithWatcher(w *keyspace.Watcher) Option { return lockOption(lockopt.Watcher
 func lockOption(o lockopt.Option) Option {
 	return func(c *config) { c.lock = append(c.lock, o) }
 }
+
+// MaxTTL is the longest ttl a permit may be acquired or refreshed with (24 h); a longer one is an ErrInvalid error. A ttl is how long
+// a holder that died keeps the others out; a holder that needs it longer keeps it with refreshes
+// ([WithAutoRefresh]).
+const MaxTTL = lockopt.MaxTTL

@@ -45,7 +45,8 @@ func (p *Permit) Refresh(ctx context.Context, ttl time.Duration) error {
 
 // Release gives the permit back: it is removed only if it is still held (not expired), and its place is passed
 // on at once: to a waiter of the same Semaphore in the same round trip, or reserved for the next waiting process,
-// or announced free. A second Release returns nil without a round trip.
+// or announced free. A later Release makes no round trip and returns what the first one that reached the server
+// returned: nil after a clean release (a permit that was lost stays reported as lost).
 //
 // It returns an error matching ErrNotHeld when the permit had expired (its place may have gone to another holder
 // since), and the loss error (matching ErrLost) when it was lost before. After any other error (network, timeout)

@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/bound"
 	"github.com/keyward/keyward/internal/lease"
 	"github.com/keyward/keyward/internal/lockopt"
 	"github.com/keyward/keyward/internal/script"
@@ -22,7 +23,11 @@ import (
 // place in the line of waiting processes, and its waiters share its two subscriptions (the semaphore's channel and
 // its own), opened by the first Acquire that has to wait and kept until [Semaphore.Close].
 type Semaphore struct {
-	rdb     redis.UniversalClient
+	client redis.UniversalClient // the caller's client
+	// rdb runs the scripts on client so that they return when their ctx ends, whatever client's options
+	// (internal/bound): a refresh must not keep a permit "held" past its deadline on a server that stopped
+	// answering.
+	rdb     redis.Scripter
 	name    string
 	keys    script.SemaphoreKeys
 	opts    lockopt.Settings
@@ -49,15 +54,15 @@ type Semaphore struct {
 }
 
 // New returns the semaphore name, which lets at most limit holders at a time hold a permit, used through rdb.
-// It does not talk to Redis. It returns an ErrInvalid error for a nil rdb, an empty name, a limit below 1 or an
-// invalid option.
+// It does not talk to Redis. It returns an ErrInvalid error for a nil rdb (also a typed nil such as a nil
+// *redis.Client), an empty name, a limit below 1 or an invalid option.
 //
 // The limit is this Semaphore's: every process sends its own with each acquire, and the server admits a holder
 // only while fewer than that many permits are held. Processes that use different limits for one name (during a
 // rolling change) each stay within their own.
 func New(rdb redis.UniversalClient, name string, limit int, opts ...Option) (*Semaphore, error) {
-	if rdb == nil {
-		return nil, fmt.Errorf("%w: nil redis client", keyward.ErrInvalid)
+	if err := lockopt.CheckClient(rdb); err != nil {
+		return nil, err
 	}
 	if name == "" {
 		return nil, fmt.Errorf("%w: empty semaphore name", keyward.ErrInvalid)
@@ -76,7 +81,8 @@ func New(rdb redis.UniversalClient, name string, limit int, opts ...Option) (*Se
 		return nil, fmt.Errorf("semaphore %q: %w", name, err)
 	}
 	s := &Semaphore{
-		rdb:     rdb,
+		client:  rdb,
+		rdb:     bound.New(rdb).Scripter(),
 		name:    name,
 		keys:    script.SemaphoreKeysFor(settings.Prefix + name),
 		opts:    settings,
@@ -182,7 +188,7 @@ func (s *Semaphore) TryAcquire(ctx context.Context, ttl time.Duration) (*Permit,
 	if err != nil {
 		return nil, err
 	}
-	p, _, err := s.try(ctx, a, "", false, false)
+	p, _, err := s.try(ctx, a, "", false)
 	return p, err
 }
 
@@ -206,20 +212,20 @@ func (s *Semaphore) newAttempt(ctx context.Context, ttl time.Duration, autoRefre
 
 // try runs the acquire script once: a plain try when waiter is "", else the try of the waiting process waiter,
 // which also claims a place reserved for it, and joins the queue when there is no room (requeue: stays in it,
-// at the back, when it takes the permit). maybeHeld says a hand-over to a.value may have happened unseen.
-func (s *Semaphore) try(ctx context.Context, a *attempt, waiter string, requeue, maybeHeld bool) (*Permit, script.SemaphoreState, error) {
+// at the back, when it takes the permit). A permit a.value holds already (a hand-over whose answer was lost, or
+// this try resent by go-redis after a dropped connection) is renewed.
+func (s *Semaphore) try(ctx context.Context, a *attempt, waiter string, requeue bool) (*Permit, script.SemaphoreState, error) {
 	start := time.Now()
 	s.tries.Add(1)
 	st, err := script.SemaphoreAcquire(ctx, s.rdb, s.keys, script.SemaphoreTry{
-		Value:     a.value,
-		TTL:       a.ttl,
-		Limit:     s.Limit(),
-		Waiter:    waiter,
-		QueueTTL:  queueTTL(a.ttl),
-		Requeue:   requeue,
-		Fencing:   s.fencing,
-		MaybeHeld: maybeHeld,
-		Publish:   s.publish,
+		Value:    a.value,
+		TTL:      a.ttl,
+		Limit:    s.Limit(),
+		Waiter:   waiter,
+		QueueTTL: queueTTL(a.ttl),
+		Requeue:  requeue,
+		Fencing:  s.fencing,
+		Publish:  s.publish,
 	})
 	if err != nil {
 		if !script.IsReply(err) {

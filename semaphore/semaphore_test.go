@@ -2,6 +2,7 @@ package semaphore_test
 
 import (
 	"context"
+	"math"
 	"os"
 	"strconv"
 	"testing"
@@ -115,12 +116,16 @@ func TestBadInput(t *testing.T) {
 		opts  []semaphore.Option
 	}{
 		{"nil client", nil, "s", 1, nil},
+		{"nil *redis.Client", (*redis.Client)(nil), "s", 1, nil},
+		{"nil *redis.ClusterClient", (*redis.ClusterClient)(nil), "s", 1, nil},
+		{"nil *redis.Ring", (*redis.Ring)(nil), "s", 1, nil},
 		{"empty name", rdb, "", 1, nil},
 		{"zero limit", rdb, "s", 0, nil},
 		{"negative limit", rdb, "s", -3, nil},
 		{"drift factor of one", rdb, "s", 1, []semaphore.Option{semaphore.WithDrift(1, 0)}},
 		{"negative drift", rdb, "s", 1, []semaphore.Option{semaphore.WithDrift(0.01, -time.Second)}},
 		{"claim window below 1ms", rdb, "s", 1, []semaphore.Option{semaphore.WithClaimWindow(time.Microsecond)}},
+		{"claim window above MaxTTL", rdb, "s", 1, []semaphore.Option{semaphore.WithClaimWindow(semaphore.MaxTTL + 1)}},
 		{"negative cohort", rdb, "s", 1, []semaphore.Option{semaphore.WithCohort(-1)}},
 	}
 	for _, tt := range newTests {
@@ -141,6 +146,8 @@ func TestBadInput(t *testing.T) {
 		{"zero ttl", ctx, 0, semaphore.ErrInvalid},
 		{"negative ttl", ctx, -time.Second, semaphore.ErrInvalid},
 		{"ttl within the drift margin", ctx, 2 * time.Millisecond, semaphore.ErrInvalid},
+		{"ttl above MaxTTL", ctx, semaphore.MaxTTL + time.Millisecond, semaphore.ErrInvalid},
+		{"ttl whose doubling overflows", ctx, math.MaxInt64, semaphore.ErrInvalid},
 		{"cancelled context", cancelled, time.Second, context.Canceled},
 	}
 	for _, tt := range acquireTests {
@@ -169,6 +176,7 @@ func TestBadInput(t *testing.T) {
 	require.NoError(t, err)
 	assert.ErrorIs(t, p.Refresh(ctx, 0), semaphore.ErrInvalid)
 	assert.ErrorIs(t, p.Refresh(ctx, -time.Second), semaphore.ErrInvalid)
+	assert.ErrorIs(t, p.Refresh(ctx, semaphore.MaxTTL+time.Millisecond), semaphore.ErrInvalid)
 	require.NoError(t, p.Release(ctx))
 
 	require.NoError(t, rdb.Set(ctx, "a-string", "x", 0).Err())

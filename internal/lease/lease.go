@@ -34,10 +34,23 @@ func (d Drift) Of(ttl time.Duration) time.Duration {
 	return time.Duration(float64(ttl)*d.Factor) + d.Fixed
 }
 
-// CheckTTL returns an ErrInvalid error unless a lock with this ttl is valid for some time after the drift margin.
+// MaxTTL is the longest ttl a lock, permit or leadership may have. A ttl is how long a holder that died keeps
+// everyone else out, so a longer one is almost certainly a mistake (a unit, or "forever"), and a holder that
+// needs the lock longer keeps it with refreshes (auto-refresh costs one round trip per ttl/3). Below this bound
+// every derived duration stays exact: the queue's ttl (2 × ttl + 1 s) and the fencing counter's (2 × ttl) cannot
+// overflow time.Duration, which a ttl above 146 years did (the negative PEXPIRE then deleted the queue on every
+// join), and every ttl is far below what Redis accepts for PX and in sorted-set scores.
+const MaxTTL = 24 * time.Hour
+
+// CheckTTL returns an ErrInvalid error unless a lock with this ttl is valid for some time after the drift margin,
+// and the ttl is at most MaxTTL.
 func (d Drift) CheckTTL(ttl time.Duration) error {
 	if ttl <= 0 || ttl <= d.Of(ttl) {
 		return fmt.Errorf("%w: ttl %v must exceed the drift margin %v", keyward.ErrInvalid, ttl, d.Of(max(ttl, 0)))
+	}
+	if ttl > MaxTTL {
+		return fmt.Errorf("%w: ttl %v is above the maximum %v (keep a lock longer with refreshes)",
+			keyward.ErrInvalid, ttl, MaxTTL)
 	}
 	return nil
 }
@@ -84,6 +97,7 @@ type Lease struct {
 	ttl     time.Duration
 	until   time.Time
 	cause   error         // why the lease was lost
+	final   error         // what Release returned, once released (nil for a clean release)
 	lost    chan struct{} // closed when lost
 	expiry  *time.Timer   // marks the lease lost at until
 	stop    chan struct{} // closed to stop the watchdog
@@ -135,14 +149,23 @@ func (l *Lease) Err() error {
 func (l *Lease) Check() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	switch {
-	case l.state == released:
-		return fmt.Errorf("%w: released", keyward.ErrNotHeld)
-	case l.state == lost:
-		return l.cause
-	case !time.Now().Before(l.until):
+	if l.state == held && !time.Now().Before(l.until) {
 		l.loseLocked(fmt.Errorf("%w: validity deadline passed", keyward.ErrLost))
+	}
+	return l.endedLocked()
+}
+
+// endedLocked returns why the lease is no longer held, or nil while it is. A lease that was lost stays reported
+// as lost, with its reason, also once released; a release that found the lock gone is reported as such.
+func (l *Lease) endedLocked() error {
+	switch l.state {
+	case lost:
 		return l.cause
+	case released:
+		if l.final != nil {
+			return l.final
+		}
+		return fmt.Errorf("%w: released", keyward.ErrNotHeld)
 	}
 	return nil
 }
@@ -162,18 +185,15 @@ func (l *Lease) Refresh(ctx context.Context, ttl time.Duration) error {
 	if err != nil {
 		return err
 	}
-	if !ok {
-		l.markLost(fmt.Errorf("%w: key expired or was taken by another holder", keyward.ErrLost))
-		return l.Err()
-	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.state != held {
-		// Lost or released while the refresh was in flight; the deadline that passed stays passed.
-		if l.state == lost {
-			return l.cause
-		}
-		return fmt.Errorf("%w: released", keyward.ErrNotHeld)
+	if !ok {
+		l.loseLocked(fmt.Errorf("%w: key expired or was taken by another holder", keyward.ErrLost))
+	}
+	if err := l.endedLocked(); err != nil {
+		// Found gone, or lost or released while the refresh was in flight (a Release that won the race makes
+		// the server's "not held" true, not a loss): the deadline that passed stays passed.
+		return err
 	}
 	l.ttl = ttl
 	l.until = start.Add(ttl - l.drift.Of(ttl))
@@ -181,8 +201,9 @@ func (l *Lease) Refresh(ctx context.Context, ttl time.Duration) error {
 	return nil
 }
 
-// Release stops the watchdog and deletes the lock if it is still held. A second Release returns nil without a
-// round trip. It returns an error matching keyward.ErrNotHeld when the lock had expired or been taken, and the
+// Release stops the watchdog and deletes the lock if it is still held. A later Release returns, without a round
+// trip, what the one that reached the server returned: nil after a clean release, the loss or ErrNotHeld error
+// otherwise. It returns an error matching keyward.ErrNotHeld when the lock had expired or been taken, and the
 // loss error when the lease was lost before, or when Release is called after the validity deadline (even if the
 // key was still there and is now deleted: the holder could not prove it held the lock all along; Lost is then
 // closed too). When it returns any other error (network, timeout), the outcome is unknown: the lock is still
@@ -191,8 +212,8 @@ func (l *Lease) Refresh(ctx context.Context, ttl time.Duration) error {
 func (l *Lease) Release(ctx context.Context) error {
 	l.mu.Lock()
 	if l.state == released {
-		l.mu.Unlock()
-		return nil
+		defer l.mu.Unlock()
+		return l.final
 	}
 	// The expiry timer may not have fired yet for a deadline that has passed (a holder that resumes after a
 	// pause runs before the timer's goroutine): the clock decides, not the timer.
@@ -208,16 +229,18 @@ func (l *Lease) Release(ctx context.Context) error {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	wasLost, cause := l.state == lost, l.cause
+	if l.state == released {
+		return l.final // a concurrent Release got there first
+	}
+	switch {
+	case l.state == lost:
+		l.final = l.cause
+	case !ok:
+		l.final = fmt.Errorf("%w: expired or taken by another holder before release", keyward.ErrNotHeld)
+	}
 	l.state = released
 	l.expiry.Stop()
-	switch {
-	case wasLost:
-		return cause
-	case !ok:
-		return fmt.Errorf("%w: expired or taken by another holder before release", keyward.ErrNotHeld)
-	}
-	return nil
+	return l.final
 }
 
 // MarkLost records that the lock is known to be lost, for the reason cause (which should match keyward.ErrLost).

@@ -309,3 +309,61 @@ func TestRun(t *testing.T) {
 		})
 	})
 }
+
+// A refresh whose "not held" answer arrives after a concurrent Release has finished reports the lock not held;
+// it must not return nil (which reads as "refreshed").
+func TestRefreshRacingARelease(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := &server{held: true}
+		sent, answer := make(chan struct{}), make(chan struct{})
+		ops := srv.ops()
+		release := ops.Release
+		ops.Refresh = func(ctx context.Context, ttl time.Duration) (bool, error) {
+			close(sent)
+			<-answer // the server ran the refresh after the release: not held
+			return false, nil
+		}
+		l := New(Config{Start: time.Now(), TTL: ttl, Drift: DefaultDrift, Ops: Ops{Refresh: ops.Refresh, Release: release}})
+		refreshed := make(chan error, 1)
+		go func() { refreshed <- l.Refresh(t.Context(), ttl) }()
+		<-sent
+		require.NoError(t, l.Release(t.Context()))
+		close(answer)
+		err := <-refreshed
+		assert.ErrorIs(t, err, keyward.ErrNotHeld)
+		assert.NoError(t, l.Err(), "a clean release is no loss")
+	})
+}
+
+// A lease lost at its deadline stays reported as lost, with its reason, after the Release that reported the loss:
+// Refresh, Check and a second Release say the same as the Release did.
+func TestLostStaysLostAfterRelease(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := &server{held: true}
+		l := New(Config{Start: time.Now().Add(-ttl), TTL: ttl, Drift: DefaultDrift, Ops: srv.ops()})
+		released := l.Release(t.Context())
+		require.ErrorIs(t, released, keyward.ErrLost)
+		for name, err := range map[string]error{
+			"Refresh":       l.Refresh(t.Context(), ttl),
+			"Check":         l.Check(),
+			"Release again": l.Release(t.Context()),
+		} {
+			assert.ErrorIs(t, err, keyward.ErrLost, name)
+			assert.EqualError(t, err, released.Error(), name)
+		}
+		_, n := srv.counts()
+		assert.Equal(t, 1, n, "one round trip")
+	})
+}
+
+// A release that found the lock gone is reported the same way afterwards, not as a clean release.
+func TestNotHeldStaysNotHeldAfterRelease(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := &server{held: false}
+		l := New(Config{Start: time.Now(), TTL: ttl, Drift: DefaultDrift, Ops: srv.ops()})
+		released := l.Release(t.Context())
+		require.ErrorIs(t, released, keyward.ErrNotHeld)
+		assert.EqualError(t, l.Refresh(t.Context(), ttl), released.Error())
+		assert.EqualError(t, l.Release(t.Context()), released.Error())
+	})
+}

@@ -5,7 +5,10 @@ package lockopt
 import (
 	"fmt"
 	"math"
+	"reflect"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/lease"
@@ -66,8 +69,8 @@ func (s Settings) Key(key string) (string, error) {
 	return s.Prefix + key, nil
 }
 
-// TTL checks ttl against the drift margin and rounds it down to whole milliseconds, as Redis keeps them
-// (rounding down keeps the server's expiry before the local deadline).
+// TTL checks ttl against the drift margin and MaxTTL, and rounds it down to whole milliseconds, as Redis keeps
+// them (rounding down keeps the server's expiry before the local deadline).
 func (s Settings) TTL(ttl time.Duration) (time.Duration, error) {
 	if err := s.Drift.CheckTTL(ttl); err != nil {
 		return 0, err
@@ -96,11 +99,14 @@ func Drift(factor float64, fixed time.Duration) Option {
 	}
 }
 
-// ClaimWindow sets Settings.ClaimWindow; it must be at least a millisecond.
+// MaxTTL is the longest ttl a lock may have: lease.MaxTTL.
+const MaxTTL = lease.MaxTTL
+
+// ClaimWindow sets Settings.ClaimWindow; it must be at least a millisecond and at most MaxTTL.
 func ClaimWindow(d time.Duration) Option {
 	return func(s *Settings) {
-		if d < time.Millisecond {
-			s.err = fmt.Errorf("%w: claim window %v is below 1ms", keyward.ErrInvalid, d)
+		if d < time.Millisecond || d > MaxTTL {
+			s.err = fmt.Errorf("%w: claim window %v is not within [1ms, %v]", keyward.ErrInvalid, d, MaxTTL)
 			return
 		}
 		s.ClaimWindow = d
@@ -120,3 +126,24 @@ func Cohort(n int) Option {
 
 // Watcher sets Settings.Watcher.
 func Watcher(w *keyspace.Watcher) Option { return func(s *Settings) { s.Watcher = w } }
+
+// CheckClient returns an ErrInvalid error for a nil client, including an interface that holds a nil pointer
+// (a (*redis.Client)(nil) passes a plain nil check, and would panic at the first command).
+func CheckClient(rdb redis.UniversalClient) error {
+	if IsNil(rdb) {
+		return fmt.Errorf("%w: nil redis client", keyward.ErrInvalid)
+	}
+	return nil
+}
+
+// IsNil reports whether v is nil or an interface holding a nil pointer, map, slice, channel or function.
+func IsNil(v any) bool {
+	if v == nil {
+		return true
+	}
+	switch r := reflect.ValueOf(v); r.Kind() {
+	case reflect.Pointer, reflect.Map, reflect.Slice, reflect.Chan, reflect.Func, reflect.Interface, reflect.UnsafePointer:
+		return r.IsNil()
+	}
+	return false
+}

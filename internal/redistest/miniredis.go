@@ -133,7 +133,8 @@ func Miniredis(t testing.TB) (*miniredis.Miniredis, *redis.Client) {
 // SynctestClient returns a go-redis client for m that dials with m.Dial() (an
 // in-memory net.Pipe, no TCP), for use inside a testing/synctest bubble; m
 // must have been created with miniredis.NewMiniRedis() inside the bubble (and
-// not started: Dial starts it without a listener). It also turns on
+// not started: Dial starts it without a listener). The client's writes to the
+// pipe are queued (see bufferedConn), as a socket's kernel buffer would. It also turns on
 // m.ClockTTL(true), so key expiry follows the bubble's fake clock: a
 // time.Sleep in the bubble expires keys. The caller closes the client, then
 // m, before the bubble ends (pending timers do not keep a bubble alive, only
@@ -174,7 +175,13 @@ func Miniredis(t testing.TB) (*miniredis.Miniredis, *redis.Client) {
 func SynctestClient(m *miniredis.Miniredis) *redis.Client {
 	m.ClockTTL(true)
 	opt := clientOptions("miniredis")
-	opt.Dialer = func(context.Context, string, string) (net.Conn, error) { return m.Dial() }
+	opt.Dialer = func(context.Context, string, string) (net.Conn, error) {
+		c, err := m.Dial()
+		if err != nil {
+			return nil, err
+		}
+		return newBufferedConn(c), nil
+	}
 	opt.MinIdleConns = 0
 	opt.ConnMaxIdleTime = -1
 	opt.ConnMaxLifetime = 0

@@ -1,35 +1,53 @@
--- Shared by the scripts that hand out fencing tokens; prepended to them when they are loaded.
+-- Shared by the scripts that hand out fencing tokens; prepended to them (after guard.lua, where they have it) when
+-- they are loaded.
+--
+-- The fence handed out is max(counter + 1, the server's clock in µs, floor + 1), and the counter is set to it.
+--   * Consecutive holders on one server get increasing fences: the counter only grows.
+--   * A counter that is missing (a new lock, one that expired, one forgotten by a restart without persistence) or
+--     stale (a failover to a replica that had not received its last writes) hands out at least the new server's
+--     clock, which is above every fence handed out before, because each of those was at most its server's clock
+--     at the time. That holds as long as the clocks of a server and its replicas differ by less than the time from
+--     the last acquisition on the old primary to the first on the new one (a failover takes seconds; NTP keeps
+--     clocks within milliseconds), and a clock does not step back by more than that. A fence runs ahead of the
+--     clock only through floor (a quorum lock's: the client's clock + 1 s) or by more acquisitions than
+--     microseconds; that margin adds to the clock difference the failover must outlast.
+-- Fences are microsecond-scale numbers, exact in Lua's doubles until the year 2255.
 
--- next_fence advances the fencing counter in key and returns the new token, or nil and the error reply when the
--- counter cannot be incremented (another type, not an integer); the caller then undoes its writes.
---
--- Tokens never go backwards. A counter that does not exist (a new lock, a counter that expired, or one forgotten
--- by a server restarted without persistence) starts at the server's clock in microseconds, with a ttl of
--- ttl_ms set once; from then on each acquisition adds one. A counter grows by one per acquisition, far slower than
--- the clock's million per second, so when it starts over it starts above every token it handed out, as long as
--- the server's clock does not step back. One INCR is all the common case costs.
---
--- floor (a number, or nil for none) is a token the caller wants to be above: a counter that is not is set to
--- floor + 1 (the nodes of a quorum lock then agree on the token; see redlock).
-local function next_fence(key, ttl_ms, floor)
-  local fence = redis.pcall('INCR', key)
-  if type(fence) == 'table' then
-    return nil, fence
+-- read_counter returns the fencing counter in key, nil when there is none; or nil and a WRONGTYPE error reply for
+-- a counter of another type or one that holds no integer. It only reads.
+local function read_counter(key)
+  local v = redis.pcall('GET', key)
+  if type(v) == 'table' then
+    return nil, v
   end
-  if fence == 1 then
-    local t = redis.call('TIME')
-    fence = tonumber(t[1]) * 1000000 + tonumber(t[2])
-    redis.call('SET', key, string.format('%d', fence), 'PX', ttl_ms)
+  if not v then
+    return nil
   end
-  if floor and fence <= floor then
-    fence = floor + 1
-    redis.call('SET', key, string.format('%d', fence), 'PX', ttl_ms)
+  local n = tonumber(v)
+  if not n or n ~= math.floor(n) then
+    return nil, redis.error_reply('WRONGTYPE the fencing counter ' .. key .. ' holds ' .. v .. ', not an integer')
   end
-  return fence
+  return n
 end
 
--- read_counter returns the fencing counter in key, 0 when there is none (or it is not a number). It raises
--- WRONGTYPE for a counter of another type before anything is written.
-local function read_counter(key)
-  return tonumber(redis.call('GET', key) or '0') or 0
+-- next_fence reads the counter in key and returns the next fence at time t (a TIME reply), above floor (a
+-- number, or nil for none), with the SET that stores it, as a table of arguments. It only reads (GET, TIME by the
+-- caller): the caller runs the SET with its other writes, after asking allow for it unless its first write is a
+-- SET too. On an error it returns nil and the error reply. A new counter lives ttl_ms, and an existing one keeps
+-- its ttl, as when it was advanced with INCR; a floor that lifts the counter sets ttl_ms again, as a raise does.
+local function next_fence(key, t, ttl_ms, floor)
+  local counter, err = read_counter(key)
+  if err then
+    return nil, err
+  end
+  local fence = math.max((counter or 0) + 1, tonumber(t[1]) * 1000000 + tonumber(t[2]))
+  local lifted = floor and fence <= floor
+  if lifted then
+    fence = floor + 1
+  end
+  local v = string.format('%d', fence)
+  if not counter or lifted then
+    return fence, {'SET', key, v, 'PX', ttl_ms}
+  end
+  return fence, {'SET', key, v, 'KEEPTTL'}
 end

@@ -13,45 +13,112 @@
 -- released: reserved for the first waiting process, which is told on the channel ("r <id> <window>"), or freed
 -- ("" on the channel) when no process waits; {2, fence} when it was handed to the successor; {3, 0} when it was
 -- reserved for the first waiting process and the holder's process, which has a successor, joined the end of the
--- queue; {4, 0} when it was reserved for the holder's own process (ARGV[10]), which was told.
+-- queue; {4, 0} when it was reserved for the holder's own process (ARGV[10]), which was told; {5, 0} when it was
+-- freed but nobody could be told: the user may not publish on the channel (the queue keeps its order).
+-- Reads and checks come before the first write (see guard.lua): a refused or failed call leaves nothing behind,
+-- and a release that happened is reported as one.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return {0, 0}
 end
+local publish, window, successor, own = ARGV[2], ARGV[3], ARGV[4], ARGV[8]
+local cohort = ARGV[7] == '1'
 
-if ARGV[8] ~= '' then
-  redis.call('ZREM', KEYS[3], ARGV[8])
-end
-if ARGV[4] ~= '' and (ARGV[7] == '1' or redis.call('ZCARD', KEYS[3]) == 0) then
-  local fence, err = next_fence(KEYS[4], ARGV[6])
-  if not fence then
-    return err
+-- ZCARD raises WRONGTYPE for a queue of another type.
+local waiting = redis.call('ZCARD', KEYS[3])
+if waiting == 0 and successor == '' then
+  -- The common case, first: nobody waits, nobody takes over. The lock is freed, and announced if it may be.
+  redis.call('DEL', KEYS[1])
+  if type(redis.pcall(publish, KEYS[2], '')) == 'table' then
+    return {5, 0}
   end
-  redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[5])
+  return {1, 0}
+end
+
+-- Where the holder's process and the first other process stand in line. An empty queue is not read further:
+-- ZRANGE costs a script three times ZCARD.
+local queued, head = false, nil
+if waiting > 0 then
+  queued = own ~= '' and redis.call('ZSCORE', KEYS[3], own)
+  local line = redis.call('ZRANGE', KEYS[3], 0, 1)
+  head = line[1]
+  if queued and head == own then
+    head = line[2]
+  end
+end
+
+-- leave takes the holder's process out of the queue: it either keeps the lock (successor) or yields its turn.
+local function leave()
+  if queued then
+    redis.call('ZREM', KEYS[3], own)
+  end
+end
+if queued then
+  allow('ZREM', KEYS[3], own)
+end
+
+if successor ~= '' and (cohort or not head) then
+  local fence, set_fence = next_fence(KEYS[4], redis.call('TIME'), ARGV[6])
+  if not fence then
+    return set_fence
+  end
+  redis.call('SET', KEYS[1], successor, 'PX', ARGV[5])
+  redis.call(unpack(set_fence))
+  leave()
   return {2, fence}
 end
 
-if ARGV[10] ~= '' and ARGV[7] == '1' and redis.call('ZCARD', KEYS[3]) > 0 then
-  redis.call('SET', KEYS[1], 'reserved:' .. ARGV[10], 'PX', ARGV[3])
-  redis.call(ARGV[2], KEYS[2], 'r ' .. ARGV[10] .. ' ' .. ARGV[3])
+-- reserve reserves the lock for the waiting process id for the claim window and tells it; when it may not be
+-- told, the lock is freed instead. It returns whether it was reserved.
+local function reserve(id)
+  allow('DEL', KEYS[1])
+  redis.call('SET', KEYS[1], 'reserved:' .. id, 'PX', window)
+  if announce(publish, KEYS[2], 'r ' .. id .. ' ' .. window) then
+    return true
+  end
+  redis.call('DEL', KEYS[1])
+  leave()
+  return false
+end
+
+if ARGV[10] ~= '' and cohort and head then
+  if not reserve(ARGV[10]) then
+    return {5, 0}
+  end
+  leave()
   return {4, 0}
 end
 
--- The next process in line gets the lock reserved for a short claim window and is the only one woken to take
--- it; one that died costs no more than the window, since it leaves the queue now.
-local head = redis.call('ZPOPMIN', KEYS[3])
-if head[1] then
-  redis.call('SET', KEYS[1], 'reserved:' .. head[1], 'PX', ARGV[3])
-  redis.call(ARGV[2], KEYS[2], 'r ' .. head[1] .. ' ' .. ARGV[3])
-  if ARGV[4] ~= '' and ARGV[8] ~= '' then
+if head then
+  -- The next process in line gets the lock reserved for a short claim window and is the only one woken to take
+  -- it; one that died costs no more than the window, since it leaves the queue now.
+  local requeue = successor ~= '' and own ~= ''
+  local t
+  if requeue then
+    t = redis.call('TIME')
+    allow('ZADD', KEYS[3], '0', own)
+    allow('PEXPIRE', KEYS[3], ARGV[9])
+  end
+  if not queued then
+    allow('ZREM', KEYS[3], head)
+  end
+  if not reserve(head) then
+    return {5, 0}
+  end
+  redis.call('ZREM', KEYS[3], head)
+  if requeue then
     -- The holder's process yields its turn with a waiter of its own: it takes its place at the end of the line
     -- here, which spares that waiter a try that could only fail.
-    local t = redis.call('TIME')
-    redis.call('ZADD', KEYS[3], 'NX', t[1] .. string.format('%06d', tonumber(t[2])), ARGV[8])
+    redis.call('ZADD', KEYS[3], t[1] .. string.format('%06d', tonumber(t[2])), own)
     redis.call('PEXPIRE', KEYS[3], ARGV[9])
     return {3, 0}
   end
-else
-  redis.call('DEL', KEYS[1])
-  redis.call(ARGV[2], KEYS[2], '')
+  leave()
+  return {1, 0}
+end
+
+redis.call('DEL', KEYS[1])
+leave()
+if not announce(publish, KEYS[2], '') then
+  return {5, 0}
 end
 return {1, 0}

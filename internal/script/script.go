@@ -29,18 +29,21 @@ var (
 	refreshSrc string
 	//go:embed pttl.lua
 	pttlSrc string
+	//go:embed guard.lua
+	guardSrc string
 	//go:embed fence.lua
 	fenceSrc string
 
-	acquireScript = redis.NewScript(fenceSrc + acquireSrc)
-	releaseScript = redis.NewScript(fenceSrc + releaseSrc)
+	acquireScript = redis.NewScript(guardSrc + fenceSrc + acquireSrc)
+	releaseScript = redis.NewScript(guardSrc + fenceSrc + releaseSrc)
 	refreshScript = redis.NewScript(refreshSrc)
 	pttlScript    = redis.NewScript(pttlSrc)
 )
 
 // FenceTTL is how long a fencing counter lives after it was started, at least (2 × ttl when that is longer).
-// A counter that expired starts again at the server's clock in microseconds, above every token it handed out,
-// so it need not live forever: a program that locks millions of short-lived names leaves no key behind for each.
+// Every fence is at least the server's clock in microseconds, so a counter that expired need not live forever:
+// the next fence is above every token it handed out, and a program that locks millions of short-lived names
+// leaves no key behind for each.
 const FenceTTL = 24 * time.Hour
 
 // Publish is the command the release script announces a release with.
@@ -155,6 +158,10 @@ const (
 	Requeued
 	// ReservedOwn: the lock was reserved for the holder's own process (Next.Reserve), which was told.
 	ReservedOwn
+	// Unannounced: the lock was freed, but nobody was told, since the connection's user may not publish on the
+	// lock's channel. Waiting processes find the lock free when a keyspace notification wakes them (if the
+	// server sends them) or their timer for the holder's expiry fires. The queue keeps its order.
+	Unannounced
 )
 
 // ReleaseNext releases n.Lock if it still holds value and passes it on as next says. It returns the fencing
@@ -175,14 +182,15 @@ func ReleaseNext(ctx context.Context, c redis.Scripter, n keys.Names, value stri
 	if err != nil {
 		return NotHeld, 0, Classify(err)
 	}
-	if len(res) != 2 || res[0] < 0 || res[0] > int64(ReservedOwn) {
+	if len(res) != 2 || res[0] < 0 || res[0] > int64(Unannounced) {
 		return NotHeld, 0, fmt.Errorf("keyward: release script answered %v", res)
 	}
 	return Outcome(res[0]), res[1], nil
 }
 
 // Release deletes n.Lock if it still holds value, or reserves it for the first waiting process, and announces
-// the release on n.Channel. It reports whether the lock was held by value.
+// the release on n.Channel. It reports whether the lock was held by value: a release that the user may not
+// announce still frees the lock (Unannounced), and is reported as one.
 func Release(ctx context.Context, c redis.Scripter, n keys.Names, value string, publish Publish) (bool, error) {
 	out, _, err := ReleaseNext(ctx, c, n, value, publish, Next{})
 	return out != NotHeld, err
@@ -215,9 +223,7 @@ func Classify(err error) error {
 	}
 	msg := reply.Error()
 	for _, c := range classes {
-		// Redis 7 answers with the error of the failed call; older servers and miniredis wrap it as
-		// "ERR Error running script (...): @user_script:16: WRONGTYPE ...".
-		if strings.HasPrefix(msg, c.prefix+" ") || strings.Contains(msg, ": "+c.prefix+" ") {
+		if c.match(msg) {
 			return fmt.Errorf("%w: %w", c.sentinel, err)
 		}
 	}
@@ -225,13 +231,32 @@ func Classify(err error) error {
 }
 
 var classes = []struct {
-	prefix   string
+	match    func(msg string) bool
 	sentinel error
 }{
-	{"WRONGTYPE", keyward.ErrWrongType},
-	{"READONLY", keyward.ErrReadOnly},
-	{"NOPERM", keyward.ErrNoPermission},
-	{"OOM", keyward.ErrOutOfMemory},
+	{code("WRONGTYPE"), keyward.ErrWrongType},
+	{code("READONLY"), keyward.ErrReadOnly},
+	{noPermission, keyward.ErrNoPermission},
+	{code("OOM"), keyward.ErrOutOfMemory},
+}
+
+// code matches an error reply with the code prefix: Redis 7 answers a script's failed call with the call's own
+// error; older servers and miniredis wrap it as "ERR Error running script (...): @user_script:16: WRONGTYPE ...".
+func code(prefix string) func(string) bool {
+	return func(msg string) bool {
+		return strings.HasPrefix(msg, prefix+" ") || strings.Contains(msg, ": "+prefix+" ")
+	}
+}
+
+// noPermission matches the ACL refusals. Outside a script, and for the keys EVAL is given, Redis answers NOPERM
+// ("NOPERM this user has no permissions to run the 'time' command", "... to access one of the keys used as
+// arguments", "... to access one of the channels used as arguments"). A call refused inside a script is an ERR
+// instead, in Redis 7 as before: "ERR The user executing the script can't run this command or subcommand
+// script: <sha>, on @user_script:1.", "... can't access at least one of the keys mentioned in the command
+// arguments ...", "... can't publish to the channel mentioned in the command ...", "... is lacking the
+// permissions for the command ...".
+func noPermission(msg string) bool {
+	return code("NOPERM")(msg) || strings.Contains(msg, "The user executing the script ")
 }
 
 // IsReply reports whether err is an error reply from the server (the command ran and was refused) rather than a

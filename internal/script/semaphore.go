@@ -23,9 +23,9 @@ var (
 	//go:embed semaphore_refresh.lua
 	semaphoreRefreshSrc string
 
-	semaphoreAcquireScript = redis.NewScript(fenceSrc + semaphoreLibSrc + semaphoreAcquireSrc)
-	semaphoreReleaseScript = redis.NewScript(fenceSrc + semaphoreLibSrc + semaphoreReleaseSrc)
-	semaphoreRefreshScript = redis.NewScript(fenceSrc + semaphoreLibSrc + semaphoreRefreshSrc)
+	semaphoreAcquireScript = redis.NewScript(guardSrc + fenceSrc + semaphoreLibSrc + semaphoreAcquireSrc)
+	semaphoreReleaseScript = redis.NewScript(guardSrc + fenceSrc + semaphoreLibSrc + semaphoreReleaseSrc)
+	semaphoreRefreshScript = redis.NewScript(guardSrc + fenceSrc + semaphoreLibSrc + semaphoreRefreshSrc)
 )
 
 // SemaphoreKeys are the Redis names of one semaphore, all in the cluster slot of its key.
@@ -81,9 +81,6 @@ type SemaphoreTry struct {
 	Requeue bool
 	// Fencing hands out a fencing token with the permit.
 	Fencing bool
-	// MaybeHeld says a release may have handed a permit to Value already (its answer was lost): if it did, the
-	// attempt renews that permit instead of taking a second place.
-	MaybeHeld bool
 	// Publish is the command the script announces with.
 	Publish Publish
 }
@@ -113,11 +110,13 @@ type SemaphoreState struct {
 }
 
 // SemaphoreAcquire takes a permit for t.Value if the semaphore has room by t.Limit (expired permits and unclaimed
-// reservations are reclaimed first), or the place reserved for t.Waiter. Without room it queues t.Waiter.
+// reservations are reclaimed first), or the place reserved for t.Waiter. Without room it queues t.Waiter. A permit
+// that t.Value holds already (the client resent the acquire after a dropped connection, or a release handed it
+// over and its answer was lost) is renewed, whatever the count.
 func SemaphoreAcquire(ctx context.Context, c redis.Scripter, k SemaphoreKeys, t SemaphoreTry) (SemaphoreState, error) {
 	res, err := semaphoreAcquireScript.Run(ctx, c, k.list(),
 		t.Value, t.TTL.Milliseconds(), t.Limit, t.Waiter, t.QueueTTL.Milliseconds(), fenceTTL(t.Fencing, t.TTL),
-		flag(t.Requeue), string(t.Publish), k.Waiters, flag(t.MaybeHeld)).Slice()
+		flag(t.Requeue), string(t.Publish), k.Waiters).Slice()
 	if err != nil {
 		return SemaphoreState{}, Classify(err)
 	}

@@ -14,31 +14,51 @@
 -- waiting process for the claim window ("r" on its channel), or announced free ("" on the semaphore's channel) when
 -- no process waits or the caller's limit is below the count; 2 when the successor now holds it (fence 0 without
 -- fencing). first is 1 when the caller's process is first in line after the call.
+-- Reads and checks come before the first write (see guard.lua): a refused or failed call leaves nothing behind. A
+-- message that the user may not publish is not sent, and the release happens all the same; a place is reserved
+-- only for a process that could be told.
 redis.replicate_commands()
 
 local t, now = server_time()
 local value, publish, limit, successor = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[5]
-local waiter, prefix = ARGV[9], ARGV[11]
+local waiter, prefix, window = ARGV[9], ARGV[11], tonumber(ARGV[4])
 
--- The first call on each key raises WRONGTYPE for a key of another type before anything is written.
+-- The first read of each key raises WRONGTYPE for a key of another type before anything is written.
 local first = first_in_line()
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-local score = false
-if value ~= '' then
-  score = redis.call('ZSCORE', KEYS[1], value)
+local score = value ~= '' and redis.call('ZSCORE', KEYS[1], value)
+local holding, reserving = redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2])
+local queued = waiter ~= '' and redis.call('ZSCORE', KEYS[3], waiter)
+local others = 0 -- processes in line other than the caller's
+if successor ~= '' then
+  others = redis.call('ZCARD', KEYS[3])
+  if queued then
+    others = others - 1
+  end
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local fence, set_fence = 0, nil
+if successor ~= '' and ARGV[7] ~= '0' then
+  fence, set_fence = next_fence(KEYS[4], t, ARGV[7])
+  if not fence then
+    return set_fence
+  end
+  allow(unpack(set_fence))
+end
+-- The commands that may follow the first write, other than the reads above (ZRANGE, ZSCORE, ZCARD) and
+-- ZREMRANGEBYSCORE, which is the first.
+allow('ZREM', KEYS[1], 'x')
+allow('ZADD', KEYS[2], now, 'x')
+allow('PTTL', KEYS[2])
+allow('PEXPIREAT', KEYS[2], now)
 
-local holding, reserving = -1, -1 -- counted below, once the permit is removed
+-- Expired permits and reservations are reclaimed; the counts follow without being read again.
+reserving = reserving - redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+holding = holding - redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 
 -- done tells the first in line what changed for it (changed: reservations, or a permit that expires sooner), and
 -- answers.
-local function done(outcome, fence, changed)
+local function done(outcome, changed)
   local now_first = first_in_line()
   if now_first and (changed or now_first ~= first) then
-    if holding < 0 then
-      holding, reserving = redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2])
-    end
     tell_state(prefix, publish, now_first, state(now, limit, holding, reserving))
   end
   local res = {outcome, fence, 0}
@@ -53,76 +73,70 @@ if value == '' then
   if waiter ~= '' then
     redis.call('ZREM', KEYS[3], waiter)
     held = redis.call('ZREM', KEYS[2], waiter) == 1
+    if held then
+      reserving = reserving - 1
+    end
   end
 elseif score and tonumber(score) > now then
   held = redis.call('ZREM', KEYS[1], value) == 1
+  if held then
+    holding = holding - 1
+  end
 end
 if not held then
-  return done(0, 0, false)
+  fence = 0
+  return done(0, false)
 end
 
-holding, reserving = redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2])
 if holding + reserving >= limit then
   -- The caller's limit was lowered below the count: its place goes to nobody of this process, but a process with
   -- a higher limit may still take it.
-  redis.call(publish, KEYS[5], '')
-  return done(1, 0, false)
+  announce(publish, KEYS[5], '')
+  fence = 0
+  return done(1, false)
 end
 
 -- pass_on reserves a place for the first process in line for a short claim window, and wakes only it; one that
 -- died costs no more than the window, since it leaves the queue now and the next in line watches the window. With
--- nobody in line, the place is announced free to everyone. It returns whether a place was reserved.
+-- nobody in line, or a first in line that the user may not tell, the place is announced free to everyone. It
+-- returns whether a place was reserved.
 local function pass_on()
-  local head = redis.call('ZPOPMIN', KEYS[3])[1]
-  if not head then
-    redis.call(publish, KEYS[5], '')
+  local head = first_in_line()
+  if not head or not tell(prefix, publish, head, 'r ' .. window) then
+    announce(publish, KEYS[5], '')
     return false
   end
-  local window = tonumber(ARGV[4])
+  redis.call('ZREM', KEYS[3], head)
   redis.call('ZADD', KEYS[2], now + window, head)
   reserving = reserving + 1
   keep_until(KEYS[2], now + window, window)
-  tell(prefix, publish, head, 'r ' .. window)
   return true
 end
 
-local queued = waiter ~= '' and redis.call('ZSCORE', KEYS[3], waiter)
-if successor ~= '' then
-  local others = redis.call('ZCARD', KEYS[3])
-  if queued then
-    others = others - 1
+if successor ~= '' and (ARGV[8] == '1' or others == 0) then
+  if set_fence then
+    redis.call(unpack(set_fence))
   end
-  if ARGV[8] == '1' or others == 0 then
-    local fence = 0
-    if ARGV[7] ~= '0' then
-      local err
-      fence, err = next_fence(KEYS[4], ARGV[7])
-      if not fence then
-        -- Undo the release: the caller still holds its permit, and learns why the hand-over failed.
-        redis.call('ZADD', KEYS[1], score, value)
-        return err
-      end
+  local ttl = tonumber(ARGV[6])
+  redis.call('ZADD', KEYS[1], now + ttl, successor)
+  holding = holding + 1
+  keep_until(KEYS[1], now + ttl, ttl)
+  -- The first in line waits for the released permit's expiry at the latest; the successor's may come earlier.
+  local changed = value ~= '' and now + ttl < tonumber(score)
+  if waiter ~= '' and ARGV[10] ~= '1' then
+    -- Its last waiter is served: the process leaves the line, and a place reserved for it meanwhile (its message
+    -- not read yet) goes on to the next process.
+    redis.call('ZREM', KEYS[3], waiter)
+    if redis.call('ZREM', KEYS[2], waiter) == 1 then
+      reserving = reserving - 1
+      changed = pass_on() or changed
     end
-    local ttl = tonumber(ARGV[6])
-    redis.call('ZADD', KEYS[1], now + ttl, successor)
-    holding = holding + 1
-    keep_until(KEYS[1], now + ttl, ttl)
-    -- The first in line waits for the released permit's expiry at the latest; the successor's may come earlier.
-    local changed = value ~= '' and now + ttl < tonumber(score)
-    if waiter ~= '' and ARGV[10] ~= '1' then
-      -- Its last waiter is served: the process leaves the line, and a place reserved for it meanwhile (its message
-      -- not read yet) goes on to the next process.
-      redis.call('ZREM', KEYS[3], waiter)
-      if redis.call('ZREM', KEYS[2], waiter) == 1 then
-        reserving = reserving - 1
-        changed = pass_on() or changed
-      end
-    end
-    return done(2, fence, changed)
   end
+  return done(2, changed)
 end
 
 -- The first process in line (not the caller's: it yields its turn, and goes to the back) gets the place.
+fence = 0
 if queued then
   redis.call('ZREM', KEYS[3], waiter)
 end
@@ -130,4 +144,4 @@ local reserved = pass_on()
 if queued then
   redis.call('ZADD', KEYS[3], t[1] .. string.format('%06d', tonumber(t[2])), waiter)
 end
-return done(1, 0, reserved)
+return done(1, reserved)

@@ -318,13 +318,13 @@ func TestSemaphoreAcquireRenewsAPermitHandedOverUnseen(t *testing.T) {
 		// The release hands the permit to "mine", but its answer is lost: the waiter does not know.
 		s.release(script.SemaphoreGiveBack{Value: "a", Limit: 1, Successor: "mine", TTL: time.Minute, Waiter: "me"})
 
-		assert.False(t, s.try("mine", time.Minute, 1, "me").OK, "a waiter that does not say so finds no room")
 		st, err := script.SemaphoreAcquire(context.Background(), rdb, s.k, script.SemaphoreTry{Value: "mine",
-			TTL: 2 * time.Minute, Limit: 1, Waiter: "me", QueueTTL: time.Minute, MaybeHeld: true,
-			Publish: script.PublishPlain})
+			TTL: 2 * time.Minute, Limit: 1, Waiter: "me", QueueTTL: time.Minute, Publish: script.PublishPlain})
 		require.NoError(t, err)
-		assert.True(t, st.OK, "one that says a hand-over may have happened renews its permit")
+		assert.True(t, st.OK, "the waiter's try renews the permit it was handed")
 		assert.Equal(t, []string{"mine"}, s.holders(), "without taking a second place")
+		expiry := rdb.ZScore(context.Background(), s.k.Holders, "mine").Val()
+		assert.InDelta(t, serverMicros(t, rdb)/1000+2*time.Minute.Milliseconds(), expiry, 5000, "with the try's ttl")
 		assert.Empty(t, s.queue())
 	})
 }

@@ -1,0 +1,392 @@
+package script_test
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/keys"
+	"github.com/keyward/keyward/internal/redistest"
+	"github.com/keyward/keyward/internal/script"
+)
+
+// aclClient creates the ACL user name with rules on the server admin is connected to (replacing an earlier one),
+// and returns a client that logs in as that user, with go-redis's default options otherwise.
+func aclClient(t *testing.T, srv *redistest.Server, admin *redis.Client, name string, rules ...string) *redis.Client {
+	t.Helper()
+	args := []any{"ACL", "SETUSER", name, "reset", "on", ">secret"}
+	for _, r := range rules {
+		args = append(args, r)
+	}
+	require.NoError(t, admin.Do(context.Background(), args...).Err())
+	return redistest.NewClient(t, &redis.Options{Addr: srv.Addr(), Username: name, Password: "secret"})
+}
+
+// snapshot is every key on the server, its type, its value (DUMP) and whether it expires.
+func snapshot(t *testing.T, rdb *redis.Client) []string {
+	t.Helper()
+	ctx := context.Background()
+	names, err := rdb.Keys(ctx, "*").Result()
+	require.NoError(t, err)
+	sort.Strings(names)
+	var out []string
+	for _, k := range names {
+		dump, err := rdb.Dump(ctx, k).Result()
+		require.NoError(t, err)
+		out = append(out, fmt.Sprintf("%s %s %q expires=%t", k, rdb.Type(ctx, k).Val(), dump, rdb.PTTL(ctx, k).Val() > 0))
+	}
+	return out
+}
+
+// The users of the refusals below. Every one may run the scripts and touch every key (unless said otherwise); each
+// lacks one thing a script needs after what it may do first.
+var (
+	// The user of the report: TIME is in none of these categories (only @fast), so it may not run it.
+	reportedUser = []string{"~*", "&*", "+@read", "+@write", "+@scripting", "+@pubsub", "-@dangerous"}
+	noTime       = []string{"~*", "&*", "+@all", "-time"}
+	noZRem       = []string{"~*", "&*", "+@all", "-zrem"}
+	noPExpire    = []string{"~*", "&*", "+@all", "-pexpire"}
+	noPExpireAt  = []string{"~*", "&*", "+@all", "-pexpireat"}
+	// The lock's key, queue and channel name, but not its fencing counter: EVAL needs every key it is given.
+	noFenceKey = []string{"~job", "~{job}:queue", "~{job}:released", "&*", "+@all"}
+	noPublish  = []string{"~*", "resetchannels", "+@all"}
+	noDel      = []string{"~*", "&*", "+@all", "-del"}
+	noSet      = []string{"~*", "&*", "+@all", "-set"}
+)
+
+// TestRefusedCallsLeaveNothingBehind runs each script as a user that the server refuses one of the script's calls
+// (a command, a key): the call fails with an error matching ErrNoPermission, and every key is as it was before.
+func TestRefusedCallsLeaveNothingBehind(t *testing.T) {
+	srv := redistest.Start(t)
+	admin := srv.Client(t)
+	ctx := context.Background()
+	n := keys.For("job")
+	k := script.SemaphoreKeysFor("pool")
+	ttl := time.Minute
+
+	heldLock := func() { require.NoError(t, admin.Set(ctx, n.Lock, "other", ttl).Err()) }
+	counter := func() { require.NoError(t, admin.Set(ctx, n.Fence, 1_000, ttl).Err()) }
+	waiting := func(id string) func() {
+		return func() { require.NoError(t, admin.ZAdd(ctx, n.Queue, redis.Z{Score: 1, Member: id}).Err()) }
+	}
+	holding := func(value string) func() {
+		return func() {
+			expiry := serverMicros(t, admin)/1000 + ttl.Milliseconds()
+			require.NoError(t, admin.ZAdd(ctx, k.Holders, redis.Z{Score: float64(expiry), Member: value}).Err())
+		}
+	}
+	semWaiting := func() { require.NoError(t, admin.ZAdd(ctx, k.Queue, redis.Z{Score: 1, Member: "proc"}).Err()) }
+	semTry := script.SemaphoreTry{Value: "mine", TTL: ttl, Limit: 2, Waiter: "proc", QueueTTL: ttl, Fencing: true,
+		Publish: script.PublishPlain}
+
+	cases := []struct {
+		name  string
+		rules []string
+		setUp []func()
+		op    func(c *redis.Client) error
+	}{
+		{"the reported user acquires a lock without counter", reportedUser, nil, func(c *redis.Client) error {
+			_, err := script.Acquire(ctx, c, n, "mine", ttl)
+			return err
+		}},
+		{"the reported user acquires a lock with a counter", reportedUser, []func(){counter}, func(c *redis.Client) error {
+			_, err := script.Acquire(ctx, c, n, "mine", ttl)
+			return err
+		}},
+		{"the reported user joins the queue", reportedUser, []func(){heldLock}, func(c *redis.Client) error {
+			_, err := script.AcquireQueued(ctx, c, n, "mine", ttl, "proc", ttl)
+			return err
+		}},
+		{"a user without ZREM takes a free lock it waited for", noZRem, []func(){counter, waiting("proc")}, func(c *redis.Client) error {
+			_, err := script.AcquireQueued(ctx, c, n, "mine", ttl, "proc", ttl)
+			return err
+		}},
+		{"a user without PEXPIRE joins the queue", noPExpire, []func(){heldLock}, func(c *redis.Client) error {
+			_, err := script.AcquireQueued(ctx, c, n, "mine", ttl, "proc", ttl)
+			return err
+		}},
+		{"a user that may not touch the counter acquires", noFenceKey, nil, func(c *redis.Client) error {
+			_, err := script.Acquire(ctx, c, n, "mine", ttl)
+			return err
+		}},
+		{"a user without TIME hands the lock over", noTime, []func(){waiting("proc"), func() {
+			require.NoError(t, admin.Set(ctx, n.Lock, "mine", ttl).Err())
+		}}, func(c *redis.Client) error {
+			_, _, err := script.ReleaseNext(ctx, c, n, "mine", script.PublishPlain,
+				script.Next{Successor: "next", TTL: ttl, Cohort: true, Waiter: "proc"})
+			return err
+		}},
+		{"a user without DEL releases the lock", noDel, []func(){waiting("proc"), func() {
+			require.NoError(t, admin.Set(ctx, n.Lock, "mine", ttl).Err())
+		}}, func(c *redis.Client) error {
+			_, _, err := script.ReleaseNext(ctx, c, n, "mine", script.PublishPlain, script.Next{Waiter: "proc"})
+			return err
+		}},
+		{"the reported user takes a permit", reportedUser, nil, func(c *redis.Client) error {
+			_, err := script.SemaphoreAcquire(ctx, c, k, semTry)
+			return err
+		}},
+		{"a user without PEXPIREAT takes a permit", noPExpireAt, nil, func(c *redis.Client) error {
+			_, err := script.SemaphoreAcquire(ctx, c, k, semTry)
+			return err
+		}},
+		{"a user without SET takes a fenced permit", noSet, nil, func(c *redis.Client) error {
+			_, err := script.SemaphoreAcquire(ctx, c, k, semTry)
+			return err
+		}},
+		{"a user without PEXPIREAT gives a permit back to a waiting process", noPExpireAt,
+			[]func(){holding("mine"), semWaiting}, func(c *redis.Client) error {
+				_, err := script.SemaphoreRelease(ctx, c, k, script.SemaphoreGiveBack{Value: "mine", Limit: 2,
+					Window: time.Second, Publish: script.PublishPlain})
+				return err
+			}},
+		{"a user without PEXPIREAT refreshes its permit", noPExpireAt, []func(){holding("mine")}, func(c *redis.Client) error {
+			_, err := script.SemaphoreRefresh(ctx, c, k, "mine", 2*ttl, 2, script.PublishPlain)
+			return err
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			require.NoError(t, admin.FlushAll(ctx).Err())
+			for _, f := range tc.setUp {
+				f()
+			}
+			user := aclClient(t, srv, admin, "app", tc.rules...)
+			before := snapshot(t, admin)
+
+			err := tc.op(user)
+			require.ErrorIs(t, err, keyward.ErrNoPermission)
+			assert.True(t, script.IsReply(err), "the server's answer stays in the chain")
+			assert.Equal(t, before, snapshot(t, admin), "nothing is left behind")
+		})
+	}
+}
+
+// TestWrongTypeBeforeTheFirstWrite: a key of another type among those a script will write is found before the
+// script writes anything.
+func TestWrongTypeBeforeTheFirstWrite(t *testing.T) {
+	redistest.ForEachServer(t, func(t *testing.T, rdb *redis.Client) {
+		ctx := context.Background()
+		n := keys.For("job")
+		require.NoError(t, rdb.Set(ctx, n.Fence, 1_000, time.Hour).Err())
+		require.NoError(t, rdb.Set(ctx, n.Queue, "not a queue", 0).Err())
+
+		// A waiting try on a free lock: the lock was taken and the fence advanced, then ZREM failed.
+		_, err := script.AcquireQueued(ctx, rdb, n, "mine", time.Minute, "proc", time.Minute)
+		require.ErrorIs(t, err, keyward.ErrWrongType)
+		assert.Zero(t, rdb.Exists(ctx, n.Lock).Val(), "the lock is not taken by nobody")
+		assert.Equal(t, "1000", rdb.Get(ctx, n.Fence).Val(), "the fence did not advance")
+
+		// A release that leaves the queue.
+		require.NoError(t, rdb.Set(ctx, n.Lock, "mine", time.Minute).Err())
+		_, _, err = script.ReleaseNext(ctx, rdb, n, "mine", script.PublishPlain, script.Next{Waiter: "proc"})
+		require.ErrorIs(t, err, keyward.ErrWrongType)
+		assert.Equal(t, "mine", rdb.Get(ctx, n.Lock).Val(), "the lock is still held")
+
+		// A semaphore whose fencing counter is text: nothing is reclaimed or taken.
+		k := script.SemaphoreKeysFor("pool")
+		require.NoError(t, rdb.Set(ctx, k.Fence, "text", 0).Err())
+		require.NoError(t, rdb.ZAdd(ctx, k.Holders, redis.Z{Score: 1, Member: "expired"}).Err())
+		_, err = script.SemaphoreAcquire(ctx, rdb, k, script.SemaphoreTry{Value: "mine", TTL: time.Minute, Limit: 1,
+			Fencing: true, Publish: script.PublishPlain})
+		require.ErrorIs(t, err, keyward.ErrWrongType)
+		assert.Equal(t, []string{"expired"}, rdb.ZRange(ctx, k.Holders, 0, -1).Val(), "nothing was written")
+	})
+}
+
+// TestReleaseThatMayNotBeAnnounced: a user that may not publish on the lock's channel still releases the lock, and
+// the release says it was not announced, instead of an error for a release that happened. The lock is freed, not
+// reserved for a process that could not be told; the queue keeps its order.
+func TestReleaseThatMayNotBeAnnounced(t *testing.T) {
+	srv := redistest.Start(t)
+	admin := srv.Client(t)
+	ctx := context.Background()
+	n := keys.For("job")
+	user := aclClient(t, srv, admin, "app", noPublish...)
+	ttl := time.Minute
+
+	cases := []struct {
+		name  string
+		queue []string
+		next  script.Next
+		want  script.Outcome
+	}{
+		{"nobody waits", nil, script.Next{Waiter: "proc"}, script.Unannounced},
+		{"another process waits", []string{"other"}, script.Next{Waiter: "proc"}, script.Unannounced},
+		{"another process waits, the holder's has a successor", []string{"other", "proc"},
+			script.Next{Waiter: "proc", Successor: "next", TTL: ttl, QueueTTL: ttl}, script.Unannounced},
+		{"reserved for the holder's own process", []string{"other"},
+			script.Next{Waiter: "proc", Reserve: "proc", Cohort: true}, script.Unannounced},
+		{"handed over: nothing to announce", []string{"other"},
+			script.Next{Waiter: "proc", Successor: "next", TTL: ttl, Cohort: true}, script.HandedOver},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			require.NoError(t, admin.FlushAll(ctx).Err())
+			require.NoError(t, admin.Set(ctx, n.Lock, "mine", ttl).Err())
+			for i, id := range tc.queue {
+				require.NoError(t, admin.ZAdd(ctx, n.Queue, redis.Z{Score: float64(i + 1), Member: id}).Err())
+			}
+			out, _, err := script.ReleaseNext(ctx, user, n, "mine", script.PublishPlain, tc.next)
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, out)
+			others := []string{}
+			for _, id := range tc.queue {
+				if id != "proc" {
+					others = append(others, id)
+				}
+			}
+			assert.Equal(t, others, admin.ZRange(ctx, n.Queue, 0, -1).Val(), "the other processes keep their places")
+			if tc.want == script.HandedOver {
+				assert.Equal(t, "next", admin.Get(ctx, n.Lock).Val())
+				return
+			}
+			assert.Zero(t, admin.Exists(ctx, n.Lock).Val(), "freed, not reserved")
+		})
+	}
+
+	t.Run("Release", func(t *testing.T) {
+		require.NoError(t, admin.Set(ctx, n.Lock, "mine", ttl).Err())
+		held, err := script.Release(ctx, user, n, "mine", script.PublishPlain)
+		require.NoError(t, err)
+		assert.True(t, held, "the release happened and is reported")
+		assert.Zero(t, admin.Exists(ctx, n.Lock).Val())
+	})
+
+	t.Run("semaphore", func(t *testing.T) {
+		k := script.SemaphoreKeysFor("pool")
+		require.NoError(t, admin.FlushAll(ctx).Err())
+		expiry := serverMicros(t, admin)/1000 + ttl.Milliseconds()
+		require.NoError(t, admin.ZAdd(ctx, k.Holders, redis.Z{Score: float64(expiry), Member: "mine"}).Err())
+		require.NoError(t, admin.ZAdd(ctx, k.Queue, redis.Z{Score: 1, Member: "other"}).Err())
+		res, err := script.SemaphoreRelease(ctx, user, k, script.SemaphoreGiveBack{Value: "mine", Limit: 1,
+			Window: time.Second, Publish: script.PublishPlain})
+		require.NoError(t, err)
+		assert.Equal(t, script.Released, res.Outcome)
+		assert.Empty(t, admin.ZRange(ctx, k.Holders, 0, -1).Val(), "the permit was given back")
+		assert.Empty(t, admin.ZRange(ctx, k.Reserved, 0, -1).Val(), "not reserved for a process that was not told")
+		assert.Equal(t, []string{"other"}, admin.ZRange(ctx, k.Queue, 0, -1).Val())
+	})
+}
+
+// TestClassifyNoPermission: the texts of redis-server 7.0.15's ACL refusals, outside a script and inside one.
+func TestClassifyNoPermission(t *testing.T) {
+	for _, msg := range []string{
+		"NOPERM this user has no permissions to run the 'time' command",
+		"NOPERM this user has no permissions to access one of the keys used as arguments",
+		"NOPERM this user has no permissions to access one of the channels used as arguments",
+		"ERR The user executing the script can't run this command or subcommand script: " +
+			"104ae65debf45156ded1e8e613705534c8e62c17, on @user_script:1.",
+		"ERR The user executing the script can't access at least one of the keys mentioned in the command " +
+			"arguments script: fe46a1564c08d36cdc4f5a0ee9d6bc48aad2873b, on @user_script:1.",
+		"ERR The user executing the script can't publish to the channel mentioned in the command script: " +
+			"8b4aa00323eeee47429830cc15ea3f9a0cec3483, on @user_script:1.",
+	} {
+		err := script.Classify(proto(msg))
+		assert.ErrorIs(t, err, keyward.ErrNoPermission, msg)
+		assert.True(t, script.IsReply(err), "the reply stays in the chain")
+		assert.Contains(t, err.Error(), msg)
+	}
+	assert.NotErrorIs(t, script.Classify(proto("ERR unknown command 'x'")), keyward.ErrNoPermission)
+}
+
+// proto is a Redis error reply as go-redis returns it.
+type proto string
+
+func (e proto) Error() string { return string(e) }
+func (proto) RedisError()     {}
+
+// TestRefusalsInsideScripts checks the texts TestClassifyNoPermission relies on against the real server: a command,
+// a key and a channel refused inside a script.
+func TestRefusalsInsideScripts(t *testing.T) {
+	srv := redistest.Start(t)
+	admin := srv.Client(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		rules  []string
+		script string
+		want   string
+	}{
+		{reportedUser, "return redis.call('TIME')", "ERR The user executing the script can't run this command or subcommand"},
+		{[]string{"~lock", "&*", "+@all"}, "return redis.call('GET', 'other')",
+			"ERR The user executing the script can't access at least one of the keys mentioned in the command arguments"},
+		{noPublish, "return redis.call('PUBLISH', 'ch', 'x')",
+			"ERR The user executing the script can't publish to the channel mentioned in the command"},
+	} {
+		user := aclClient(t, srv, admin, "app", tc.rules...)
+		err := script.Classify(user.Eval(ctx, tc.script, nil).Err())
+		require.ErrorIs(t, err, keyward.ErrNoPermission)
+		assert.Contains(t, err.Error(), tc.want)
+	}
+}
+
+// TestLeastPrivilegedUser: the categories DESIGN.md names are all the scripts need (the reported user plus TIME).
+func TestLeastPrivilegedUser(t *testing.T) {
+	srv := redistest.Start(t)
+	admin := srv.Client(t)
+	user := aclClient(t, srv, admin, "app", "~*", "&*", "+@read", "+@write", "+@scripting", "+@pubsub", "+time")
+	ctx := context.Background()
+	n := keys.For("job")
+	ttl := time.Minute
+
+	a, err := script.AcquireQueued(ctx, user, n, "a", ttl, "proc-a", ttl)
+	require.NoError(t, err)
+	require.True(t, a.OK)
+	b, err := script.AcquireQueued(ctx, user, n, "b", ttl, "proc-b", ttl)
+	require.NoError(t, err)
+	require.False(t, b.OK, "proc-b waits")
+	ok, err := script.Refresh(ctx, user, n, "a", ttl)
+	require.NoError(t, err)
+	require.True(t, ok)
+	_, ok, err = script.PTTL(ctx, user, n, "a")
+	require.NoError(t, err)
+	require.True(t, ok)
+	out, _, err := script.ReleaseNext(ctx, user, n, "a", script.PublishPlain,
+		script.Next{Waiter: "proc-a", Successor: "a2", TTL: ttl, QueueTTL: ttl})
+	require.NoError(t, err)
+	require.Equal(t, script.Requeued, out)
+	b, err = script.AcquireQueued(ctx, user, n, "b", ttl, "proc-b", ttl)
+	require.NoError(t, err)
+	require.True(t, b.OK, "proc-b claims its reservation")
+	out, _, err = script.ReleaseNext(ctx, user, n, "b", script.PublishPlain,
+		script.Next{Waiter: "proc-b", Successor: "b2", TTL: ttl, Cohort: true})
+	require.NoError(t, err)
+	require.Equal(t, script.HandedOver, out)
+	_, err = script.Raise(ctx, user, n, time.Now().Add(time.Hour).UnixMicro(), ttl)
+	require.NoError(t, err)
+	ok, err = script.Release(ctx, user, n, "b2", script.PublishPlain)
+	require.NoError(t, err)
+	require.True(t, ok)
+
+	k := script.SemaphoreKeysFor("pool")
+	try := script.SemaphoreTry{TTL: ttl, Limit: 1, QueueTTL: ttl, Fencing: true, Publish: script.PublishPlain}
+	try.Value, try.Waiter = "p", "proc-p"
+	st, err := script.SemaphoreAcquire(ctx, user, k, try)
+	require.NoError(t, err)
+	require.True(t, st.OK)
+	try.Value, try.Waiter = "q", "proc-q"
+	st, err = script.SemaphoreAcquire(ctx, user, k, try)
+	require.NoError(t, err)
+	require.False(t, st.OK, "proc-q waits")
+	ok, err = script.SemaphoreRefresh(ctx, user, k, "p", ttl/2, 1, script.PublishPlain)
+	require.NoError(t, err)
+	require.True(t, ok)
+	res, err := script.SemaphoreRelease(ctx, user, k, script.SemaphoreGiveBack{Value: "p", Limit: 1,
+		Window: time.Second, Publish: script.PublishPlain})
+	require.NoError(t, err)
+	require.Equal(t, script.Released, res.Outcome)
+	st, err = script.SemaphoreAcquire(ctx, user, k, try)
+	require.NoError(t, err)
+	require.True(t, st.OK, "proc-q claims its reservation")
+	res, err = script.SemaphoreRelease(ctx, user, k, script.SemaphoreGiveBack{Value: "q", Limit: 1,
+		Window: time.Second, Successor: "q2", TTL: ttl, Fencing: true, Publish: script.PublishPlain})
+	require.NoError(t, err)
+	require.Equal(t, script.HandedOver, res.Outcome)
+}

@@ -1,0 +1,112 @@
+package redlock_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/keyward/keyward/internal/redistest"
+	"github.com/keyward/keyward/redlock"
+)
+
+// stallTries is a go-redis hook that, once on, holds every acquire until its ctx ends and then fails it unsent:
+// a process that cannot claim what is reserved for it before it gives up.
+type stallTries struct{ on atomic.Bool }
+
+func (h *stallTries) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *stallTries) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		// EVALSHA sha 3 lock fence queue value ttl fence-ttl waiter queue-ttl floor: an acquire.
+		if args := cmd.Args(); h.on.Load() && len(args) > 9 && args[2] == 3 {
+			<-ctx.Done()
+			cmd.SetErr(ctx.Err())
+			return ctx.Err()
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *stallTries) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// queuedTries is a go-redis hook that closes its channel after the n-th acquire that joined a node's queue.
+func queuedTries(n int64) (*redistest.AfterReply, chan struct{}) {
+	ch := make(chan struct{})
+	return &redistest.AfterReply{N: n, Fn: func() { close(ch) }, Match: func(r []any) bool {
+		return len(r) == 2 && r[0] == int64(0)
+	}}, ch
+}
+
+// A waiting process whose last waiter gives up after a release reserved the lock for it on the nodes gives the
+// reservations back: the next process in line gets the lock at once, not when the claim window (a minute here)
+// runs out.
+func TestGivingUpPassesReservationsOn(t *testing.T) {
+	inBubble(t, 3, func(t *testing.T, bb *bubble) {
+		// client returns a redlock Client of its own (a process), with hooks on its clients of every node, and on
+		// that of node 0.
+		client := func(every redis.Hook, node0 redis.Hook) *redlock.Client {
+			var nodes []redis.UniversalClient
+			for i, m := range bb.ms {
+				rdb := redistest.SynctestClient(m)
+				if every != nil {
+					rdb.AddHook(every)
+				}
+				if i == 0 && node0 != nil {
+					rdb.AddHook(node0)
+				}
+				t.Cleanup(func() { _ = rdb.Close() })
+				nodes = append(nodes, rdb)
+			}
+			c, err := redlock.New(nodes, redlock.WithClaimWindow(time.Minute), redlock.WithNodeTimeout(50*time.Millisecond))
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = c.Close() })
+			return c
+		}
+		stall := &stallTries{}
+		bHook, bQueued := queuedTries(2) // the second try is the first that joins the queues
+		cHook, cQueued := queuedTries(2)
+		a, b, c := client(nil, nil), client(stall, bHook), client(nil, cHook)
+		ctx := context.Background()
+		held, err := a.TryObtain(ctx, "job", time.Hour)
+		require.NoError(t, err)
+
+		bctx, giveUp := context.WithCancel(ctx)
+		bDone := make(chan error, 1)
+		go func() {
+			_, err := b.Obtain(bctx, "job", time.Hour)
+			bDone <- err
+		}()
+		<-bQueued
+		synctest.Wait()
+		// The queues are scored by the servers' clocks, the bubble's here: c comes a millisecond later, not at
+		// the same time (ties go by process id).
+		time.Sleep(time.Millisecond)
+		cDone := make(chan error, 1)
+		var cGot time.Time
+		go func() {
+			l, err := c.Obtain(ctx, "job", time.Hour)
+			cGot = time.Now()
+			if err == nil {
+				err = l.Release(ctx)
+			}
+			cDone <- err
+		}()
+		<-cQueued
+		synctest.Wait()
+
+		stall.on.Store(true) // b cannot claim what is reserved for it
+		released := time.Now()
+		require.NoError(t, held.Release(ctx))
+		synctest.Wait()
+		giveUp()
+		require.ErrorIs(t, <-bDone, context.Canceled)
+		require.NoError(t, <-cDone)
+		assert.Less(t, cGot.Sub(released), time.Second, "c did not wait out b's claim window")
+	})
+}
