@@ -74,9 +74,13 @@ func TestChaos(t *testing.T) {
 			phases = append(phases, p)
 		}
 	}
-	rig.Prepare(t, phases) // the Sentinel group and the Cluster, shared by their phases
 	var results []chaos.Result
-	for _, p := range phases {
+	for i, p := range phases {
+		if p.Deploy != chaos.SingleNode && (i == 0 || phases[i-1].Deploy == chaos.SingleNode) {
+			// The Sentinel group and the Cluster, shared by their phases (which come last): started only now, so
+			// that they do not run beside the other phases.
+			rig.Prepare(t, phases[i:])
+		}
 		t.Run(p.Name, func(t *testing.T) {
 			res := rig.Run(t, p)
 			results = append(results, res)
