@@ -28,6 +28,7 @@ const (
 	RedisCluster
 )
 
+// String names the deployment as the verdict tables do.
 func (d Deployment) String() string {
 	switch d {
 	case SingleNode:

@@ -49,8 +49,9 @@ func FullSettings() Settings {
 	return s
 }
 
-// A Rig owns the servers of a schedule: the storage server, and the lock server reached through an in-process
-// toxiproxy. Everything is stopped in t.Cleanup.
+// A Rig owns the servers of a schedule: the storage server, the lock server reached through an in-process
+// toxiproxy, the Redlock nodes, and (after Prepare) a Sentinel group and a Cluster. Everything is stopped in
+// t.Cleanup.
 type Rig struct {
 	set Settings
 	bin string // the test binary, re-executed as the workers
