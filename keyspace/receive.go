@@ -22,6 +22,10 @@ const maxBackoff = time.Second
 func (c *conn) receive(ps *redis.PubSub) {
 	defer c.w.wg.Done()
 	pinged := false
+	// worked says the connection received something: it was subscribed and working, so losing it (a killed
+	// client, a failover) is no reason to wait before the next one; only connections that fail before any
+	// answer are rebuilt with a growing backoff.
+	worked := false
 	backoff := time.Duration(0)
 	for {
 		c.reading.Store(time.Now().UnixNano())
@@ -33,6 +37,7 @@ func (c *conn) receive(ps *redis.PubSub) {
 		switch {
 		case err == nil:
 			pinged = false
+			worked = true
 			if c.handle(ps, msg) {
 				continue
 			}
@@ -51,11 +56,15 @@ func (c *conn) receive(ps *redis.PubSub) {
 		}
 		// The connection failed, or the server did not answer the ping, or it said something that matches no
 		// command sent: start over on a new connection and tell every waiter that messages may have been lost.
-		backoff = c.backoff(backoff)
+		if worked {
+			backoff = 0
+		} else {
+			backoff = c.backoff(backoff)
+		}
 		if ps = c.reconnect(ps, backoff); ps == nil {
 			return
 		}
-		pinged = false
+		pinged, worked = false, false
 	}
 }
 
@@ -76,9 +85,9 @@ func isNoPerm(err error) bool {
 	return errors.As(err, &reply) && strings.HasPrefix(reply.Error(), "NOPERM")
 }
 
-// backoff returns how long to wait before the next connection: nothing after a connection that lived a while,
-// else twice the last wait, from 10 ms up to maxBackoff, so that a connection that keeps failing at once is not
-// rebuilt in a hot loop.
+// backoff returns how long to wait before the next connection, after one that received nothing: nothing after a
+// connection that lived a while, else twice the last wait, from 10 ms up to maxBackoff, so that a connection that
+// keeps failing at once is not rebuilt in a hot loop.
 func (c *conn) backoff(last time.Duration) time.Duration {
 	c.w.mu.Lock()
 	age := time.Since(c.born)
