@@ -1,0 +1,170 @@
+package lock_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/acl"
+	"github.com/keyward/keyward/internal/redistest"
+	"github.com/keyward/keyward/lock"
+)
+
+// aclStep is one call of a feature's main paths, made as the ACL user. atomic: a single call whose refusal must
+// leave the keys as they were.
+type aclStep struct {
+	name   string
+	atomic bool
+	run    func(ctx context.Context) error
+}
+
+// lockSteps returns the lock's main paths for two processes of the user on srv (each a lock.Client with default
+// go-redis options and the documented prefix).
+func lockSteps(t *testing.T, srv *redistest.Server, rule string) []aclStep {
+	newLocks := func(hooks ...redis.Hook) *lock.Client {
+		rdb := srv.User(t, acl.User, acl.Password, acl.Args(rule))
+		for _, h := range hooks {
+			rdb.AddHook(h)
+		}
+		c, err := lock.New(rdb, lock.WithPrefix(acl.Prefix))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	hookB, subscribedB := waiting(2)
+	a, b := newLocks(), newLocks(hookB)
+	hookC, subscribedC := waiting(2)
+	c := newLocks(hookC)
+	var held *lock.Lock
+	return []aclStep{
+		{"try obtain", true, func(ctx context.Context) (err error) {
+			held, err = a.TryObtain(ctx, "job", time.Minute)
+			return err
+		}},
+		{"refresh", true, func(ctx context.Context) error { return held.Refresh(ctx, time.Minute) }},
+		{"ttl", true, func(ctx context.Context) error { _, err := held.TTL(ctx); return err }},
+		{"guard", true, func(ctx context.Context) error {
+			return held.Guard(ctx, func(p redis.Pipeliner) error { return p.Set(ctx, acl.Prefix+"data", "1", 0).Err() })
+		}},
+		{"release", true, func(ctx context.Context) error { return held.Release(ctx) }},
+		{"wait for another process's release", false, func(ctx context.Context) error {
+			// The holder's ttl is a minute: only the release message wakes the waiter within the step's time.
+			l, err := a.TryObtain(ctx, "handed", time.Minute)
+			if err != nil {
+				return err
+			}
+			done := make(chan error, 1)
+			go func() {
+				got, err := b.Obtain(ctx, "handed", time.Minute)
+				if err == nil {
+					err = got.Release(ctx)
+				}
+				done <- err
+			}()
+			select {
+			case <-subscribedB:
+			case err := <-done:
+				return errors.Join(err, l.Release(ctx))
+			}
+			return errors.Join(l.Release(ctx), <-done)
+		}},
+		{"give up waiting", false, func(ctx context.Context) error {
+			l, err := a.TryObtain(ctx, "busy", time.Minute)
+			if err != nil {
+				return err
+			}
+			wctx, cancel := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() {
+				_, err := c.Obtain(wctx, "busy", time.Minute)
+				done <- err
+			}()
+			select {
+			case <-subscribedC:
+				cancel()
+				err = <-done
+				if errors.Is(err, context.Canceled) {
+					err = nil
+				}
+			case err = <-done:
+			}
+			cancel()
+			return errors.Join(err, l.Release(ctx))
+		}},
+	}
+}
+
+// runACLSteps runs steps in order until one fails, and returns its name and error. It checks what a refused step
+// leaves: an atomic step nothing at all, any step no place in a Redis queue (unless inLine: a user refused ZREM
+// cannot leave a queue it joined; its place expires with the queue).
+func runACLSteps(t *testing.T, srv *redistest.Server, steps []aclStep, inLine bool) (string, error) {
+	t.Helper()
+	for _, s := range steps {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		before := srv.Snapshot(t)
+		err := s.run(ctx)
+		cancel()
+		if err == nil {
+			continue
+		}
+		if s.atomic && errors.Is(err, keyward.ErrNoPermission) {
+			assert.Equal(t, before, srv.Snapshot(t), "%s: refused, it left the keys as they were", s.name)
+		}
+		if inLine {
+			return s.name, err
+		}
+		queues, qerr := srv.Client(t).Keys(context.Background(), "*:queue").Result()
+		require.NoError(t, qerr)
+		for _, q := range queues {
+			assert.Zero(t, srv.Client(t).ZCard(context.Background(), q).Val(), "%s: nobody is left in line in %s", s.name, q)
+		}
+		return s.name, err
+	}
+	return "", nil
+}
+
+// The documented rule is enough for every main path of the lock, with go-redis's default options.
+func TestLeastPrivilegeLock(t *testing.T) {
+	srv := redistest.Start(t)
+	step, err := runACLSteps(t, srv, lockSteps(t, srv, acl.Lock), false)
+	require.NoError(t, err, "step %q", step)
+}
+
+// unobservable are the permissions of the rules whose refusal the main paths do not report, each with why it is
+// in the rule all the same.
+var unobservable = map[string]string{
+	"+ping":        "the watcher's health check of a silent pub/sub connection (after 3 s of silence)",
+	"+unsubscribe": "the watcher's release of a channel nobody watches any more",
+	"+unwatch":     "go-redis ends a Guard that returns before EXEC with UNWATCH, and ignores its error",
+	"+zpopmin":     "a waiter that gives up passes on a reservation made for its process (its error is ignored)",
+}
+
+// Each command of the rule is needed: a user without it is refused on some main path with an error matching
+// ErrNoPermission, and the refused call leaves nothing behind.
+func TestLeastPrivilegeLockEachPermissionIsNeeded(t *testing.T) {
+	srv := redistest.Start(t)
+	for _, perm := range acl.Commands(acl.Lock) {
+		if _, ok := unobservable[perm]; ok {
+			continue
+		}
+		t.Run(perm, func(t *testing.T) {
+			require.NoError(t, srv.Client(t).FlushAll(context.Background()).Err())
+			step, err := runACLSteps(t, srv, lockSteps(t, srv, acl.Without(acl.Lock, perm)), perm == "+zrem")
+			require.Error(t, err, "all steps passed without %s", perm)
+			if perm == "+publish" {
+				// A release that may not be announced still releases (and says so to the Client's hook): the
+				// waiting process is not told, and waits for the holder's expiry, past the step's time.
+				assert.ErrorIs(t, err, context.DeadlineExceeded, "step %q", step)
+				assert.Equal(t, "wait for another process's release", step)
+				return
+			}
+			assert.ErrorIs(t, err, keyward.ErrNoPermission, "step %q", step)
+		})
+	}
+}
