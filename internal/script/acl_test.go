@@ -60,6 +60,7 @@ var (
 	noDel      = []string{"~*", "&*", "+@all", "-del"}
 	noSet      = []string{"~*", "&*", "+@all", "-set"}
 	noZPopMin  = []string{"~*", "&*", "+@all", "-zpopmin"}
+	noZRange   = []string{"~*", "&*", "+@all", "-zrange"}
 )
 
 // TestRefusedCallsLeaveNothingBehind runs each script as a user that the server refuses one of the script's calls
@@ -147,6 +148,11 @@ func TestRefusedCallsLeaveNothingBehind(t *testing.T) {
 			_, err := script.SemaphoreAcquire(ctx, c, k, semTry)
 			return err
 		}},
+		{"a user without ZRANGE joins the semaphore's line", noZRange, []func(){holding("a"), holding("b")},
+			func(c *redis.Client) error {
+				_, err := script.SemaphoreAcquire(ctx, c, k, semTry)
+				return err
+			}},
 		{"a user without PEXPIREAT takes a permit", noPExpireAt, nil, func(c *redis.Client) error {
 			_, err := script.SemaphoreAcquire(ctx, c, k, semTry)
 			return err
