@@ -16,17 +16,9 @@ import (
 	"github.com/keyward/keyward/lock"
 )
 
-// aclStep is one call of a feature's main paths, made as the ACL user. atomic: a single call whose refusal must
-// leave the keys as they were.
-type aclStep struct {
-	name   string
-	atomic bool
-	run    func(ctx context.Context) error
-}
-
 // lockSteps returns the lock's main paths for two processes of the user on srv (each a lock.Client with default
 // go-redis options and the documented prefix).
-func lockSteps(t *testing.T, srv *redistest.Server, rule string) []aclStep {
+func lockSteps(t *testing.T, srv *redistest.Server, rule string) []redistest.Step {
 	newLocks := func(hooks ...redis.Hook) *lock.Client {
 		rdb := srv.User(t, acl.User, acl.Password, acl.Args(rule))
 		for _, h := range hooks {
@@ -42,18 +34,18 @@ func lockSteps(t *testing.T, srv *redistest.Server, rule string) []aclStep {
 	hookC, subscribedC := waiting(2)
 	c := newLocks(hookC)
 	var held *lock.Lock
-	return []aclStep{
-		{"try obtain", true, func(ctx context.Context) (err error) {
+	return []redistest.Step{
+		redistest.Call("try obtain", func(ctx context.Context) (err error) {
 			held, err = a.TryObtain(ctx, "job", time.Minute)
 			return err
-		}},
-		{"refresh", true, func(ctx context.Context) error { return held.Refresh(ctx, time.Minute) }},
-		{"ttl", true, func(ctx context.Context) error { _, err := held.TTL(ctx); return err }},
-		{"guard", true, func(ctx context.Context) error {
+		}),
+		redistest.Call("refresh", func(ctx context.Context) error { return held.Refresh(ctx, time.Minute) }),
+		redistest.Call("ttl", func(ctx context.Context) error { _, err := held.TTL(ctx); return err }),
+		redistest.Call("guard", func(ctx context.Context) error {
 			return held.Guard(ctx, func(p redis.Pipeliner) error { return p.Set(ctx, acl.Prefix+"data", "1", 0).Err() })
-		}},
-		{"release", true, func(ctx context.Context) error { return held.Release(ctx) }},
-		{"wait for another process's release", false, func(ctx context.Context) error {
+		}),
+		redistest.Call("release", func(ctx context.Context) error { return held.Release(ctx) }),
+		redistest.Scene("wait for another process's release", func(ctx context.Context) error {
 			// The holder's ttl is a minute: only the release message wakes the waiter within the step's time.
 			l, err := a.TryObtain(ctx, "handed", time.Minute)
 			if err != nil {
@@ -73,8 +65,8 @@ func lockSteps(t *testing.T, srv *redistest.Server, rule string) []aclStep {
 				return errors.Join(err, l.Release(ctx))
 			}
 			return errors.Join(l.Release(ctx), <-done)
-		}},
-		{"give up waiting", false, func(ctx context.Context) error {
+		}),
+		redistest.Scene("give up waiting", func(ctx context.Context) error {
 			l, err := a.TryObtain(ctx, "busy", time.Minute)
 			if err != nil {
 				return err
@@ -96,43 +88,14 @@ func lockSteps(t *testing.T, srv *redistest.Server, rule string) []aclStep {
 			}
 			cancel()
 			return errors.Join(err, l.Release(ctx))
-		}},
+		}),
 	}
-}
-
-// runACLSteps runs steps in order until one fails, and returns its name and error. It checks what a refused step
-// leaves: an atomic step nothing at all, any step no place in a Redis queue (unless inLine: a user refused ZREM
-// cannot leave a queue it joined; its place expires with the queue).
-func runACLSteps(t *testing.T, srv *redistest.Server, steps []aclStep, inLine bool) (string, error) {
-	t.Helper()
-	for _, s := range steps {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		before := srv.Snapshot(t)
-		err := s.run(ctx)
-		cancel()
-		if err == nil {
-			continue
-		}
-		if s.atomic && errors.Is(err, keyward.ErrNoPermission) {
-			assert.Equal(t, before, srv.Snapshot(t), "%s: refused, it left the keys as they were", s.name)
-		}
-		if inLine {
-			return s.name, err
-		}
-		queues, qerr := srv.Client(t).Keys(context.Background(), "*:queue").Result()
-		require.NoError(t, qerr)
-		for _, q := range queues {
-			assert.Zero(t, srv.Client(t).ZCard(context.Background(), q).Val(), "%s: nobody is left in line in %s", s.name, q)
-		}
-		return s.name, err
-	}
-	return "", nil
 }
 
 // The documented rule is enough for every main path of the lock, with go-redis's default options.
 func TestLeastPrivilegeLock(t *testing.T) {
 	srv := redistest.Start(t)
-	step, err := runACLSteps(t, srv, lockSteps(t, srv, acl.Lock), false)
+	step, err := redistest.RunSteps(t, srv, 3*time.Second, lockSteps(t, srv, acl.Lock), false)
 	require.NoError(t, err, "step %q", step)
 }
 
@@ -155,7 +118,7 @@ func TestLeastPrivilegeLockEachPermissionIsNeeded(t *testing.T) {
 		}
 		t.Run(perm, func(t *testing.T) {
 			require.NoError(t, srv.Client(t).FlushAll(context.Background()).Err())
-			step, err := runACLSteps(t, srv, lockSteps(t, srv, acl.Without(acl.Lock, perm)), perm == "+zrem")
+			step, err := redistest.RunSteps(t, srv, 3*time.Second, lockSteps(t, srv, acl.Without(acl.Lock, perm)), perm == "+zrem")
 			require.Error(t, err, "all steps passed without %s", perm)
 			if perm == "+publish" {
 				// A release that may not be announced still releases (and says so to the Client's hook): the

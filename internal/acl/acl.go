@@ -36,10 +36,14 @@ const Redlock = "reset on >secret ~app:* ~{app:* &{app:*:released &keyward:probe
 	"+publish +subscribe +unsubscribe +ping"
 
 // Semaphore is the rule for semaphore.Semaphore: TryAcquire, Acquire (waiting in line, hand-over), Release,
-// Refresh, and its watcher.
+// Refresh, and its watcher. With WithFencing, add SemaphoreFencing.
 const Semaphore = "reset on >secret ~app:* ~{app:* &{app:*:released &keyward:probe:* " +
-	"+evalsha +eval +get +set +pexpire +pexpireat +pttl +time +zadd +zrem +zscore +zcard +zrange " +
+	"+evalsha +eval +pexpire +pexpireat +pttl +time +zadd +zrem +zscore +zcard +zrange " +
 	"+zremrangebyscore +publish +subscribe +unsubscribe +ping"
+
+// SemaphoreFencing is what a semaphore with WithFencing needs besides Semaphore: the fencing counter
+// "{P<name>}:fence" is read and set by the scripts.
+const SemaphoreFencing = "+get +set"
 
 // Election is the rule for election.Election on a lock.Client: the lock's scripts (campaigning is obtaining
 // the lock), the record "{P<name>}:leader" (written and deleted by scripts, read with MULTI/GET/PTTL/EXEC),
