@@ -51,9 +51,11 @@ func lockSteps(t *testing.T, srv *redistest.Server, rule string) []redistest.Ste
 			if err != nil {
 				return err
 			}
+			bctx, cancelB := context.WithCancel(ctx)
+			defer cancelB()
 			done := make(chan error, 1)
 			go func() {
-				got, err := b.Obtain(ctx, "handed", time.Minute)
+				got, err := b.Obtain(bctx, "handed", time.Minute)
 				if err == nil {
 					err = got.Release(ctx)
 				}
@@ -64,7 +66,11 @@ func lockSteps(t *testing.T, srv *redistest.Server, rule string) []redistest.Ste
 			case err := <-done:
 				return errors.Join(err, l.Release(ctx))
 			}
-			return errors.Join(l.Release(ctx), <-done)
+			if err := l.Release(ctx); err != nil {
+				cancelB() // the waiter would wait for a ttl of a minute
+				return errors.Join(err, <-done)
+			}
+			return <-done
 		}),
 		redistest.Scene("give up waiting", func(ctx context.Context) error {
 			l, err := a.TryObtain(ctx, "busy", time.Minute)

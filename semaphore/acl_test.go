@@ -46,9 +46,11 @@ func semaphoreSteps(t *testing.T, srv *redistest.Server, rule string, opts ...se
 			if err != nil {
 				return err
 			}
+			bctx, cancelB := context.WithCancel(ctx)
+			defer cancelB()
 			done := make(chan error, 1)
 			go func() {
-				got, err := b.Acquire(ctx, time.Minute)
+				got, err := b.Acquire(bctx, time.Minute)
 				if err == nil {
 					err = got.Release(ctx)
 				}
@@ -59,7 +61,11 @@ func semaphoreSteps(t *testing.T, srv *redistest.Server, rule string, opts ...se
 			case err := <-done:
 				return errors.Join(err, p.Release(ctx))
 			}
-			return errors.Join(p.Release(ctx), <-done)
+			if err := p.Release(ctx); err != nil {
+				cancelB() // the waiter would wait for a ttl of a minute
+				return errors.Join(err, <-done)
+			}
+			return <-done
 		}),
 		redistest.Scene("give up waiting", func(ctx context.Context) error {
 			p, err := a.TryAcquire(ctx, time.Minute)
