@@ -13,6 +13,7 @@ import (
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/acl"
 	"github.com/keyward/keyward/internal/redistest"
+	"github.com/keyward/keyward/keyspace"
 	"github.com/keyward/keyward/lock"
 )
 
@@ -135,5 +136,37 @@ func TestLeastPrivilegeLockEachPermissionIsNeeded(t *testing.T) {
 			}
 			assert.ErrorIs(t, err, keyward.ErrNoPermission, "step %q", step)
 		})
+	}
+}
+
+// With the documented addition for keyspace notifications, the watcher of the lock's user learns that the server
+// sends them and hears a lock key deleted by another tool; without it, it watches without them.
+func TestLeastPrivilegeKeyspaceNotifications(t *testing.T) {
+	srv := redistest.Start(t, redistest.WithNotify("Kgx"))
+	ctx := withTimeout(t, 10*time.Second)
+	for _, tc := range []struct {
+		rule   string
+		events bool
+	}{
+		{acl.Lock + " " + acl.KeyspaceNotifications, true},
+		{acl.Lock, false},
+	} {
+		rdb := srv.User(t, acl.User, acl.Password, acl.Args(tc.rule))
+		w := keyspace.New(rdb)
+		wt, err := w.Watch(ctx, acl.Prefix+"job")
+		require.NoError(t, err)
+		assert.Equal(t, tc.events, w.KeyEvents())
+		if tc.events {
+			require.NoError(t, srv.Client(t).Set(ctx, acl.Prefix+"job", "x", 0).Err())
+			require.NoError(t, srv.Client(t).Del(ctx, acl.Prefix+"job").Err())
+			select {
+			case <-wt.Ready():
+				assert.Equal(t, keyspace.Deleted, wt.Events()[0].Kind)
+			case <-ctx.Done():
+				t.Fatal("the deletion was not heard")
+			}
+		}
+		wt.Close()
+		require.NoError(t, w.Close())
 	}
 }
