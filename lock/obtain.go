@@ -571,7 +571,7 @@ func (c *Client) release(ctx context.Context, l *Lock) (bool, error) {
 	cohort := q != nil && q.cohort < c.opts.Cohort
 	// Only a waiter whose subscription was confirmed before the script runs will hear of the lock's next
 	// release; without one, the contender subscribes and tries after all.
-	subscribed := q != nil && q.watch != nil
+	subscribed := q != nil && q.watch != nil && q.watch.Err() == nil // an ended watch hears nothing
 	c.mu.Unlock()
 
 	n := script.Next{Window: c.opts.ClaimWindow, Waiter: c.id}
