@@ -26,8 +26,9 @@ var (
 	// ErrReadOnly means the server is a read-only replica (Redis READONLY): locks must be taken on a primary.
 	ErrReadOnly = errors.New("keyward: server is read-only")
 
-	// ErrNoPermission means the connection's ACL user may not run a command or touch a key the lock needs
-	// (Redis NOPERM): grant it EVAL/EVALSHA, PUBLISH and the lock's keys.
+	// ErrNoPermission means the connection's ACL user may not run a command, touch a key or use a channel that
+	// the operation needs (Redis NOPERM, or the refusal of a command inside a script). The README's
+	// "Permissions" section gives the rule each feature needs. A refused script writes nothing.
 	ErrNoPermission = errors.New("keyward: no permission")
 
 	// ErrOutOfMemory means the server refused a write because it reached maxmemory (Redis OOM).

@@ -19,6 +19,9 @@ package bound
 
 import (
 	"context"
+	"errors"
+	"io"
+	"net"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -89,11 +92,29 @@ func (c *Client) Scripter() redis.Scripter { return scripter{c} }
 type scripter struct{ c *Client }
 
 func (s scripter) cmd(ctx context.Context, call func(rdb redis.UniversalClient) *redis.Cmd, args ...any) *redis.Cmd {
-	return Do(s.c, ctx, call, func(err error) *redis.Cmd {
+	cmd := Do(s.c, ctx, call, func(err error) *redis.Cmd {
 		cmd := redis.NewCmd(ctx, args...)
 		cmd.SetErr(err)
 		return cmd
 	})
+	reloadAfter(s.c.rdb, cmd.Err())
+	return cmd
+}
+
+// reloadAfter asks a Cluster client to reload its slot map after err, a failure to reach a node. go-redis reloads
+// it by itself only on a MOVED, ASK or READONLY answer (or every ClusterStateReloadInterval), which a master that
+// died never sends: after a forced failover, every script for its slots would go on failing against the dead
+// address, and a holder's refreshes with them, until the periodic reload. The reload runs in the background, at
+// most once at a time, and the next try (a refresh's retry, a waiter's next try) goes to the new master.
+func reloadAfter(rdb redis.UniversalClient, err error) {
+	cc, ok := rdb.(*redis.ClusterClient)
+	if !ok || err == nil {
+		return
+	}
+	var ne net.Error
+	if errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		cc.ReloadState(context.Background())
+	}
 }
 
 func evalArgs(name, script string, keys []string) []any {

@@ -34,16 +34,12 @@ if waiting == 0 and successor == '' then
   return {1, 0}
 end
 
--- Where the holder's process and the first other process stand in line. An empty queue is not read further:
--- ZRANGE costs a script three times ZCARD.
-local queued, head = false, nil
-if waiting > 0 then
-  queued = own ~= '' and redis.call('ZSCORE', KEYS[3], own)
-  local line = redis.call('ZRANGE', KEYS[3], 0, 1)
-  head = line[1]
-  if queued and head == own then
-    head = line[2]
-  end
+-- Where the holder's process stands in line, and how many other processes wait.
+local queued = waiting > 0 and own ~= '' and redis.call('ZSCORE', KEYS[3], own)
+local others = waiting
+if queued then
+  others = others - 1
+  allow('ZREM', KEYS[3], own)
 end
 
 -- leave takes the holder's process out of the queue: it either keeps the lock (successor) or yields its turn.
@@ -52,11 +48,8 @@ local function leave()
     redis.call('ZREM', KEYS[3], own)
   end
 end
-if queued then
-  allow('ZREM', KEYS[3], own)
-end
 
-if successor ~= '' and (cohort or not head) then
+if successor ~= '' and (cohort or others == 0) then
   local fence, set_fence = next_fence(KEYS[4], redis.call('TIME'), ARGV[6])
   if not fence then
     return set_fence
@@ -67,11 +60,10 @@ if successor ~= '' and (cohort or not head) then
   return {2, fence}
 end
 
--- reserve reserves the lock for the waiting process id for the claim window and tells it; when it may not be
--- told, the lock is freed instead. It returns whether it was reserved.
-local function reserve(id)
-  allow('DEL', KEYS[1])
-  redis.call('SET', KEYS[1], 'reserved:' .. id, 'PX', window)
+-- tell announces that the lock is reserved for the waiting process id. When the user may not publish, the lock is
+-- freed instead (a reservation nobody hears of would hold it for a claim window), and the holder's process leaves
+-- the line. It reports whether it told.
+local function tell(id)
   if announce(publish, KEYS[2], 'r ' .. id .. ' ' .. window) then
     return true
   end
@@ -79,32 +71,39 @@ local function reserve(id)
   leave()
   return false
 end
+allow('DEL', KEYS[1])
 
-if ARGV[10] ~= '' and cohort and head then
-  if not reserve(ARGV[10]) then
+if ARGV[10] ~= '' and cohort and others > 0 then
+  redis.call('SET', KEYS[1], 'reserved:' .. ARGV[10], 'PX', window)
+  if not tell(ARGV[10]) then
     return {5, 0}
   end
   leave()
   return {4, 0}
 end
 
-if head then
+if others > 0 then
   -- The next process in line gets the lock reserved for a short claim window and is the only one woken to take
-  -- it; one that died costs no more than the window, since it leaves the queue now.
+  -- it; one that died costs no more than the window, since it leaves the queue now. ZPOPMIN, the first write, is
+  -- how it is read: ZRANGE costs a script three times as much.
   local requeue = successor ~= '' and own ~= ''
   local t
   if requeue then
     t = redis.call('TIME')
-    allow('ZADD', KEYS[3], '0', own)
     allow('PEXPIRE', KEYS[3], ARGV[9])
   end
-  if not queued then
-    allow('ZREM', KEYS[3], head)
+  allow('SET', KEYS[1], 'reserved:', 'PX', window)
+  allow('ZADD', KEYS[3], 0, own)
+  local head = redis.call('ZPOPMIN', KEYS[3])
+  if head[1] == own then
+    queued = false -- it has left the line already
+    head = redis.call('ZPOPMIN', KEYS[3])
   end
-  if not reserve(head) then
+  redis.call('SET', KEYS[1], 'reserved:' .. head[1], 'PX', window)
+  if not tell(head[1]) then
+    redis.call('ZADD', KEYS[3], head[2], head[1]) -- back in its place
     return {5, 0}
   end
-  redis.call('ZREM', KEYS[3], head)
   if requeue then
     -- The holder's process yields its turn with a waiter of its own: it takes its place at the end of the line
     -- here, which spares that waiter a try that could only fail.
