@@ -26,13 +26,13 @@ const Prefix = "app:"
 // writes), and the keyspace.Watcher its waiters use (SUBSCRIBE, UNSUBSCRIBE, PING; PUBLISH on keyward:probe:*
 // for the probe).
 const Lock = "reset on >secret ~app:* ~{app:* &{app:*:released &keyward:probe:* " +
-	"+evalsha +eval +get +set +del +pexpire +pttl +time +zadd +zrem +zscore +zcard +zrange +zpopmin " +
+	"+evalsha +eval +get +set +del +pexpire +pttl +time +zadd +zrem +zscore +zcard +zpopmin " +
 	"+publish +subscribe +unsubscribe +ping +watch +multi +exec +unwatch"
 
 // Redlock is the rule for redlock.Client, on each of its servers: the lock's scripts (and the fence raise),
 // and the watcher's commands; it has no Guard.
 const Redlock = "reset on >secret ~app:* ~{app:* &{app:*:released &keyward:probe:* " +
-	"+evalsha +eval +get +set +del +pexpire +pttl +time +zadd +zrem +zscore +zcard +zrange +zpopmin " +
+	"+evalsha +eval +get +set +del +pexpire +pttl +time +zadd +zrem +zscore +zcard +zpopmin " +
 	"+publish +subscribe +unsubscribe +ping"
 
 // Semaphore is the rule for semaphore.Semaphore: TryAcquire, Acquire (waiting in line, hand-over), Release,
@@ -49,7 +49,7 @@ const SemaphoreFencing = "+get +set"
 // the lock), the record "{P<name>}:leader" (written and deleted by scripts, read with MULTI/GET/PTTL/EXEC),
 // and the watcher its observers use.
 const Election = "reset on >secret ~app:* ~{app:* &{app:*:released &keyward:probe:* " +
-	"+evalsha +eval +get +set +del +pexpire +pttl +time +zadd +zrem +zscore +zcard +zrange +zpopmin " +
+	"+evalsha +eval +get +set +del +pexpire +pttl +time +zadd +zrem +zscore +zcard +zpopmin " +
 	"+publish +subscribe +unsubscribe +ping +multi +exec"
 
 // KeyspaceNotifications is what to add to a rule so that waiters also wake on keyspace notifications (a key
