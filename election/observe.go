@@ -11,7 +11,8 @@ import (
 // Observe returns a channel that receives who leads the election: first the leader at the time of the call (a
 // Leader with an empty Identity when nobody leads), then every change, in order — each new term, and each
 // vacancy (the leader resigned, or its lease ran out without renewal). The channel is closed when ctx ends (or
-// the Watcher given with WithWatcher is closed). It returns once the subscription is confirmed by the server, and
+// the Watcher given with WithWatcher is closed, or the server refuses the subscription after the user's permission
+// for the election's channel was taken away: an observer that hears nothing must not pretend to watch). It returns once the subscription is confirmed by the server, and
 // an ErrInvalid error when the Election has no Redis (WithRedis).
 //
 // Observing costs no polling. Changes arrive as messages on the election's channel; the record is read again
@@ -88,7 +89,7 @@ func (o *observer) run(ctx context.Context) {
 					if !o.apply(ctx, c) {
 						return
 					}
-				case keyspace.Closed:
+				case keyspace.Closed, keyspace.Failed: // the watch hears nothing more
 					return
 				default: // deleted, expired, evicted by another tool or the server; or messages may be lost
 					reread = true

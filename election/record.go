@@ -95,6 +95,16 @@ func (r record) read(ctx context.Context, rdb redis.UniversalClient) (l Leader, 
 	if errors.Is(err, redis.Nil) && get.Err() == redis.Nil && pttl.Err() == nil {
 		return Leader{}, false, nil
 	}
+	if err != nil && redis.IsExecAbortError(err) {
+		// Redis discards a transaction whose queued command it refused (a user without GET or PTTL) with a bare
+		// EXECABORT; the reason is that command's own error, which go-redis keeps on it.
+		for _, cmd := range []redis.Cmder{get, pttl} {
+			if cerr := cmd.Err(); cerr != nil && !errors.Is(cerr, redis.Nil) && !redis.IsExecAbortError(cerr) {
+				err = fmt.Errorf("%w (the transaction was discarded)", cerr)
+				break
+			}
+		}
+	}
 	if err != nil {
 		return Leader{}, false, fmt.Errorf("read record: %w", script.Classify(err))
 	}

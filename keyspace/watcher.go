@@ -13,6 +13,7 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/keys"
+	"github.com/keyward/keyward/internal/nilness"
 )
 
 // ErrClosed is returned by Watch after the Watcher was closed.
@@ -124,6 +125,7 @@ func WithProbe(d time.Duration) Option {
 // node that holds the key).
 type Watcher struct {
 	rdb     redis.UniversalClient
+	invalid error                // why rdb cannot be used (nil, or a typed nil): every Watch returns it
 	cluster *redis.ClusterClient // rdb, when it is a cluster client
 	cfg     config
 	db      int
@@ -149,7 +151,8 @@ type Watcher struct {
 	conngen    uint64 // numbers the pub/sub connections, for their probe channels
 }
 
-// New returns a Watcher for rdb. It opens its connections on the first Watch.
+// New returns a Watcher for rdb. It opens its connections on the first Watch. A nil rdb (or an interface holding
+// a nil client) makes every Watch return an error matching keyward.ErrInvalid.
 func New(rdb redis.UniversalClient, opts ...Option) *Watcher {
 	cfg := config{healthCheck: 3 * time.Second, probe: DefaultProbe}
 	for _, o := range opts {
@@ -162,6 +165,10 @@ func New(rdb redis.UniversalClient, opts ...Option) *Watcher {
 		rdb: rdb, cfg: cfg, id: newID(), ctx: ctx, stop: stop,
 		conns: map[string]*conn{}, channels: map[string]*channel{}, nodes: map[string]notifyFlags{},
 		probing: cfg.probe > 0, trustCount: true,
+	}
+	if err := nilness.CheckClient(rdb); err != nil {
+		w.invalid = fmt.Errorf("keyspace: %w", err)
+		return w
 	}
 	switch c := rdb.(type) {
 	case *redis.Client:
@@ -212,6 +219,9 @@ func (w *Watcher) KeyEvents() bool {
 func (w *Watcher) Watch(ctx context.Context, key string) (*Watch, error) {
 	if key == "" {
 		return nil, fmt.Errorf("%w: empty key", keyward.ErrInvalid)
+	}
+	if w.invalid != nil {
+		return nil, w.invalid
 	}
 	if err := w.start(ctx); err != nil {
 		return nil, err

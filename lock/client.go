@@ -40,6 +40,8 @@ type Client struct {
 	queues map[string]*queue // by lock key
 
 	tries, failedTries atomic.Int64
+	// txAllowed: the user may run MULTI and EXEC (see Lock.checkTx).
+	txAllowed atomic.Bool
 }
 
 // New returns a Client that takes locks through rdb, with opts as the defaults for every lock. It returns an

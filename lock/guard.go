@@ -28,6 +28,9 @@ const guardAttempts = 8
 // it should only queue commands. Reads that the writes depend on may happen before Guard: they are safe because
 // the writes commit only if the lock was held throughout.
 func (l *Lock) Guard(ctx context.Context, fn func(pipe redis.Pipeliner) error) error {
+	if err := l.checkTx(ctx); err != nil {
+		return l.wrap(err)
+	}
 	for range guardAttempts {
 		if err := l.lease.Check(); err != nil {
 			return l.wrap(err)
@@ -46,6 +49,10 @@ func (l *Lock) Guard(ctx context.Context, fn func(pipe redis.Pipeliner) error) e
 		}, l.names.Lock)
 		if errors.Is(err, redis.TxFailedErr) {
 			continue // the key changed after WATCH: look again whether it is still ours
+		}
+		var reply redis.Error
+		if errors.As(err, &reply) && !classified(err) {
+			err = script.Classify(err) // WATCH's own refusal (NOPERM), which go-redis returns as it is
 		}
 		return l.wrap(err)
 	}
@@ -90,4 +97,29 @@ func isSlotError(err error) bool {
 		}
 	}
 	return false
+}
+
+// classified reports whether err already matches one of the sentinels script.Classify gives.
+func classified(err error) bool {
+	return errors.Is(err, keyward.ErrNoPermission) || errors.Is(err, keyward.ErrWrongType) ||
+		errors.Is(err, keyward.ErrReadOnly) || errors.Is(err, keyward.ErrOutOfMemory)
+}
+
+// checkTx makes sure, once per Client, that the user may run MULTI and EXEC before Guard queues any write. A user
+// refused MULTI would otherwise have the queued writes run at once, outside any transaction and whether or not
+// the lock is still held (Redis answers MULTI with NOPERM and then executes the commands that follow it). The
+// check is a transaction that only reads the lock key: refused, it writes nothing either.
+func (l *Lock) checkTx(ctx context.Context) error {
+	if l.c.txAllowed.Load() {
+		return nil
+	}
+	_, err := l.c.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Get(ctx, l.names.Lock)
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return script.Classify(err)
+	}
+	l.c.txAllowed.Store(true)
+	return nil
 }

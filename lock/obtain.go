@@ -363,9 +363,9 @@ func (c *Client) contend(ctx context.Context, q *queue, w *waiter, watch *keyspa
 		for waiting := true; waiting; {
 			select {
 			case <-watch.Ready():
-				now, closed := c.tryNow(watch.Events(), timer)
-				if closed {
-					return c.quit(ctx, q, w, fmt.Errorf("lock %q: %w", w.a.key, keyspace.ErrClosed))
+				now, err := c.tryNow(watch.Events(), timer)
+				if err != nil {
+					return c.quit(ctx, q, w, fmt.Errorf("lock %q: %w", w.a.key, err))
 				}
 				waiting = !now
 			case <-timer.C:
@@ -429,13 +429,20 @@ func (c *Client) tryAsWaiter(ctx context.Context, q *queue, w *waiter, watch *ke
 }
 
 // tryNow reads the watch's events: whether one says the lock may be free for this Client (a release, a
-// reservation for this Client, a deletion, expiry, eviction, a reconnect), or whether the watcher was closed. A
-// reservation for another process re-arms the timer to its claim window (that process may not claim it).
-func (c *Client) tryNow(events []keyspace.Event, timer *time.Timer) (now, closed bool) {
+// reservation for this Client, a deletion, expiry, eviction, a reconnect), or whether the watch ended, with why:
+// keyspace.ErrClosed when the watcher was closed, or the refusal of the subscription (the user's permission for
+// the release channel was taken away), which waiting on timers alone would hide. A reservation for another
+// process re-arms the timer to its claim window (that process may not claim it).
+func (c *Client) tryNow(events []keyspace.Event, timer *time.Timer) (now bool, err error) {
 	for _, e := range events {
 		switch e.Kind {
 		case keyspace.Closed:
-			return false, true
+			return false, keyspace.ErrClosed
+		case keyspace.Failed:
+			if e.Err != nil {
+				return false, e.Err
+			}
+			return false, keyward.ErrNoPermission
 		case keyspace.Released:
 			id, window, reserved := script.ParseReservation(e.Payload)
 			if reserved && id != c.id {
@@ -445,7 +452,7 @@ func (c *Client) tryNow(events []keyspace.Event, timer *time.Timer) (now, closed
 		}
 		now = true
 	}
-	return now, false
+	return now, nil
 }
 
 // arm sets the timer to fire after d plus a little (so the key has expired on the server) and a random
@@ -467,6 +474,12 @@ func queueTTL(ttl time.Duration) time.Duration { return 2*ttl + time.Second }
 func (c *Client) subscribe(ctx context.Context, q *queue) (*keyspace.Watch, error) {
 	c.mu.Lock()
 	watch := q.watch
+	if watch != nil && watch.Err() != nil {
+		// The watch ended (its subscription was refused, or the watcher closed): subscribing again either
+		// returns that error at once or, when the permission is back, gives a working watch.
+		watch.Close()
+		q.watch, watch = nil, nil
+	}
 	c.mu.Unlock()
 	if watch != nil {
 		return watch, nil
@@ -558,7 +571,7 @@ func (c *Client) release(ctx context.Context, l *Lock) (bool, error) {
 	cohort := q != nil && q.cohort < c.opts.Cohort
 	// Only a waiter whose subscription was confirmed before the script runs will hear of the lock's next
 	// release; without one, the contender subscribes and tries after all.
-	subscribed := q != nil && q.watch != nil
+	subscribed := q != nil && q.watch != nil && q.watch.Err() == nil // an ended watch hears nothing
 	c.mu.Unlock()
 
 	n := script.Next{Window: c.opts.ClaimWindow, Waiter: c.id}

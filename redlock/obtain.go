@@ -509,7 +509,8 @@ func (c *Client) watchNode(ctx context.Context, i int, key string, ws *watches, 
 				case keyspace.Deleted, keyspace.Expired, keyspace.Evicted:
 					ws.note(i, freed, time.Time{})
 				default:
-					closed = closed || e.Kind == keyspace.Closed
+					// A Failed watch (the server refused its subscription) hears nothing more either.
+					closed = closed || e.Kind == keyspace.Closed || e.Kind == keyspace.Failed
 					ws.other()
 				}
 			}

@@ -135,6 +135,18 @@ func (s *Semaphore) wait(ctx context.Context, w *waiter) (*Permit, error) {
 			s.mu.Unlock()
 			return s.leave(ctx, w, fmt.Errorf("semaphore %q: %w", s.name, ErrClosed))
 		}
+		if err := s.line.failed; err != nil {
+			// The watches ended: the next wait subscribes again, which fails at once or, when the permission is
+			// back, works.
+			watch, own := s.watch, s.own
+			s.watch, s.own, s.line.failed = nil, nil, nil
+			s.mu.Unlock()
+			if watch != nil {
+				watch.Close()
+				own.Close()
+			}
+			return s.leave(ctx, w, fmt.Errorf("semaphore %q: %w", s.name, err))
+		}
 		contender := s.contenderLocked() == w && !w.handing && s.leaving == 0
 		// After a try that failed without an answer, the contender waits a backoff, then tries again.
 		backingOff := contender && w.failed != nil && time.Now().Before(w.retryAt)

@@ -3,6 +3,7 @@ package semaphore
 import (
 	"time"
 
+	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/script"
 	"github.com/keyward/keyward/keyspace"
 )
@@ -17,6 +18,7 @@ type line struct {
 	backstop time.Time            // when to try anyway, if nothing else is known
 	reserved map[string]time.Time // places reserved for other processes, until their windows end (when first)
 	closed   bool                 // a watch was closed with its Watcher
+	failed   error                // a watch ended because the server refused its subscription (see keyspace.Failed)
 }
 
 // setFirst records whether this Semaphore is first in the Redis queue; only the first watches reservations.
@@ -104,6 +106,11 @@ func (s *Semaphore) hearLocked(now time.Time) {
 			}
 		case keyspace.Closed:
 			l.closed = true
+		case keyspace.Failed:
+			// The user's permission for the channel was taken away: waiting on timers alone would hide it.
+			if l.failed = e.Err; l.failed == nil {
+				l.failed = keyward.ErrNoPermission
+			}
 		default: // deleted, expired, evicted, or reconnected (messages may have been lost): look again
 			l.stale = true
 		}

@@ -5,13 +5,13 @@ package lockopt
 import (
 	"fmt"
 	"math"
-	"reflect"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/lease"
+	"github.com/keyward/keyward/internal/nilness"
 	"github.com/keyward/keyward/internal/token"
 	"github.com/keyward/keyward/keyspace"
 )
@@ -129,21 +129,7 @@ func Watcher(w *keyspace.Watcher) Option { return func(s *Settings) { s.Watcher 
 
 // CheckClient returns an ErrInvalid error for a nil client, including an interface that holds a nil pointer
 // (a (*redis.Client)(nil) passes a plain nil check, and would panic at the first command).
-func CheckClient(rdb redis.UniversalClient) error {
-	if IsNil(rdb) {
-		return fmt.Errorf("%w: nil redis client", keyward.ErrInvalid)
-	}
-	return nil
-}
+func CheckClient(rdb redis.UniversalClient) error { return nilness.CheckClient(rdb) }
 
 // IsNil reports whether v is nil or an interface holding a nil pointer, map, slice, channel or function.
-func IsNil(v any) bool {
-	if v == nil {
-		return true
-	}
-	switch r := reflect.ValueOf(v); r.Kind() {
-	case reflect.Pointer, reflect.Map, reflect.Slice, reflect.Chan, reflect.Func, reflect.Interface, reflect.UnsafePointer:
-		return r.IsNil()
-	}
-	return false
-}
+func IsNil(v any) bool { return nilness.Is(v) }

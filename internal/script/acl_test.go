@@ -59,6 +59,8 @@ var (
 	noPublish  = []string{"~*", "resetchannels", "+@all"}
 	noDel      = []string{"~*", "&*", "+@all", "-del"}
 	noSet      = []string{"~*", "&*", "+@all", "-set"}
+	noZPopMin  = []string{"~*", "&*", "+@all", "-zpopmin"}
+	noZRange   = []string{"~*", "&*", "+@all", "-zrange"}
 )
 
 // TestRefusedCallsLeaveNothingBehind runs each script as a user that the server refuses one of the script's calls
@@ -81,6 +83,9 @@ func TestRefusedCallsLeaveNothingBehind(t *testing.T) {
 			expiry := serverMicros(t, admin)/1000 + ttl.Milliseconds()
 			require.NoError(t, admin.ZAdd(ctx, k.Holders, redis.Z{Score: float64(expiry), Member: value}).Err())
 		}
+	}
+	reservedFor := func(id string) func() {
+		return func() { require.NoError(t, admin.Set(ctx, n.Lock, "reserved:"+id, ttl).Err()) }
 	}
 	semWaiting := func() { require.NoError(t, admin.ZAdd(ctx, k.Queue, redis.Z{Score: 1, Member: "proc"}).Err()) }
 	semTry := script.SemaphoreTry{Value: "mine", TTL: ttl, Limit: 2, Waiter: "proc", QueueTTL: ttl, Fencing: true,
@@ -129,10 +134,25 @@ func TestRefusedCallsLeaveNothingBehind(t *testing.T) {
 			_, _, err := script.ReleaseNext(ctx, c, n, "mine", script.PublishPlain, script.Next{Waiter: "proc"})
 			return err
 		}},
+		{"a user without ZPOPMIN gives back a reservation made for its process", noZPopMin,
+			[]func(){reservedFor("proc"), waiting("proc"), waiting("next")}, func(c *redis.Client) error {
+				_, err := script.GiveBack(ctx, c, n, "proc", script.PublishPlain, time.Second)
+				return err
+			}},
+		{"a user without SET gives back a reservation made for its process", noSet,
+			[]func(){reservedFor("proc"), waiting("proc"), waiting("next")}, func(c *redis.Client) error {
+				_, err := script.GiveBack(ctx, c, n, "proc", script.PublishPlain, time.Second)
+				return err
+			}},
 		{"the reported user takes a permit", reportedUser, nil, func(c *redis.Client) error {
 			_, err := script.SemaphoreAcquire(ctx, c, k, semTry)
 			return err
 		}},
+		{"a user without ZRANGE joins the semaphore's line", noZRange, []func(){holding("a"), holding("b")},
+			func(c *redis.Client) error {
+				_, err := script.SemaphoreAcquire(ctx, c, k, semTry)
+				return err
+			}},
 		{"a user without PEXPIREAT takes a permit", noPExpireAt, nil, func(c *redis.Client) error {
 			_, err := script.SemaphoreAcquire(ctx, c, k, semTry)
 			return err

@@ -13,7 +13,7 @@ import (
 var (
 	//go:embed giveback.lua
 	giveBackSrc    string
-	giveBackScript = redis.NewScript(giveBackSrc)
+	giveBackScript = redis.NewScript(guardSrc + giveBackSrc)
 )
 
 // GiveBack takes the waiting process waiter out of the queue of n.Lock and, when a release reserved the lock for

@@ -43,8 +43,9 @@ if successor ~= '' and ARGV[7] ~= '0' then
   end
   allow(unpack(set_fence))
 end
--- The commands that may follow the first write, other than the reads above (ZRANGE, ZSCORE, ZCARD) and
--- ZREMRANGEBYSCORE, which is the first.
+-- The commands that may follow the first write, other than the reads above (ZSCORE, ZCARD) and
+-- ZREMRANGEBYSCORE, which is the first; ZRANGE reads the state told to the first in line after the writes.
+allow('ZRANGE', KEYS[1], 0, 0)
 allow('ZREM', KEYS[1], 'x')
 allow('ZADD', KEYS[2], now, 'x')
 allow('PTTL', KEYS[2])

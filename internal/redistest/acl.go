@@ -1,0 +1,97 @@
+package redistest
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/keyward/keyward"
+)
+
+// User creates (or resets) the ACL user name on s with rule, the arguments of ACL SETUSER after the name, through
+// an admin client, and returns a client for it built with go-redis's default options and password, closed when
+// the test ends.
+func (s *Server) User(t testing.TB, name, password string, rule []string) *redis.Client {
+	t.Helper()
+	args := []any{"ACL", "SETUSER", name}
+	for _, a := range rule {
+		args = append(args, a)
+	}
+	require.NoError(t, s.Client(t).Do(context.Background(), args...).Err())
+	rdb := redis.NewClient(&redis.Options{Addr: s.Addr(), Username: name, Password: password})
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb
+}
+
+// Snapshot returns every key of database 0 with its serialized value (DUMP, without its ttl), read through an
+// admin client: tests compare two snapshots to show that a refused call left nothing behind.
+func (s *Server) Snapshot(t testing.TB) map[string]string {
+	t.Helper()
+	ctx := context.Background()
+	admin := s.Client(t)
+	names, err := admin.Keys(ctx, "*").Result()
+	require.NoError(t, err)
+	out := make(map[string]string, len(names))
+	for _, k := range names {
+		v, err := admin.Dump(ctx, k).Result()
+		if err == redis.Nil {
+			continue // expired meanwhile
+		}
+		require.NoError(t, err)
+		out[k] = v
+	}
+	return out
+}
+
+// A Step is one call of a feature's main paths, made as an ACL user.
+type Step struct {
+	Name string
+	// Atomic: a single call, on keys nobody else changes meanwhile, whose refusal must leave the keys as they were.
+	Atomic bool
+	Run    func(ctx context.Context) error
+}
+
+// RunSteps runs steps in order, each within d, until one fails, and returns its name and error. It checks what a
+// step refused with an error matching keyward.ErrNoPermission leaves: an atomic step nothing at all; and after any
+// failed step, nobody in a Redis queue ("*:queue"), unless inLine (a user refused ZREM cannot leave a queue it
+// joined; its place expires with the queue).
+func RunSteps(t testing.TB, s *Server, d time.Duration, steps []Step, inLine bool) (string, error) {
+	t.Helper()
+	for _, st := range steps {
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		before := s.Snapshot(t)
+		err := st.Run(ctx)
+		cancel()
+		if err == nil {
+			continue
+		}
+		if st.Atomic && errors.Is(err, keyward.ErrNoPermission) {
+			assert.Equal(t, before, s.Snapshot(t), "%s: refused, it left the keys as they were", st.Name)
+		}
+		if !inLine {
+			admin := s.Client(t)
+			queues, qerr := admin.Keys(context.Background(), "*:queue").Result()
+			require.NoError(t, qerr)
+			for _, q := range queues {
+				assert.Zero(t, admin.ZCard(context.Background(), q).Val(), "%s: nobody is left in line in %s", st.Name, q)
+			}
+		}
+		return st.Name, err
+	}
+	return "", nil
+}
+
+// Call returns an atomic Step.
+func Call(name string, run func(ctx context.Context) error) Step {
+	return Step{Name: name, Atomic: true, Run: run}
+}
+
+// Scene returns a Step of several calls, or of calls by more than one client.
+func Scene(name string, run func(ctx context.Context) error) Step {
+	return Step{Name: name, Run: run}
+}
