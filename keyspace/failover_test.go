@@ -76,7 +76,12 @@ func TestSentinelFailover(t *testing.T) {
 	t.Logf("failover took %v (SENTINEL FAILOVER to the rig's settling); the new master took writes %v after it began; "+
 		"the waiter was woken %v after that (Reconnected), and subscribed again %v later",
 		returned.Sub(start), promotion.Sub(start), woken.Sub(promotion), resubscribed.Sub(woken))
-	assert.Equal(t, int64(1), numSub(t, promoted, keys.For("job").Channel), "subscribed on the new master")
+	// A reconnect made before go-redis's failover client heard +switch-master lands on the old master again;
+	// the next probe finds that connection deaf too, and the one after it is on the new master.
+	for i := 0; numSub(t, promoted, keys.For("job").Channel) == 0; i++ {
+		require.Less(t, i, 10, "subscribed on the new master")
+		require.False(t, reconnectedAt(wt, 10*time.Second).IsZero(), "subscribed on the new master")
+	}
 	assert.Zero(t, numSub(t, old, keys.For("job").Channel), "and no longer on the old one")
 
 	publisher := promoted.Client(t)
