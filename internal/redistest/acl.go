@@ -41,6 +41,28 @@ func (s *Server) DocumentedUser(t testing.TB, rule string, hooks ...redis.Hook) 
 	return rdb
 }
 
+// OpenUser creates (or resets) the ACL user name on s, allowed every command, key and channel, and returns a client
+// for it built with go-redis's default options and password, closed when the test ends. Tests take its channels
+// away with RevokeChannels while it waits, and give them back with GrantChannels.
+func (s *Server) OpenUser(t testing.TB, name, password string) *redis.Client {
+	t.Helper()
+	return s.User(t, name, password, []string{"on", ">" + password, "~*", "+@all", "resetchannels", "&*"})
+}
+
+// RevokeChannels takes from the ACL user name every channel but keyward's probe channels ("keyward:probe:*"): the
+// server closes the subscriptions it holds, and refuses new ones.
+func (s *Server) RevokeChannels(t testing.TB, name string) {
+	t.Helper()
+	require.NoError(t, s.Client(t).Do(context.Background(), "ACL", "SETUSER", name, "resetchannels",
+		"&keyward:probe:*").Err())
+}
+
+// GrantChannels gives the ACL user name every channel again.
+func (s *Server) GrantChannels(t testing.TB, name string) {
+	t.Helper()
+	require.NoError(t, s.Client(t).Do(context.Background(), "ACL", "SETUSER", name, "&*").Err())
+}
+
 // Snapshot returns every key of database 0 with its serialized value (DUMP, without its ttl), read through an
 // admin client: tests compare two snapshots to show that a refused call left nothing behind.
 func (s *Server) Snapshot(t testing.TB) map[string]string {
