@@ -23,10 +23,7 @@ import (
 // waiting candidate or an observer within a step's time.
 func electionSteps(t *testing.T, srv *redistest.Server, rule string) []redistest.Step {
 	candidate := func(identity string, hooks ...redis.Hook) *election.Election {
-		rdb := srv.User(t, acl.User, acl.Password, acl.Args(rule))
-		for _, h := range hooks {
-			rdb.AddHook(h)
-		}
+		rdb := srv.DocumentedUser(t, rule, hooks...)
 		locks, err := lock.New(rdb, lock.WithPrefix(acl.Prefix))
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = locks.Close() })

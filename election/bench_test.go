@@ -62,11 +62,11 @@ func (h *failedTries) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 type benchCandidate struct {
 	e       *election.Election
 	waiting *failedTries
-	crash   *crash
+	crash   *redistest.Outage
 }
 
 func newBenchCandidate(b *testing.B, srv *redistest.Server, id string, ttl time.Duration) *benchCandidate {
-	c := &benchCandidate{waiting: &failedTries{}, crash: &crash{}}
+	c := &benchCandidate{waiting: &failedTries{}, crash: newCrash()}
 	rdb := redistest.NewClient(b, srv.ClientOptions())
 	rdb.AddHook(c.waiting)
 	rdb.AddHook(c.crash)
@@ -157,13 +157,13 @@ func BenchmarkFailoverAfterCrash(b *testing.B) {
 	var overshoots []time.Duration
 	b.ResetTimer()
 	for range b.N {
-		dying.crash.on.Store(false)
+		dying.crash.Off()
 		start := time.Now()
 		dead, err := dying.e.Campaign(ctx)
 		if err != nil {
 			b.Fatal(err)
 		}
-		dying.crash.on.Store(true)
+		dying.crash.On()
 
 		r := <-waiter.campaign(ctx)
 		if r.err != nil {

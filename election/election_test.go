@@ -3,7 +3,6 @@ package election_test
 import (
 	"context"
 	"errors"
-	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -61,35 +60,17 @@ func inBubble(t *testing.T, test func(t *testing.T, m *miniredis.Miniredis, clie
 	})
 }
 
+// errCrashed is what every command of a crashed candidate fails with.
+var errCrashed = errors.New("crashed")
+
+// newCrash returns a go-redis hook that makes every command fail once it is on: the process is gone as far as
+// Redis can tell (no renewal, no release), as after kill -9.
+func newCrash() *redistest.Outage { return &redistest.Outage{Err: errCrashed} }
+
 func withTimeout(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// crash is a go-redis hook that makes every command fail once it is set: the process is gone as far as Redis
-// can tell (no renewal, no release), as after kill -9.
-type crash struct{ on atomic.Bool }
-
-var errCrashed = errors.New("crashed")
-
-func (c *crash) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (c *crash) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if c.on.Load() {
-			cmd.SetErr(errCrashed)
-			return errCrashed
-		}
-		return next(ctx, cmd)
-	}
-}
-func (c *crash) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if c.on.Load() {
-			return errCrashed
-		}
-		return next(ctx, cmds)
-	}
 }
 
 func TestNewRejectsBadInput(t *testing.T) {
@@ -256,14 +237,14 @@ func TestLeadershipLostWhenTheLockIsTaken(t *testing.T) {
 
 func TestCrashedLeaderIsReplacedAtTheEndOfItsLease(t *testing.T) {
 	inBubble(t, func(t *testing.T, m *miniredis.Miniredis, client func(...redis.Hook) *redis.Client) {
-		var crashed crash
-		a := newCandidate(t, client(&crashed), "replica-a")
+		crashed := newCrash()
+		a := newCandidate(t, client(crashed), "replica-a")
 		b := newCandidate(t, client(), "replica-b")
 
 		elected := time.Now()
 		first, err := a.Campaign(context.Background())
 		require.NoError(t, err)
-		crashed.on.Store(true) // no renewal, no release from now on
+		crashed.On() // no renewal, no release from now on
 
 		var aStopped time.Time
 		go func() {

@@ -47,12 +47,12 @@ func TestObserveSeesEveryChangeInOrder(t *testing.T) {
 		require.NoError(t, la.Resign(context.Background()))
 		assert.Equal(t, election.Leader{Term: la.Fence()}, next(t, changes), "a resigned: nobody leads")
 
-		var crashed crash
-		b := newCandidate(t, client(&crashed), "replica-b")
+		crashed := newCrash()
+		b := newCandidate(t, client(crashed), "replica-b")
 		lb, err := b.Campaign(context.Background())
 		require.NoError(t, err)
 		assert.Equal(t, "replica-b", next(t, changes).Identity)
-		crashed.on.Store(true)
+		crashed.On()
 		start := time.Now()
 		assert.Equal(t, election.Leader{Term: lb.Fence()}, next(t, changes), "b died: its lease ran out")
 		assert.LessOrEqual(t, time.Since(start), time.Second, "seen when the lease ran out")

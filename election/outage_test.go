@@ -62,7 +62,7 @@ func TestCampaignRidesOutARestart(t *testing.T) {
 	failed := make(chan struct{})
 	var failures atomic.Int32
 	rdb := redistest.NewClient(t, &redis.Options{Addr: srv.Addr()}) // go-redis's defaults
-	rdb.AddHook(&afterError{fn: func() {
+	rdb.AddHook(&redistest.AfterError{Fn: func() {
 		if failures.Add(1) == 1 {
 			close(failed)
 		}
@@ -81,23 +81,6 @@ func TestCampaignRidesOutARestart(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "replica-a", l.Identity)
 	require.NoError(t, lead.Resign(ctx))
-}
-
-// afterError is a go-redis hook that calls fn after every script command that failed.
-type afterError struct{ fn func() }
-
-func (h *afterError) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *afterError) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		err := next(ctx, cmd)
-		if err != nil && (cmd.Name() == "evalsha" || cmd.Name() == "eval") {
-			h.fn()
-		}
-		return err
-	}
-}
-func (h *afterError) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
 }
 
 // With go-redis's default options (no ContextTimeoutEnabled) a context's deadline does not bound a command's

@@ -2,7 +2,6 @@ package lock_test
 
 import (
 	"context"
-	"errors"
 	"testing"
 	"time"
 
@@ -21,11 +20,7 @@ import (
 // go-redis options and the documented prefix).
 func lockSteps(t *testing.T, srv *redistest.Server, rule string) []redistest.Step {
 	newLocks := func(hooks ...redis.Hook) *lock.Client {
-		rdb := srv.User(t, acl.User, acl.Password, acl.Args(rule))
-		for _, h := range hooks {
-			rdb.AddHook(h)
-		}
-		c, err := lock.New(rdb, lock.WithPrefix(acl.Prefix))
+		c, err := lock.New(srv.DocumentedUser(t, rule, hooks...), lock.WithPrefix(acl.Prefix))
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = c.Close() })
 		return c
@@ -46,56 +41,15 @@ func lockSteps(t *testing.T, srv *redistest.Server, rule string) []redistest.Ste
 			return held.Guard(ctx, func(p redis.Pipeliner) error { return p.Set(ctx, acl.Prefix+"data", "1", 0).Err() })
 		}),
 		redistest.Call("release", func(ctx context.Context) error { return held.Release(ctx) }),
-		redistest.Scene("wait for another process's release", func(ctx context.Context) error {
-			// The holder's ttl is a minute: only the release message wakes the waiter within the step's time.
-			l, err := a.TryObtain(ctx, "handed", time.Minute)
-			if err != nil {
-				return err
-			}
-			bctx, cancelB := context.WithCancel(ctx)
-			defer cancelB()
-			done := make(chan error, 1)
-			go func() {
-				got, err := b.Obtain(bctx, "handed", time.Minute)
-				if err == nil {
-					err = got.Release(ctx)
-				}
-				done <- err
-			}()
-			select {
-			case <-subscribedB:
-			case err := <-done:
-				return errors.Join(err, l.Release(ctx))
-			}
-			if err := l.Release(ctx); err != nil {
-				cancelB() // the waiter would wait for a ttl of a minute
-				return errors.Join(err, <-done)
-			}
-			return <-done
-		}),
-		redistest.Scene("give up waiting", func(ctx context.Context) error {
-			l, err := a.TryObtain(ctx, "busy", time.Minute)
-			if err != nil {
-				return err
-			}
-			wctx, cancel := context.WithCancel(ctx)
-			done := make(chan error, 1)
-			go func() {
-				_, err := c.Obtain(wctx, "busy", time.Minute)
-				done <- err
-			}()
-			select {
-			case <-subscribedC:
-				cancel()
-				err = <-done
-				if errors.Is(err, context.Canceled) {
-					err = nil
-				}
-			case err = <-done:
-			}
-			cancel()
-			return errors.Join(err, l.Release(ctx))
-		}),
+		// The holder's ttl is a minute: only the release message wakes the waiter within the step's time.
+		redistest.Handover(
+			func(ctx context.Context) (*lock.Lock, error) { return a.TryObtain(ctx, "handed", time.Minute) },
+			func(ctx context.Context) (*lock.Lock, error) { return b.Obtain(ctx, "handed", time.Minute) },
+			subscribedB),
+		redistest.GiveUp(
+			func(ctx context.Context) (*lock.Lock, error) { return a.TryObtain(ctx, "busy", time.Minute) },
+			func(ctx context.Context) (*lock.Lock, error) { return c.Obtain(ctx, "busy", time.Minute) },
+			subscribedC),
 	}
 }
 
@@ -152,7 +106,7 @@ func TestLeastPrivilegeKeyspaceNotifications(t *testing.T) {
 		{acl.Lock + " " + acl.KeyspaceNotifications, true},
 		{acl.Lock, false},
 	} {
-		rdb := srv.User(t, acl.User, acl.Password, acl.Args(tc.rule))
+		rdb := srv.DocumentedUser(t, tc.rule)
 		w := keyspace.New(rdb)
 		wt, err := w.Watch(ctx, acl.Prefix+"job")
 		require.NoError(t, err)

@@ -127,26 +127,6 @@ func TestHandOverGoesToAWaiterNotTrying(t *testing.T) {
 	})
 }
 
-// stallTries is a go-redis hook that, once on, holds every acquire until its ctx ends and then fails it unsent:
-// a process that cannot claim what is reserved for it before it gives up.
-type stallTries struct{ on atomic.Bool }
-
-func (h *stallTries) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *stallTries) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		// EVALSHA sha 3 lock fence queue value ttl fence-ttl waiter queue-ttl floor: an acquire.
-		if args := cmd.Args(); h.on.Load() && len(args) > 9 && args[2] == 3 {
-			<-ctx.Done()
-			cmd.SetErr(ctx.Err())
-			return ctx.Err()
-		}
-		return next(ctx, cmd)
-	}
-}
-func (h *stallTries) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
-}
-
 // A waiting process whose last waiter gives up after a release reserved the lock for it gives the reservation
 // back: the next process in line gets the lock at once, not when the claim window (a minute here) runs out.
 func TestGivingUpPassesAReservationOn(t *testing.T) {
@@ -164,7 +144,7 @@ func TestGivingUpPassesAReservationOn(t *testing.T) {
 			t.Cleanup(func() { _ = c.Close() })
 			return c
 		}
-		stall := &stallTries{}
+		stall := &redistest.StallAcquires{}
 		bHook, bQueued := waiting(2) // the second failed try is the queued one
 		cHook, cQueued := waiting(2)
 		a, b, c := client(), client(stall, bHook), client(cHook)
@@ -195,7 +175,7 @@ func TestGivingUpPassesAReservationOn(t *testing.T) {
 		<-cQueued // c is second
 		synctest.Wait()
 
-		stall.on.Store(true) // b cannot claim what is reserved for it
+		stall.On() // b cannot claim what is reserved for it
 		released := time.Now()
 		require.NoError(t, held.Release(ctx))
 		v, _ := m.Get("job")

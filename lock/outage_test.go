@@ -2,7 +2,6 @@ package lock_test
 
 import (
 	"context"
-	"net"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -18,38 +17,17 @@ import (
 	"github.com/keyward/keyward/lock"
 )
 
-// outage is a go-redis hook that, while on, fails every command as a refused dial does: the server is down.
-type outage struct{ on atomic.Bool }
-
-var errRefused = &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
-
-func (o *outage) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (o *outage) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if o.on.Load() {
-			cmd.SetErr(errRefused)
-			return errRefused
-		}
-		return next(ctx, cmd)
-	}
-}
-func (o *outage) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if o.on.Load() {
-			return errRefused
-		}
-		return next(ctx, cmds)
-	}
-}
+// outageTest is a test run by outageBubble.
+type outageTest func(t *testing.T, m *miniredis.Miniredis, locks *lock.Client, down *redistest.Outage)
 
 // outageBubble runs test in a bubble whose client fails every command while the returned hook is on.
-func outageBubble(t *testing.T, test func(t *testing.T, m *miniredis.Miniredis, locks *lock.Client, down *outage)) {
+func outageBubble(t *testing.T, test outageTest) {
 	synctest.Test(t, func(t *testing.T) {
 		m := miniredis.NewMiniRedis()
 		defer m.Close()
 		rdb := redistest.SynctestClient(m)
 		defer rdb.Close()
-		down := &outage{}
+		down := &redistest.Outage{}
 		rdb.AddHook(down)
 		locks, err := lock.New(rdb)
 		require.NoError(t, err)
@@ -64,7 +42,7 @@ func TestObtainRidesOutAnOutage(t *testing.T) {
 	for _, held := range []bool{false, true} {
 		name := map[bool]string{false: "free lock", true: "after a failed try"}[held]
 		t.Run(name, func(t *testing.T) {
-			outageBubble(t, func(t *testing.T, m *miniredis.Miniredis, locks *lock.Client, down *outage) {
+			outageBubble(t, func(t *testing.T, m *miniredis.Miniredis, locks *lock.Client, down *redistest.Outage) {
 				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 				defer cancel()
 				if held {
@@ -83,14 +61,14 @@ func TestObtainRidesOutAnOutage(t *testing.T) {
 				done := make(chan result, 1)
 				go func() {
 					if !held {
-						down.on.Store(true)
+						down.On()
 					}
 					l, err := locks.Obtain(ctx, "job", time.Minute)
 					done <- result{l, err}
 				}()
 				if held {
 					synctest.Wait() // the waiter waits for the holder's ttl
-					down.on.Store(true)
+					down.On()
 				}
 				before := locks.Stats().Tries
 				time.Sleep(5 * time.Second)
@@ -101,7 +79,7 @@ func TestObtainRidesOutAnOutage(t *testing.T) {
 				assert.GreaterOrEqual(t, tries, int64(9), "tries again while the server is down")
 				assert.LessOrEqual(t, tries, int64(17), "no hot loop")
 
-				down.on.Store(false)
+				down.Off()
 				back := time.Now()
 				r := <-done
 				require.NoError(t, r.err)
@@ -114,24 +92,24 @@ func TestObtainRidesOutAnOutage(t *testing.T) {
 
 // When ctx ends during an outage, Obtain returns at once an error that matches ctx's error and the last try's.
 func TestObtainGivesUpWithTheLastCause(t *testing.T) {
-	outageBubble(t, func(t *testing.T, m *miniredis.Miniredis, locks *lock.Client, down *outage) {
+	outageBubble(t, func(t *testing.T, m *miniredis.Miniredis, locks *lock.Client, down *redistest.Outage) {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
-		down.on.Store(true)
+		down.On()
 		start := time.Now()
 		_, err := locks.Obtain(ctx, "job", time.Minute)
 		assert.Equal(t, 3*time.Second, time.Since(start), "returns when ctx ends")
 		assert.ErrorIs(t, err, context.DeadlineExceeded)
 		assert.ErrorIs(t, err, syscall.ECONNREFUSED)
 		assert.ErrorContains(t, err, `lock "job": acquire`)
-		down.on.Store(false)
+		down.Off()
 		assert.Empty(t, m.Keys(), "nothing left behind")
 	})
 }
 
 // Errors that will not pass end Obtain at once.
 func TestObtainReturnsPermanentErrorsAtOnce(t *testing.T) {
-	outageBubble(t, func(t *testing.T, m *miniredis.Miniredis, locks *lock.Client, down *outage) {
+	outageBubble(t, func(t *testing.T, m *miniredis.Miniredis, locks *lock.Client, down *redistest.Outage) {
 		_, err := m.Lpush("list", "x")
 		require.NoError(t, err)
 		start := time.Now()
@@ -149,7 +127,7 @@ func TestObtainRidesOutARestart(t *testing.T) {
 	failed := make(chan struct{})
 	var failures atomic.Int32
 	rdb := redistest.NewClient(t, &redis.Options{Addr: srv.Addr()}) // go-redis's defaults
-	rdb.AddHook(&afterError{fn: func() {
+	rdb.AddHook(&redistest.AfterError{Fn: func() {
 		if failures.Add(1) == 1 {
 			close(failed)
 		}
@@ -167,21 +145,4 @@ func TestObtainRidesOutARestart(t *testing.T) {
 	require.NoError(t, err)
 	assert.GreaterOrEqual(t, failures.Load(), int32(1))
 	require.NoError(t, l.Release(ctx))
-}
-
-// afterError is a go-redis hook that calls fn after every script command that failed.
-type afterError struct{ fn func() }
-
-func (h *afterError) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *afterError) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		err := next(ctx, cmd)
-		if err != nil && (cmd.Name() == "evalsha" || cmd.Name() == "eval") {
-			h.fn()
-		}
-		return err
-	}
-}
-func (h *afterError) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
 }

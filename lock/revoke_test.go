@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -20,9 +19,7 @@ func TestObtainReturnsWhenChannelPermissionIsRevoked(t *testing.T) {
 	srv := redistest.Start(t)
 	admin := srv.Client(t)
 	ctx := withTimeout(t, time.Minute)
-	require.NoError(t, admin.Do(ctx, "ACL", "SETUSER", "u", "on", ">pw", "~*", "+@all", "resetchannels", "&*").Err())
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: "u", Password: "pw"})
-	t.Cleanup(func() { _ = rdb.Close() })
+	rdb := srv.OpenUser(t, "u", "pw")
 	hook, subscribed := waiting(2)
 	rdb.AddHook(hook)
 
@@ -42,7 +39,7 @@ func TestObtainReturnsWhenChannelPermissionIsRevoked(t *testing.T) {
 		done <- err
 	}()
 	<-subscribed
-	require.NoError(t, admin.Do(ctx, "ACL", "SETUSER", "u", "resetchannels", "&keyward:probe:*").Err())
+	srv.RevokeChannels(t, "u")
 
 	select {
 	case err = <-done:
@@ -57,7 +54,7 @@ func TestObtainReturnsWhenChannelPermissionIsRevoked(t *testing.T) {
 	require.ErrorIs(t, err, keyward.ErrNoPermission)
 
 	// With the permission back, the next Obtain waits and gets the lock when it is released.
-	require.NoError(t, admin.Do(ctx, "ACL", "SETUSER", "u", "&*").Err())
+	srv.GrantChannels(t, "u")
 	go func() {
 		l, err := locks.Obtain(ctx, "job", time.Second)
 		if l != nil {

@@ -2,7 +2,6 @@ package redlock_test
 
 import (
 	"context"
-	"errors"
 	"testing"
 	"time"
 
@@ -22,13 +21,11 @@ func redlockSteps(t *testing.T, servers []*redistest.Server, rule string) []redi
 	newClient := func(hooks ...redis.Hook) *redlock.Client {
 		var nodes []redis.UniversalClient
 		for i, s := range servers {
-			rdb := s.User(t, acl.User, acl.Password, acl.Args(rule))
 			if i == 0 {
-				for _, h := range hooks {
-					rdb.AddHook(h)
-				}
+				nodes = append(nodes, s.DocumentedUser(t, rule, hooks...))
+			} else {
+				nodes = append(nodes, s.DocumentedUser(t, rule))
 			}
-			nodes = append(nodes, rdb)
 		}
 		c, err := redlock.New(nodes, redlock.WithPrefix(acl.Prefix), redlock.WithNodeTimeout(2*time.Second))
 		require.NoError(t, err)
@@ -49,32 +46,10 @@ func redlockSteps(t *testing.T, servers []*redistest.Server, rule string) []redi
 		redistest.Call("refresh", func(ctx context.Context) error { return held.Refresh(ctx, time.Minute) }),
 		redistest.Call("ttl", func(ctx context.Context) error { _, err := held.TTL(ctx); return err }),
 		redistest.Call("release", func(ctx context.Context) error { return held.Release(ctx) }),
-		redistest.Scene("wait for another process's release", func(ctx context.Context) error {
-			l, err := a.TryObtain(ctx, "handed", time.Minute)
-			if err != nil {
-				return err
-			}
-			bctx, cancelB := context.WithCancel(ctx)
-			defer cancelB()
-			done := make(chan error, 1)
-			go func() {
-				got, err := b.Obtain(bctx, "handed", time.Minute)
-				if err == nil {
-					err = got.Release(ctx)
-				}
-				done <- err
-			}()
-			select {
-			case <-subscribed:
-			case err := <-done:
-				return errors.Join(err, l.Release(ctx))
-			}
-			if err := l.Release(ctx); err != nil {
-				cancelB()
-				return errors.Join(err, <-done)
-			}
-			return <-done
-		}),
+		redistest.Handover(
+			func(ctx context.Context) (*redlock.Lock, error) { return a.TryObtain(ctx, "handed", time.Minute) },
+			func(ctx context.Context) (*redlock.Lock, error) { return b.Obtain(ctx, "handed", time.Minute) },
+			subscribed),
 	}
 }
 

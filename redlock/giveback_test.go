@@ -2,7 +2,6 @@ package redlock_test
 
 import (
 	"context"
-	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -14,26 +13,6 @@ import (
 	"github.com/keyward/keyward/internal/redistest"
 	"github.com/keyward/keyward/redlock"
 )
-
-// stallTries is a go-redis hook that, once on, holds every acquire until its ctx ends and then fails it unsent:
-// a process that cannot claim what is reserved for it before it gives up.
-type stallTries struct{ on atomic.Bool }
-
-func (h *stallTries) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *stallTries) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		// EVALSHA sha 3 lock fence queue value ttl fence-ttl waiter queue-ttl floor: an acquire.
-		if args := cmd.Args(); h.on.Load() && len(args) > 9 && args[2] == 3 {
-			<-ctx.Done()
-			cmd.SetErr(ctx.Err())
-			return ctx.Err()
-		}
-		return next(ctx, cmd)
-	}
-}
-func (h *stallTries) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
-}
 
 // queuedTries is a go-redis hook that closes its channel after the n-th acquire that joined a node's queue.
 func queuedTries(n int64) (*redistest.AfterReply, chan struct{}) {
@@ -68,7 +47,7 @@ func TestGivingUpPassesReservationsOn(t *testing.T) {
 			t.Cleanup(func() { _ = c.Close() })
 			return c
 		}
-		stall := &stallTries{}
+		stall := &redistest.StallAcquires{}
 		bHook, bQueued := queuedTries(2) // the second try is the first that joins the queues
 		cHook, cQueued := queuedTries(2)
 		a, b, c := client(nil, nil), client(stall, bHook), client(nil, cHook)
@@ -100,7 +79,7 @@ func TestGivingUpPassesReservationsOn(t *testing.T) {
 		<-cQueued
 		synctest.Wait()
 
-		stall.on.Store(true) // b cannot claim what is reserved for it
+		stall.On() // b cannot claim what is reserved for it
 		released := time.Now()
 		require.NoError(t, held.Release(ctx))
 		synctest.Wait()

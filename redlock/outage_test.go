@@ -2,7 +2,6 @@ package redlock_test
 
 import (
 	"context"
-	"net"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -17,35 +16,10 @@ import (
 	"github.com/keyward/keyward/redlock"
 )
 
-// outage is a go-redis hook that, while on, fails every command as a refused dial does: the node is down. It
-// counts the acquires it refused.
-type outage struct {
-	on      atomic.Bool
-	refused atomic.Int64
-}
-
-var errRefused = &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
-
-func (o *outage) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (o *outage) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if o.on.Load() {
-			if args := cmd.Args(); cmd.Name() == "evalsha" && len(args) > 2 && args[2] == 3 {
-				o.refused.Add(1) // an acquire: the only script with three keys
-			}
-			cmd.SetErr(errRefused)
-			return errRefused
-		}
-		return next(ctx, cmd)
-	}
-}
-func (o *outage) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if o.on.Load() {
-			return errRefused
-		}
-		return next(ctx, cmds)
-	}
+// isAcquire tells an acquire: the only script with three keys.
+func isAcquire(cmd redis.Cmder) bool {
+	args := cmd.Args()
+	return cmd.Name() == "evalsha" && len(args) > 2 && args[2] == 3
 }
 
 // An Obtain that meets a majority of nodes down tries again after a backoff (10 ms doubling to 1 s, from the upper
@@ -53,11 +27,11 @@ func (o *outage) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proce
 // error matches ctx's error and the last try's.
 func TestObtainRidesOutAnOutage(t *testing.T) {
 	inBubble(t, 3, func(t *testing.T, b *bubble) {
-		downs := make([]*outage, 2)
+		downs := make([]*redistest.Outage, 2)
 		for i := range downs {
-			downs[i] = &outage{}
+			downs[i] = &redistest.Outage{Count: isAcquire}
 			b.clients[i].AddHook(downs[i])
-			downs[i].on.Store(true)
+			downs[i].On()
 		}
 		locks := b.client(t, redlock.WithNodeTimeout(50*time.Millisecond))
 		defer locks.Close()
@@ -76,17 +50,17 @@ func TestObtainRidesOutAnOutage(t *testing.T) {
 		synctest.Wait()
 		// Delays of at least 5, 10, 20, … 320 ms, then 500 ms: at most 17 tries in 5 s; at most 10, 20, …,
 		// 640 ms, then 1 s: at least 9 (each try costs the refused nodes nothing: they answer at once).
-		tries := downs[0].refused.Load()
+		tries := downs[0].Refused()
 		assert.GreaterOrEqual(t, tries, int64(9), "tries again while a majority is down")
 		assert.LessOrEqual(t, tries, int64(17), "no hot loop")
-		downs[0].on.Store(false)
+		downs[0].Off()
 		back := time.Now()
 		require.NoError(t, <-done)
 		assert.LessOrEqual(t, time.Since(back), time.Second, "within the capped backoff of the nodes' return")
 
 		gctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
-		downs[0].on.Store(true)
+		downs[0].On()
 		start := time.Now()
 		_, err := locks.Obtain(gctx, "job", time.Minute)
 		assert.Equal(t, 3*time.Second, time.Since(start), "returns when ctx ends")
@@ -99,9 +73,9 @@ func TestObtainRidesOutAnOutage(t *testing.T) {
 // Errors that will not pass end Obtain at once, also when they come from one node.
 func TestObtainReturnsPermanentErrorsAtOnce(t *testing.T) {
 	inBubble(t, 3, func(t *testing.T, b *bubble) {
-		down := &outage{}
+		down := &redistest.Outage{}
 		b.clients[0].AddHook(down)
-		down.on.Store(true)
+		down.On()
 		_, err := b.ms[1].Lpush("list", "x")
 		require.NoError(t, err)
 		locks := b.client(t, redlock.WithNodeTimeout(50*time.Millisecond))
@@ -123,7 +97,7 @@ func TestObtainRidesOutARestart(t *testing.T) {
 	for _, s := range servers {
 		nodes = append(nodes, redistest.NewClient(t, &redis.Options{Addr: s.Addr()})) // go-redis's defaults
 	}
-	nodes[0].AddHook(&afterError{fn: func() {
+	nodes[0].AddHook(&redistest.AfterError{Fn: func() {
 		if failures.Add(1) == 1 {
 			close(failed)
 		}
@@ -144,21 +118,4 @@ func TestObtainRidesOutARestart(t *testing.T) {
 	l, err := locks.Obtain(ctx, "job", time.Minute)
 	require.NoError(t, err)
 	require.NoError(t, l.Release(ctx))
-}
-
-// afterError is a go-redis hook that calls fn after every script command that failed.
-type afterError struct{ fn func() }
-
-func (h *afterError) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *afterError) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		err := next(ctx, cmd)
-		if err != nil && (cmd.Name() == "evalsha" || cmd.Name() == "eval") {
-			h.fn()
-		}
-		return err
-	}
-}
-func (h *afterError) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
 }

@@ -2,7 +2,6 @@ package semaphore_test
 
 import (
 	"context"
-	"errors"
 	"testing"
 	"time"
 
@@ -20,11 +19,7 @@ import (
 // default go-redis options and the documented prefix).
 func semaphoreSteps(t *testing.T, srv *redistest.Server, rule string, opts ...semaphore.Option) []redistest.Step {
 	newSem := func(hooks ...redis.Hook) *semaphore.Semaphore {
-		rdb := srv.User(t, acl.User, acl.Password, acl.Args(rule))
-		for _, h := range hooks {
-			rdb.AddHook(h)
-		}
-		s, err := semaphore.New(rdb, "pool", 1, append([]semaphore.Option{semaphore.WithPrefix(acl.Prefix)}, opts...)...)
+		s, err := semaphore.New(srv.DocumentedUser(t, rule, hooks...), "pool", 1, append([]semaphore.Option{semaphore.WithPrefix(acl.Prefix)}, opts...)...)
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = s.Close() })
 		return s
@@ -40,55 +35,15 @@ func semaphoreSteps(t *testing.T, srv *redistest.Server, rule string, opts ...se
 		}),
 		redistest.Call("refresh", func(ctx context.Context) error { return held.Refresh(ctx, time.Minute) }),
 		redistest.Call("release", func(ctx context.Context) error { return held.Release(ctx) }),
-		redistest.Scene("wait for another process's release", func(ctx context.Context) error {
-			// The holder's ttl is a minute: only the release's message wakes the waiter within the step's time.
-			p, err := a.TryAcquire(ctx, time.Minute)
-			if err != nil {
-				return err
-			}
-			bctx, cancelB := context.WithCancel(ctx)
-			defer cancelB()
-			done := make(chan error, 1)
-			go func() {
-				got, err := b.Acquire(bctx, time.Minute)
-				if err == nil {
-					err = got.Release(ctx)
-				}
-				done <- err
-			}()
-			select {
-			case <-subscribedB:
-			case err := <-done:
-				return errors.Join(err, p.Release(ctx))
-			}
-			if err := p.Release(ctx); err != nil {
-				cancelB() // the waiter would wait for a ttl of a minute
-				return errors.Join(err, <-done)
-			}
-			return <-done
-		}),
-		redistest.Scene("give up waiting", func(ctx context.Context) error {
-			p, err := a.TryAcquire(ctx, time.Minute)
-			if err != nil {
-				return err
-			}
-			wctx, cancel := context.WithCancel(ctx)
-			defer cancel()
-			done := make(chan error, 1)
-			go func() {
-				_, err := c.Acquire(wctx, time.Minute)
-				done <- err
-			}()
-			select {
-			case <-subscribedC:
-				cancel()
-				if err = <-done; errors.Is(err, context.Canceled) {
-					err = nil
-				}
-			case err = <-done:
-			}
-			return errors.Join(err, p.Release(ctx))
-		}),
+		// The holder's ttl is a minute: only the release's message wakes the waiter within the step's time.
+		redistest.Handover(
+			func(ctx context.Context) (*semaphore.Permit, error) { return a.TryAcquire(ctx, time.Minute) },
+			func(ctx context.Context) (*semaphore.Permit, error) { return b.Acquire(ctx, time.Minute) },
+			subscribedB),
+		redistest.GiveUp(
+			func(ctx context.Context) (*semaphore.Permit, error) { return a.TryAcquire(ctx, time.Minute) },
+			func(ctx context.Context) (*semaphore.Permit, error) { return c.Acquire(ctx, time.Minute) },
+			subscribedC),
 	}
 }
 

@@ -2,7 +2,6 @@ package semaphore_test
 
 import (
 	"context"
-	"net"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -18,30 +17,6 @@ import (
 	"github.com/keyward/keyward/semaphore"
 )
 
-// outage is a go-redis hook that, while on, fails every command as a refused dial does: the server is down.
-type outage struct{ on atomic.Bool }
-
-var errRefused = &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
-
-func (o *outage) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (o *outage) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if o.on.Load() {
-			cmd.SetErr(errRefused)
-			return errRefused
-		}
-		return next(ctx, cmd)
-	}
-}
-func (o *outage) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if o.on.Load() {
-			return errRefused
-		}
-		return next(ctx, cmds)
-	}
-}
-
 // An Acquire that meets a server that is down tries again after a backoff (10 ms doubling to 1 s, from the upper
 // half of each step) until the server is back, without spinning, and then takes a permit.
 func TestAcquireRidesOutAnOutage(t *testing.T) {
@@ -53,7 +28,7 @@ func TestAcquireRidesOutAnOutage(t *testing.T) {
 				defer cancel()
 				rdb := redistest.SynctestClient(m)
 				defer rdb.Close()
-				down := &outage{}
+				down := &redistest.Outage{}
 				rdb.AddHook(down)
 				sem := bubbleSem(t, rdb, "pool", 1)
 				if full {
@@ -69,14 +44,14 @@ func TestAcquireRidesOutAnOutage(t *testing.T) {
 				done := make(chan result, 1)
 				go func() {
 					if !full {
-						down.on.Store(true)
+						down.On()
 					}
 					p, err := sem.Acquire(ctx, time.Minute)
 					done <- result{p, err}
 				}()
 				if full {
 					synctest.Wait() // the waiter waits for the holder's ttl
-					down.on.Store(true)
+					down.On()
 				}
 				before := sem.Stats().Tries
 				time.Sleep(5 * time.Second)
@@ -87,7 +62,7 @@ func TestAcquireRidesOutAnOutage(t *testing.T) {
 				assert.GreaterOrEqual(t, tries, int64(9), "tries again while the server is down")
 				assert.LessOrEqual(t, tries, int64(17), "no hot loop")
 
-				down.on.Store(false)
+				down.Off()
 				back := time.Now()
 				r := <-done
 				require.NoError(t, r.err)
@@ -102,19 +77,19 @@ func TestAcquireRidesOutAnOutage(t *testing.T) {
 // errors that will not pass end it at once.
 func TestAcquireGivesUpWithTheLastCause(t *testing.T) {
 	inBubble(t, func(t *testing.T, m *miniredis.Miniredis, rdb *redis.Client) {
-		down := &outage{}
+		down := &redistest.Outage{}
 		rdb.AddHook(down)
 		sem := bubbleSem(t, rdb, "pool", 1)
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
-		down.on.Store(true)
+		down.On()
 		start := time.Now()
 		_, err := sem.Acquire(ctx, time.Minute)
 		assert.Equal(t, 3*time.Second, time.Since(start), "returns when ctx ends")
 		assert.ErrorIs(t, err, context.DeadlineExceeded)
 		assert.ErrorIs(t, err, syscall.ECONNREFUSED)
 		assert.ErrorContains(t, err, `semaphore "pool": acquire`)
-		down.on.Store(false)
+		down.Off()
 
 		_, err = m.Lpush("list", "x")
 		require.NoError(t, err)
@@ -132,7 +107,7 @@ func TestAcquireRidesOutARestart(t *testing.T) {
 	failed := make(chan struct{})
 	var failures atomic.Int32
 	rdb := redistest.NewClient(t, &redis.Options{Addr: srv.Addr()}) // go-redis's defaults
-	rdb.AddHook(&afterError{fn: func() {
+	rdb.AddHook(&redistest.AfterError{Fn: func() {
 		if failures.Add(1) == 1 {
 			close(failed)
 		}
@@ -148,21 +123,4 @@ func TestAcquireRidesOutARestart(t *testing.T) {
 	p, err := sem.Acquire(ctx, time.Minute)
 	require.NoError(t, err)
 	require.NoError(t, p.Release(ctx))
-}
-
-// afterError is a go-redis hook that calls fn after every script command that failed.
-type afterError struct{ fn func() }
-
-func (h *afterError) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *afterError) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		err := next(ctx, cmd)
-		if err != nil && (cmd.Name() == "evalsha" || cmd.Name() == "eval") {
-			h.fn()
-		}
-		return err
-	}
-}
-func (h *afterError) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
 }

@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -21,9 +20,7 @@ func TestAcquireReturnsWhenChannelPermissionIsRevoked(t *testing.T) {
 	admin := srv.Client(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
-	require.NoError(t, admin.Do(ctx, "ACL", "SETUSER", "u", "on", ">pw", "~*", "+@all", "resetchannels", "&*").Err())
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: "u", Password: "pw"})
-	t.Cleanup(func() { _ = rdb.Close() })
+	rdb := srv.OpenUser(t, "u", "pw")
 	hook, subscribed := waiting(2)
 	rdb.AddHook(hook)
 
@@ -40,7 +37,7 @@ func TestAcquireReturnsWhenChannelPermissionIsRevoked(t *testing.T) {
 		done <- err
 	}()
 	<-subscribed
-	require.NoError(t, admin.Do(ctx, "ACL", "SETUSER", "u", "resetchannels", "&keyward:probe:*").Err())
+	srv.RevokeChannels(t, "u")
 
 	select {
 	case err = <-done:
@@ -53,7 +50,7 @@ func TestAcquireReturnsWhenChannelPermissionIsRevoked(t *testing.T) {
 	_, err = sem.Acquire(ctx, time.Second)
 	require.ErrorIs(t, err, keyward.ErrNoPermission, "subscribing again is refused at once")
 
-	require.NoError(t, admin.Do(ctx, "ACL", "SETUSER", "u", "&*").Err())
+	srv.GrantChannels(t, "u")
 	go func() {
 		p, err := sem.Acquire(ctx, time.Second)
 		if p != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/acl"
 )
 
 // User creates (or resets) the ACL user name on s with rule, the arguments of ACL SETUSER after the name, through
@@ -26,6 +27,40 @@ func (s *Server) User(t testing.TB, name, password string, rule []string) *redis
 	rdb := redis.NewClient(&redis.Options{Addr: s.Addr(), Username: name, Password: password})
 	t.Cleanup(func() { _ = rdb.Close() })
 	return rdb
+}
+
+// DocumentedUser creates (or resets) the documented user (acl.User, with acl.Password) on s with rule, a documented
+// rule such as acl.Lock, and returns a client for it built with go-redis's default options, with hooks added,
+// closed when the test ends.
+func (s *Server) DocumentedUser(t testing.TB, rule string, hooks ...redis.Hook) *redis.Client {
+	t.Helper()
+	rdb := s.User(t, acl.User, acl.Password, acl.Args(rule))
+	for _, h := range hooks {
+		rdb.AddHook(h)
+	}
+	return rdb
+}
+
+// OpenUser creates (or resets) the ACL user name on s, allowed every command, key and channel, and returns a client
+// for it built with go-redis's default options and password, closed when the test ends. Tests take its channels
+// away with RevokeChannels while it waits, and give them back with GrantChannels.
+func (s *Server) OpenUser(t testing.TB, name, password string) *redis.Client {
+	t.Helper()
+	return s.User(t, name, password, []string{"on", ">" + password, "~*", "+@all", "resetchannels", "&*"})
+}
+
+// RevokeChannels takes from the ACL user name every channel but keyward's probe channels ("keyward:probe:*"): the
+// server closes the subscriptions it holds, and refuses new ones.
+func (s *Server) RevokeChannels(t testing.TB, name string) {
+	t.Helper()
+	require.NoError(t, s.Client(t).Do(context.Background(), "ACL", "SETUSER", name, "resetchannels",
+		"&keyward:probe:*").Err())
+}
+
+// GrantChannels gives the ACL user name every channel again.
+func (s *Server) GrantChannels(t testing.TB, name string) {
+	t.Helper()
+	require.NoError(t, s.Client(t).Do(context.Background(), "ACL", "SETUSER", name, "&*").Err())
 }
 
 // Snapshot returns every key of database 0 with its serialized value (DUMP, without its ttl), read through an
@@ -94,4 +129,71 @@ func Call(name string, run func(ctx context.Context) error) Step {
 // Scene returns a Step of several calls, or of calls by more than one client.
 func Scene(name string, run func(ctx context.Context) error) Step {
 	return Step{Name: name, Run: run}
+}
+
+// Releaser is what a Handover or a GiveUp step takes and gives back: a lock, a permit.
+type Releaser interface {
+	Release(ctx context.Context) error
+}
+
+// Handover returns the Step "wait for another process's release": take gets what another process then waits for
+// with wait; once waiting is closed (the waiter is subscribed and in line), the first releases it, and the step
+// ends when the waiter got it and released it in turn. With a long ttl, only the release's message wakes the waiter
+// within the step's time.
+func Handover[R Releaser](take, wait func(ctx context.Context) (R, error), waiting <-chan struct{}) Step {
+	return Scene("wait for another process's release", func(ctx context.Context) error {
+		held, err := take(ctx)
+		if err != nil {
+			return err
+		}
+		wctx, cancelWait := context.WithCancel(ctx)
+		defer cancelWait()
+		done := make(chan error, 1)
+		go func() {
+			got, err := wait(wctx)
+			if err == nil {
+				err = got.Release(ctx)
+			}
+			done <- err
+		}()
+		select {
+		case <-waiting:
+		case err := <-done:
+			return errors.Join(err, held.Release(ctx))
+		}
+		if err := held.Release(ctx); err != nil {
+			cancelWait() // the waiter would wait for the holder's ttl
+			return errors.Join(err, <-done)
+		}
+		return <-done
+	})
+}
+
+// GiveUp returns the Step "give up waiting": take gets what another process then waits for with wait; once
+// waiting is closed (the waiter is subscribed and in line), the waiter gives up (its ctx is cancelled), and then
+// the first releases what it took. A wait that ends with context.Canceled is what the step expects.
+func GiveUp[R Releaser](take, wait func(ctx context.Context) (R, error), waiting <-chan struct{}) Step {
+	return Scene("give up waiting", func(ctx context.Context) error {
+		held, err := take(ctx)
+		if err != nil {
+			return err
+		}
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		done := make(chan error, 1)
+		go func() {
+			_, err := wait(wctx)
+			done <- err
+		}()
+		select {
+		case <-waiting:
+			cancel()
+			if err = <-done; errors.Is(err, context.Canceled) {
+				err = nil
+			}
+		case err = <-done:
+		}
+		cancel()
+		return errors.Join(err, held.Release(ctx))
+	})
 }
