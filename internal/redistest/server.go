@@ -42,8 +42,11 @@ const (
 var errPortBusy = errors.New("port already in use")
 
 // Binary returns the path of redis-server found in $PATH (or "" if absent).
-func Binary() string {
-	p, err := exec.LookPath("redis-server")
+func Binary() string { return lookPath("redis-server") }
+
+// lookPath returns the path of the program name found in $PATH (or "" if absent).
+func lookPath(name string) string {
+	p, err := exec.LookPath(name)
 	if err != nil {
 		return ""
 	}
@@ -55,13 +58,21 @@ func Binary() string {
 // does nothing when redis-server is in $PATH.
 func Require(t testing.TB) {
 	t.Helper()
-	if Binary() != "" {
+	requireProgram(t, "redis-server")
+}
+
+// requireProgram is Require for the program name, which comes with Debian's
+// redis-server package (redis-server itself, or redis-cli from redis-tools,
+// which it depends on).
+func requireProgram(t testing.TB, name string) {
+	t.Helper()
+	if lookPath(name) != "" {
 		return
 	}
 	if os.Getenv("CI") == "true" {
-		t.Fatal("FAILED: redis-server not found in PATH and CI=true; install Debian's redis-server (make test does)")
+		t.Fatalf("FAILED: %s not found in PATH and CI=true; install Debian's redis-server (make test does)", name)
 	}
-	t.Skip("SKIPPED: redis-server not found in PATH; install Debian's redis-server (make test does) — integration test not run")
+	t.Skipf("SKIPPED: %s not found in PATH; install Debian's redis-server (make test does) — integration test not run", name)
 }
 
 // config collects what the Options ask for.
