@@ -92,6 +92,16 @@ type Verdict struct {
 	StoreErrors int
 	// MaxWait is the longest time an obtain that succeeded took.
 	MaxWait time.Duration
+	// Stopped counts attempts still waiting when the phase ended.
+	Stopped int
+	// HandOffs counts clean releases (Release returned nil) while another attempt waited: it was called before
+	// the release returned and was still waiting when it did. MaxHandOffGap is the longest time from such a
+	// release's return to the next obtain's return (of whichever attempt), or to the end of a wait cut short
+	// meanwhile (the phase's end, a timeout), whichever came first: the lock lay idle that long although someone
+	// wanted it. A waiter that missed the release's wake-up shows as a gap of a claim window or of the holder's
+	// remaining ttl, when its timer ends the wait.
+	HandOffs      int
+	MaxHandOffGap time.Duration
 	// Linearizable is porcupine's verdict on the acquire/release history with the fenced-mutex model.
 	Linearizable LinearizabilityResult
 }
@@ -134,6 +144,8 @@ func Check(h History) Verdict {
 			}
 		case TimedOut:
 			v.TimedOut++
+		case Stopped:
+			v.Stopped++
 		default:
 			v.Errors++
 			if leftByAttempt(r) {
@@ -192,6 +204,7 @@ func Check(h History) Verdict {
 		return end
 	})
 	v.FenceViolations = fenceViolations(held)
+	v.HandOffs, v.MaxHandOffGap = handOffGaps(h.Records)
 	v.StaleAccepted = staleWrites(accepted, h.Store.Log)
 	v.PausedHolders, v.PausedHoldersToldLost, v.PausedHoldersLostFired = pausedHolders(h.Records, h.Pauses)
 	v.Linearizable = Linearizable(h, 0)
@@ -238,6 +251,53 @@ func fenceViolations(held []*Record) int {
 		}
 	}
 	return n
+}
+
+// handOffGaps returns how many clean releases came while another attempt waited, and the longest gap after one
+// of them (see Verdict.MaxHandOffGap). A waiter is an attempt that obtained the lock, or waited until a timeout
+// or the phase's end; refused tries and errors do not wait.
+func handOffGaps(records []Record) (n int, gap time.Duration) {
+	var waiters []*Record
+	var ends []int64 // when obtains returned, and when cut-short waits ended
+	for i := range records {
+		r := &records[i]
+		switch {
+		case r.HasLock():
+			waiters = append(waiters, r)
+			ends = append(ends, r.Start)
+		case r.Result == Stopped, r.Result == TimedOut:
+			waiters = append(waiters, r)
+			ends = append(ends, r.Start)
+		}
+	}
+	slices.SortFunc(waiters, func(a, b *Record) int { return cmp64(a.Call, b.Call) })
+	slices.Sort(ends)
+	lastEnd := make([]int64, len(waiters)) // the latest return among waiters[:i+1]
+	for i, r := range waiters {
+		lastEnd[i] = r.Start
+		if i > 0 {
+			lastEnd[i] = max(lastEnd[i], lastEnd[i-1])
+		}
+	}
+	for i := range records {
+		a := &records[i]
+		if !a.HasLock() || a.Release != Released {
+			continue
+		}
+		// Waiters called before a's release returned: waiters[:k]. One of them still waited after it returned?
+		k := sort.Search(len(waiters), func(j int) bool { return waiters[j].Call >= a.RelEnd })
+		if k == 0 || lastEnd[k-1] <= a.RelEnd {
+			continue
+		}
+		n++
+		// The first obtain (a hand-over's may return before the release does) or cut-short wait after the
+		// release was called.
+		j := sort.Search(len(ends), func(j int) bool { return ends[j] >= a.RelCall })
+		if j < len(ends) {
+			gap = max(gap, time.Duration(ends[j]-a.RelEnd))
+		}
+	}
+	return n, gap
 }
 
 // staleWrites counts accepted fenced writes that follow a write with a larger (or equal) fence: in the store's

@@ -117,7 +117,7 @@ func Linearizable(h History, timeout time.Duration) LinearizabilityResult {
 		if !r.HasLock() {
 			continue
 		}
-		ops = append(ops, porcupine.Operation{ClientId: r.Worker, Input: mutexInput{opAcquire, i},
+		ops = append(ops, porcupine.Operation{ClientId: r.Worker*1000 + r.G, Input: mutexInput{opAcquire, i},
 			Call: r.Call, Output: mutexOutput{fence: r.Fence}, Return: r.Start})
 		if r.RelCall > 0 {
 			out, ret := r.Release, r.RelEnd
@@ -128,7 +128,7 @@ func Linearizable(h History, timeout time.Duration) LinearizabilityResult {
 			if r.Release == ReleaseFailed {
 				ret = end // it may still take effect
 			}
-			ops = append(ops, porcupine.Operation{ClientId: r.Worker, Input: mutexInput{opRelease, i},
+			ops = append(ops, porcupine.Operation{ClientId: r.Worker*1000 + r.G, Input: mutexInput{opRelease, i},
 				Call: r.RelCall, Output: mutexOutput{release: out}, Return: ret})
 		}
 		if r.Release != Released {

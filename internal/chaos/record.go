@@ -31,6 +31,8 @@ const (
 	TimedOut = "timeout"
 	// Failed: the attempt returned any other error (network, timeout of a command, an ambiguous acquire).
 	Failed = "error"
+	// Stopped: the worker was stopped (the end of the phase) while the attempt waited.
+	Stopped = "stopped"
 )
 
 // Release results (Record.Release).
@@ -48,9 +50,15 @@ const (
 // A Record is one acquire attempt of a worker and, when it got the lock, its critical section and release. All
 // times are Mono readings.
 type Record struct {
-	Worker int    `json:"w"`
-	PID    int    `json:"pid"`
-	Seq    int    `json:"seq"`
+	Worker int `json:"w"`
+	// G numbers the goroutine of the worker process that made the attempt (WorkerConfig.Goroutines); Seq
+	// numbers the goroutine's attempts.
+	G   int `json:"g,omitempty"`
+	PID int `json:"pid"`
+	Seq int `json:"seq"`
+	// Do: the lock was taken with Locker.Do, and the section ran as its fn (see WorkerConfig.Do): Until is when
+	// fn returned, or when its context was cancelled because the lock was lost; RelCall is when fn returned.
+	Do     bool   `json:"do,omitempty"`
 	Call   int64  `json:"call"`  // before Obtain/TryObtain was called
 	Start  int64  `json:"start"` // when it returned
 	Result string `json:"outcome"`
@@ -87,8 +95,8 @@ type Record struct {
 	Release   string `json:"released,omitempty"`
 	RelErr    string `json:"relErr,omitempty"`
 
-	// OwnKeyLeft: after an attempt that did not get the lock, the lock key held a value of this worker's
-	// process, LeftValue: either the value of an earlier lock of this worker whose release failed, or one that
+	// OwnKeyLeft: after an attempt that did not get the lock, the lock key held a value of this goroutine
+	// of the worker, LeftValue: either the value of an earlier lock of this goroutine whose release failed, or one that
 	// the failed attempt itself stored (an acquire that the server ran although the client was told otherwise).
 	OwnKeyLeft bool   `json:"ownKeyLeft,omitempty"`
 	LeftValue  string `json:"leftValue,omitempty"`

@@ -32,14 +32,18 @@ type Settings struct {
 	TTL, Hold time.Duration
 	// PhaseLen is how long each phase's workload and faults run.
 	PhaseLen time.Duration
+	// Goroutines is the number of goroutines per worker process in the single-node phases: they contend
+	// through the process's one lock client (see WorkerConfig.Goroutines).
+	Goroutines int
 	// Short leaves out the Redlock phases that only show progress (a paused node, a killed majority).
 	Short bool
 }
 
-// ShortSettings are those of the short schedule, run by every `go test`: 4 workers, ttl 250 ms, 2.5 s phases.
+// ShortSettings are those of the short schedule, run by every `go test`: 4 workers (of 2 goroutines in the
+// single-node phases), ttl 250 ms, 2.5 s phases.
 func ShortSettings() Settings {
 	return Settings{Workers: 4, TTL: 250 * time.Millisecond, Hold: 10 * time.Millisecond,
-		PhaseLen: 2500 * time.Millisecond, Short: true}
+		PhaseLen: 2500 * time.Millisecond, Goroutines: 2, Short: true}
 }
 
 // FullSettings are those of the full schedule (make chaos): as the short one, with 11 s phases and every phase.
@@ -161,6 +165,14 @@ type Phase struct {
 	Deploy Deployment
 	// TTL overrides the Settings' lock ttl; Hold their pause inside the critical section.
 	TTL, Hold time.Duration
+	// Workers and Goroutines override the Settings' number of worker processes and of goroutines per process;
+	// Goroutines applies to the single-node phases only (Redlock and the deployments run one per process).
+	Workers, Goroutines int
+	// Do makes the odd-numbered goroutines of each worker take the lock with Do (see WorkerConfig.Do).
+	Do bool
+	// Rest and RestJitter pace each goroutine's attempts (see WorkerConfig.Rest); ClaimWindow sets the lock
+	// client's claim window.
+	Rest, RestJitter, ClaimWindow time.Duration
 	// LongHolder, when its Hold is set, gives worker 0 sections of that length: a holder of a long job.
 	LongHolder LongHolder
 	// AmbiguousReleases: replies may be lost in this phase (see History.AmbiguousReleases).
@@ -236,7 +248,7 @@ func (g *Rig) Run(t testing.TB, p *Phase) Result {
 	if (p.Deploy == SentinelGroup && g.Sentinel == nil) || (p.Deploy == RedisCluster && g.Cluster == nil) {
 		t.Fatalf("chaos: %s: the rig has no %v: call Prepare with the phases first", p.Name, p.Deploy)
 	}
-	for i := range g.set.Workers {
+	for i := range cmp.Or(p.Workers, g.set.Workers) {
 		w, err := g.startWorker(r, i)
 		if err != nil {
 			r.stopWorkers()
@@ -297,7 +309,14 @@ func (g *Rig) startWorker(r *PhaseRun, id int) (*workerProc, error) {
 		ReadTimeout:   2 * g.set.TTL,
 		ObtainTimeout: 20*ttl + 2*long.Hold, // the others wait for the long holder too
 		Try:           r.phase.Try,
+		Do:            r.phase.Do,
+		Rest:          r.phase.Rest,
+		RestJitter:    r.phase.RestJitter,
+		ClaimWindow:   r.phase.ClaimWindow,
 		Out:           filepath.Join(g.dir, fmt.Sprintf("%s-%d.jsonl", r.phase.Name, id)),
+	}
+	if !r.phase.Redlock && r.phase.Deploy == SingleNode {
+		cfg.Goroutines = cmp.Or(r.phase.Goroutines, g.set.Goroutines)
 	}
 	if id == 0 && long.Hold > 0 {
 		cfg.TTL, cfg.Hold, cfg.AutoRefresh, cfg.Rest = cmp.Or(long.TTL, ttl), long.Hold, long.AutoRefresh, long.Rest

@@ -65,15 +65,39 @@ func with(sets ...[]Expectation) []Expectation {
 	return out
 }
 
+// wakeTTL is the ttl and claim window of the wake-up phase; wakeGap bounds its hand-off gaps: far below a lost
+// wake-up's cost (wakeTTL), far above a hand-off's (milliseconds; tens under the race detector on a loaded
+// machine).
+const (
+	wakeTTL = 2 * time.Second
+	wakeGap = 400 * time.Millisecond
+)
+
 // Schedule returns the single-node (lock/) phases, sized by s.
 func Schedule(s Settings) []*Phase {
 	ttl := s.TTL
 	return []*Phase{
 		{
-			Name: "baseline", Fault: "none",
+			Name: "baseline", Fault: "none", Do: true,
 			Expect: with(safety, faultFree, []Expectation{
 				verdictIs("0 errors", func(v Verdict) bool { return v.Errors == 0 }),
 				verdictIs("porcupine: ok", func(v Verdict) bool { return v.Linearizable == Linear }),
+			}),
+		},
+		{
+			// The lost-wake-up detector. A long ttl and as long a claim window: a waiter that misses the release
+			// meant for it waits for its timer, at the holder's remaining ttl, and the others for the reservation
+			// it does not claim; the lock lies idle for seconds, where a hand-off takes milliseconds. Short
+			// sections and random rests make processes leave and join the Redis queue all the time, so that
+			// releases land between a waiter's try and its wait.
+			Name: "wake-up", Fault: "none: ttl and claim window 2 s, 3 goroutines per worker, half of them in Do",
+			TTL: wakeTTL, ClaimWindow: wakeTTL, Hold: time.Millisecond, RestJitter: 4 * time.Millisecond,
+			Workers: 3, Goroutines: 3, Do: true,
+			Expect: with(safety, faultFree, []Expectation{
+				verdictIs("0 errors", func(v Verdict) bool { return v.Errors == 0 }),
+				verdictIs("hand-offs to waiters", func(v Verdict) bool { return v.HandOffs > 0 }),
+				verdictIs(fmt.Sprintf("no lost wake-up: every hand-off gap ≤ %v", wakeGap),
+					func(v Verdict) bool { return v.MaxHandOffGap <= wakeGap }),
 			}),
 		},
 		{
@@ -158,7 +182,7 @@ func Schedule(s Settings) []*Phase {
 			Expect: with(safety, []Expectation{injected}),
 		},
 		{
-			Name: "pubsub-kill", Fault: "CLIENT KILL TYPE pubsub every 100 ms",
+			Name: "pubsub-kill", Fault: "CLIENT KILL TYPE pubsub every 100 ms", Do: true,
 			Inject: func(r *PhaseRun) {
 				for r.Remaining() > 0 {
 					r.KillPubSub()
@@ -277,8 +301,8 @@ func Table(results []Result) string {
 	var b strings.Builder
 	b.WriteString("| phase | fault | faults | attempts | sections (past validity) | expired on arrival | errors | overlaps | " +
 		"validity overlaps | lost updates | stale writes accepted | fence violations | releases not held (within validity) | " +
-		"own key left (error / refused) | paused holders told (Lost fired) | porcupine | max wait | verdict |\n")
-	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|---|\n")
+		"own key left (error / refused) | paused holders told (Lost fired) | porcupine | max wait | hand-offs (max gap) | verdict |\n")
+	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|---|\n")
 	for _, r := range results {
 		v := r.Verdict
 		verdict := "pass"
@@ -289,11 +313,11 @@ func Table(results []Result) string {
 		if v.PausedHolders > 0 {
 			paused = fmt.Sprintf("%d/%d (%d)", v.PausedHoldersToldLost, v.PausedHolders, v.PausedHoldersLostFired)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %d | %d | %d (%d) | %d | %d | %d | %d | %d | %d | %d | %d (%d) | %d / %d | %s | %s | %s | %s |\n",
+		fmt.Fprintf(&b, "| %s | %s | %d | %d | %d (%d) | %d | %d | %d | %d | %d | %d | %d | %d (%d) | %d / %d | %s | %s | %s | %d (%s) | %s |\n",
 			r.Phase.Name, r.Phase.Fault, r.Faults, v.Attempts, v.Sections, v.Overran, v.ExpiredOnArrival,
 			v.Errors+v.TimedOut, v.Overlaps, v.ValidityOverlaps, v.LostUpdates, v.StaleAccepted,
 			v.FenceViolations, v.ReleaseNotHeld, v.ReleaseNotHeldValid, v.OwnKeyLeftAfterError, v.OwnKeyLeftAfterRefusal, paused,
-			v.Linearizable, v.MaxWait.Round(time.Millisecond), verdict)
+			v.Linearizable, v.MaxWait.Round(time.Millisecond), v.HandOffs, v.MaxHandOffGap.Round(time.Millisecond), verdict)
 	}
 	return b.String()
 }

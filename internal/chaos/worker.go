@@ -5,15 +5,20 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/keys"
+	"github.com/keyward/keyward/internal/token"
 	"github.com/keyward/keyward/lock"
 	"github.com/keyward/keyward/redlock"
 )
@@ -52,8 +57,18 @@ type WorkerConfig struct {
 	// AutoRefresh takes the locks with auto-refresh: a holder whose Hold is longer than its TTL keeps the lock
 	// by refreshing it.
 	AutoRefresh bool
-	// Rest is how long the worker waits before each attempt.
-	Rest time.Duration
+	// Rest is how long the worker waits before each attempt; RestJitter adds a random part, up to itself.
+	Rest, RestJitter time.Duration
+	// Goroutines is the number of goroutines of the process that take the lock, each in a loop of its own,
+	// through the process's one lock client: the client's in-process queue, its hand-overs in the release's
+	// round trip and its cohorts run as users run them. 0 means 1.
+	Goroutines int
+	// Do makes the odd-numbered goroutines take the lock with Locker.Do (auto-refresh, the section run as its fn)
+	// instead of Obtain. Only for the single-node lock (lock/): the section reads the lock key and the fencing
+	// counter directly to learn the value and fence Do obtained.
+	Do bool
+	// ClaimWindow is the lock client's claim window (0: its default).
+	ClaimWindow time.Duration
 	// ReadTimeout is the lock client's socket read/write timeout.
 	ReadTimeout time.Duration
 	// ObtainTimeout bounds each Obtain (or TryObtain) call.
@@ -119,8 +134,7 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) (err error) {
 	}
 	defer func() { err = errors.Join(err, out.Close()) }()
 
-	w := &worker{cfg: cfg, pid: os.Getpid(), keys: KeysFor(cfg.Key)}
-	w.mine = " pid=" + strconv.Itoa(w.pid)
+	w := &worker{cfg: cfg, pid: os.Getpid(), keys: KeysFor(cfg.Key), fence: keys.For(cfg.Key).Fence, out: out}
 	var nodes []redis.UniversalClient
 	switch {
 	case cfg.SentinelMaster != "":
@@ -152,35 +166,60 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) (err error) {
 			w.observe = append(w.observe, observe)
 		}
 	}
+	if cfg.Do && len(w.observe) != 1 {
+		return errors.New("chaos worker: Do is for the single-node lock")
+	}
 	w.store = redis.NewClient(clientOptions(cfg.Storage, 2*time.Second))
 	defer w.store.Close()
-	locker, closeLocker, err := newLocker(nodes, cfg.NodeTimeout, cfg.AutoRefresh)
+	lockerFor, closeLocker, err := newLocker(nodes, cfg)
 	if err != nil {
 		return err
 	}
 	defer closeLocker()
 
+	n := max(cfg.Goroutines, 1)
+	gs := make([]*goroutine, n)
+	for i := range gs {
+		// Each goroutine's lock values name it: its records, and the values its attempts leave, are its own.
+		md := token.DefaultMetadata() + " g=" + strconv.Itoa(i)
+		gs[i] = &goroutine{w: w, g: i, locks: lockerFor(md), mine: " pid=" + strconv.Itoa(w.pid) + " g=" + strconv.Itoa(i),
+			do: cfg.Do && i%2 == 1}
+	}
 	if ready := os.NewFile(3, "ready"); ready != nil { // started by a Rig
 		_, _ = ready.WriteString(ReadyLine)
 		_ = ready.Close()
 	}
+	errs := make(chan error, n)
+	for _, g := range gs {
+		go func() { errs <- g.loop(ctx) }()
+	}
+	for range gs {
+		err = errors.Join(err, <-errs)
+	}
+	return err
+}
+
+// loop takes the lock again and again until ctx ends.
+func (g *goroutine) loop(ctx context.Context) error {
+	cfg := g.w.cfg
 	for seq := 0; ctx.Err() == nil; seq++ {
-		if cfg.Rest > 0 {
-			sleep(ctx, cfg.Rest) // the workload's pace
+		if rest := cfg.Rest + randN(cfg.RestJitter); rest > 0 {
+			sleep(ctx, rest) // the workload's pace
 			if ctx.Err() != nil {
 				break
 			}
 		}
-		r := w.attempt(ctx, locker, seq)
-		if r == nil {
-			break // ctx ended while obtaining
+		var r *Record
+		if g.do {
+			r = g.attemptDo(ctx, seq)
+		} else {
+			r = g.attempt(ctx, seq)
 		}
-		line, err := json.Marshal(r)
-		if err != nil {
+		if err := g.w.write(r); err != nil {
 			return err
 		}
-		if _, err := out.Write(append(line, '\n')); err != nil { // one write per record
-			return err
+		if r.Result == Stopped {
+			break
 		}
 		if r.Result == Failed || r.Result == NotObtained {
 			// Rate of retries after an error or a refused TryObtain; the workload's pace, not synchronisation.
@@ -188,6 +227,25 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) (err error) {
 		}
 	}
 	return nil
+}
+
+// write appends r to the worker's records, one write per record.
+func (w *worker) write(r *Record) error {
+	line, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, err = w.out.Write(append(line, '\n'))
+	return err
+}
+
+func randN(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return rand.N(d)
 }
 
 // failoverOptions are clientOptions for a go-redis failover client of the Sentinel group in cfg.
@@ -220,70 +278,80 @@ func clusterOptions(addrs []string, timeout time.Duration) *redis.ClusterOptions
 }
 
 // newLocker returns the single-node lock for one client (a single server, a Sentinel group or a Cluster),
-// Redlock for several.
-func newLocker(nodes []redis.UniversalClient, nodeTimeout time.Duration, autoRefresh bool) (keyward.Locker, func(), error) {
+// Redlock for several: a function that returns a Locker of that client whose locks carry the given metadata.
+func newLocker(nodes []redis.UniversalClient, cfg WorkerConfig) (func(metadata string) keyward.Locker, func(), error) {
 	if len(nodes) == 1 {
 		var opts []lock.Option
-		if autoRefresh {
+		if cfg.AutoRefresh {
 			opts = append(opts, lock.WithAutoRefresh())
+		}
+		if cfg.ClaimWindow > 0 {
+			opts = append(opts, lock.WithClaimWindow(cfg.ClaimWindow))
 		}
 		locks, err := lock.New(nodes[0], opts...)
 		if err != nil {
 			return nil, nil, err
 		}
-		return locks.Locker(), func() { _ = locks.Close() }, nil
+		return func(md string) keyward.Locker { return locks.Locker(lock.WithMetadata(md)) },
+			func() { _ = locks.Close() }, nil
 	}
 	var opts []redlock.Option
-	if nodeTimeout > 0 {
-		opts = append(opts, redlock.WithNodeTimeout(nodeTimeout))
+	if cfg.NodeTimeout > 0 {
+		opts = append(opts, redlock.WithNodeTimeout(cfg.NodeTimeout))
 	}
-	if autoRefresh {
+	if cfg.AutoRefresh {
 		opts = append(opts, redlock.WithAutoRefresh())
+	}
+	if cfg.ClaimWindow > 0 {
+		opts = append(opts, redlock.WithClaimWindow(cfg.ClaimWindow))
 	}
 	locks, err := redlock.New(nodes, opts...)
 	if err != nil {
 		return nil, nil, err
 	}
-	return locks.Locker(), func() { _ = locks.Close() }, nil
+	return func(md string) keyward.Locker { return locks.Locker(redlock.WithMetadata(md)) },
+		func() { _ = locks.Close() }, nil
 }
 
 type worker struct {
 	cfg     WorkerConfig
 	pid     int
-	mine    string                  // " pid=<pid>": what this process's lock values contain
 	observe []redis.UniversalClient // direct to each lock node (or a client of the Sentinel group or Cluster)
 	store   *redis.Client
 	keys    StoreKeys
+	fence   string // the lock's fencing counter
+
+	mu  sync.Mutex // serialises the writes to out
+	out *os.File
 }
 
-// attempt obtains the lock once and, when it got it, runs the critical section and releases it. It returns
-// nil when ctx ended while obtaining.
-func (w *worker) attempt(ctx context.Context, locks keyward.Locker, seq int) *Record {
-	r := &Record{Worker: w.cfg.ID, PID: w.pid, Seq: seq}
+// goroutine is one of a worker's goroutines that take the lock.
+type goroutine struct {
+	w     *worker
+	g     int
+	locks keyward.Locker // the process's one client, with this goroutine's metadata
+	mine  string         // " pid=<pid> g=<g>": what this goroutine's lock values end with
+	do    bool           // takes the lock with Do
+}
+
+// attempt obtains the lock once and, when it got it, runs the critical section and releases it. An attempt
+// that was still waiting when ctx ended is Stopped.
+func (g *goroutine) attempt(ctx context.Context, seq int) *Record {
+	w := g.w
+	r := &Record{Worker: w.cfg.ID, G: g.g, PID: w.pid, Seq: seq}
 	octx, cancel := context.WithTimeout(ctx, w.cfg.ObtainTimeout)
 	r.Call = Mono()
 	var l keyward.Lock
 	var err error
 	if w.cfg.Try {
-		l, err = locks.TryObtain(octx, w.cfg.Key, w.cfg.TTL)
+		l, err = g.locks.TryObtain(octx, w.cfg.Key, w.cfg.TTL)
 	} else {
-		l, err = locks.Obtain(octx, w.cfg.Key, w.cfg.TTL)
+		l, err = g.locks.Obtain(octx, w.cfg.Key, w.cfg.TTL)
 	}
 	r.Start = Mono()
 	cancel()
 	if err != nil {
-		switch {
-		case ctx.Err() != nil:
-			return nil
-		case errors.Is(err, keyward.ErrNotObtained):
-			r.Result = NotObtained
-		case !w.cfg.Try && errors.Is(err, context.DeadlineExceeded) && octx.Err() != nil:
-			r.Result = TimedOut
-		default:
-			r.Result = Failed
-		}
-		r.Err = err.Error()
-		r.LeftValue, r.OwnKeyLeft = w.ownKeyLeft()
+		g.failed(ctx, r, octx, err)
 		return r
 	}
 
@@ -292,7 +360,7 @@ func (w *worker) attempt(ctx context.Context, locks keyward.Locker, seq int) *Re
 	r.Until = r.Start + int64(time.Until(l.Until()))
 	if r.Until > r.Start {
 		r.Result = Obtained
-		w.section(r, l)
+		w.section(r, l.Token(), l.Until)
 	} else {
 		r.Result = ExpiredOnArrival // the validity check: never work under a lock that has expired
 	}
@@ -329,8 +397,118 @@ func (w *worker) attempt(ctx context.Context, locks keyward.Locker, seq int) *Re
 	return r
 }
 
-// section is the critical section: a non-atomic increment of the counter, then a fenced write.
-func (w *worker) section(r *Record, l keyward.Lock) {
+// failed fills in r for an obtain that returned err.
+func (g *goroutine) failed(ctx context.Context, r *Record, octx context.Context, err error) {
+	switch {
+	case ctx.Err() != nil:
+		r.Result = Stopped
+	case errors.Is(err, keyward.ErrNotObtained):
+		r.Result = NotObtained
+	case !g.w.cfg.Try && errors.Is(err, context.DeadlineExceeded) && octx.Err() != nil:
+		r.Result = TimedOut
+	default:
+		r.Result = Failed
+	}
+	r.Err = err.Error()
+	if r.Result != Stopped {
+		r.LeftValue, r.OwnKeyLeft = g.ownKeyLeft()
+	}
+}
+
+// attemptDo takes the lock with Do, which refreshes it, and runs the critical section as its fn. Do does not
+// show the lock to fn: the section reads the lock key and the fencing counter directly, at once (MULTI), and
+// takes the value as its token and the counter as its fence when the key holds this goroutine's value (the last
+// acquire or hand-over was its own). It believes it holds the lock until fn returns, or until fn's context is
+// cancelled with ErrLost, which is then its validity deadline (Until).
+func (g *goroutine) attemptDo(ctx context.Context, seq int) *Record {
+	w := g.w
+	r := &Record{Worker: w.cfg.ID, G: g.g, PID: w.pid, Seq: seq, Do: true, TTL: int64(w.cfg.TTL), AutoRefresh: true}
+	octx, cancel := context.WithTimeout(ctx, w.cfg.ObtainTimeout)
+	defer cancel()
+	var lostAt atomic.Int64
+	ran := false
+	r.Call = Mono()
+	err := g.locks.Do(octx, w.cfg.Key, w.cfg.TTL, func(fctx context.Context) error {
+		ran = true
+		r.Start = Mono()
+		stop := context.AfterFunc(fctx, func() {
+			if errors.Is(context.Cause(fctx), keyward.ErrLost) {
+				lostAt.Store(Mono())
+			}
+		})
+		defer stop()
+		if errors.Is(context.Cause(fctx), keyward.ErrLost) {
+			r.Result, r.Until = ExpiredOnArrival, r.Start
+			r.RelCall = Mono()
+			return nil
+		}
+		r.Result = Obtained
+		value, fence, err := g.observeHeld()
+		r.HeldAt = Mono()
+		switch {
+		case err != nil:
+			r.StoreErr = "observing the lock key: " + err.Error() // no fault reaches the direct path here
+		case !strings.HasSuffix(value, g.mine):
+			r.HeldChecked = true // the key is not this goroutine's: lost under a holder that believes it valid
+		default:
+			r.Token, r.Fence = value, fence
+			w.section(r, value, func() time.Time {
+				if lostAt.Load() != 0 {
+					return time.Time{} // lost: no longer valid
+				}
+				return time.Now().Add(time.Hour) // valid until fn returns
+			})
+		}
+		r.RelCall = Mono()
+		r.Until = r.RelCall
+		if at := lostAt.Load(); at != 0 {
+			r.Until = at
+		}
+		return nil
+	})
+	r.RelEnd = Mono()
+	if !ran {
+		r.Start = r.RelEnd
+		g.failed(ctx, r, octx, err)
+		return r
+	}
+	switch {
+	case err == nil:
+		r.Release = Released
+	case errors.Is(err, keyward.ErrLost):
+		r.Release, r.LostFired = ReleaseLost, true
+	case errors.Is(err, keyward.ErrNotHeld):
+		r.Release = ReleaseNotHeld
+	default:
+		r.Release = ReleaseFailed
+	}
+	if err != nil {
+		r.RelErr = err.Error()
+	}
+	return r
+}
+
+// observeHeld reads the lock key and the fencing counter at once.
+func (g *goroutine) observeHeld() (value string, fence int64, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	var get, counter *redis.StringCmd
+	_, err = g.w.observe[0].TxPipelined(ctx, func(p redis.Pipeliner) error {
+		get = p.Get(ctx, g.w.cfg.Key)
+		counter = p.Get(ctx, g.w.fence)
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return "", 0, err
+	}
+	value = get.Val()
+	fence, _ = counter.Int64()
+	return value, fence, nil
+}
+
+// section is the critical section: a non-atomic increment of the counter, then a fenced write, then a direct
+// look at the lock key while until (the lock's validity deadline) has not passed.
+func (w *worker) section(r *Record, value string, until func() time.Time) {
 	ctx := context.Background()
 	n, err := w.store.Get(ctx, w.keys.Counter).Int64()
 	if err != nil && !errors.Is(err, redis.Nil) {
@@ -347,7 +525,7 @@ func (w *worker) section(r *Record, l keyward.Lock) {
 	}
 	r.Wrote = true
 	r.WStart = Mono()
-	ok, err := FencedWrite(ctx, w.store, w.keys, r.Fence, fmt.Sprintf("%d %d", r.Worker, r.Seq))
+	ok, err := FencedWrite(ctx, w.store, w.keys, r.Fence, fmt.Sprintf("%d.%d %d", r.Worker, r.G, r.Seq))
 	r.WEnd = Mono()
 	r.End = r.WEnd
 	if err != nil {
@@ -356,7 +534,7 @@ func (w *worker) section(r *Record, l keyward.Lock) {
 	}
 	r.Accepted = ok
 
-	if time.Now().Before(l.Until()) {
+	if time.Now().Before(until()) {
 		// Is the key still ours (on a majority of the nodes, for Redlock)? Read directly, past any fault on the
 		// lock client's path. Reads that return before the validity deadline must find it: the nodes keep the
 		// key at least until then.
@@ -365,7 +543,7 @@ func (w *worker) section(r *Record, l keyward.Lock) {
 			v, err := o.Get(ctx, w.cfg.Key).Result()
 			if err == nil || errors.Is(err, redis.Nil) {
 				answered++
-				if v == r.Token {
+				if v == value {
 					holding++
 				}
 			}
@@ -380,14 +558,14 @@ func (w *worker) section(r *Record, l keyward.Lock) {
 	}
 }
 
-// ownKeyLeft returns the lock key's value on a node where it is one of this process's although the attempt
-// failed: the worker runs one attempt at a time, so it comes from the attempt that just failed or from an earlier
-// lock whose release failed (the checker tells them apart by the token).
-func (w *worker) ownKeyLeft() (string, bool) {
+// ownKeyLeft returns the lock key's value on a node where it is one of this goroutine's although the attempt
+// failed: the goroutine runs one attempt at a time, so it comes from the attempt that just failed or from an
+// earlier lock whose release failed (the checker tells them apart by the token).
+func (g *goroutine) ownKeyLeft() (string, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	for _, o := range w.observe {
-		if v, err := o.Get(ctx, w.cfg.Key).Result(); err == nil && strings.HasSuffix(v, w.mine) {
+	for _, o := range g.w.observe {
+		if v, err := o.Get(ctx, g.w.cfg.Key).Result(); err == nil && strings.HasSuffix(v, g.mine) {
 			return v, true
 		}
 	}
