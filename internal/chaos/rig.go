@@ -170,6 +170,9 @@ type Phase struct {
 	Workers, Goroutines int
 	// Do makes the odd-numbered goroutines of each worker take the lock with Do (see WorkerConfig.Do).
 	Do bool
+	// DirectWatch gives the workers' lock clients a watcher that reaches the lock server directly, past the
+	// proxy (see WorkerConfig.Watch): the proxy's toxics then slow or break the tries but not the wake-ups.
+	DirectWatch bool
 	// Rest and RestJitter pace each goroutine's attempts (see WorkerConfig.Rest); ClaimWindow sets the lock
 	// client's claim window.
 	Rest, RestJitter, ClaimWindow time.Duration
@@ -317,6 +320,9 @@ func (g *Rig) startWorker(r *PhaseRun, id int) (*workerProc, error) {
 	}
 	if !r.phase.Redlock && r.phase.Deploy == SingleNode {
 		cfg.Goroutines = cmp.Or(r.phase.Goroutines, g.set.Goroutines)
+		if r.phase.DirectWatch {
+			cfg.Watch = g.Lock.Addr()
+		}
 	}
 	if id == 0 && long.Hold > 0 {
 		cfg.TTL, cfg.Hold, cfg.AutoRefresh, cfg.Rest = cmp.Or(long.TTL, ttl), long.Hold, long.AutoRefresh, long.Rest

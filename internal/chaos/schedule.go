@@ -86,13 +86,20 @@ func Schedule(s Settings) []*Phase {
 		},
 		{
 			// The lost-wake-up detector. A long ttl and as long a claim window: a waiter that misses the release
-			// meant for it waits for its timer, at the holder's remaining ttl, and the others for the reservation
-			// it does not claim; the lock lies idle for seconds, where a hand-off takes milliseconds. Short
-			// sections and random rests make processes leave and join the Redis queue all the time, so that
-			// releases land between a waiter's try and its wait.
-			Name: "wake-up", Fault: "none: ttl and claim window 2 s, 3 goroutines per worker, half of them in Do",
-			TTL: wakeTTL, ClaimWindow: wakeTTL, Hold: time.Millisecond, RestJitter: 4 * time.Millisecond,
-			Workers: 3, Goroutines: 3, Do: true,
+			// meant for it waits for its timer, at the holder's remaining ttl, and the other process for the
+			// reservation it does not claim; the lock lies idle for seconds where a hand-off takes milliseconds.
+			// Replies to the lock commands come 5 ms late while the watchers hear releases directly, so a release
+			// that lands after a waiter's try was answered by the server reaches the waiter before that answer
+			// does; rests of 10–50 ms make processes leave the Redis queue and come back with a try that fails.
+			Name: "wake-up",
+			Fault: "none but replies 5 ms late (the watchers direct); ttl and claim window 2 s; 2 workers of " +
+				"3 goroutines, Obtain and Do",
+			TTL: wakeTTL, ClaimWindow: wakeTTL, Hold: time.Millisecond, Rest: 10 * time.Millisecond,
+			RestJitter: 40 * time.Millisecond, Workers: 2, Goroutines: 3, Do: true, DirectWatch: true,
+			Inject: func(r *PhaseRun) {
+				r.AddToxic(Toxic{Name: "latency", Type: "latency", Stream: "downstream",
+					Attributes: map[string]any{"latency": 5}})
+			},
 			Expect: with(safety, faultFree, []Expectation{
 				verdictIs("0 errors", func(v Verdict) bool { return v.Errors == 0 }),
 				verdictIs("hand-offs to waiters", func(v Verdict) bool { return v.HandOffs > 0 }),

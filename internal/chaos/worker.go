@@ -19,6 +19,7 @@ import (
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/keys"
 	"github.com/keyward/keyward/internal/token"
+	"github.com/keyward/keyward/keyspace"
 	"github.com/keyward/keyward/lock"
 	"github.com/keyward/keyward/redlock"
 )
@@ -69,6 +70,10 @@ type WorkerConfig struct {
 	Do bool
 	// ClaimWindow is the lock client's claim window (0: its default).
 	ClaimWindow time.Duration
+	// Watch, when set, is the address the single-node lock client's watcher (its pub/sub connection: release
+	// messages, keyspace notifications) dials, with a go-redis client of its own (lock.WithWatcher), instead of
+	// sharing the lock client's path: the waiters hear of a release on another path than their tries' replies.
+	Watch string
 	// ReadTimeout is the lock client's socket read/write timeout.
 	ReadTimeout time.Duration
 	// ObtainTimeout bounds each Obtain (or TryObtain) call.
@@ -288,12 +293,20 @@ func newLocker(nodes []redis.UniversalClient, cfg WorkerConfig) (func(metadata s
 		if cfg.ClaimWindow > 0 {
 			opts = append(opts, lock.WithClaimWindow(cfg.ClaimWindow))
 		}
+		closeWatch := func() {}
+		if cfg.Watch != "" {
+			wrdb := redis.NewClient(clientOptions(cfg.Watch, cfg.ReadTimeout))
+			watcher := keyspace.New(wrdb)
+			opts = append(opts, lock.WithWatcher(watcher))
+			closeWatch = func() { _ = watcher.Close(); _ = wrdb.Close() }
+		}
 		locks, err := lock.New(nodes[0], opts...)
 		if err != nil {
+			closeWatch()
 			return nil, nil, err
 		}
 		return func(md string) keyward.Locker { return locks.Locker(lock.WithMetadata(md)) },
-			func() { _ = locks.Close() }, nil
+			func() { _ = locks.Close(); closeWatch() }, nil
 	}
 	var opts []redlock.Option
 	if cfg.NodeTimeout > 0 {
