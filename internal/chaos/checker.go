@@ -95,7 +95,7 @@ type Verdict struct {
 	// Stopped counts attempts still waiting when the phase ended.
 	Stopped int
 	// HandOffs counts clean releases (Release returned nil) while another attempt waited: it was called before
-	// the release returned and was still waiting when it did. MaxHandOffGap is the longest time from such a
+	// the release was, and was still waiting then. MaxHandOffGap is the longest time from such a
 	// release's return to the next obtain's return (of whichever attempt), or to the end of a wait cut short
 	// meanwhile (the phase's end, a timeout), whichever came first: the lock lay idle that long although someone
 	// wanted it. A waiter that missed the release's wake-up shows as a gap of a claim window or of the holder's
@@ -284,14 +284,14 @@ func handOffGaps(records []Record) (n int, gap time.Duration) {
 		if !a.HasLock() || a.Release != Released {
 			continue
 		}
-		// Waiters called before a's release returned: waiters[:k]. One of them still waited after it returned?
-		k := sort.Search(len(waiters), func(j int) bool { return waiters[j].Call >= a.RelEnd })
-		if k == 0 || lastEnd[k-1] <= a.RelEnd {
+		// Waiters called before a's release was: waiters[:k]. One of them still waited then?
+		k := sort.Search(len(waiters), func(j int) bool { return waiters[j].Call >= a.RelCall })
+		if k == 0 || lastEnd[k-1] <= a.RelCall {
 			continue
 		}
 		n++
-		// The first obtain (a hand-over's may return before the release does) or cut-short wait after the
-		// release was called.
+		// The first obtain (a hand-over's may return before the release does: no gap) or cut-short wait after
+		// the release was called.
 		j := sort.Search(len(ends), func(j int) bool { return ends[j] >= a.RelCall })
 		if j < len(ends) {
 			gap = max(gap, time.Duration(ends[j]-a.RelEnd))

@@ -152,3 +152,103 @@ func TestCheckFindsViolations(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckHandOffGaps feeds the checker releases with and without a waiter, hand-offs through Redis and within a
+// process (the successor's obtain returns before the release does), and a wait cut short by the phase's end.
+func TestCheckHandOffGaps(t *testing.T) {
+	ttl := 2 * time.Second
+	waiting := func(w, g int, call, start int64, result string) chaos.Record {
+		return chaos.Record{Worker: w, G: g, Call: call, Start: start, Result: result}
+	}
+	tests := []struct {
+		name    string
+		records []chaos.Record
+		n       int
+		gap     time.Duration
+	}{
+		{
+			name: "nobody waits",
+			records: []chaos.Record{
+				section(0, 0, 0, 10*ms, 10, true),
+				section(1, 0, 100*ms, 110*ms, 20, true),
+			},
+		},
+		{
+			name: "a waiter obtains 4 ms after the release returned",
+			records: []chaos.Record{
+				section(0, 0, 0, 10*ms, 10, true), // released 10–11 ms
+				func() chaos.Record {
+					r := section(1, 0, 15*ms, 20*ms, 20, true)
+					r.Call = 2 * ms
+					return r
+				}(),
+			},
+			n: 1, gap: 4 * time.Millisecond,
+		},
+		{
+			name: "a hand-over within a process: the successor returns before the release does",
+			records: []chaos.Record{
+				section(0, 0, 0, 10*ms, 10, true), // released 10–11 ms
+				func() chaos.Record {
+					r := section(0, 0, 10*ms+ms/2, 20*ms, 20, true)
+					r.G, r.Call = 1, 2*ms
+					return r
+				}(),
+			},
+			n: 1, gap: 0,
+		},
+		{
+			name: "a lost wake-up: the waiter obtains a ttl later",
+			records: []chaos.Record{
+				section(0, 0, 0, 10*ms, 10, true),
+				func() chaos.Record {
+					r := section(1, 0, 11*ms+int64(ttl), 20*ms+int64(ttl), 20, true)
+					r.Call = 2 * ms
+					return r
+				}(),
+			},
+			n: 1, gap: ttl,
+		},
+		{
+			name: "a lost wake-up cut short by the phase's end",
+			records: []chaos.Record{
+				section(0, 0, 0, 10*ms, 10, true),
+				waiting(1, 0, 2*ms, 811*ms, chaos.Stopped),
+			},
+			n: 1, gap: 800 * time.Millisecond,
+		},
+		{
+			name: "a refused try does not wait",
+			records: []chaos.Record{
+				section(0, 0, 0, 10*ms, 10, true),
+				waiting(1, 0, 2*ms, 811*ms, chaos.NotObtained),
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := chaos.Check(chaos.History{TTL: ttl, Records: tt.records})
+			assert.Equal(t, tt.n, v.HandOffs, "hand-offs")
+			assert.Equal(t, tt.gap, v.MaxHandOffGap, "max gap")
+		})
+	}
+}
+
+// TestCheckGoroutinesOfOneWorker: records of two goroutines of one worker process, one of which hands the lock
+// to the other, are as distinct as those of two processes: a successor that got its predecessor's fence is a
+// fence violation and illegal for porcupine.
+func TestCheckGoroutinesOfOneWorker(t *testing.T) {
+	a := section(0, 0, 0, 10*ms, 10, true)
+	b := section(0, 0, 10*ms+ms/2, 20*ms, 20, true)
+	b.G, b.Call, b.Token = 1, 5*ms, "b"
+	v := chaos.Check(chaos.History{TTL: 250 * time.Millisecond, Records: []chaos.Record{a, b},
+		Store: chaos.Store{Counter: 2, Log: []int64{10, 20}}})
+	assert.Zero(t, v.FenceViolations)
+	assert.Equal(t, chaos.Linear, v.Linearizable)
+
+	b.Fence, b.Accepted = a.Fence, false // the hand-over did not advance the fence
+	v = chaos.Check(chaos.History{TTL: 250 * time.Millisecond, Records: []chaos.Record{a, b},
+		Store: chaos.Store{Counter: 2, Log: []int64{10}}})
+	assert.Equal(t, 1, v.FenceViolations)
+	assert.Equal(t, chaos.NotLinear, v.Linearizable)
+}
