@@ -3,7 +3,9 @@
 // partition, a lost pub/sub connection, a Redis server restarted empty), merges what every worker logged, and
 // checks the history for the properties a lock must keep under those faults.
 //
-// A worker ([RunWorker]) is the test binary re-executed (TestChaosWorker in this package). It loops: obtain
+// A worker ([RunWorker]) is the test binary re-executed (TestChaosWorker in this package). In the single-node
+// phases it runs several goroutines that take the lock through its one client (its in-process queue, hand-overs
+// and cohorts), some of them with Do; each loops: obtain
 // the lock (lock/ or redlock/) → a deliberately non-atomic read-modify-write of a counter on a separate storage redis-server (GET,
 // a short pause, SET) → a fenced write to that storage (a script that refuses a fencing token not larger than
 // the largest it accepted) → release. It logs one [Record] per attempt, with CLOCK_MONOTONIC readings ([Mono]),
@@ -13,7 +15,8 @@
 // toxiproxy), starts the workers of a [Phase], runs its fault injection on the test goroutine and stops them.
 // [Check] reads the merged history and returns a [Verdict]: lost updates, overlapping critical sections,
 // overlapping validity intervals, fence order, stale writes accepted by the fenced store, releases that found
-// the lock gone, and a second opinion from porcupine with a fenced-mutex model ([Linearizable]).
+// the lock gone, the longest hand-off gap after a release while someone waited (a lost wake-up), and a second
+// opinion from porcupine with a fenced-mutex model ([Linearizable]).
 //
 // The schedules list the phases with the verdict each must reach: [Schedule] for the single-node lock (lock/),
 // [RedlockSchedule] for Redlock (redlock/) over three independent nodes, [DeploymentSchedule] for the lock on a
