@@ -515,6 +515,11 @@ func (r *PhaseRun) PauseHolder(d time.Duration) bool {
 		r.Note("waiting for worker %d to stop: %v", w.id, err)
 	}
 	p := Pause{PID: w.cmd.Process.Pid, Token: v, Stop: Mono()}
+	// The holder may have handed the lock to another goroutine of its process before the SIGSTOP landed: the
+	// value in the key now, if it is still the stopped process's, is the one it was caught holding.
+	if w2, v2 := r.holder(); w2 == w {
+		p.Token = v2
+	}
 	r.faults++
 	r.Sleep(d)
 	r.resume(w)
