@@ -118,22 +118,27 @@ func main() {
 
 	start := time.Now()
 	results := make([]result, len(todo))
+	next := make(chan int, len(todo)) // the mutations are started in the list's order
+	for i := range todo {
+		next <- i
+	}
+	close(next)
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, max(*jobs, 1))
 	var mu sync.Mutex
-	for i, m := range todo {
+	for range min(max(*jobs, 1), len(todo)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			r := run(root, files, m, runConfig{timeout: *timeout, race: *race, all: *all})
-			results[i] = r
-			mu.Lock()
-			defer mu.Unlock()
-			fmt.Fprintf(os.Stderr, "%-32s %s\n", m.Name, summary(r))
-			if *verbose && r.kind != caught && r.detail != "" {
-				fmt.Fprintf(os.Stderr, "%s\n", indent(r.detail))
+			for i := range next {
+				m := todo[i]
+				r := run(root, files, m, runConfig{timeout: *timeout, race: *race, all: *all})
+				results[i] = r
+				mu.Lock()
+				fmt.Fprintf(os.Stderr, "%-36s %s\n", m.Name, summary(r))
+				if *verbose && r.kind != caught && r.detail != "" {
+					fmt.Fprintf(os.Stderr, "%s\n", indent(r.detail))
+				}
+				mu.Unlock()
 			}
 		}()
 	}

@@ -68,8 +68,8 @@ var mutations = []mutation{
 		Name: "handover-holder-fence",
 		Bug:  "the in-script hand-over gives the successor the holder's fence",
 		File: "internal/script/release.lua",
-		Old:  "local fence, set_fence = next_fence(KEYS[4], redis.call('TIME'), ARGV[6])",
-		New:  "local fence, set_fence = tonumber(redis.call('GET', KEYS[4])), {'GET', KEYS[4]}",
+		Old:  "local fence, set_fence = next_fence(KEYS[4], redis.call('TIME'), ARGV[6])\n",
+		New:  "local fence, set_fence = next_fence(KEYS[4], redis.call('TIME'), ARGV[6])\n  fence = fence and read_counter(KEYS[4]) or fence\n",
 		Pkgs: []string{pScript, pLock},
 	},
 	{
@@ -151,7 +151,7 @@ var mutations = []mutation{
 		Bug:  "lease: a refresh moves the deadline from its reply, not from when it was sent",
 		File: "internal/lease/lease.go",
 		Old:  "l.until = start.Add(ttl - l.drift.Of(ttl))",
-		New:  "l.until = time.Now().Add(ttl - l.drift.Of(ttl))",
+		New:  "l.until = time.Now().Add(ttl - l.drift.Of(ttl))\n\t_ = start",
 		Pkgs: []string{pLease, pLock},
 	},
 
@@ -185,7 +185,7 @@ var mutations = []mutation{
 		Bug:  "Guard commits without checking that the key still holds the lock's token",
 		File: "lock/guard.go",
 		Old:  "if v != l.value {",
-		New:  "if false {",
+		New:  "if _ = v; false {",
 		Pkgs: []string{pLock},
 	},
 
