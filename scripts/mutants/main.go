@@ -17,8 +17,8 @@
 //
 // Flags: -run selects mutations by a regexp on their names; -timeout bounds each mutation's go test run; -j runs
 // that many mutations at once; -race runs the tests with the race detector; -all lets every package finish and
-// lists every failing test instead of stopping at the first; -v prints the go test output of mutations that were
-// not caught; -list lists the mutations and checks that each one's text occurs exactly once, without running.
+// lists every failing test instead of stopping at the first; -v prints the output of the test that caught a
+// mutation, or the end of the go test output when none did; -list lists the mutations and checks that each one's text occurs exactly once, without running.
 package main
 
 import (
@@ -75,7 +75,7 @@ func main() {
 	jobs := flag.Int("j", 1, "mutations run at once")
 	race := flag.Bool("race", false, "run the tests with the race detector")
 	all := flag.Bool("all", false, "let the tests run to the end and list every failing test")
-	verbose := flag.Bool("v", false, "print the go test output of mutations that were not caught")
+	verbose := flag.Bool("v", false, "print the catching test's output, or the end of go test's when no test caught it")
 	list := flag.Bool("list", false, "list the mutations, check that each one's text occurs once, and exit")
 	flag.Parse()
 
@@ -135,7 +135,7 @@ func main() {
 				results[i] = r
 				mu.Lock()
 				fmt.Fprintf(os.Stderr, "%-36s %s\n", m.Name, summary(r))
-				if *verbose && r.kind != caught && r.detail != "" {
+				if *verbose && r.detail != "" {
 					fmt.Fprintf(os.Stderr, "%s\n", indent(r.detail))
 				}
 				mu.Unlock()
@@ -288,7 +288,9 @@ func test(r result, dir string, args []string, cfg runConfig) result {
 	defer stop()
 
 	var (
-		tail      []string // the last lines of output, for -v
+		tail      []string                // the last lines of output, for -v
+		outputs   = map[string][]string{} // each running test's output, for -v
+		failed    []string                // the first failing test's output
 		timedOut  bool
 		running   []string // tests named after "panic: test timed out"
 		inRunning bool
@@ -307,6 +309,12 @@ func test(r result, dir string, args []string, cfg runConfig) result {
 			tail = append(tail, line)
 			if len(tail) > 60 {
 				tail = tail[1:]
+			}
+			if e.Test != "" {
+				k := e.Package + " " + e.Test
+				if o := outputs[k]; len(o) < 40 {
+					outputs[k] = append(o, line)
+				}
 			}
 			switch {
 			case strings.HasPrefix(line, "panic: test timed out"):
@@ -336,6 +344,7 @@ func test(r result, dir string, args []string, cfg runConfig) result {
 			if len(r.by) == 0 {
 				r.elapsed = time.Duration(e.Elapsed * float64(time.Second))
 				r.wall = time.Since(start)
+				failed = outputs[e.Package+" "+e.Test]
 			}
 			r.by = append(r.by, name)
 			if !cfg.all {
@@ -352,7 +361,7 @@ func test(r result, dir string, args []string, cfg runConfig) result {
 	case timedOut:
 		r.kind, r.by = hung, running
 	case len(r.by) > 0:
-		r.kind = caught
+		r.kind, r.detail = caught, strings.Join(failed, "\n")
 	case pkgFailed != "":
 		// A package failed outside any test (TestMain, a panic in init, a leak check): that catches it too.
 		r.kind, r.by = caught, []string{pkgFailed + " (package)"}
