@@ -2,7 +2,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: test demo bench bench-go chaos lint vet deps
+.PHONY: test demo bench bench-go chaos mutants lint vet deps
 
 ## test: lint, then unit and integration tests with the race detector, the short fault schedule among them
 ## (installs redis-server, and iptables for real partitions, when missing)
@@ -27,6 +27,12 @@ bench-go: deps
 ## chaos: the full fault schedule, with its verdict table
 chaos: deps
 	KEYWARD_CHAOS=full $(GO) test -count=1 -v -run '^TestChaos$$' -timeout 10m ./internal/chaos/
+
+## mutants: inject each bug of scripts/mutants/mutations.go into a copy of the project and report which test
+## catches it, and how fast (not part of test: it takes long). MUTANTS_FLAGS='-run fence -j 2' selects and
+## parallelises.
+mutants: deps
+	$(GO) run ./scripts/mutants $(MUTANTS_FLAGS)
 
 ## lint: gofmt check and go vet, for the module and the benchmark program's
 lint: vet

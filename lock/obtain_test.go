@@ -62,6 +62,9 @@ func TestObtainUncontendedNeedsNoSubscription(t *testing.T) {
 // TestNoLostWakeUp forces a release into each window where a wake-up could be lost: after the first, plain
 // try and before the subscription, and after the try that follows the subscription and before the wait. The
 // holder's ttl is a minute: a lost wake-up would leave the waiter waiting for its timer, past the test's limit.
+// The hook returns only once the release's message has reached the waiter's watch (a watch of the test's own on
+// the waiter's Watcher hears it in the same delivery), so a waiter that dropped what its watch heard before
+// waiting would miss it every time, not only when the message is quick.
 func TestNoLostWakeUp(t *testing.T) {
 	for _, n := range []int64{1, 2} {
 		t.Run(fmt.Sprintf("release after failed try %d", n), func(t *testing.T) {
@@ -72,13 +75,50 @@ func TestNoLostWakeUp(t *testing.T) {
 			held, err := holder.TryObtain(ctx, "job", time.Minute)
 			require.NoError(t, err)
 
-			waiterRdb.AddHook(afterFailedTry(n, func() { require.NoError(t, held.Release(ctx)) }))
-			waiter := newClient(t, waiterRdb)
+			watcher := keyspace.New(waiterRdb)
+			t.Cleanup(func() { assert.NoError(t, watcher.Close()) })
+			seen, err := watcher.Watch(ctx, "job")
+			require.NoError(t, err)
+			defer seen.Close()
+			waiterRdb.AddHook(afterFailedTry(n, func() {
+				require.NoError(t, held.Release(ctx))
+				if n == 1 {
+					return // not subscribed yet: the try after the subscription must see the lock free
+				}
+				heard(t, seen, 5*time.Second, "the release's message on the waiter's watcher")
+				// The watcher delivers a message to all the channel's watches under its lock: once a new watch
+				// could be added, the waiter's has it too.
+				w, err := watcher.Watch(ctx, "job")
+				require.NoError(t, err)
+				w.Close()
+			}))
+			waiter := newClient(t, waiterRdb, lock.WithWatcher(watcher))
 			closeClient(t, waiter)
-			l, err := waiter.Obtain(ctx, "job", time.Minute)
-			require.NoError(t, err, "the waiter was woken by the release")
+			octx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			l, err := waiter.Obtain(octx, "job", time.Minute)
+			require.NoError(t, err, "the waiter was woken by the release (a lost wake-up waits for the holder's ttl)")
 			require.NoError(t, l.Release(ctx))
 		})
+	}
+}
+
+// heard waits until watch hears a release, or fails after d, naming what did not arrive.
+func heard(t *testing.T, watch *keyspace.Watch, d time.Duration, what string) {
+	t.Helper()
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	for {
+		select {
+		case <-watch.Ready():
+			for _, e := range watch.Events() {
+				if e.Kind == keyspace.Released {
+					return
+				}
+			}
+		case <-deadline.C:
+			t.Fatalf("%s did not arrive within %v", what, d)
+		}
 	}
 }
 
@@ -92,8 +132,10 @@ func TestCrashedHolderIsTakenOverAtItsTTL(t *testing.T) {
 		require.NoError(t, err)
 
 		start := time.Now()
-		l, err := locks.Obtain(ctx, "job", time.Second)
-		require.NoError(t, err)
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second) // the bubble's clock: fails at once if it hangs
+		defer cancel()
+		l, err := locks.Obtain(wctx, "job", time.Second)
+		require.NoError(t, err, "the waiter took over at the crashed holder's ttl")
 		waited := time.Since(start)
 		assert.GreaterOrEqual(t, waited, time.Second)
 		assert.Less(t, waited, time.Second+3*time.Millisecond, "taken over at the holder's PTTL plus a little")

@@ -18,11 +18,13 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // server is a fake lock server for one holder: it answers Refresh and Release as the real scripts would, with
-// the key held while held is true, and counts the calls. fail, when set, is returned instead of an answer.
+// the key held while held is true, and counts the calls. fail, when set, is returned instead of an answer; a
+// refresh's answer arrives after delay.
 type server struct {
 	mu       sync.Mutex
 	held     bool
 	fail     error
+	delay    time.Duration
 	refresh  int
 	released int
 }
@@ -32,6 +34,7 @@ func (s *server) ops() Ops {
 		Refresh: func(ctx context.Context, ttl time.Duration) (bool, error) {
 			s.mu.Lock()
 			defer s.mu.Unlock()
+			time.Sleep(s.delay)
 			s.refresh++
 			if s.fail != nil {
 				return false, s.fail
@@ -183,6 +186,22 @@ func TestRefreshMovesTheDeadline(t *testing.T) {
 		assert.ErrorIs(t, l.Refresh(t.Context(), time.Millisecond), keyward.ErrInvalid, "below the drift margin")
 		assert.NoError(t, l.Check(), "a refused ttl leaves the lease as it was")
 		require.NoError(t, l.Release(t.Context()))
+	})
+}
+
+// A refresh whose answer is slow moves the deadline from when it was sent: the server may have set the ttl at
+// once, and the reply spent the delay on the way back.
+func TestALateRefreshCountsFromWhenItWasSent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := &server{held: true, delay: ttl / 4}
+		l := New(Config{Start: time.Now(), TTL: ttl, Drift: DefaultDrift, Ops: srv.ops()})
+		time.Sleep(ttl / 2)
+		sent := time.Now()
+		require.NoError(t, l.Refresh(t.Context(), ttl))
+		assert.Equal(t, sent.Add(ttl-drift), l.Until(), "the deadline counts from the request, not from the reply")
+		time.Sleep(time.Until(sent.Add(ttl - drift)))
+		synctest.Wait()
+		assert.True(t, isClosed(l.Lost()), "lost at the deadline counted from the request")
 	})
 }
 
