@@ -2,6 +2,7 @@ package lock_test
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -15,15 +16,19 @@ import (
 	"github.com/keyward/keyward/lock"
 )
 
-// slowScripts is a go-redis hook for a slow network, on the bubble's clock: every EVALSHA takes out on its way to
-// the server and back on its way back. EVAL, the fallback after a NOSCRIPT answer, is not delayed, so that a
-// script's round trip takes out + back whether or not the server had it loaded.
-type slowScripts struct{ out, back time.Duration }
+// slowScripts is a go-redis hook for a slow network, on the bubble's clock: while on, every EVALSHA takes out on its
+// way to the server and back on its way back. EVAL, the fallback after a NOSCRIPT answer, is not delayed, so that a
+// script's round trip takes out + back whether or not the server had it loaded. It starts off: a goroutine asleep
+// in it counts as blocked for synctest.Wait, which then cannot tell that it has not reached its wait yet.
+type slowScripts struct {
+	out, back time.Duration
+	on        atomic.Bool
+}
 
-func (h slowScripts) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h slowScripts) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+func (h *slowScripts) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *slowScripts) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if cmd.Name() != "evalsha" {
+		if cmd.Name() != "evalsha" || !h.on.Load() {
 			return next(ctx, cmd)
 		}
 		time.Sleep(h.out)
@@ -32,7 +37,7 @@ func (h slowScripts) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		return err
 	}
 }
-func (h slowScripts) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+func (h *slowScripts) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next
 }
 
@@ -56,10 +61,10 @@ func receive(t *testing.T, got <-chan *lock.Lock, d time.Duration, what string) 
 // release's round trip, and a refresh.
 func TestValidityCountsFromBeforeTheRequest(t *testing.T) {
 	const ttl, drift = 10 * time.Second, 5 * time.Millisecond
-	slow := slowScripts{out: 40 * time.Millisecond, back: 60 * time.Millisecond}
 	const left = ttl - drift - 100*time.Millisecond
-	bubble := func(t *testing.T, test func(t *testing.T, ctx context.Context, client func() *lock.Client)) {
+	bubble := func(t *testing.T, test func(t *testing.T, ctx context.Context, slow *slowScripts, client func() *lock.Client)) {
 		synctest.Test(t, func(t *testing.T) {
+			slow := &slowScripts{out: 40 * time.Millisecond, back: 60 * time.Millisecond}
 			m := miniredis.NewMiniRedis()
 			defer m.Close()
 			ctx, cancel := context.WithTimeout(context.Background(), time.Hour) // on the bubble's clock
@@ -70,7 +75,7 @@ func TestValidityCountsFromBeforeTheRequest(t *testing.T) {
 					assert.NoError(t, c())
 				}
 			}()
-			test(t, ctx, func() *lock.Client {
+			test(t, ctx, slow, func() *lock.Client {
 				rdb := redistest.SynctestClient(m)
 				rdb.AddHook(slow)
 				locks := newClient(t, rdb, lock.WithDrift(0, drift))
@@ -81,8 +86,9 @@ func TestValidityCountsFromBeforeTheRequest(t *testing.T) {
 	}
 
 	t.Run("try", func(t *testing.T) {
-		bubble(t, func(t *testing.T, ctx context.Context, client func() *lock.Client) {
+		bubble(t, func(t *testing.T, ctx context.Context, slow *slowScripts, client func() *lock.Client) {
 			locks := client()
+			slow.on.Store(true)
 			l, err := locks.TryObtain(ctx, "job", ttl)
 			require.NoError(t, err)
 			assert.Equal(t, left, time.Until(l.Until()), "TryObtain")
@@ -95,7 +101,8 @@ func TestValidityCountsFromBeforeTheRequest(t *testing.T) {
 		})
 	})
 	t.Run("refresh", func(t *testing.T) {
-		bubble(t, func(t *testing.T, ctx context.Context, client func() *lock.Client) {
+		bubble(t, func(t *testing.T, ctx context.Context, slow *slowScripts, client func() *lock.Client) {
+			slow.on.Store(true)
 			l, err := client().TryObtain(ctx, "job", ttl)
 			require.NoError(t, err)
 			time.Sleep(time.Second)
@@ -105,7 +112,7 @@ func TestValidityCountsFromBeforeTheRequest(t *testing.T) {
 		})
 	})
 	t.Run("waiting try", func(t *testing.T) {
-		bubble(t, func(t *testing.T, ctx context.Context, client func() *lock.Client) {
+		bubble(t, func(t *testing.T, ctx context.Context, slow *slowScripts, client func() *lock.Client) {
 			holder, waiter := client(), client()
 			held, err := holder.TryObtain(ctx, "job", time.Minute)
 			require.NoError(t, err)
@@ -119,16 +126,20 @@ func TestValidityCountsFromBeforeTheRequest(t *testing.T) {
 				got <- l
 			}()
 			synctest.Wait() // the waiter tried, subscribed, tried again, and waits
+			tries := waiter.Stats().Tries
+			require.Equal(t, int64(2), tries, "the waiter tried, subscribed and tried again")
+			slow.on.Store(true)
 			require.NoError(t, held.Release(ctx))
 			l := receive(t, got, time.Minute, "the waiter got the lock its release reserved for it")
 			assert.Equal(t, left, <-validity)
+			assert.Equal(t, tries+1, waiter.Stats().Tries, "the waiter took the lock with a try of its own")
 			require.NoError(t, l.Release(ctx))
 		})
 	})
 	t.Run("hand-over", func(t *testing.T) {
-		bubble(t, func(t *testing.T, ctx context.Context, client func() *lock.Client) {
+		bubble(t, func(t *testing.T, ctx context.Context, slow *slowScripts, client func() *lock.Client) {
 			locks := client()
-			held, err := locks.TryObtain(ctx, "job", time.Minute)
+			held, err := locks.Obtain(ctx, "job", time.Minute)
 			require.NoError(t, err)
 			got := make(chan *lock.Lock, 1)
 			validity := make(chan time.Duration, 1)
@@ -140,9 +151,12 @@ func TestValidityCountsFromBeforeTheRequest(t *testing.T) {
 				got <- l
 			}()
 			synctest.Wait() // queued behind held
+			tries := locks.Stats().Tries
+			slow.on.Store(true)
 			require.NoError(t, held.Release(ctx))
 			l := receive(t, got, time.Minute, "the release handed the lock to the queued goroutine")
 			assert.Equal(t, left, <-validity)
+			assert.Equal(t, tries, locks.Stats().Tries, "handed over, without a try of its own")
 			require.NoError(t, l.Release(ctx))
 		})
 	})
