@@ -98,21 +98,13 @@ func TestSentinelFailover(t *testing.T) {
 }
 
 // reconnectedAt waits (at most d) for wt's next Reconnected event and returns when it came, or the zero time.
-// Unlike nextKind it may run on another goroutine than the test's.
+// Unlike nextKind it may run on another goroutine than the test's. Like it, it keeps the events after the one it
+// returns: the drop and the resubscription may come in one batch.
 func reconnectedAt(wt *keyspace.Watch, d time.Duration) time.Time {
-	timeout := time.After(d)
-	for {
-		select {
-		case <-wt.Ready():
-			for _, e := range wt.Events() {
-				if e.Kind == keyspace.Reconnected {
-					return time.Now()
-				}
-			}
-		case <-timeout:
-			return time.Time{}
-		}
+	if _, ok := awaitKind(wt, keyspace.Reconnected, time.After(d)); !ok {
+		return time.Time{}
 	}
+	return time.Now()
 }
 
 // On a cluster, every master sends its own keyspace notifications: waiters on keys of each master hear a plain

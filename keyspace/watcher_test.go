@@ -35,39 +35,46 @@ func watch(t *testing.T, w *keyspace.Watcher, key string) *keyspace.Watch {
 	return wt
 }
 
-// leftover keeps, by watch, the events that nextKind took but did not return.
+// leftover keeps, by watch, the events that awaitKind took but did not return: a batch can hold several events
+// the test waits for one by one (the drop and the resubscription of a reconnect, say).
 var leftover sync.Map
 
-// next waits for the watch's next events (bounded, so a missing wake-up fails instead of hanging).
-func next(t *testing.T, wt *keyspace.Watch) []keyspace.Event {
-	t.Helper()
-	if ev, ok := leftover.LoadAndDelete(wt); ok {
-		return ev.([]keyspace.Event)
-	}
-	select {
-	case <-wt.Ready():
-		return wt.Events()
-	case <-time.After(10 * time.Second):
-		t.Fatal("no event")
-		return nil
-	}
-}
-
-// nextKind waits until an event of kind k arrives, skipping others; the events after it are kept for the next
-// call.
-func nextKind(t *testing.T, wt *keyspace.Watch, k keyspace.Kind) keyspace.Event {
-	t.Helper()
+// awaitKind waits until an event of kind k arrives on wt, skipping others, or deadline fires (ok is false); the
+// events after it in its batch are kept for the next call. It may run on another goroutine than the test's, but
+// only one goroutine may wait on wt at a time.
+func awaitKind(wt *keyspace.Watch, k keyspace.Kind, deadline <-chan time.Time) (e keyspace.Event, ok bool) {
 	for {
-		ev := next(t, wt)
+		var ev []keyspace.Event
+		if rest, ok := leftover.LoadAndDelete(wt); ok {
+			ev = rest.([]keyspace.Event)
+		} else {
+			select {
+			case <-wt.Ready():
+				ev = wt.Events()
+			case <-deadline:
+				return keyspace.Event{}, false
+			}
+		}
 		for i, e := range ev {
 			if e.Kind == k {
 				if rest := ev[i+1:]; len(rest) > 0 {
 					leftover.Store(wt, rest)
 				}
-				return e
+				return e, true
 			}
 		}
 	}
+}
+
+// nextKind waits (at most 10 s, so a missing wake-up fails instead of hanging) until an event of kind k arrives,
+// skipping others; the events after it are kept for the next call.
+func nextKind(t *testing.T, wt *keyspace.Watch, k keyspace.Kind) keyspace.Event {
+	t.Helper()
+	e, ok := awaitKind(wt, k, time.After(10*time.Second))
+	if !ok {
+		t.Fatalf("no %v event on the watch of %q within 10s", k, wt.Key())
+	}
+	return e
 }
 
 func TestReleaseMessagesWake(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -350,30 +351,123 @@ func TestAmbiguousAcquireIsCleanedUp(t *testing.T) {
 	})
 }
 
+// TestMutualExclusion: goroutines take turns at one lock, each section a read-modify-write of a shared count with
+// yields between the read and the write, so that two holders at once show as an "inside" count above one and as
+// lost updates (the count ends below the number of sections).
 func TestMutualExclusion(t *testing.T) {
-	redistest.ForEachServer(t, func(t *testing.T, rdb *redis.Client) {
-		ctx := context.Background()
-		locks := newClient(t, rdb)
-		var inside, entered atomic.Int64
-		var wg sync.WaitGroup
-		for range 8 {
-			wg.Go(func() {
-				for range 50 {
-					l, err := locks.TryObtain(ctx, "shared", 5*time.Second)
-					if errors.Is(err, lock.ErrNotObtained) {
-						continue
-					}
+	t.Run("contending tries", func(t *testing.T) {
+		redistest.ForEachServer(t, func(t *testing.T, rdb *redis.Client) {
+			ctx := withTimeout(t, 30*time.Second)
+			var inside, shared, sections atomic.Int64
+			var wg sync.WaitGroup
+			for range 4 { // 4 "processes" of 2 goroutines
+				locks := newClient(t, rdb)
+				for range 2 {
+					wg.Go(func() {
+						for range 50 {
+							l, err := locks.TryObtain(ctx, "shared", 5*time.Second)
+							if errors.Is(err, lock.ErrNotObtained) {
+								continue
+							}
+							if !assert.NoError(t, err) {
+								return
+							}
+							criticalSection(t, &inside, &shared, func() { runtime.Gosched() })
+							sections.Add(1)
+							assert.NoError(t, l.Release(ctx))
+						}
+					})
+				}
+			}
+			wg.Wait()
+			assert.Positive(t, sections.Load())
+			assert.Equal(t, sections.Load(), shared.Load(), "no update was lost")
+		})
+	})
+	// A holder that overruns its ttl releases late, in the middle of the next holder's section: the release must
+	// find the lock gone and leave it alone (were the token ignored, it would free the lock under its holder's feet
+	// and let a third in). Every other lock is released in time, so only these late releases show a release that
+	// ignores the token.
+	t.Run("late releases", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			m := miniredis.NewMiniRedis()
+			defer m.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Hour) // on the bubble's clock
+			defer cancel()
+			const ttl = 100 * time.Millisecond
+			var inside, shared, sections atomic.Int64
+			section := func(l *lock.Lock) {
+				criticalSection(t, &inside, &shared, func() {
+					runtime.Gosched()
+					time.Sleep(ttl / 2)
+				})
+				sections.Add(1)
+				assert.NoError(t, l.Release(ctx))
+			}
+			clients := make([]*lock.Client, 3) // 3 "processes"
+			for i := range clients {
+				rdb := redistest.SynctestClient(m)
+				defer rdb.Close()
+				clients[i] = newClient(t, rdb)
+				defer clients[i].Close()
+			}
+
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			wg.Go(func() { // the late one: every other lock it gets, it holds past its ttl
+				defer close(stop)
+				for i := range 10 {
+					l, err := clients[0].Obtain(ctx, "shared", ttl)
 					if !assert.NoError(t, err) {
 						return
 					}
-					assert.Equal(t, int64(1), inside.Add(1), "two holders at once")
-					entered.Add(1)
-					inside.Add(-1)
-					assert.NoError(t, l.Release(ctx))
+					if i%2 == 0 {
+						section(l)
+						continue
+					}
+					select {
+					case <-l.Lost():
+					case <-time.After(ttl):
+						t.Error("the lock was not lost at its validity deadline")
+					}
+					// The key expires a moment later and a waiter takes the lock, for a section of ttl/2.
+					time.Sleep(ttl / 4)
+					if !assert.Equal(t, int64(1), inside.Load(), "the next holder is in its section") {
+						return
+					}
+					assert.ErrorIs(t, l.Release(ctx), lock.ErrNotHeld, "the late release found the lock gone")
 				}
 			})
-		}
-		wg.Wait()
-		assert.Positive(t, entered.Load())
+			for _, locks := range []*lock.Client{clients[0], clients[1], clients[1], clients[2], clients[2]} {
+				wg.Go(func() { // the others, until the late one is done
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						l, err := locks.Obtain(ctx, "shared", ttl)
+						if !assert.NoError(t, err) {
+							return
+						}
+						section(l)
+					}
+				})
+			}
+			wg.Wait()
+			assert.Greater(t, sections.Load(), int64(5), "the others had sections too")
+			assert.Equal(t, sections.Load(), shared.Load(), "no update was lost")
+		})
 	})
+}
+
+// criticalSection increments shared by reading it, calling work and writing it back; inside counts the goroutines
+// in a section, which must never be more than one.
+func criticalSection(t *testing.T, inside, shared *atomic.Int64, work func()) {
+	t.Helper()
+	assert.Equal(t, int64(1), inside.Add(1), "two holders at once")
+	v := shared.Load()
+	work()
+	shared.Store(v + 1)
+	inside.Add(-1)
 }

@@ -239,27 +239,54 @@ func TestDeadHeadCostsOneClaimWindow(t *testing.T) {
 	})
 }
 
+// TestHandOffWithinAClient: a goroutine queued behind a lock its own Client holds is handed the lock in the
+// release's round trip. The hand-over is an acquisition like any other: the successor's fence is one above the
+// holder's (storage fenced by the holder must refuse it once the successor wrote), its key and validity are its own
+// ttl's from before the release was sent, and it gets the lock at once, without a try of its own at Redis and
+// without waiting for a timer.
 func TestHandOffWithinAClient(t *testing.T) {
-	_, rdb := redistest.Miniredis(t)
-	ctx := withTimeout(t, 10*time.Second)
-	locks := newClient(t, rdb)
-	closeClient(t, locks)
-	first, err := locks.Obtain(ctx, "job", time.Minute)
-	require.NoError(t, err)
+	synctest.Test(t, func(t *testing.T) {
+		m := miniredis.NewMiniRedis()
+		defer m.Close()
+		rdb := redistest.SynctestClient(m)
+		defer rdb.Close()
+		const drift = time.Millisecond
+		locks := newClient(t, rdb, lock.WithDrift(0, drift))
+		defer locks.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Hour) // on the bubble's clock
+		defer cancel()
+		first, err := locks.Obtain(ctx, "job", time.Minute)
+		require.NoError(t, err)
 
-	got := make(chan *lock.Lock)
-	go func() {
-		l, err := locks.Obtain(ctx, "job", time.Minute)
-		assert.NoError(t, err)
-		got <- l
-	}()
-	// The second goroutine queues behind a lock its own Client holds: it does not try at Redis.
-	require.NoError(t, first.Release(ctx))
-	second := <-got
-	assert.Greater(t, second.Fence(), first.Fence())
-	assert.Equal(t, second.Token(), rdb.Get(ctx, "job").Val(), "handed over in the release's round trip")
-	assert.Zero(t, locks.Stats().FailedTries)
-	require.NoError(t, second.Release(ctx))
+		const ttl = 10 * time.Second // the successor's own, unlike the holder's
+		got := make(chan *lock.Lock, 1)
+		go func() {
+			l, err := locks.Obtain(ctx, "job", ttl)
+			assert.NoError(t, err)
+			got <- l
+		}()
+		synctest.Wait() // the second goroutine is blocked: queued behind first
+		tries := locks.Stats().Tries
+		require.Equal(t, int64(1), tries, "the second goroutine queued behind its Client's holder, without a try at Redis")
+
+		released := time.Now()
+		require.NoError(t, first.Release(ctx))
+		var second *lock.Lock
+		select {
+		case second = <-got:
+		case <-time.After(time.Minute):
+			t.Fatal("the queued goroutine was not handed the lock by the release within a minute")
+		}
+		require.NotNil(t, second)
+		assert.Zero(t, time.Since(released), "handed over at once, not after a wait")
+		assert.Equal(t, tries, locks.Stats().Tries, "handed over in the release's round trip: no try of its own")
+		assert.Equal(t, first.Fence()+1, second.Fence(), "the hand-over advances the fence by one")
+		assert.Equal(t, second.Token(), mustGet(t, m, "job"))
+		assert.Equal(t, ttl, m.TTL("job"), "the key lives the successor's ttl")
+		assert.Equal(t, released.Add(ttl-drift), second.Until(), "valid for its ttl from before the release was sent")
+		require.NoError(t, second.Release(ctx))
+		assert.False(t, m.Exists("job"))
+	})
 }
 
 func TestObtainMutualExclusionAcrossClients(t *testing.T) {
