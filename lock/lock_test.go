@@ -49,13 +49,18 @@ func TestObtainAndRelease(t *testing.T) {
 		ctx := context.Background()
 		locks := newClient(t, rdb, lock.WithPrefix("locks:"))
 
+		before := time.Now()
 		l, err := locks.TryObtain(ctx, "report", 10*time.Second)
+		after := time.Now()
 		require.NoError(t, err)
 		assert.Equal(t, "report", l.Key())
 		assert.Equal(t, l.Token(), rdb.Get(ctx, "locks:report").Val(), "the prefixed key holds the token")
 		assert.Contains(t, l.Token(), "pid="+strconv.Itoa(os.Getpid()), "the token carries the holder's pid")
 		assert.Positive(t, l.Fence())
-		assert.WithinDuration(t, time.Now().Add(10*time.Second), l.Until(), 200*time.Millisecond)
+		// Valid for the ttl less the default drift (1 % + 2 ms), from a moment during the call.
+		validity := 10*time.Second - 102*time.Millisecond
+		assert.False(t, l.Until().Before(before.Add(validity)), "valid from no earlier than the call")
+		assert.False(t, l.Until().After(after.Add(validity)), "valid from no later than the call")
 
 		_, err = locks.TryObtain(ctx, "report", 10*time.Second)
 		require.ErrorIs(t, err, lock.ErrNotObtained)

@@ -2,6 +2,7 @@ package redlock_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -36,12 +37,25 @@ func redlockSteps(t *testing.T, servers []*redistest.Server, rule string) []redi
 	subscribed := make(chan struct{})
 	hook := &redistest.AfterReply{N: 2, Fn: func() { close(subscribed) },
 		Match: func(r []any) bool { return len(r) == 2 && r[0] == int64(0) }}
-	a, b := newClient(), newClient(hook)
+	// a's acquire has taken the lock on the first server, the one whose keys the steps compare.
+	landed := make(chan struct{})
+	acquired := &redistest.AfterReply{N: 1, Fn: func() { close(landed) },
+		Match: func(r []any) bool { return len(r) == 2 && r[0] == int64(1) }}
+	a, b := newClient(acquired), newClient(hook)
 	var held *redlock.Lock
 	return []redistest.Step{
 		redistest.Call("try obtain", func(ctx context.Context) (err error) {
-			held, err = a.TryObtain(ctx, "job", time.Minute)
-			return err
+			if held, err = a.TryObtain(ctx, "job", time.Minute); err != nil {
+				return err
+			}
+			// TryObtain returns once a majority answered: the acquire on the first server may land later, in
+			// the next step, which would then seem to have left the lock behind.
+			select {
+			case <-landed:
+				return nil
+			case <-ctx.Done():
+				return fmt.Errorf("the acquire on the first server did not answer: %w", ctx.Err())
+			}
 		}),
 		redistest.Call("refresh", func(ctx context.Context) error { return held.Refresh(ctx, time.Minute) }),
 		redistest.Call("ttl", func(ctx context.Context) error { _, err := held.TTL(ctx); return err }),

@@ -134,10 +134,16 @@ func (a *attempt) try(ctx context.Context, queued bool) (*Lock, tried) {
 		for _, i := range f.missing() {
 			arrived[i] = make(chan struct{})
 		}
-		f.stop(func(ans answer[script.Acquired]) { close(arrived[ans.node]) })
+		// The nodes that answered "taken" put this Client in their queue; a release there would reserve the
+		// lock for a Client that no longer waits, and hold the others up for a claim window. So did a node
+		// that answers "taken" after the decision (a holder's release had not reached it yet).
+		f.stop(func(ans answer[script.Acquired]) {
+			close(arrived[ans.node])
+			if waiter != "" && ans.err == nil && !ans.val.OK {
+				a.leaveQueue(context.WithoutCancel(ctx), ans.node)
+			}
+		})
 		if waiter != "" {
-			// The nodes that answered "taken" put this Client in their queue; a release there would reserve the
-			// lock for a Client that no longer waits, and hold the others up for a claim window.
 			for i, s := range state {
 				if s == taken {
 					c.spawn(func() { a.leaveQueue(context.WithoutCancel(ctx), i) })

@@ -2,6 +2,7 @@ package redlock_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -27,6 +28,14 @@ func queuedTries(n int64) (*redistest.AfterReply, chan struct{}) {
 // runs out.
 func TestGivingUpPassesReservationsOn(t *testing.T) {
 	inBubble(t, 3, func(t *testing.T, bb *bubble) {
+		// The Clients and their go-redis clients are closed before the bubble closes the nodes: a node that is
+		// closed while a Client's watcher dials it again can wait for that connection for ever.
+		var closers []func()
+		defer func() {
+			for _, f := range slices.Backward(closers) {
+				f()
+			}
+		}()
 		// client returns a redlock Client of its own (a process), with hooks on its clients of every node, and on
 		// that of node 0.
 		client := func(every redis.Hook, node0 redis.Hook) *redlock.Client {
@@ -39,12 +48,12 @@ func TestGivingUpPassesReservationsOn(t *testing.T) {
 				if i == 0 && node0 != nil {
 					rdb.AddHook(node0)
 				}
-				t.Cleanup(func() { _ = rdb.Close() })
+				closers = append(closers, func() { _ = rdb.Close() })
 				nodes = append(nodes, rdb)
 			}
 			c, err := redlock.New(nodes, redlock.WithClaimWindow(time.Minute), redlock.WithNodeTimeout(50*time.Millisecond))
 			require.NoError(t, err)
-			t.Cleanup(func() { _ = c.Close() })
+			closers = append(closers, func() { _ = c.Close() })
 			return c
 		}
 		stall := &redistest.StallAcquires{}
@@ -54,6 +63,9 @@ func TestGivingUpPassesReservationsOn(t *testing.T) {
 		ctx := context.Background()
 		held, err := a.TryObtain(ctx, "job", time.Hour)
 		require.NoError(t, err)
+		// TryObtain returns once a majority answered: let its acquire on the last node land too, or b's tries
+		// may take that node (node 0, where b's hook counts the answers "taken") before it does.
+		synctest.Wait()
 
 		bctx, giveUp := context.WithCancel(ctx)
 		bDone := make(chan error, 1)

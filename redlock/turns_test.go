@@ -7,6 +7,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -34,6 +35,10 @@ func holderAndWaiter(t *testing.T, b *bubble) (*redlock.Client, *redlock.Lock, f
 	p, q := b.client(t), b.client(t)
 	held, err := p.TryObtain(context.Background(), "job", time.Minute)
 	require.NoError(t, err)
+	// TryObtain returns once a majority answered; its acquire on the last node is still on its way. Let it land
+	// before q tries: q's first try could otherwise take that node, and the clean-up release of its failed try
+	// would reserve the lock there for whoever is first in the node's queue, a claim window before p's release.
+	synctest.Wait()
 	return q, held, func() {
 		assert.NoError(t, q.Close())
 		assert.NoError(t, p.Close())
@@ -120,11 +125,10 @@ func TestAProcessThatDiedFirstInLineCostsOneClaimWindow(t *testing.T) {
 		assert.Equal(t, 3, holders(b.ms, "job", "reserved:dead"), "reserved for the first in line")
 		lq := <-gotQ
 		took := time.Since(released)
-		// Not before the dead process's reservation expired on the nodes (a try then fails); whatever wakes the
-		// waiter once it has (its timer at the window's end + 1 ms, or a backoff after a try that found too few
-		// nodes free), it takes the lock then.
-		assert.GreaterOrEqual(t, took, 20*time.Millisecond, "after the claim window")
-		assert.Less(t, took, 20*time.Millisecond+3*time.Millisecond, "not at the holder's ttl")
+		// The waiter's timer is set at the end of the dead process's claim window + 1 ms + a jitter below 1 ms
+		// (see arm); no time passes in the bubble while it tries.
+		assert.GreaterOrEqual(t, took, 20*time.Millisecond+time.Millisecond, "after the claim window")
+		assert.Less(t, took, 20*time.Millisecond+2*time.Millisecond, "at the claim window's end, not at the holder's ttl")
 		require.NoError(t, lq.Release(ctx))
 	})
 }
@@ -144,4 +148,50 @@ func TestAWaiterThatGivesUpLeavesTheQueues(t *testing.T) {
 		synctest.Wait() // the release on the last node, after a majority answered
 		assertGone(t, b, "job", "freed, not reserved for a waiter that left")
 	})
+}
+
+func TestAWaiterThatGotTheLockLeavesTheQueueOfANodeThatAnsweredLate(t *testing.T) {
+	inBubble(t, 3, func(t *testing.T, b *bubble) {
+		ctx := context.Background()
+		queue := keys.For("job").Queue
+		b.clients[2].AddHook(lateScripts(10 * time.Millisecond)) // node 2 answers after the others decided
+		require.NoError(t, b.ms[2].Set("job", "another holder's part"))
+		b.ms[2].SetTTL("job", time.Hour)
+		// settle lets node 2 answer: synctest.Wait alone does not wait out its sleep.
+		settle := func() {
+			time.Sleep(time.Second)
+			synctest.Wait()
+		}
+		q, held, closeAll := holderAndWaiter(t, b) // held on nodes 0 and 1
+		defer closeAll()
+		gotQ := obtainAsync(t, q, ctx)
+		settle()
+		for i, m := range b.ms {
+			members, err := m.ZMembers(queue)
+			require.NoError(t, err, "node %d: q waits in the queue", i)
+			require.Len(t, members, 1, "node %d: q waits in the queue", i)
+		}
+
+		lq := handOff(t, held, gotQ, nil, "")
+		settle() // node 2's late answer to q's winning try: taken
+		assert.Equal(t, "another holder's part", value(b.ms[2], "job"))
+		assertGone(t, b, queue, "q holds the lock: it waits in no node's queue, also not where the lock was taken")
+		require.NoError(t, lq.Release(ctx))
+	})
+}
+
+// lateScripts is a go-redis hook that sends each script d late: the node runs it, and answers, after the others.
+type lateScripts time.Duration
+
+func (lateScripts) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (lateScripts) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (d lateScripts) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if name := cmd.Name(); name == "evalsha" || name == "eval" {
+			time.Sleep(time.Duration(d))
+		}
+		return next(ctx, cmd)
+	}
 }
