@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 
 	"github.com/keyward/keyward/internal/keys"
+	"github.com/keyward/keyward/internal/redistest"
 	"github.com/keyward/keyward/keyspace"
 )
 
@@ -46,7 +47,7 @@ func newFakeCluster(t *testing.T, n int) *fakeCluster {
 	f.cc = redis.NewClusterClient(&redis.ClusterOptions{
 		ClusterSlots: f.slots,
 		Dialer: func(_ context.Context, _, addr string) (net.Conn, error) {
-			return f.ms[addr].Dial()
+			return redistest.Dial(f.ms[addr]) // a bare pipe can deadlock a pub/sub connection
 		},
 		ConnMaxIdleTime: -1,
 		MaintNotificationsConfig: &maintnotifications.Config{

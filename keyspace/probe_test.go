@@ -89,7 +89,7 @@ type failover struct {
 func (f *failover) DialHook(next redis.DialHook) redis.DialHook {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		if f.switched.Load() {
-			return f.to.Dial()
+			return redistest.Dial(f.to)
 		}
 		return next(ctx, network, addr)
 	}

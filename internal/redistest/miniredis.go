@@ -175,15 +175,20 @@ func Miniredis(t testing.TB) (*miniredis.Miniredis, *redis.Client) {
 func SynctestClient(m *miniredis.Miniredis) *redis.Client {
 	m.ClockTTL(true)
 	opt := clientOptions("miniredis")
-	opt.Dialer = func(context.Context, string, string) (net.Conn, error) {
-		c, err := m.Dial()
-		if err != nil {
-			return nil, err
-		}
-		return newBufferedConn(c), nil
-	}
+	opt.Dialer = func(context.Context, string, string) (net.Conn, error) { return Dial(m) }
 	opt.MinIdleConns = 0
 	opt.ConnMaxIdleTime = -1
 	opt.ConnMaxLifetime = 0
 	return redis.NewClient(opt)
+}
+
+// Dial connects to m in memory (miniredis's Dial, which works in a synctest bubble) through a connection whose
+// writes never block, as a TCP socket's do with its kernel buffer: a bare in-memory pipe can deadlock a pub/sub
+// connection (see bufferedConn). Dialers of clients that tests build by hand (a fake cluster) use it.
+func Dial(m *miniredis.Miniredis) (net.Conn, error) {
+	c, err := m.Dial()
+	if err != nil {
+		return nil, err
+	}
+	return newBufferedConn(c), nil
 }
