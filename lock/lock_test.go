@@ -25,14 +25,15 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// inBubble runs test inside a testing/synctest bubble with a miniredis whose keys expire on the bubble's clock.
-func inBubble(t *testing.T, test func(t *testing.T, m *miniredis.Miniredis, locks *lock.Client)) {
+// inBubble runs test inside a testing/synctest bubble with a miniredis whose keys expire on the bubble's clock,
+// and a Client with opts.
+func inBubble(t *testing.T, test func(t *testing.T, m *miniredis.Miniredis, locks *lock.Client), opts ...lock.Option) {
 	synctest.Test(t, func(t *testing.T) {
 		m := miniredis.NewMiniRedis()
 		defer m.Close()
 		rdb := redistest.SynctestClient(m)
 		defer rdb.Close()
-		locks, err := lock.New(rdb)
+		locks, err := lock.New(rdb, opts...)
 		require.NoError(t, err)
 		test(t, m, locks)
 	})

@@ -245,13 +245,8 @@ func TestDeadHeadCostsOneClaimWindow(t *testing.T) {
 // ttl's from before the release was sent, and it gets the lock at once, without a try of its own at Redis and
 // without waiting for a timer.
 func TestHandOffWithinAClient(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		m := miniredis.NewMiniRedis()
-		defer m.Close()
-		rdb := redistest.SynctestClient(m)
-		defer rdb.Close()
-		const drift = time.Millisecond
-		locks := newClient(t, rdb, lock.WithDrift(0, drift))
+	const drift = time.Millisecond
+	inBubble(t, func(t *testing.T, m *miniredis.Miniredis, locks *lock.Client) {
 		defer locks.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Hour) // on the bubble's clock
 		defer cancel()
@@ -271,13 +266,7 @@ func TestHandOffWithinAClient(t *testing.T) {
 
 		released := time.Now()
 		require.NoError(t, first.Release(ctx))
-		var second *lock.Lock
-		select {
-		case second = <-got:
-		case <-time.After(time.Minute):
-			t.Fatal("the queued goroutine was not handed the lock by the release within a minute")
-		}
-		require.NotNil(t, second)
+		second := receive(t, got, time.Minute, "the release handed the lock to the queued goroutine")
 		assert.Zero(t, time.Since(released), "handed over at once, not after a wait")
 		assert.Equal(t, tries, locks.Stats().Tries, "handed over in the release's round trip: no try of its own")
 		assert.Equal(t, first.Fence()+1, second.Fence(), "the hand-over advances the fence by one")
@@ -286,7 +275,7 @@ func TestHandOffWithinAClient(t *testing.T) {
 		assert.Equal(t, released.Add(ttl-drift), second.Until(), "valid for its ttl from before the release was sent")
 		require.NoError(t, second.Release(ctx))
 		assert.False(t, m.Exists("job"))
-	})
+	}, lock.WithDrift(0, drift))
 }
 
 func TestObtainMutualExclusionAcrossClients(t *testing.T) {
