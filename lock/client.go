@@ -2,6 +2,7 @@ package lock
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -40,6 +41,9 @@ type Client struct {
 	queues map[string]*queue // by lock key
 
 	tries, failedTries atomic.Int64
+	// fast is the state of the plain try without a script (script.AcquireFast): fastUnknown until the acquire
+	// script answered once, then fastOn, or fastOff for a server without SET NX GET or a Cluster.
+	fast atomic.Int32
 	// txAllowed: the user may run MULTI and EXEC (see Lock.checkTx).
 	txAllowed atomic.Bool
 }
@@ -57,12 +61,22 @@ func New(rdb redis.UniversalClient, opts ...Option) (*Client, error) {
 	b := bound.New(rdb)
 	c := &Client{client: rdb, rdb: b.Scripter(), bounded: b, opts: o, publish: script.PublishPlain, id: token.New(""),
 		queues: map[string]*queue{}}
+	if _, ok := rdb.(*redis.Client); !ok {
+		c.fast.Store(fastOff) // a Cluster would send TIME to any node
+	}
 	if o.Watcher != nil {
 		c.watch = o.Watcher
 		c.watcherOnce.Do(func() {})
 	}
 	return c, nil
 }
+
+// The states of Client.fast.
+const (
+	fastUnknown = iota
+	fastOn
+	fastOff
+)
 
 // Close closes the Client's pub/sub connection, if it opened one; Obtain calls still waiting return an error
 // matching keyspace.ErrClosed. A Watcher given with WithWatcher is left open. Held locks are not released.
@@ -157,13 +171,14 @@ func (c *Client) newAttempt(ctx context.Context, key string, ttl time.Duration, 
 	}, nil
 }
 
-// try runs the acquire script once. Without the lock, it returns how long the holder may keep it.
+// try tries to take the lock once, without joining the queue. Without the lock, it returns how long the holder
+// may keep it, when it knows.
 func (a *attempt) try(ctx context.Context) (*Lock, time.Duration, error) {
 	start := time.Now()
 	a.c.tries.Add(1)
-	res, err := script.Acquire(ctx, a.c.rdb, a.names, a.value, a.ttl)
+	res, err := a.acquire(ctx)
 	if err != nil {
-		if !script.IsReply(err) {
+		if !script.IsReply(err) || res.OK {
 			a.cleanUp(ctx)
 		}
 		return nil, 0, fmt.Errorf("lock %q: acquire: %w", a.key, err)
@@ -175,6 +190,36 @@ func (a *attempt) try(ctx context.Context) (*Lock, time.Duration, error) {
 	return a.c.newLock(a, start, res.Fence), 0, nil
 }
 
+// acquire runs the plain try: SET NX GET and TIME without a script (script.AcquireFast) once the Client knows the
+// server has them, else the acquire script. The first try of a Client is the script's, which also shows that the
+// user may run scripts and TIME before the Client takes a lock it could not release: a user refused EVALSHA gets
+// the script's NOPERM, with nothing written.
+func (a *attempt) acquire(ctx context.Context) (script.Acquired, error) {
+	if a.c.fast.Load() == fastOn {
+		res, err := bound.Do(a.c.bounded, ctx, func(rdb redis.UniversalClient) fastAnswer {
+			res, err := script.AcquireFast(ctx, rdb, a.names, a.value, a.ttl)
+			return fastAnswer{res, err}
+		}, func(err error) fastAnswer { return fastAnswer{err: err} }).get()
+		if !errors.Is(err, script.ErrNoFastPath) {
+			return res, err
+		}
+		a.c.fast.Store(fastOff)
+	}
+	res, err := script.Acquire(ctx, a.c.rdb, a.names, a.value, a.ttl)
+	if err == nil {
+		a.c.fast.CompareAndSwap(fastUnknown, fastOn)
+	}
+	return res, err
+}
+
+// fastAnswer is script.AcquireFast's answer, carried through bound.Do.
+type fastAnswer struct {
+	res script.Acquired
+	err error
+}
+
+func (f fastAnswer) get() (script.Acquired, error) { return f.res, f.err }
+
 // cleanUp releases the lock in case an acquire whose answer was lost did take it. It uses a context of its own,
 // since ctx may be what ended the acquire.
 func (a *attempt) cleanUp(ctx context.Context) {
@@ -184,7 +229,7 @@ func (a *attempt) cleanUp(ctx context.Context) {
 }
 
 func (c *Client) newLock(a *attempt, start time.Time, fence int64) *Lock {
-	l := &Lock{c: c, key: a.key, names: a.names, value: a.value, fence: fence}
+	l := &Lock{c: c, key: a.key, names: a.names, value: a.value, fence: fence, ttl: a.ttl}
 	l.lease = lease.New(lease.Config{
 		Start:       start,
 		TTL:         a.ttl,

@@ -18,6 +18,7 @@ type Lock struct {
 	names keys.Names
 	value string
 	fence int64
+	ttl   time.Duration // the ttl it was obtained with: its fence is remembered for CounterTTL(ttl) after release
 	lease *lease.Lease
 }
 

@@ -70,14 +70,26 @@ func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts
 }
 
 // Do obtains the lock key as Obtain does, with auto-refresh, and runs fn while holding it. fn's context is
-// cancelled the moment the lock is lost, with a cause matching ErrLost (see context.Cause). The lock is released
-// when fn returns, also when fn panics. Do returns fn's error joined with the release's, or the error of Obtain.
+// cancelled the moment the lock is lost, with a cause matching ErrLost (see context.Cause), and carries the lock's
+// fencing token (FenceFrom). The lock is released when fn returns, also when fn panics. Do returns fn's error
+// joined with the release's, or the error of Obtain.
 func (c *Client) Do(ctx context.Context, key string, ttl time.Duration, fn func(ctx context.Context) error, opts ...Option) error {
 	l, err := c.Obtain(ctx, key, ttl, append(slices.Clip(opts), WithAutoRefresh())...)
 	if err != nil {
 		return err
 	}
-	return l.wrap(lease.Run(ctx, l.lease, fn))
+	return l.wrap(lease.Run(context.WithValue(ctx, fenceKey{}, l.fence), l.lease, fn))
+}
+
+// fenceKey is the context key of the fencing token Do gives fn.
+type fenceKey struct{}
+
+// FenceFrom returns the fencing token of the lock Do holds while it runs fn, from fn's ctx, and whether ctx has
+// one. Storage that refuses a write whose fence is smaller than the largest it has seen is safe from a holder that
+// paused past its lease (see Lock.Fence).
+func FenceFrom(ctx context.Context) (int64, bool) {
+	f, ok := ctx.Value(fenceKey{}).(int64)
+	return f, ok
 }
 
 // queue is a Client's line of goroutines waiting for one lock key. Its fields are guarded by Client.mu.
@@ -574,7 +586,7 @@ func (c *Client) release(ctx context.Context, l *Lock) (bool, error) {
 	subscribed := q != nil && q.watch != nil && q.watch.Err() == nil // an ended watch hears nothing
 	c.mu.Unlock()
 
-	n := script.Next{Window: c.opts.ClaimWindow, Waiter: c.id}
+	n := script.Next{Window: c.opts.ClaimWindow, Waiter: c.id, Fence: l.fence, HolderTTL: l.ttl}
 	if next != nil {
 		n.Successor, n.TTL, n.Cohort, n.QueueTTL = next.a.value, next.a.ttl, cohort, queueTTL(next.a.ttl)
 	}

@@ -25,7 +25,8 @@ import (
 // from 1), before the attempt's answer reaches the package: whatever fn does lands exactly between that try and
 // what the waiter does next.
 func afterFailedTry(n int64, fn func()) *redistest.AfterReply {
-	return &redistest.AfterReply{N: n, Fn: fn, Match: func(r []any) bool { return len(r) == 2 && r[0] == int64(0) }}
+	return &redistest.AfterReply{N: n, Fn: fn, Match: func(r []any) bool { return len(r) == 2 && r[0] == int64(0) },
+		MatchPipeline: redistest.FastTryFailed}
 }
 
 // waiting returns a hook that closes the returned channel after the n-th failed try: by then the waiter is
@@ -471,4 +472,25 @@ func mustGet(t *testing.T, m *miniredis.Miniredis, key string) string {
 	v, err := m.Get(key)
 	require.NoError(t, err)
 	return v
+}
+
+// Do's fn learns the lock's fencing token from its ctx, above the last holder's.
+func TestDoGivesFnTheFence(t *testing.T) {
+	redistest.ForEachServer(t, func(t *testing.T, rdb *redis.Client) {
+		ctx := context.Background()
+		locks := newClient(t, rdb)
+		closeClient(t, locks)
+		l, err := locks.TryObtain(ctx, "job", time.Minute)
+		require.NoError(t, err)
+		require.NoError(t, l.Release(ctx))
+		_, ok := lock.FenceFrom(ctx)
+		assert.False(t, ok, "no fence outside Do")
+		var fence int64
+		require.NoError(t, locks.Do(ctx, "job", time.Minute, func(ctx context.Context) error {
+			fence, ok = lock.FenceFrom(ctx)
+			return nil
+		}))
+		assert.True(t, ok)
+		assert.Greater(t, fence, l.Fence())
+	})
 }

@@ -16,8 +16,8 @@ import (
 	"github.com/keyward/keyward/lock"
 )
 
-// slowScripts is a go-redis hook for a slow network, on the bubble's clock: while on, every EVALSHA takes out on its
-// way to the server and back on its way back. EVAL, the fallback after a NOSCRIPT answer, is not delayed, so that a
+// slowScripts is a go-redis hook for a slow network, on the bubble's clock: while on, every EVALSHA, and every
+// pipeline (a try without a script), takes out on its way to the server and back on its way back. EVAL, the fallback after a NOSCRIPT answer, is not delayed, so that a
 // script's round trip takes out + back whether or not the server had it loaded. It starts off: a goroutine asleep
 // in it counts as blocked for synctest.Wait, which then cannot tell that it has not reached its wait yet.
 type slowScripts struct {
@@ -38,7 +38,15 @@ func (h *slowScripts) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	}
 }
 func (h *slowScripts) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if !h.on.Load() {
+			return next(ctx, cmds)
+		}
+		time.Sleep(h.out)
+		err := next(ctx, cmds)
+		time.Sleep(h.back)
+		return err
+	}
 }
 
 // receive waits (on the bubble's clock) for a lock from got, and fails the test naming what did not happen.

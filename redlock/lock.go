@@ -174,7 +174,7 @@ func (l *Lock) release(ctx context.Context) (bool, error) {
 	c := l.c
 	defer l.doneOnce.Do(func() { close(l.done) }) // the waiter that waits for this holder goes on
 	timeout := l.opts.timeout(l.ttl)
-	next := script.Next{Window: l.opts.ClaimWindow}
+	next := script.Next{Window: l.opts.ClaimWindow, Fence: l.fence, HolderTTL: l.ttl}
 	c.mu.Lock()
 	ln := c.lines[l.names.Lock]
 	if ln != nil && len(ln.waiters) > 0 {

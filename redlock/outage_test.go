@@ -16,10 +16,10 @@ import (
 	"github.com/keyward/keyward/redlock"
 )
 
-// isAcquire tells an acquire: the only script with three keys.
+// isAcquire tells an acquire: the script with three keys (the release has three too) and six arguments.
 func isAcquire(cmd redis.Cmder) bool {
 	args := cmd.Args()
-	return cmd.Name() == "evalsha" && len(args) > 2 && args[2] == 3
+	return cmd.Name() == "evalsha" && len(args) == 3+3+6 && args[2] == 3 // 3 keys and 6 arguments: not a release
 }
 
 // An Obtain that meets a majority of nodes down tries again after a backoff (10 ms doubling to 1 s, from the upper

@@ -17,7 +17,6 @@ import (
 	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/keyward/keyward"
-	"github.com/keyward/keyward/internal/keys"
 	"github.com/keyward/keyward/internal/token"
 	"github.com/keyward/keyward/keyspace"
 	"github.com/keyward/keyward/lock"
@@ -65,8 +64,8 @@ type WorkerConfig struct {
 	// round trip and its cohorts run as users run them. 0 means 1.
 	Goroutines int
 	// Do makes the odd-numbered goroutines take the lock with Locker.Do (auto-refresh, the section run as its fn)
-	// instead of Obtain. Only for the single-node lock (lock/): the section reads the lock key and the fencing
-	// counter directly to learn the value and fence Do obtained.
+	// instead of Obtain. Only for the single-node lock (lock/): the section reads the lock key directly to learn
+	// the value Do obtained, and takes the fence from fn's ctx (lock.FenceFrom).
 	Do bool
 	// ClaimWindow is the lock client's claim window (0: its default).
 	ClaimWindow time.Duration
@@ -139,7 +138,7 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) (err error) {
 	}
 	defer func() { err = errors.Join(err, out.Close()) }()
 
-	w := &worker{cfg: cfg, pid: os.Getpid(), keys: KeysFor(cfg.Key), fence: keys.For(cfg.Key).Fence, out: out}
+	w := &worker{cfg: cfg, pid: os.Getpid(), keys: KeysFor(cfg.Key), out: out}
 	var nodes []redis.UniversalClient
 	switch {
 	case cfg.SentinelMaster != "":
@@ -332,7 +331,6 @@ type worker struct {
 	observe []redis.UniversalClient // direct to each lock node (or a client of the Sentinel group or Cluster)
 	store   *redis.Client
 	keys    StoreKeys
-	fence   string // the lock's fencing counter
 
 	mu  sync.Mutex // serialises the writes to out
 	out *os.File
@@ -428,10 +426,9 @@ func (g *goroutine) failed(ctx context.Context, r *Record, octx context.Context,
 	}
 }
 
-// attemptDo takes the lock with Do, which refreshes it, and runs the critical section as its fn. Do does not
-// show the lock to fn: the section reads the lock key and the fencing counter directly, at once (MULTI), and
-// takes the value as its token and the counter as its fence when the key holds this goroutine's value (the last
-// acquire or hand-over was its own). It believes it holds the lock until fn returns, or until fn's context is
+// attemptDo takes the lock with Do, which refreshes it, and runs the critical section as its fn. Do shows fn the
+// fence (lock.FenceFrom), not the value: the section reads the lock key directly and takes the value as its token
+// when the key holds this goroutine's value (the last acquire or hand-over was its own). It believes it holds the lock until fn returns, or until fn's context is
 // cancelled with ErrLost, which is then its validity deadline (Until).
 func (g *goroutine) attemptDo(ctx context.Context, seq int) *Record {
 	w := g.w
@@ -456,7 +453,8 @@ func (g *goroutine) attemptDo(ctx context.Context, seq int) *Record {
 			return nil
 		}
 		r.Result = Obtained
-		value, fence, err := g.observeHeld()
+		value, err := g.observeHeld()
+		fence, _ := lock.FenceFrom(fctx)
 		r.HeldAt = Mono()
 		switch {
 		case err != nil:
@@ -501,22 +499,15 @@ func (g *goroutine) attemptDo(ctx context.Context, seq int) *Record {
 	return r
 }
 
-// observeHeld reads the lock key and the fencing counter at once.
-func (g *goroutine) observeHeld() (value string, fence int64, err error) {
+// observeHeld reads the lock key directly.
+func (g *goroutine) observeHeld() (value string, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	var get, counter *redis.StringCmd
-	_, err = g.w.observe[0].TxPipelined(ctx, func(p redis.Pipeliner) error {
-		get = p.Get(ctx, g.w.cfg.Key)
-		counter = p.Get(ctx, g.w.fence)
-		return nil
-	})
+	value, err = g.w.observe[0].Get(ctx, g.w.cfg.Key).Result()
 	if err != nil && !errors.Is(err, redis.Nil) {
-		return "", 0, err
+		return "", err
 	}
-	value = get.Val()
-	fence, _ = counter.Int64()
-	return value, fence, nil
+	return value, nil
 }
 
 // section is the critical section: a non-atomic increment of the counter, then a fenced write, then a direct

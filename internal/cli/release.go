@@ -84,6 +84,6 @@ func forceRelease(ctx context.Context, env Env, rdb redis.UniversalClient, key, 
 		fmt.Fprintf(env.Stdout, "%s: changed hands while releasing; not released (run status again)\n", key)
 		return false, nil
 	}
-	fmt.Fprintf(env.Stdout, "%s: released (was held by %s, fence %d)\n", key, s.describe(), s.Fence)
+	fmt.Fprintf(env.Stdout, "%s: released (was held by %s)\n", key, s.describe())
 	return true, nil
 }

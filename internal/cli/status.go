@@ -19,7 +19,9 @@ import (
 const statusUsage = `Usage: keyward status [flags] KEY...
 
 Shows, for each lock KEY: whether it is held, by whom (the host and pid in the holder's token), how long its key
-still lives, the last fencing token handed out, and how many processes wait for it in Redis' queue.
+still lives, the fencing token the server remembers for it, and how many processes wait for it in Redis' queue.
+The server remembers a lock's last released holder's fence for 2 × its ttl (a quorum lock's nodes: the last
+fence handed out); the current holder's fence is known to its process (keyward run gives it as KEYWARD_FENCE).
 
   $ keyward status nightly-report
   KEY             STATE  HOLDER                   TTL    FENCE             WAITING
@@ -58,7 +60,8 @@ type lockState struct {
 	TTL time.Duration `json:"-"`
 	// TTLms is TTL in milliseconds, for JSON.
 	TTLms int64 `json:"ttl_ms"`
-	// Fence is the last fencing token handed out for the key (0: none known).
+	// Fence is the fencing counter: the last released holder's fence (a quorum lock's: the last handed out), kept
+	// for 2 × ttl (0: none known).
 	Fence int64 `json:"fence,omitempty"`
 	// Waiting is the number of processes queued for the lock in Redis.
 	Waiting int64 `json:"waiting"`

@@ -21,9 +21,9 @@ const watchUsage = `Usage: keyward watch [flags] KEY...
 Prints what happens to each lock KEY as it happens, one line per event, until interrupted. It starts with the
 lock's current state:
 
-  15:04:05.120  nightly-report  held by host=web-2 pid=4242, fence 1767225600123456, ttl 9m52s
+  15:04:05.120  nightly-report  held by host=web-2 pid=4242, ttl 9m52s
   15:04:07.311  nightly-report  released
-  15:04:07.312  nightly-report  acquired by host=web-1 pid=977, fence 1767225600123457, ttl 10m0s
+  15:04:07.312  nightly-report  acquired by host=web-1 pid=977, ttl 10m0s
   15:14:07.950  nightly-report  expired: its holder did not refresh it in time
 
 keyward's release script announces every release, on any server. Acquisitions, expiries and deletions by other
@@ -380,7 +380,7 @@ func (w *watcher) printStates(ctx context.Context) error {
 		w.last[k] = s.Value
 		switch s.State {
 		case stateHeld:
-			w.print(k, "held by %s, fence %d, ttl %s", holderOf(s), s.Fence, formatTTL(s.TTL))
+			w.print(k, "held by %s, ttl %s", holderOf(s), formatTTL(s.TTL))
 		case stateFree:
 			w.print(k, "free")
 		default:
@@ -476,7 +476,7 @@ func (w *watcher) keyspace(ctx context.Context, ps *redis.PubSub, c watched, eve
 		case s.State == stateReserved:
 			// The release message that follows says it.
 		case s.State == stateHeld && s.Value != prev:
-			w.print(c.key, "acquired by %s, fence %d, ttl %s", holderOf(s), s.Fence, formatTTL(s.TTL))
+			w.print(c.key, "acquired by %s, ttl %s", holderOf(s), formatTTL(s.TTL))
 		case s.State == stateFree:
 			w.print(c.key, "acquired, and already released")
 		case s.State == stateOther:

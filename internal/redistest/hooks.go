@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -18,6 +19,8 @@ type AfterReply struct {
 	N int64
 	// Match tells a reply of interest, such as an acquire script's "not obtained".
 	Match func(reply []any) bool
+	// MatchPipeline, when set, tells a pipeline of interest too, such as FastTryFailed; it counts as one reply.
+	MatchPipeline func(cmds []redis.Cmder) bool
 	// Fn runs once, on the goroutine of the command.
 	Fn    func()
 	count atomic.Int64
@@ -26,9 +29,25 @@ type AfterReply struct {
 // DialHook implements redis.Hook.
 func (h *AfterReply) DialHook(next redis.DialHook) redis.DialHook { return next }
 
-// ProcessPipelineHook implements redis.Hook; pipelines are not counted.
+// ProcessPipelineHook implements redis.Hook; pipelines count when MatchPipeline accepts them.
 func (h *AfterReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		if h.MatchPipeline != nil && h.MatchPipeline(cmds) && h.count.Add(1) == h.N {
+			h.Fn()
+		}
+		return err
+	}
+}
+
+// FastTryFailed tells the pipeline of a lock's plain try without a script (SET NX GET, TIME, GET) that found the
+// lock held by another value.
+func FastTryFailed(cmds []redis.Cmder) bool {
+	if len(cmds) == 0 || cmds[0].Name() != "set" {
+		return false
+	}
+	set, ok := cmds[0].(*redis.StatusCmd)
+	return ok && set.Err() == nil && set.Val() != ""
 }
 
 // ProcessHook implements redis.Hook.
@@ -46,8 +65,8 @@ func (h *AfterReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 }
 
 // LostReply is a go-redis hook that lets the server run the first command named Name (any command when Name is
-// empty), then reports an i/o timeout to the caller, as if the reply had been lost on the way back: the
-// ambiguous outcome a client must treat as "maybe done".
+// empty), or the first pipeline that holds one, then reports an i/o timeout to the caller, as if the reply had
+// been lost on the way back: the ambiguous outcome a client must treat as "maybe done".
 type LostReply struct {
 	// Name is the command to lose the reply of, such as "evalsha"; case does not matter.
 	Name string
@@ -60,19 +79,35 @@ func (h *LostReply) Done() bool { return h.done.Load() }
 // DialHook implements redis.Hook.
 func (h *LostReply) DialHook(next redis.DialHook) redis.DialHook { return next }
 
-// ProcessPipelineHook implements redis.Hook; pipelines are left alone.
+// ProcessPipelineHook implements redis.Hook: a pipeline that holds a command named Name loses every reply.
 func (h *LostReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		if slices.ContainsFunc(cmds, h.matches) && h.done.CompareAndSwap(false, true) {
+			err = lostReply()
+			for _, cmd := range cmds {
+				cmd.SetErr(err)
+			}
+		}
+		return err
+	}
 }
 
 // ProcessHook implements redis.Hook.
 func (h *LostReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		err := next(ctx, cmd)
-		if (h.Name == "" || strings.EqualFold(cmd.Name(), h.Name)) && h.done.CompareAndSwap(false, true) {
-			err = &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
+		if h.matches(cmd) && h.done.CompareAndSwap(false, true) {
+			err = lostReply()
 			cmd.SetErr(err)
 		}
 		return err
 	}
 }
+
+func (h *LostReply) matches(cmd redis.Cmder) bool {
+	return h.Name == "" || strings.EqualFold(cmd.Name(), h.Name)
+}
+
+// lostReply is the error go-redis reports for a reply that did not come in time.
+func lostReply() error { return &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded} }

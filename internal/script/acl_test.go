@@ -54,7 +54,8 @@ var (
 	noZRem       = []string{"~*", "&*", "+@all", "-zrem"}
 	noPExpire    = []string{"~*", "&*", "+@all", "-pexpire"}
 	noPExpireAt  = []string{"~*", "&*", "+@all", "-pexpireat"}
-	// The lock's key, queue and channel name, but not its fencing counter: EVAL needs every key it is given.
+	// The lock's key, queue and channel name, but not its fencing counter, which every script of a lock is given
+	// (EVAL needs every key it is given): only Refresh and PTTL, whose scripts get the lock's key alone, remain.
 	noFenceKey = []string{"~job", "~{job}:queue", "~{job}:released", "&*", "+@all"}
 	noPublish  = []string{"~*", "resetchannels", "+@all"}
 	noDel      = []string{"~*", "&*", "+@all", "-del"}
@@ -74,6 +75,9 @@ func TestRefusedCallsLeaveNothingBehind(t *testing.T) {
 	ttl := time.Minute
 
 	heldLock := func() { require.NoError(t, admin.Set(ctx, n.Lock, "other", ttl).Err()) }
+	mine := func() { require.NoError(t, admin.Set(ctx, n.Lock, "mine", ttl).Err()) }
+	// The holder's fence, for releases that set the counter to it.
+	fenced := script.Next{Fence: 1_000_000, HolderTTL: ttl}
 	counter := func() { require.NoError(t, admin.Set(ctx, n.Fence, 1_000, ttl).Err()) }
 	waiting := func(id string) func() {
 		return func() { require.NoError(t, admin.ZAdd(ctx, n.Queue, redis.Z{Score: 1, Member: id}).Err()) }
@@ -97,19 +101,24 @@ func TestRefusedCallsLeaveNothingBehind(t *testing.T) {
 		setUp []func()
 		op    func(c *redis.Client) error
 	}{
-		{"the reported user acquires a lock without counter", reportedUser, nil, func(c *redis.Client) error {
+		{"the reported user acquires a lock", reportedUser, nil, func(c *redis.Client) error {
 			_, err := script.Acquire(ctx, c, n, "mine", ttl)
 			return err
 		}},
-		{"the reported user acquires a lock with a counter", reportedUser, []func(){counter}, func(c *redis.Client) error {
-			_, err := script.Acquire(ctx, c, n, "mine", ttl)
+		{"the reported user acquires a quorum lock's node without counter", reportedUser, nil, func(c *redis.Client) error {
+			_, err := script.AcquireAbove(ctx, c, n, "mine", ttl, 5, "", 0)
 			return err
 		}},
+		{"the reported user acquires a quorum lock's node with a counter", reportedUser, []func(){counter},
+			func(c *redis.Client) error {
+				_, err := script.AcquireAbove(ctx, c, n, "mine", ttl, 5, "", 0)
+				return err
+			}},
 		{"the reported user joins the queue", reportedUser, []func(){heldLock}, func(c *redis.Client) error {
 			_, err := script.AcquireQueued(ctx, c, n, "mine", ttl, "proc", ttl)
 			return err
 		}},
-		{"a user without ZREM takes a free lock it waited for", noZRem, []func(){counter, waiting("proc")}, func(c *redis.Client) error {
+		{"a user without ZREM takes a free lock it waited for", noZRem, []func(){waiting("proc")}, func(c *redis.Client) error {
 			_, err := script.AcquireQueued(ctx, c, n, "mine", ttl, "proc", ttl)
 			return err
 		}},
@@ -121,13 +130,46 @@ func TestRefusedCallsLeaveNothingBehind(t *testing.T) {
 			_, err := script.Acquire(ctx, c, n, "mine", ttl)
 			return err
 		}},
-		{"a user without TIME hands the lock over", noTime, []func(){waiting("proc"), func() {
-			require.NoError(t, admin.Set(ctx, n.Lock, "mine", ttl).Err())
-		}}, func(c *redis.Client) error {
-			_, _, err := script.ReleaseNext(ctx, c, n, "mine", script.PublishPlain,
-				script.Next{Successor: "next", TTL: ttl, Cohort: true, Waiter: "proc"})
+		{"a user that may not touch the counter joins the queue", noFenceKey, []func(){heldLock}, func(c *redis.Client) error {
+			_, err := script.AcquireQueued(ctx, c, n, "mine", ttl, "proc", ttl)
 			return err
 		}},
+		{"a user that may not touch the counter releases", noFenceKey, []func(){mine}, func(c *redis.Client) error {
+			_, _, err := script.ReleaseNext(ctx, c, n, "mine", script.PublishPlain, fenced)
+			return err
+		}},
+		{"a user that may not touch the counter acquires a quorum lock's node", noFenceKey, nil, func(c *redis.Client) error {
+			_, err := script.AcquireAbove(ctx, c, n, "mine", ttl, 5, "", 0)
+			return err
+		}},
+		{"a user that may not touch the counter raises it", noFenceKey, []func(){counter}, func(c *redis.Client) error {
+			_, err := script.Raise(ctx, c, n, 1_000_000, ttl)
+			return err
+		}},
+		{"a user without SET tries without a script", noSet, nil, func(c *redis.Client) error {
+			_, err := script.AcquireFast(ctx, c, n, "mine", ttl)
+			return err
+		}},
+		{"a user without TIME hands the lock over", noTime, []func(){waiting("proc"), mine}, func(c *redis.Client) error {
+			_, _, err := script.ReleaseNext(ctx, c, n, "mine", script.PublishPlain,
+				script.Next{Successor: "next", TTL: ttl, Cohort: true, Waiter: "proc", Fence: fenced.Fence,
+					HolderTTL: ttl})
+			return err
+		}},
+		{"a user without DEL releases with its fence", noDel, []func(){mine}, func(c *redis.Client) error {
+			_, _, err := script.ReleaseNext(ctx, c, n, "mine", script.PublishPlain, fenced)
+			return err
+		}},
+		{"a user without DEL releases with its fence while another process waits", noDel,
+			[]func(){mine, waiting("other")}, func(c *redis.Client) error {
+				_, _, err := script.ReleaseNext(ctx, c, n, "mine", script.PublishPlain, fenced)
+				return err
+			}},
+		{"a user without ZPOPMIN releases with its fence while another process waits", noZPopMin,
+			[]func(){mine, waiting("other")}, func(c *redis.Client) error {
+				_, _, err := script.ReleaseNext(ctx, c, n, "mine", script.PublishPlain, fenced)
+				return err
+			}},
 		{"a user without DEL releases the lock", noDel, []func(){waiting("proc"), func() {
 			require.NoError(t, admin.Set(ctx, n.Lock, "mine", ttl).Err())
 		}}, func(c *redis.Client) error {
@@ -195,20 +237,29 @@ func TestWrongTypeBeforeTheFirstWrite(t *testing.T) {
 	redistest.ForEachServer(t, func(t *testing.T, rdb *redis.Client) {
 		ctx := context.Background()
 		n := keys.For("job")
-		require.NoError(t, rdb.Set(ctx, n.Fence, 1_000, time.Hour).Err())
 		require.NoError(t, rdb.Set(ctx, n.Queue, "not a queue", 0).Err())
 
-		// A waiting try on a free lock: the lock was taken and the fence advanced, then ZREM failed.
+		// A waiting try on a free lock: the lock would be taken, then ZREM fail.
 		_, err := script.AcquireQueued(ctx, rdb, n, "mine", time.Minute, "proc", time.Minute)
+		require.ErrorIs(t, err, keyward.ErrWrongType)
+		assert.Zero(t, rdb.Exists(ctx, n.Lock).Val(), "the lock is not taken by nobody")
+		assert.Equal(t, []string{n.Queue}, rdb.Keys(ctx, "*").Val(), "nothing was written")
+
+		// The same on a quorum node: neither the lock nor its counter.
+		require.NoError(t, rdb.Set(ctx, n.Fence, 1_000, time.Hour).Err())
+		_, err = script.AcquireAbove(ctx, rdb, n, "mine", time.Minute, 5, "proc", time.Minute)
 		require.ErrorIs(t, err, keyward.ErrWrongType)
 		assert.Zero(t, rdb.Exists(ctx, n.Lock).Val(), "the lock is not taken by nobody")
 		assert.Equal(t, "1000", rdb.Get(ctx, n.Fence).Val(), "the fence did not advance")
 
-		// A release that leaves the queue.
+		// A release that leaves the queue: the counter is not set to its fence either.
 		require.NoError(t, rdb.Set(ctx, n.Lock, "mine", time.Minute).Err())
-		_, _, err = script.ReleaseNext(ctx, rdb, n, "mine", script.PublishPlain, script.Next{Waiter: "proc"})
+		_, _, err = script.ReleaseNext(ctx, rdb, n, "mine", script.PublishPlain,
+			script.Next{Waiter: "proc", Fence: 5_000, HolderTTL: time.Minute})
 		require.ErrorIs(t, err, keyward.ErrWrongType)
 		assert.Equal(t, "mine", rdb.Get(ctx, n.Lock).Val(), "the lock is still held")
+		assert.Equal(t, "1000", rdb.Get(ctx, n.Fence).Val(), "the counter is as it was")
+		assert.Greater(t, rdb.PTTL(ctx, n.Fence).Val(), 59*time.Minute)
 
 		// A semaphore whose fencing counter is text: nothing is reclaimed or taken.
 		k := script.SemaphoreKeysFor("pool")
@@ -254,9 +305,13 @@ func TestReleaseThatMayNotBeAnnounced(t *testing.T) {
 			for i, id := range tc.queue {
 				require.NoError(t, admin.ZAdd(ctx, n.Queue, redis.Z{Score: float64(i + 1), Member: id}).Err())
 			}
-			out, _, err := script.ReleaseNext(ctx, user, n, "mine", script.PublishPlain, tc.next)
+			next := tc.next
+			next.Fence, next.HolderTTL = 1_000_000, ttl
+			out, _, err := script.ReleaseNext(ctx, user, n, "mine", script.PublishPlain, next)
 			require.NoError(t, err)
 			assert.Equal(t, tc.want, out)
+			assert.Equal(t, "1000000", admin.Get(ctx, n.Fence).Val(), "the counter holds the holder's fence")
+			assert.InDelta(t, script.CounterTTL(ttl), admin.PTTL(ctx, n.Fence).Val(), float64(time.Second))
 			others := []string{}
 			for _, id := range tc.queue {
 				if id != "proc" {
@@ -356,6 +411,13 @@ func TestLeastPrivilegedUser(t *testing.T) {
 	n := keys.For("job")
 	ttl := time.Minute
 
+	f, err := script.AcquireFast(ctx, user, n, "f", ttl)
+	require.NoError(t, err)
+	require.True(t, f.OK)
+	out, _, err := script.ReleaseNext(ctx, user, n, "f", script.PublishPlain, script.Next{Fence: f.Fence, HolderTTL: ttl})
+	require.NoError(t, err)
+	require.Equal(t, script.Released, out)
+
 	a, err := script.AcquireQueued(ctx, user, n, "a", ttl, "proc-a", ttl)
 	require.NoError(t, err)
 	require.True(t, a.OK)
@@ -368,19 +430,22 @@ func TestLeastPrivilegedUser(t *testing.T) {
 	_, ok, err = script.PTTL(ctx, user, n, "a")
 	require.NoError(t, err)
 	require.True(t, ok)
-	out, _, err := script.ReleaseNext(ctx, user, n, "a", script.PublishPlain,
-		script.Next{Waiter: "proc-a", Successor: "a2", TTL: ttl, QueueTTL: ttl})
+	out, _, err = script.ReleaseNext(ctx, user, n, "a", script.PublishPlain,
+		script.Next{Waiter: "proc-a", Successor: "a2", TTL: ttl, QueueTTL: ttl, Fence: a.Fence, HolderTTL: ttl})
 	require.NoError(t, err)
 	require.Equal(t, script.Requeued, out)
 	b, err = script.AcquireQueued(ctx, user, n, "b", ttl, "proc-b", ttl)
 	require.NoError(t, err)
 	require.True(t, b.OK, "proc-b claims its reservation")
 	out, _, err = script.ReleaseNext(ctx, user, n, "b", script.PublishPlain,
-		script.Next{Waiter: "proc-b", Successor: "b2", TTL: ttl, Cohort: true})
+		script.Next{Waiter: "proc-b", Successor: "b2", TTL: ttl, Cohort: true, Fence: b.Fence, HolderTTL: ttl})
 	require.NoError(t, err)
 	require.Equal(t, script.HandedOver, out)
 	_, err = script.Raise(ctx, user, n, time.Now().Add(time.Hour).UnixMicro(), ttl)
 	require.NoError(t, err)
+	q, err := script.AcquireAbove(ctx, user, keys.For("quorum"), "q", ttl, 5, "proc-q", ttl)
+	require.NoError(t, err)
+	require.True(t, q.OK)
 	ok, err = script.Release(ctx, user, n, "b2", script.PublishPlain)
 	require.NoError(t, err)
 	require.True(t, ok)
@@ -409,4 +474,90 @@ func TestLeastPrivilegedUser(t *testing.T) {
 		Window: time.Second, Successor: "q2", TTL: ttl, Fencing: true, Publish: script.PublishPlain})
 	require.NoError(t, err)
 	require.Equal(t, script.HandedOver, res.Outcome)
+}
+
+// TestLockWithoutAccessToTheCounter: a user that may touch the lock's key, queue and channel but not its fencing
+// counter cannot use the lock. Every script of the lock is given the counter's key, and the server refuses EVAL for
+// a key the user may not access before the script runs: ErrNoPermission, and nothing is written. Only Refresh and
+// PTTL, whose scripts get the lock's key alone, work.
+//
+// AcquireFast is a pipeline of plain commands, each checked on its own: its SET takes the lock before its GET of
+// the counter is refused. It answers OK with ErrNoPermission, as it does for any failure after the SET: the caller
+// must release the lock, whose fence it does not know. This user cannot (the release is refused like every script),
+// so the lock stays until its ttl runs out.
+func TestLockWithoutAccessToTheCounter(t *testing.T) {
+	srv := redistest.Start(t)
+	admin := srv.Client(t)
+	user := aclClient(t, srv, admin, "app", noFenceKey...)
+	ctx := context.Background()
+	n := keys.For("job")
+	ttl := time.Minute
+	refused := func(why string, err error) {
+		t.Helper()
+		require.ErrorIs(t, err, keyward.ErrNoPermission, why)
+		assert.True(t, script.IsReply(err), "%s: the server's answer stays in the chain", why)
+		assert.Contains(t, err.Error(), "NOPERM", why)
+	}
+
+	// A free lock: no acquire takes it.
+	before := snapshot(t, admin)
+	_, err := script.Acquire(ctx, user, n, "p", ttl)
+	refused("acquire", err)
+	_, err = script.AcquireQueued(ctx, user, n, "p", ttl, "proc-p", ttl)
+	refused("acquire of a waiting process", err)
+	_, err = script.AcquireAbove(ctx, user, n, "q", ttl, 5, "", 0)
+	refused("a quorum lock's node", err)
+	_, err = script.Raise(ctx, user, n, 1_000, ttl)
+	refused("raise", err)
+	assert.Equal(t, before, snapshot(t, admin), "nothing is written")
+	assert.Empty(t, before)
+
+	// A lock taken (by another user) while a process waits: the user can neither release it nor join the line.
+	require.NoError(t, admin.Set(ctx, n.Lock, "mine", ttl).Err())
+	require.NoError(t, admin.ZAdd(ctx, n.Queue, redis.Z{Score: 1, Member: "proc-b"}).Err())
+	before = snapshot(t, admin)
+	_, err = script.AcquireQueued(ctx, user, n, "a", ttl, "proc-a", ttl)
+	refused("joining the line", err)
+	_, err = script.Release(ctx, user, n, "mine", script.PublishPlain)
+	refused("release", err)
+	_, _, err = script.ReleaseNext(ctx, user, n, "mine", script.PublishPlain,
+		script.Next{Successor: "next", TTL: ttl, Cohort: true, Fence: 1_000, HolderTTL: ttl})
+	refused("hand-over", err)
+	assert.Equal(t, before, snapshot(t, admin), "nothing is written")
+	ok, err := script.Refresh(ctx, user, n, "mine", 2*ttl)
+	require.NoError(t, err)
+	assert.True(t, ok, "refresh only needs the lock's key")
+	_, ok, err = script.PTTL(ctx, user, n, "mine")
+	require.NoError(t, err)
+	assert.True(t, ok, "PTTL too")
+
+	// AcquireFast: the SET takes the lock, then the GET of the counter is refused.
+	require.NoError(t, admin.FlushAll(ctx).Err())
+	f, err := script.AcquireFast(ctx, user, n, "f", ttl)
+	refused("the pipeline's GET of the counter", err)
+	assert.True(t, f.OK, "the SET took the lock: the caller must release it")
+	assert.Zero(t, f.Fence, "whose fence it does not know")
+	assert.Equal(t, []string{n.Lock}, admin.Keys(ctx, "*").Val(), "the SET wrote the lock, nothing else")
+	assert.Equal(t, "f", admin.Get(ctx, n.Lock).Val())
+	_, err = script.Release(ctx, user, n, "f", script.PublishPlain)
+	refused("its release", err)
+	assert.Equal(t, "f", admin.Get(ctx, n.Lock).Val(), "the lock stays")
+	assert.InDelta(t, ttl, admin.PTTL(ctx, n.Lock).Val(), float64(time.Second), "until its ttl runs out")
+}
+
+// TestReleaseWhenTheCounterCannotBeWritten: the release remembers the holder's fence with a SET that may be refused
+// (a server out of memory refuses it, not the DEL; here a user without SET). The lock is released all the same,
+// with nothing remembered: the next fence is the clock's, as after the counter expired.
+func TestReleaseWhenTheCounterCannotBeWritten(t *testing.T) {
+	srv := redistest.Start(t)
+	admin := srv.Client(t)
+	ctx := context.Background()
+	n := keys.For("job")
+	require.NoError(t, admin.Set(ctx, n.Lock, "mine", time.Minute).Err())
+	user := aclClient(t, srv, admin, "app", "~*", "&*", "+@all", "-set")
+	out, _, err := script.ReleaseNext(ctx, user, n, "mine", script.PublishPlain,
+		script.Next{Fence: 1_000_000, HolderTTL: time.Minute})
+	require.NoError(t, err)
+	assert.Equal(t, script.Released, out)
+	assert.Zero(t, admin.Exists(ctx, n.Lock, n.Fence).Val(), "released, and no counter")
 }

@@ -17,7 +17,8 @@ import (
 
 // BenchmarkServerCost measures what each script costs the server, which is what every other client waits for
 // (scripts run one at a time): the µs per call that INFO commandstats reports for EVALSHA, as the metric
-// "server-µs/call". Only the script under test runs as EVALSHA; the set-up between calls uses plain commands.
+// "server-µs/call". Only the script under test runs as EVALSHA; the set-up between calls uses other commands.
+// acquire-fast, which runs no script, reports the µs per call of its SET, its TIME and its GET added up.
 //
 //	go test -run '^$' -bench ServerCost -benchtime 20000x ./internal/script/
 func BenchmarkServerCost(b *testing.B) {
@@ -27,8 +28,12 @@ func BenchmarkServerCost(b *testing.B) {
 	n := keys.For("bench")
 	ttl := time.Minute
 
-	run := func(b *testing.B, setUp func(i int), op func(i int)) {
+	// run times op, and reports the server's µs per call of the commands cmds (EVALSHA when none are given).
+	run := func(b *testing.B, setUp func(i int), op func(i int), cmds ...string) {
 		b.Helper()
+		if len(cmds) == 0 {
+			cmds = []string{"evalsha"}
+		}
 		setUp(-1)
 		op(-1) // loads the script: the timed calls are EVALSHA hits
 		require.NoError(b, rdb.ConfigResetStat(ctx).Err())
@@ -40,7 +45,11 @@ func BenchmarkServerCost(b *testing.B) {
 			op(i)
 		}
 		b.StopTimer()
-		b.ReportMetric(evalshaMicros(b, rdb), "server-µs/call")
+		var us float64
+		for _, cmd := range cmds {
+			us += commandMicros(b, rdb, cmd)
+		}
+		b.ReportMetric(us, "server-µs/call")
 	}
 	value := func(i int) string { return "holder-" + strconv.Itoa(i) }
 
@@ -51,7 +60,14 @@ func BenchmarkServerCost(b *testing.B) {
 			require.True(b, a.OK)
 		})
 	})
-	b.Run("acquire-waiter", func(b *testing.B) { // lock.Client's try
+	b.Run("acquire-fast", func(b *testing.B) { // lock.Client's plain try on Redis ≥ 7: SET NX GET, TIME, GET
+		run(b, func(int) { require.NoError(b, rdb.Del(ctx, n.Lock).Err()) }, func(i int) {
+			a, err := script.AcquireFast(ctx, rdb, n, value(i), ttl)
+			require.NoError(b, err)
+			require.True(b, a.OK)
+		}, "set", "time", "get")
+	})
+	b.Run("acquire-waiter", func(b *testing.B) { // lock.Client's waiting try
 		run(b, func(int) { require.NoError(b, rdb.Del(ctx, n.Lock).Err()) }, func(i int) {
 			a, err := script.AcquireQueued(ctx, rdb, n, value(i), ttl, "proc", ttl)
 			require.NoError(b, err)
@@ -72,9 +88,10 @@ func BenchmarkServerCost(b *testing.B) {
 			require.True(b, ok)
 		})
 	})
-	b.Run("release-waiter", func(b *testing.B) { // lock.Client's release
+	b.Run("release-waiter", func(b *testing.B) { // lock.Client's release, which sets the counter to its fence
 		run(b, func(i int) { require.NoError(b, rdb.Set(ctx, n.Lock, value(i), ttl).Err()) }, func(i int) {
-			out, _, err := script.ReleaseNext(ctx, rdb, n, value(i), script.PublishPlain, script.Next{Waiter: "proc"})
+			out, _, err := script.ReleaseNext(ctx, rdb, n, value(i), script.PublishPlain,
+				script.Next{Waiter: "proc", Fence: int64(i) + 2, HolderTTL: ttl})
 			require.NoError(b, err)
 			require.Equal(b, script.Released, out)
 		})
@@ -117,12 +134,12 @@ func BenchmarkServerCost(b *testing.B) {
 	})
 }
 
-// evalshaMicros reads the µs per EVALSHA call from INFO commandstats.
-func evalshaMicros(b *testing.B, rdb *redis.Client) float64 {
+// commandMicros reads the µs per call of the command cmd (lower case, such as "evalsha") from INFO commandstats.
+func commandMicros(b *testing.B, rdb *redis.Client, cmd string) float64 {
 	info, err := rdb.Info(context.Background(), "commandstats").Result()
 	require.NoError(b, err)
 	for line := range strings.SplitSeq(info, "\n") {
-		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_evalsha:")
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_"+cmd+":")
 		if !ok {
 			continue
 		}
@@ -134,6 +151,6 @@ func evalshaMicros(b *testing.B, rdb *redis.Client) float64 {
 			}
 		}
 	}
-	b.Fatalf("no EVALSHA in INFO commandstats:\n%s", info)
+	b.Fatalf("no %s in INFO commandstats:\n%s", cmd, info)
 	return 0
 }

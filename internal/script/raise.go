@@ -18,10 +18,9 @@ var (
 )
 
 // Raise raises the fencing counter n.Fence to fence if it is below, and returns the counter after the call (at
-// least fence). The counter then lives max(FenceTTL, 2 × ttl), as after an acquire with ttl. A quorum lock uses it
+// least fence). A counter it raises then lives CounterTTL(ttl), as after an acquire with ttl. A quorum lock uses it
 // to make a majority of its nodes remember the fence it hands out, so that a later holder's fence is larger.
 func Raise(ctx context.Context, c redis.Scripter, n keys.Names, fence int64, ttl time.Duration) (int64, error) {
-	fenceTTL := max(FenceTTL, 2*ttl)
-	res, err := raiseScript.Run(ctx, c, []string{n.Fence}, fence, fenceTTL.Milliseconds()).Int64()
+	res, err := raiseScript.Run(ctx, c, []string{n.Fence}, fence, CounterTTL(ttl).Milliseconds()).Int64()
 	return res, Classify(err)
 }

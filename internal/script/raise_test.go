@@ -30,25 +30,32 @@ func TestRaise(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, int64(1_000), got, "an absent counter is raised")
 		assert.Equal(t, int64(1_000), counter())
-		assert.InDelta(t, script.FenceTTL, rdb.PTTL(ctx, n.Fence).Val(), float64(time.Minute), "it expires like after an acquire")
+		assert.InDelta(t, script.CounterTTL(time.Second), rdb.PTTL(ctx, n.Fence).Val(), float64(500*time.Millisecond),
+			"it lives CounterTTL, as after an acquire")
 
+		require.NoError(t, rdb.PExpire(ctx, n.Fence, time.Hour).Err())
 		got, err = script.Raise(ctx, rdb, n, 500, time.Second)
 		require.NoError(t, err)
 		assert.Equal(t, int64(1_000), got, "a counter above the fence is left alone")
 		assert.Equal(t, int64(1_000), counter())
+		assert.InDelta(t, time.Hour, rdb.PTTL(ctx, n.Fence).Val(), float64(time.Minute), "not written: its ttl stays")
 
 		// Fences are microsecond timestamps, beyond 32 bits and exact in Lua's doubles.
 		big := time.Now().UnixMicro() + 1_000_000_007
-		got, err = script.Raise(ctx, rdb, n, big, 48*time.Hour)
+		got, err = script.Raise(ctx, rdb, n, big, time.Minute)
 		require.NoError(t, err)
 		assert.Equal(t, big, got)
 		assert.Equal(t, big, counter())
-		assert.InDelta(t, 96*time.Hour, rdb.PTTL(ctx, n.Fence).Val(), float64(time.Minute), "2 × ttl when longer")
+		assert.InDelta(t, script.CounterTTL(time.Minute), rdb.PTTL(ctx, n.Fence).Val(), float64(500*time.Millisecond),
+			"a raise sets the ttl again: 2 × ttl")
 
-		a, err := script.Acquire(ctx, rdb, n, "holder", time.Second)
+		a, err := script.AcquireAbove(ctx, rdb, n, "holder", time.Second, 5, "", 0)
 		require.NoError(t, err)
 		require.True(t, a.OK)
-		assert.Equal(t, big+1, a.Fence, "the next acquire hands out more than the raised counter")
+		assert.Equal(t, big+1, a.Fence, "a quorum node's next acquire hands out more than the raised counter")
+		assert.Equal(t, big+1, counter())
+		assert.InDelta(t, script.CounterTTL(time.Second), rdb.PTTL(ctx, n.Fence).Val(), float64(500*time.Millisecond),
+			"the acquire sets the counter's ttl again, for its own ttl")
 	})
 }
 
@@ -103,7 +110,8 @@ func TestAcquireAbove(t *testing.T) {
 		require.NoError(t, err)
 		require.True(t, low.OK)
 		assert.Equal(t, floor+2, low.Fence, "a floor below the counter changes nothing")
-		assert.Greater(t, rdb.PTTL(ctx, n.Fence).Val(), time.Hour, "the counter keeps its ttl")
+		assert.InDelta(t, script.CounterTTL(time.Second), rdb.PTTL(ctx, n.Fence).Val(), float64(500*time.Millisecond),
+			"the counter lives CounterTTL from its last write")
 	})
 }
 
@@ -129,5 +137,65 @@ func TestAcquireAboveAfterScriptFlush(t *testing.T) {
 		assert.Equal(t, floor+11, acquire("second", floor+10).Fence)
 		require.NoError(t, rdb.ScriptFlush(ctx).Err())
 		assert.Equal(t, floor+12, acquire("third", 5).Fence, "a floor below the counter changes nothing")
+	})
+}
+
+// TestAcquireAboveCounterRule: a quorum node's fence is max(counter + 1, the server's clock in µs, floor + 1), the
+// counter is set to it, and lives CounterTTL of the lock's ttl from then on.
+func TestAcquireAboveCounterRule(t *testing.T) {
+	redistest.ForEachServer(t, func(t *testing.T, rdb *redis.Client) {
+		ctx := context.Background()
+		n := keys.For("job")
+		ttl := 5 * time.Second
+		hour := int64(time.Hour / time.Microsecond)
+		const none = -1
+		for _, tc := range []struct {
+			name string
+			// counter and floor, relative to the server's clock in µs (none: no counter); a negative floor is 5.
+			counter, floor int64
+			want           string // "clock", "counter" or "floor"
+		}{
+			{"no counter, low floor", none, -hour, "clock"},
+			{"stale counter, low floor", -hour, -hour, "clock"},
+			{"counter ahead of the clock", hour, -hour, "counter"},
+			{"floor ahead of the clock, no counter", none, hour, "floor"},
+			{"floor ahead of the counter ahead of the clock", hour, 2 * hour, "floor"},
+			{"counter ahead of the floor ahead of the clock", 2 * hour, hour, "counter"},
+			{"counter equal to the floor", hour, hour, "counter"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				require.NoError(t, rdb.FlushAll(ctx).Err())
+				now := serverMicros(t, rdb)
+				counter, floor := now+tc.counter, now+tc.floor
+				if tc.floor < 0 {
+					floor = 5
+				}
+				if tc.counter != none {
+					require.NoError(t, rdb.Set(ctx, n.Fence, counter, time.Hour).Err())
+				}
+				before := serverMicros(t, rdb)
+				a, err := script.AcquireAbove(ctx, rdb, n, "holder", ttl, floor, "", 0)
+				require.NoError(t, err)
+				require.True(t, a.OK)
+				after := serverMicros(t, rdb)
+				switch tc.want {
+				case "clock":
+					assert.GreaterOrEqual(t, a.Fence, before)
+					assert.LessOrEqual(t, a.Fence, after)
+				case "counter":
+					assert.Equal(t, counter+1, a.Fence)
+				case "floor":
+					assert.Equal(t, floor+1, a.Fence)
+				}
+				assert.Greater(t, a.Fence, floor)
+				if tc.counter != none {
+					assert.Greater(t, a.Fence, counter)
+				}
+				assert.Equal(t, strconv.FormatInt(a.Fence, 10), rdb.Get(ctx, n.Fence).Val(), "the counter is set to it")
+				assert.InDelta(t, script.CounterTTL(ttl), rdb.PTTL(ctx, n.Fence).Val(), float64(500*time.Millisecond),
+					"the counter lives CounterTTL(ttl) from this write")
+				assert.ElementsMatch(t, []string{n.Lock, n.Fence}, rdb.Keys(ctx, "*").Val(), "the lock and its counter")
+			})
+		}
 	})
 }

@@ -2,10 +2,12 @@
 -- KEYS[1] lock key, KEYS[2] release channel, KEYS[3] queue of waiting processes, KEYS[4] fencing counter.
 -- ARGV[1] the holder's value, ARGV[2] PUBLISH or SPUBLISH, ARGV[3] claim window in ms,
 -- ARGV[4] the value of a successor in the holder's own process ('' for none), ARGV[5] its ttl in ms,
--- ARGV[6] ttl of a new fencing counter in ms, ARGV[7] '1' when the successor may take the lock even though other
+-- ARGV[6] the holder's fence, which the counter is set to (unless it is above), for ARGV[11] ms (see fence.lua),
+-- ARGV[7] '1' when the successor may take the lock even though other
 -- processes wait (the holder's process has not used up its turn), ARGV[8] the holder's process id in the queue
 -- ('' for none): it leaves the queue, since it either keeps the lock (successor) or yields its turn.
 -- ARGV[9] ttl of the queue in ms, for a holder's process that yields its turn while it has a successor.
+-- ARGV[11] ttl of the fencing counter in ms.
 -- ARGV[10] the holder's process id when it has waiters of its own but no successor value ('' for none): while
 -- it has not used up its turn (ARGV[7]) and other processes wait, the lock is reserved for it, as for the first
 -- process in line (redlock, whose successors claim the lock on every node with a try of their own).
@@ -20,6 +22,21 @@
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return {0, 0}
 end
+-- The counter remembers the holder's fence, so that the next holder's is above it (no fence: '0', nothing to
+-- remember). read_counter raises WRONGTYPE for a counter of another type.
+local held = tonumber(ARGV[6])
+local counter, err = read_counter(KEYS[4])
+if err then
+  return err
+end
+local remember = held > 0 and (not counter or counter < held)
+
+-- remember_fence sets the counter to the holder's fence. It comes before the other writes, after the checks, and
+-- is run with pcall: a server out of memory refuses a SET (it would not refuse the DEL), and a release must still
+-- happen. The next fence is then the clock's, as when the counter expired.
+local function remember_fence()
+  redis.pcall('SET', KEYS[4], ARGV[6], 'PX', ARGV[11])
+end
 local publish, window, successor, own = ARGV[2], ARGV[3], ARGV[4], ARGV[8]
 local cohort = ARGV[7] == '1'
 
@@ -27,6 +44,10 @@ local cohort = ARGV[7] == '1'
 local waiting = redis.call('ZCARD', KEYS[3])
 if waiting == 0 and successor == '' then
   -- The common case, first: nobody waits, nobody takes over. The lock is freed, and announced if it may be.
+  if remember then
+    allow('DEL', KEYS[1])
+    remember_fence()
+  end
   redis.call('DEL', KEYS[1])
   if type(redis.pcall(publish, KEYS[2], '')) == 'table' then
     return {5, 0}
@@ -42,6 +63,13 @@ if queued then
   allow('ZREM', KEYS[3], own)
 end
 
+-- note sets the counter to the holder's fence, unless it is above: the first write of every way on from here.
+local function note()
+  if remember then
+    remember_fence()
+  end
+end
+
 -- leave takes the holder's process out of the queue: it either keeps the lock (successor) or yields its turn.
 local function leave()
   if queued then
@@ -50,12 +78,12 @@ local function leave()
 end
 
 if successor ~= '' and (cohort or others == 0) then
-  local fence, set_fence = next_fence(KEYS[4], redis.call('TIME'), ARGV[6])
-  if not fence then
-    return set_fence
-  end
+  -- The fence is the clock's (fence.lua), and above the holder's: the successor takes over within this call, with
+  -- no round trip in between, and the clock may not have moved on.
+  local t = redis.call('TIME')
+  local fence = math.max(tonumber(t[1]) * 1000000 + tonumber(t[2]), math.max(held, counter or 0) + 1)
+  note()
   redis.call('SET', KEYS[1], successor, 'PX', ARGV[5])
-  redis.call(unpack(set_fence))
   leave()
   return {2, fence}
 end
@@ -74,6 +102,7 @@ end
 allow('DEL', KEYS[1])
 
 if ARGV[10] ~= '' and cohort and others > 0 then
+  note()
   redis.call('SET', KEYS[1], 'reserved:' .. ARGV[10], 'PX', window)
   if not tell(ARGV[10]) then
     return {5, 0}
@@ -94,6 +123,8 @@ if others > 0 then
   end
   allow('SET', KEYS[1], 'reserved:', 'PX', window)
   allow('ZADD', KEYS[3], 0, own)
+  allow('ZPOPMIN', KEYS[3])
+  note()
   local head = redis.call('ZPOPMIN', KEYS[3])
   if head[1] == own then
     queued = false -- it has left the line already
@@ -115,6 +146,7 @@ if others > 0 then
   return {1, 0}
 end
 
+note()
 redis.call('DEL', KEYS[1])
 leave()
 if not announce(publish, KEYS[2], '') then

@@ -40,11 +40,12 @@ var (
 	pttlScript    = redis.NewScript(pttlSrc)
 )
 
-// FenceTTL is how long a fencing counter lives after it was started, at least (2 × ttl when that is longer).
-// Every fence is at least the server's clock in microseconds, so a counter that expired need not live forever:
-// the next fence is above every token it handed out, and a program that locks millions of short-lived names
-// leaves no key behind for each.
-const FenceTTL = 24 * time.Hour
+// CounterTTL is how long a fencing counter lives after its last write, for locks of ttl: 2 × ttl. A release sets
+// the counter to the holder's fence, and a quorum lock's acquire to the fence it hands out; the next fence is
+// above it, and above the server's clock (fence.lua). Once the counter has expired, the clock has moved on past
+// every earlier fence, so the counter need not live longer: a program that locks millions of short-lived names
+// leaves nothing behind for them.
+func CounterTTL(ttl time.Duration) time.Duration { return 2 * ttl }
 
 // Publish is the command the release script announces a release with.
 type Publish string
@@ -64,8 +65,8 @@ type Acquired struct {
 	PTTL time.Duration
 }
 
-// Acquire takes the lock n.Lock for value with the given ttl if it is free (SET NX PX) and advances its fencing
-// counter; otherwise it reports how long the current holder may keep it. It does not join the queue.
+// Acquire takes the lock n.Lock for value with the given ttl if it is free (SET NX PX), with a fence above the
+// fencing counter n.Fence (which it only reads) and the server's clock; otherwise it reports how long the current holder may keep it. It does not join the queue.
 func Acquire(ctx context.Context, c redis.Scripter, n keys.Names, value string, ttl time.Duration) (Acquired, error) {
 	return AcquireQueued(ctx, c, n, value, ttl, "", 0)
 }
@@ -74,24 +75,25 @@ func Acquire(ctx context.Context, c redis.Scripter, n keys.Names, value string, 
 // waiter, and when the lock is held it puts waiter in the queue (keeping an earlier place) for queueTTL.
 func AcquireQueued(ctx context.Context, c redis.Scripter, n keys.Names, value string, ttl time.Duration,
 	waiter string, queueTTL time.Duration) (Acquired, error) {
-	return acquire(ctx, c, n, value, ttl, waiter, queueTTL, "")
+	return acquire(ctx, c, n, value, ttl, "", waiter, queueTTL, "")
 }
 
-// AcquireAbove is Acquire with a floor for the fence: a fencing counter that is not above floor is set to
-// floor + 1 when the lock is taken. Nodes of a quorum whose counters and clocks are all below a common floor
+// AcquireAbove is Acquire for a quorum lock: the fence is also above floor, and the counter is set to it (for
+// CounterTTL). Nodes of a quorum whose counters and clocks are all below a common floor
 // then hand out the same fence, which spares the quorum a second round trip to agree on one (see redlock).
 // A waiter other than "" queues as with AcquireQueued.
 func AcquireAbove(ctx context.Context, c redis.Scripter, n keys.Names, value string, ttl time.Duration, floor int64,
 	waiter string, queueTTL time.Duration) (Acquired, error) {
-	return acquire(ctx, c, n, value, ttl, waiter, queueTTL, strconv.FormatInt(floor, 10))
+	return acquire(ctx, c, n, value, ttl, strconv.FormatInt(CounterTTL(ttl).Milliseconds(), 10),
+		waiter, queueTTL, strconv.FormatInt(floor, 10))
 }
 
-// acquire runs the acquire script; waiter and floor are "" when not used.
-func acquire(ctx context.Context, c redis.Scripter, n keys.Names, value string, ttl time.Duration,
+// acquire runs the acquire script; counterTTL is "" when it only reads the counter, waiter and floor are "" when
+// not used.
+func acquire(ctx context.Context, c redis.Scripter, n keys.Names, value string, ttl time.Duration, counterTTL string,
 	waiter string, queueTTL time.Duration, floor string) (Acquired, error) {
-	fenceTTL := max(FenceTTL, 2*ttl)
-	res, err := acquireScript.Run(ctx, c, []string{n.Lock, n.Fence, n.Queue},
-		value, ttl.Milliseconds(), fenceTTL.Milliseconds(), waiter, queueTTL.Milliseconds(), floor).Int64Slice()
+	res, err := acquireScript.Run(ctx, c, []string{n.Lock, n.Queue, n.Fence},
+		value, ttl.Milliseconds(), counterTTL, waiter, queueTTL.Milliseconds(), floor).Int64Slice()
 	if err != nil {
 		return Acquired{}, Classify(err)
 	}
@@ -116,6 +118,11 @@ type Next struct {
 	// trip ("" for none), for TTL.
 	Successor string
 	TTL       time.Duration
+	// Fence is the holder's fencing token: the fencing counter is set to it (unless it is above), and a
+	// successor's is above it. Zero leaves the counter alone. HolderTTL, the holder's ttl, says how long the
+	// counter lives (CounterTTL).
+	Fence     int64
+	HolderTTL time.Duration
 	// Cohort lets the successor take the lock even while other processes wait.
 	Cohort bool
 	// Waiter is the holder's process id in the queue ("" for none): it leaves the queue, since its process
@@ -175,10 +182,10 @@ func ReleaseNext(ctx context.Context, c redis.Scripter, n keys.Names, value stri
 	if next.Cohort {
 		cohort = "1"
 	}
-	fenceTTL := max(FenceTTL, 2*next.TTL)
 	res, err := releaseScript.Run(ctx, c, []string{n.Lock, n.Channel, n.Queue, n.Fence},
 		value, string(publish), window.Milliseconds(), next.Successor, next.TTL.Milliseconds(),
-		fenceTTL.Milliseconds(), cohort, next.Waiter, next.QueueTTL.Milliseconds(), next.Reserve).Int64Slice()
+		next.Fence, cohort, next.Waiter, next.QueueTTL.Milliseconds(), next.Reserve,
+		max(CounterTTL(next.HolderTTL), time.Millisecond).Milliseconds()).Int64Slice()
 	if err != nil {
 		return NotHeld, 0, Classify(err)
 	}

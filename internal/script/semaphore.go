@@ -240,7 +240,7 @@ func fenceTTL(fencing bool, ttl time.Duration) int64 {
 	if !fencing {
 		return 0
 	}
-	return max(FenceTTL, 2*ttl).Milliseconds()
+	return CounterTTL(ttl).Milliseconds()
 }
 
 func flag(b bool) string {

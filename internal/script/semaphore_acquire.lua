@@ -1,8 +1,8 @@
 -- semaphore acquire: take a permit if the semaphore has room (or a place is reserved for this process), and tell a
 -- caller that has to wait how long it may have to. One round trip. Keys and messages: see semaphore_lib.lua.
 -- ARGV[1] the permit's value (token and metadata), ARGV[2] ttl in ms, ARGV[3] the caller's limit, ARGV[4] the
--- waiting process's id ('' for a plain try: no queue, no claim), ARGV[5] ttl of the queue in ms, ARGV[6] ttl of a
--- new fencing counter in ms ('0': no fencing token), ARGV[7] '1' when the process has more waiters after this one
+-- waiting process's id ('' for a plain try: no queue, no claim), ARGV[5] ttl of the queue in ms, ARGV[6] ttl of the
+-- fencing counter in ms ('0': no fencing token), ARGV[7] '1' when the process has more waiters after this one
 -- (it stays in line, at the back), ARGV[8] PUBLISH or SPUBLISH, ARGV[9] the prefix of the processes' channels.
 -- Returns {ok, fence, first, wait, id1, ms1, ...}: ok 1 with the permit taken (fence 0 without fencing), ok 0
 -- without; first 1 when the caller's process is first in line after the call; then the state of semaphore_lib.lua,

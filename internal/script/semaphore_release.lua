@@ -3,7 +3,7 @@
 -- reserved for it is passed on the same way. Keys and messages: see semaphore_lib.lua.
 -- ARGV[1] the permit's value ('' to leave), ARGV[2] PUBLISH or SPUBLISH, ARGV[3] the caller's limit, ARGV[4] claim
 -- window in ms, ARGV[5] the value of a successor in the caller's own process ('' for none), ARGV[6] its ttl in ms,
--- ARGV[7] ttl of a new fencing counter in ms ('0': no fencing token), ARGV[8] '1' when the successor may take the
+-- ARGV[7] ttl of the fencing counter in ms ('0': no fencing token), ARGV[8] '1' when the successor may take the
 -- place even though other processes wait, ARGV[9] the caller's process id ('' for none), ARGV[10] '1' when the
 -- process has waiters besides the successor, ARGV[11] the prefix of the processes' channels.
 -- A release changes the caller's place in line only where no acquire of the same process can be on its way
