@@ -105,8 +105,9 @@ func newRig() (*rig, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Server 0 is the single node; 1, 2 and 3 are the Redlock nodes.
-	servers, err := redistest.StartProcesses(dir, 4)
+	// Server 0 is the single node; 1, 2 and 3 are the Redlock nodes; 4 and 5 are the single nodes of the memory
+	// scenario's other libraries (see memory).
+	servers, err := redistest.StartProcesses(dir, 6)
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err

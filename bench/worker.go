@@ -40,6 +40,12 @@ type job struct {
 	GuardFile   string        `json:"guard_file,omitempty"`
 	// CPUProfile, when set, is the file the worker writes a CPU profile of its measured part to.
 	CPUProfile string `json:"cpu_profile,omitempty"`
+	// Kind, when set, is a load of fresh keys instead: kindSaturation takes and releases fresh keys with
+	// Goroutines goroutines until the end; kindMemory takes and releases each of Names fresh names once, for TTL,
+	// with Goroutines goroutines.
+	Kind  string        `json:"kind,omitempty"`
+	Names int           `json:"names,omitempty"`
+	TTL   time.Duration `json:"ttl,omitempty"`
 	// Interleave, when set, replaces Library and Addrs: the worker measures Pairs rounds of uncontended pairs of
 	// every one of these libraries, one pair each per round in a new random order, so that all of them meet the
 	// machine in the same states.
@@ -86,6 +92,14 @@ type (
 		GaveUp      int64 `json:"gave_up"`
 		// Members are an interleaved job's results, in the order of its Interleave.
 		Members []memberResult `json:"members,omitempty"`
+		// A load's (job.Kind): the pairs it completed, how long from the start until its last release returned,
+		// and the pairs' latency quantiles.
+		Done    int64         `json:"done,omitempty"`
+		Took    time.Duration `json:"took,omitempty"`
+		PairP50 time.Duration `json:"pair_p50,omitempty"`
+		PairP99 time.Duration `json:"pair_p99,omitempty"`
+		// Retried counts the tries of a load that failed (see failedInARow and tryAgain).
+		Retried int64 `json:"retried,omitempty"`
 	}
 )
 
@@ -97,6 +111,9 @@ func worker(spec string) int {
 	if err := json.Unmarshal([]byte(spec), &j); err != nil {
 		_ = out.Encode(readyMsg{Err: err.Error()})
 		return 2
+	}
+	if j.Kind != "" {
+		return loadWorker(j, out, in)
 	}
 	res, err := runJob(j, out, in)
 	if err != nil {
@@ -159,17 +176,11 @@ func runJob(j job, out *json.Encoder, in *json.Decoder) (res result, err error) 
 		return res, err
 	}
 	start, end := time.Unix(0, g.Start), time.Unix(0, g.End)
-	if j.CPUProfile != "" {
-		f, err := os.Create(j.CPUProfile)
-		if err != nil {
-			return res, err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return res, err
-		}
-		defer pprof.StopCPUProfile()
+	stop, err := profile(j.CPUProfile)
+	if err != nil {
+		return res, err
 	}
+	defer stop()
 
 	defer func() {
 		if n, ok := l.FailedTries(); ok {
@@ -192,6 +203,24 @@ func runJob(j job, out *json.Encoder, in *json.Decoder) (res result, err error) 
 	}
 	res.Waits, res.Unfinished, res.PerHolder, res.Discarded = a.Waits, a.Unfinished, a.PerHolder, a.Discarded
 	return res, err
+}
+
+// profile starts a CPU profile into path, if path is not "", and returns the function that stops it.
+func profile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		return nil, errors.Join(err, f.Close())
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}, nil
 }
 
 // readyThenGo tells the parent the worker is ready, and returns when to start and end.
