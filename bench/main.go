@@ -25,11 +25,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/signal"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -168,9 +170,7 @@ func run(ctx context.Context, cfg config, args []string) error {
 			results = append(results, m)
 		}
 	}
-	if err := interleaveUncontended(ctx, r, results, cfg.pairs); err != nil {
-		errs = append(errs, "uncontended, interleaved: "+err.Error())
-	}
+	errs = append(errs, interleaveUncontended(ctx, r, results, cfg.pairs)...)
 	var sat []saturationRun
 	if cfg.saturation > 0 && (cfg.scenarios == nil || cfg.scenarios.MatchString("saturation")) {
 		sat = saturate(ctx, r, cfg, &errs)
@@ -199,8 +199,10 @@ func run(ctx context.Context, cfg config, args []string) error {
 // interleaveUncontended measures the uncontended pairs once more, every library in one worker, round by round
 // in a new random order each round, and puts those latencies in the results: measured one library after
 // another, each library met the machine in a state of its own, and on a shared machine the PING round trip of
-// one library's second can be half another's. The separate runs still give the command counts.
-func interleaveUncontended(ctx context.Context, r *rig, results []measurement, pairs int) error {
+// one library's second can be half another's. The separate runs still give the command counts. A library that
+// fails is reported and left out of the uncontended results (the interleaved run starts again without it). It
+// returns the errors.
+func interleaveUncontended(ctx context.Context, r *rig, results []measurement, pairs int) []string {
 	var libs []library
 	var at []int
 	for i, m := range results {
@@ -208,19 +210,28 @@ func interleaveUncontended(ctx context.Context, r *rig, results []measurement, p
 			libs, at = append(libs, m.Library), append(at, i)
 		}
 	}
-	if len(libs) == 0 {
-		return nil
+	var errs []string
+	for len(libs) > 0 {
+		members, err := r.interleave(ctx, libs, pairs)
+		var mf *memberFailure
+		if errors.As(err, &mf) && mf.Member < len(libs) {
+			errs = append(errs, libs[mf.Member].Name+", uncontended (interleaved): "+err.Error())
+			fmt.Fprintf(os.Stderr, "%-16s %-12s ERROR %s\n", libs[mf.Member].Name, "interleaved", err)
+			results[at[mf.Member]].Err = "interleaved: " + err.Error()
+			libs, at = slices.Delete(libs, mf.Member, mf.Member+1), slices.Delete(at, mf.Member, mf.Member+1)
+			continue
+		}
+		if err != nil {
+			return append(errs, "uncontended, interleaved: "+err.Error())
+		}
+		for k, mr := range members {
+			m := &results[at[k]]
+			m.Pings = mr.Pings
+			m.Ping = benchstat.Quantile(mr.Pings, 0.5)
+			m.P50, m.P99 = benchstat.Quantile(mr.Pairs, 0.5), benchstat.Quantile(mr.Pairs, 0.99)
+			fmt.Fprintf(os.Stderr, "%-16s %-12s %s\n", m.Library.Name, "interleaved", progress(*m))
+		}
+		break
 	}
-	members, err := r.interleave(ctx, libs, pairs)
-	if err != nil {
-		return err
-	}
-	for k, mr := range members {
-		m := &results[at[k]]
-		m.Pings = mr.Pings
-		m.Ping = benchstat.Quantile(mr.Pings, 0.5)
-		m.P50, m.P99 = benchstat.Quantile(mr.Pairs, 0.5), benchstat.Quantile(mr.Pairs, 0.99)
-		fmt.Fprintf(os.Stderr, "%-16s %-12s %s\n", m.Library.Name, "interleaved", progress(*m))
-	}
-	return nil
+	return errs
 }

@@ -71,6 +71,8 @@ type (
 	readyMsg struct {
 		Ready bool   `json:"ready"`
 		Err   string `json:"err,omitempty"`
+		// FailedMember is, when an interleaved job failed, the library that failed: its index in Interleave + 1.
+		FailedMember int `json:"failed_member,omitempty"`
 	}
 	goMsg struct {
 		Start int64 `json:"start"`
@@ -90,8 +92,10 @@ type (
 		// FailedTries is -1 when the library does not count them.
 		FailedTries int64 `json:"failed_tries"`
 		GaveUp      int64 `json:"gave_up"`
-		// Members are an interleaved job's results, in the order of its Interleave.
-		Members []memberResult `json:"members,omitempty"`
+		// Members are an interleaved job's results, in the order of its Interleave; FailedMember is as in
+		// readyMsg.
+		Members      []memberResult `json:"members,omitempty"`
+		FailedMember int            `json:"failed_member,omitempty"`
 		// A load's (job.Kind): the pairs it completed, how long from the start until its last release returned,
 		// and the pairs' latency quantiles.
 		Done    int64         `json:"done,omitempty"`
@@ -306,10 +310,12 @@ func interleaved(j job, out *json.Encoder, in *json.Decoder, res *result) error 
 		}
 		l, err := lib.Open(m.Addrs)
 		if err != nil {
+			res.FailedMember = i + 1
 			return fmt.Errorf("%s: %w", m.Library, err)
 		}
 		members = append(members, open{l: l, ping: goredisClient(m.Addrs[0])})
 		if err := warmUp(ctx, l, members[i].ping, memberKey(j.Key, i)); err != nil {
+			res.FailedMember = i + 1
 			return fmt.Errorf("%s: %w", m.Library, err)
 		}
 	}
@@ -330,6 +336,7 @@ func interleaved(j job, out *json.Encoder, in *json.Decoder, res *result) error 
 		for _, i := range rand.Perm(len(members)) {
 			p, pair, err := onePair(ctx, members[i].l, members[i].ping, memberKey(j.Key, i))
 			if err != nil {
+				res.FailedMember = i + 1
 				return fmt.Errorf("%s: %w", j.Interleave[i].Library, err)
 			}
 			r := &res.Members[i]
