@@ -87,7 +87,9 @@ func (r report) libraries() []library {
 // Tables returns every table of the run, in Markdown.
 func (r report) Tables() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n%s\n", r.unitNote())
+	if len(r.Results) > 0 {
+		fmt.Fprintf(&b, "\n%s\n", r.unitNote())
+	}
 	for _, sc := range r.Scenarios {
 		if !r.measured(sc) {
 			continue
@@ -108,8 +110,10 @@ func (r report) Tables() string {
 	}
 	fmt.Fprintf(&b, "\n### Goals\n\n")
 	r.goals(&b)
-	fmt.Fprintf(&b, "\n### keyward's ratios to each anchor\n\n")
-	r.ratios(&b)
+	if len(r.Results) > 0 {
+		fmt.Fprintf(&b, "\n### keyward's ratios to each anchor\n\n")
+		r.ratios(&b)
+	}
 	return b.String()
 }
 
