@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -86,6 +88,9 @@ round trip (RTT) measured in the same run, and keyward is compared with each lib
 	r.ratios(&b)
 	b.WriteString("\n## Tables\n\n" + r.unitNote() + "\n")
 	for _, sc := range r.Scenarios {
+		if !r.measured(sc) {
+			continue
+		}
 		fmt.Fprintf(&b, "\n### %s\n\n", r.title(sc))
 		if sc.Processes == 0 {
 			r.uncontendedTable(&b, sc)
@@ -93,6 +98,7 @@ round trip (RTT) measured in the same run, and keyward is compared with each lib
 			r.contendedTable(&b, sc)
 		}
 	}
+	r.loadTables(&b, "###")
 	if len(r.Errors) > 0 {
 		b.WriteString("\n## Errors\n\nThese measurements failed (the library returned an error) and are missing from the tables:\n\n")
 		for _, err := range r.Errors {
@@ -139,9 +145,10 @@ func method(r report) string {
 	return fmt.Sprintf(`
 ## Method
 
-- **Servers.** The program starts four redis-server processes of its own on free loopback ports (never 6379),
+- **Servers.** The program starts six redis-server processes of its own on free loopback ports (never 6379),
   without persistence (`+"`--save \"\" --appendonly no`"+`): one for the single-node locks, three for Redlock
-  (keyward redlock, redsync ×3). Every server is flushed before each measurement.
+  (keyward redlock, redsync ×3), and two more for the memory scenario, which gives each library servers of its
+  own. Every server is flushed before each measurement.
 - **Processes.** Every measurement runs in fresh worker processes (the program itself, started again with a job),
   one per simulated process, each with its own clients: go-redis v9 defaults (without CLIENT SETINFO and
   maintenance notifications, which only add handshake commands) for keyward, redsync and bsm/redislock, rueidis
@@ -181,11 +188,33 @@ func method(r report) string {
   every attempt is one SET NX per node, so attempts = SETs / nodes and failed tries = attempts − acquisitions.
   redsync gives up after 32 tries and bsm/redislock after the ttl: the benchmark then calls again (the wait goes
   on) and counts the give-ups.
+- **Saturation.** %s goroutines in one worker process, each taking a fresh key with the library's try-acquire
+  (keyward's `+"`TryObtain`"+`, bsm/redislock's `+"`Obtain`"+` without retries, redsync's `+"`TryLockContext`"+`,
+  rueidislock's `+"`TryWithContext`"+`; ttl %v) and releasing it, for %v, so that the lock rate is bound by the
+  server and the clients, never by contention. A try that fails all the same on a loaded machine, as
+  rueidislock's does when the server takes more than its 20 ms to answer, is counted, and the goroutine goes on
+  with its next key; %d failures in a row end the run. %s runs per library, in rounds (every library once per
+  round, in the same order), each on a flushed server after a warm-up (3 pairs per goroutine). *Redis CPU per
+  pair*: the delta of redis-server's used_cpu_user + used_cpu_sys from right before the start to the worker's
+  answer, divided by the pairs; *commands per pair*: the INFO commandstats delta, commands run inside scripts
+  included. The goals compare the medians of the runs.
+- **Memory.** %s distinct names, each taken with the library's try-acquire (ttl %v) and released once, by %d
+  goroutines of one worker, the first 3 per goroutine as its warm-up. A try that fails, as keyward's Redlock's
+  does when a node misses its 10 ms timeout on a loaded machine, is counted and made again after a pause, for up
+  to 3 × ttl. DBSIZE and INFO memory used_memory of each of the library's servers: flushed, before the worker
+  connects; right after the last release, the worker still connected (its connections' buffers counted); and
+  %v after the last release, the worker gone. Each library has servers of its own, so that one waits for its
+  last reading while the next takes its names. A server's first use costs about 100 KiB of used_memory that
+  stays, whatever the number of names (bsm/redislock: +106 KiB after 1,000 names as after 100,000). *Keys
+  naming a lock*: the keys left then whose name holds one of the names (SCAN). State that outlives a lock may be
+  O(1) per server or per cluster slot: at most %d new keys per node, none of them naming a lock.
 - **Mutual exclusion.** Every contended run is checked twice: a guard in shared memory (all processes of the run
   map the same file) counts holders that enter while another is inside, and a counter that holders increment by
   a read before the hold and a write after it must equal the number of acquisitions (no lost updates); and the
   spans, in CLOCK_MONOTONIC order, must not overlap. Any overlap or lost update fails the run.
-`, ttl, r.Unit.Round(time.Microsecond), r.Pairs, grace, real.Processes, real.Goroutines, real.Hold, real.Think)
+`, ttl, r.Unit.Round(time.Microsecond), r.Pairs, grace, real.Processes, real.Goroutines, real.Hold, real.Think,
+		count(r.Config.saturationGoroutines), ttl, r.Config.saturation, failedInARow, count(r.Config.saturationRuns),
+		count(r.Config.names), memoryTTL, memoryGoroutines, memoryWait, clusterSlots)
 }
 
 // readme is the README's performance section.
@@ -212,8 +241,63 @@ in the same run, since absolute times on shared machines drift.
 		fmt.Fprintf(&b, "| %s | %.2f RTT | %.0f | %.0f %% | %.2f | %s |\n", name(lib), ratio(u.P50, u.Ping),
 			m.Summary.Rate, 100*m.Summary.OfBound(r.Unit), m.Summary.JainGroups, cpuPerAcq(m))
 	}
-	fmt.Fprintf(&b, "\n\\* %d processes × %d goroutines, hold %v, think %v; bound = 1/(hold + 2·RTT). Measured %s on %d cores "+
-		"(load average %s). Every table, the machine and the method: [docs/BENCHMARKS.md](docs/BENCHMARKS.md).\n",
-		real.Processes, real.Goroutines, real.Hold, real.Think, r.Env.Date.Format(time.DateOnly), r.Env.Cores, r.Env.LoadBefore)
+	fmt.Fprintf(&b, "\n\\* %d processes × %d goroutines, hold %v, think %v; bound = 1/(hold + 2·RTT).\n",
+		real.Processes, real.Goroutines, real.Hold, real.Think)
+	if len(r.Saturation) > 0 || len(r.Memory) > 0 {
+		r.readmeLoads(&b)
+	}
+	fmt.Fprintf(&b, "\nMeasured %s on %d cores (load average %s). Every table, the goals, the machine and the method: "+
+		"[docs/BENCHMARKS.md](docs/BENCHMARKS.md).\n", r.Env.Date.Format(time.DateOnly), r.Env.Cores, r.Env.LoadBefore)
 	return b.String()
+}
+
+// readmeLoads is the README's table of the saturation and memory scenarios: what a lock costs Redis when nothing
+// contends.
+func (r report) readmeLoads(b *strings.Builder) {
+	c := r.Config
+	fmt.Fprintf(b, "\nWhat a lock costs Redis without contention: *saturation*, %d goroutines in one process taking and "+
+		"releasing fresh keys for %v (median of %d runs); *memory*, %s names each locked (ttl %v) and released once, "+
+		"and the keys and used_memory the servers still hold %v later.\n\n",
+		c.saturationGoroutines, c.saturation, c.saturationRuns, count(c.names), memoryTTL, memoryWait)
+	b.WriteString("| library | saturation pairs/s | Redis CPU µs/pair | commands/pair | keys left after the names | memory left |\n")
+	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: |\n")
+	var labels []string
+	for _, cs := range [][]contender{saturationContenders, memoryContenders} {
+		for _, c := range cs {
+			if !slices.Contains(labels, c.Label) {
+				labels = append(labels, c.Label)
+			}
+		}
+	}
+	// keyward's rows first, in the order of the tables.
+	slices.SortStableFunc(labels, func(a, b string) int {
+		return strings.Compare(fmt.Sprint(!strings.HasPrefix(a, "keyward")), fmt.Sprint(!strings.HasPrefix(b, "keyward")))
+	})
+	for _, l := range labels {
+		cells := []string{l, "—", "—", "—", "—", "—"}
+		if strings.HasPrefix(l, "keyward") {
+			cells[0] = "**" + l + "**"
+		}
+		s, ok1 := summarize(r.Saturation, l)
+		if ok1 {
+			cells[1], cells[2], cells[3] = fmt.Sprintf("%.0f", s.MedianRate), fmt.Sprintf("%.1f", s.MedianCPU), fmt.Sprintf("%.2f", s.Commands)
+		}
+		m, ok2 := r.memoryOf(l)
+		if ok2 {
+			cells[4] = fmt.Sprint(sum(m.Later).Keys - sum(m.Before).Keys)
+			cells[5] = signed(m.MemoryLeft())
+		}
+		if ok1 || ok2 {
+			fmt.Fprintf(b, "| %s |\n", strings.Join(cells, " | "))
+		}
+	}
+}
+
+// count shows a count with thousands separators: 100,000.
+func count(n int) string {
+	s := strconv.Itoa(n)
+	for i := len(s) - 3; i > 0 && s[i-1] != '-'; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
 }

@@ -45,6 +45,10 @@ type library struct {
 type locker interface {
 	// Obtain waits for the lock key until it has it or ctx ends, and returns the function that releases it.
 	Obtain(ctx context.Context, key string) (release func(context.Context) error, err error)
+	// Try takes the lock key for ttl if it is free, with the library's try-acquire (one attempt, no waiting),
+	// and returns the function that releases it; a taken lock is an error. rueidislock has no ttl per lock and
+	// keeps its own validity.
+	Try(ctx context.Context, key string, ttl time.Duration) (release func(context.Context) error, err error)
 	// FailedTries returns the acquire attempts that found the lock taken, when the library counts them.
 	FailedTries() (int64, bool)
 	// GaveUp returns how many times the library gave up waiting by itself (its tries or its deadline ran out)
@@ -157,6 +161,14 @@ func (k *keywardLocker) Obtain(ctx context.Context, key string) (func(context.Co
 	return l.Release, nil
 }
 
+func (k *keywardLocker) Try(ctx context.Context, key string, ttl time.Duration) (func(context.Context) error, error) {
+	l, err := k.c.TryObtain(ctx, key, ttl)
+	if err != nil {
+		return nil, err
+	}
+	return l.Release, nil
+}
+
 // FailedTries counts from the first call on: the warm-up's tries are taken off by resetCounts.
 func (k *keywardLocker) FailedTries() (int64, bool) {
 	return k.c.Stats().FailedTries - k.start.FailedTries, true
@@ -215,6 +227,20 @@ func (r *redsyncLocker) Obtain(ctx context.Context, key string) (func(context.Co
 	}
 }
 
+func (r *redsyncLocker) Try(ctx context.Context, key string, ttl time.Duration) (func(context.Context) error, error) {
+	m := r.rs.NewMutex(key, append(r.opts[:len(r.opts):len(r.opts)], redsync.WithExpiry(ttl))...)
+	if err := m.TryLockContext(ctx); err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context) error {
+		ok, err := m.UnlockContext(ctx)
+		if err == nil && !ok {
+			err = errors.New("redsync: unlock: not held")
+		}
+		return err
+	}, nil
+}
+
 func (r *redsyncLocker) FailedTries() (int64, bool) { return 0, false }
 func (r *redsyncLocker) GaveUp() int64              { return r.gaveUp.Load() }
 func (r *redsyncLocker) Close() error               { return closeAll(r.rdbs) }
@@ -253,6 +279,15 @@ func (b *bsmLocker) Obtain(ctx context.Context, key string) (func(context.Contex
 	}
 }
 
+// Try is redislock's Obtain without options: its default retry strategy is not to retry.
+func (b *bsmLocker) Try(ctx context.Context, key string, ttl time.Duration) (func(context.Context) error, error) {
+	l, err := b.c.Obtain(ctx, key, ttl, nil)
+	if err != nil {
+		return nil, err
+	}
+	return l.Release, nil
+}
+
 func (b *bsmLocker) FailedTries() (int64, bool) { return 0, false }
 func (b *bsmLocker) GaveUp() int64              { return b.gaveUp.Load() }
 func (b *bsmLocker) Close() error               { return b.rdb.Close() }
@@ -279,6 +314,21 @@ func (r *rueidisLocker) Obtain(ctx context.Context, key string) (func(context.Co
 	if err != nil {
 		return nil, err
 	}
+	return rueidisRelease(held, release), nil
+}
+
+// Try ignores ttl: rueidislock keeps its own key validity, extended in the background while the lock is held.
+func (r *rueidisLocker) Try(ctx context.Context, key string, _ time.Duration) (func(context.Context) error, error) {
+	held, release, err := r.l.TryWithContext(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	return rueidisRelease(held, release), nil
+}
+
+// rueidisRelease is the release of a rueidislock lock: its cancel, which deletes the key and returns once that
+// is done.
+func rueidisRelease(held context.Context, release context.CancelFunc) func(context.Context) error {
 	return func(context.Context) error {
 		// A lock that rueidislock found lost (its context ended) before we let it go would be a failure.
 		lost := held.Err()
@@ -287,7 +337,7 @@ func (r *rueidisLocker) Obtain(ctx context.Context, key string) (func(context.Co
 			return fmt.Errorf("rueidislock: lock lost while held: %w", lost)
 		}
 		return nil
-	}, nil
+	}
 }
 
 func (r *rueidisLocker) FailedTries() (int64, bool) { return 0, false }

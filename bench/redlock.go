@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -50,6 +51,14 @@ func (r *redlockLocker) Obtain(ctx context.Context, key string) (func(context.Co
 		return nil, err
 	}
 	r.obtained.Add(1)
+	return l.Release, nil
+}
+
+func (r *redlockLocker) Try(ctx context.Context, key string, ttl time.Duration) (func(context.Context) error, error) {
+	l, err := r.c.TryObtain(ctx, key, ttl)
+	if err != nil {
+		return nil, err
+	}
 	return l.Release, nil
 }
 

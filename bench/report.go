@@ -21,6 +21,11 @@ type report struct {
 	// the PING round trip moves with the load from one measurement to the next; one unit for the whole run keeps
 	// the rows comparable with each other (each row's own PING is shown beside it).
 	Unit time.Duration
+	// Saturation and Memory are the runs of those scenarios (none when skipped).
+	Saturation []saturationRun
+	Memory     []memoryRun
+	// Config is the command line the run had.
+	Config config
 }
 
 // unitNote says what the RTT units are.
@@ -82,8 +87,13 @@ func (r report) libraries() []library {
 // Tables returns every table of the run, in Markdown.
 func (r report) Tables() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n%s\n", r.unitNote())
+	if len(r.Results) > 0 {
+		fmt.Fprintf(&b, "\n%s\n", r.unitNote())
+	}
 	for _, sc := range r.Scenarios {
+		if !r.measured(sc) {
+			continue
+		}
 		fmt.Fprintf(&b, "\n### %s\n\n", r.title(sc))
 		if sc.Processes == 0 {
 			r.uncontendedTable(&b, sc)
@@ -91,6 +101,7 @@ func (r report) Tables() string {
 			r.contendedTable(&b, sc)
 		}
 	}
+	r.loadTables(&b, "###")
 	if len(r.Errors) > 0 {
 		fmt.Fprintf(&b, "\n### Errors\n\nThese measurements failed (the library returned an error) and are missing from the tables:\n\n")
 		for _, e := range r.Errors {
@@ -99,9 +110,33 @@ func (r report) Tables() string {
 	}
 	fmt.Fprintf(&b, "\n### Goals\n\n")
 	r.goals(&b)
-	fmt.Fprintf(&b, "\n### keyward's ratios to each anchor\n\n")
-	r.ratios(&b)
+	if len(r.Results) > 0 {
+		fmt.Fprintf(&b, "\n### keyward's ratios to each anchor\n\n")
+		r.ratios(&b)
+	}
 	return b.String()
+}
+
+// measured says whether the scenario has a measurement (it was not left out by -scenarios).
+func (r report) measured(sc scenario) bool {
+	for _, m := range r.Results {
+		if m.Scenario.Name == sc.Name {
+			return true
+		}
+	}
+	return false
+}
+
+// loadTables writes the saturation and memory tables, if those scenarios ran, under headings of level h.
+func (r report) loadTables(b *strings.Builder, h string) {
+	if len(r.Saturation) > 0 {
+		fmt.Fprintf(b, "\n%s %s\n\n", h, r.saturationTitle())
+		r.saturationTable(b)
+	}
+	if len(r.Memory) > 0 {
+		fmt.Fprintf(b, "\n%s %s\n\n", h, r.memoryTitle())
+		r.memoryTable(b)
+	}
 }
 
 func (r report) title(sc scenario) string {
@@ -163,31 +198,20 @@ func (r report) contendedTable(b *strings.Builder, sc scenario) {
 	}
 }
 
-// goals says where each library stands against the issue's goals.
+// goals says where keyward stands against the goals of the issue on what a lock costs Redis (numbered as
+// there), and against the earlier goals, each computed from this run. A goal whose figures are missing (the
+// scenario was skipped, or a library failed) says so.
 func (r report) goals(b *strings.Builder) {
 	row(b, "goal", "keyward", "anchors (this run)", "met")
 	row(b, "---", "---:", "---", "---")
-	kw, kwRed := "keyward lock", "keyward redlock"
-	var anchors, redAnchors []string
+	kw, kwRed, red3 := "keyward lock", "keyward redlock", "redsync ×3"
+	var anchors []string
 	for _, lib := range r.libraries() {
-		switch {
-		case lib.Keyward:
-		case lib.Nodes == 1:
+		if !lib.Keyward && lib.Nodes == 1 {
 			anchors = append(anchors, lib.Name)
-		default:
-			redAnchors = append(redAnchors, lib.Name)
 		}
 	}
-	unc := func(lib string) (float64, bool) {
-		m, ok := r.get(lib, "uncontended")
-		return ratio(m.P50, m.Ping), ok
-	}
-	var real scenario
-	for _, sc := range r.Scenarios {
-		if sc.Realistic {
-			real = sc
-		}
-	}
+	missing := func(goal, anchors string) { row(b, goal, "not measured", anchors, "—") }
 	list := func(libs []string, f func(string) (string, bool)) string {
 		var parts []string
 		for _, l := range libs {
@@ -195,40 +219,248 @@ func (r report) goals(b *strings.Builder) {
 				parts = append(parts, l+" "+v)
 			}
 		}
+		if len(parts) == 0 {
+			return "—"
+		}
 		return strings.Join(parts, ", ")
 	}
 
-	if v, ok := unc(kw); ok {
-		row(b, fmt.Sprintf("uncontended acquire+release p50 ≤ %.1f RTT", goalUncontended), fmt.Sprintf("%.2f", v),
-			list(anchors, func(l string) (string, bool) { v, ok := unc(l); return fmt.Sprintf("%.2f", v), ok }),
-			yes(v <= goalUncontended))
-	}
-	if m, ok := r.get(kw, real.Name); ok {
-		f := func(m measurement) string {
-			return fmt.Sprintf("%.0f %% / %.2f", 100*m.Summary.OfBound(r.Unit), m.Summary.JainGroups)
+	// 1. Saturation.
+	var satAnchors []string
+	for _, c := range saturationContenders {
+		if c.Label != kw {
+			satAnchors = append(satAnchors, c.Label)
 		}
-		row(b, fmt.Sprintf("realistic ≥ %.0f %% of 1/(hold + 2·RTT), Jain across processes ≥ %.2f", 100*goalOfBound, goalJain),
-			f(m), list(anchors, func(l string) (string, bool) { a, ok := r.get(l, real.Name); return f(a), ok }),
+	}
+	sat := func(l string) (saturationSummary, bool) { return summarize(r.Saturation, l) }
+	cpuText := func(l string) (string, bool) { s, ok := sat(l); return fmt.Sprintf("%.1f µs", s.MedianCPU), ok }
+	rateText := func(l string) (string, bool) { s, ok := sat(l); return fmt.Sprintf("%.0f", s.MedianRate), ok }
+	k, kok := sat(kw)
+	for _, g := range []struct {
+		anchor, goal string
+		cpu          bool // the goal is on the CPU per pair, not on pairs/s
+	}{{"bsm/redislock", "1. Saturation: Redis CPU per pair ≤ bsm/redislock's", true},
+		{"bsm/redislock", "1. Saturation: pairs/s ≥ bsm/redislock's", false},
+		{"rueidislock", "1. Stretch: saturation Redis CPU per pair ≤ rueidislock's", true},
+		{"rueidislock", "1. Stretch: saturation pairs/s ≥ rueidislock's", false}} {
+		f := rateText
+		if g.cpu {
+			f = cpuText
+		}
+		goal := fmt.Sprintf("%s (%d goroutines, fresh keys; median of %d runs)", g.goal, r.Config.saturationGoroutines, r.Config.saturationRuns)
+		a, aok := sat(g.anchor)
+		if !kok || !aok {
+			missing(goal, list(satAnchors, f))
+			continue
+		}
+		met := k.MedianRate >= a.MedianRate
+		kv, _ := f(kw)
+		if g.cpu {
+			met = k.MedianCPU <= a.MedianCPU
+		}
+		row(b, goal, kv, list(satAnchors, f), yes(met))
+	}
+
+	// 2. A single uncontended pair.
+	unc := func(lib string) (float64, bool) {
+		m, ok := r.get(lib, "uncontended")
+		return ratio(m.P50, m.Ping), ok
+	}
+	uncText := func(l string) (string, bool) { v, ok := unc(l); return fmt.Sprintf("%.2f RTT", v), ok }
+	goal := "2. Single uncontended acquire+release p50 ≤ bsm/redislock's (interleaved, in RTT)"
+	if v, ok := unc(kw); ok {
+		// Each bsm row is bsm/redislock uncontended: their retry settings play no part.
+		met, compared := true, false
+		for _, l := range anchors {
+			if a, ok := unc(l); ok && strings.HasPrefix(l, "bsm") {
+				compared = true
+				met = met && v <= a
+			}
+		}
+		if compared {
+			row(b, goal, fmt.Sprintf("%.2f RTT", v), list(anchors, uncText), yes(met))
+		} else {
+			missing(goal, list(anchors, uncText))
+		}
+	} else {
+		missing(goal, list(anchors, uncText))
+	}
+
+	// 3. Memory left behind.
+	var memAnchors []string
+	for _, c := range memoryContenders {
+		if c.Label != kw && c.Label != kwRed {
+			memAnchors = append(memAnchors, c.Label)
+		}
+	}
+	left := func(l string) (string, bool) {
+		m, ok := r.memoryOf(l)
+		return fmt.Sprintf("%d keys (%d naming a lock), %s", sum(m.Later).Keys-sum(m.Before).Keys,
+			m.Named, signed(m.MemoryLeft())), ok
+	}
+	for _, l := range []string{kw, kwRed} {
+		goal := fmt.Sprintf("3. Memory, %s: no per-name state %v (2×ttl + 1.5 s) after %s names were locked once "+
+			"(no key names a lock, ≤ %d new keys per node)", l, memoryWait, count(r.Config.names), clusterSlots)
+		m, ok := r.memoryOf(l)
+		if !ok {
+			missing(goal, list(memAnchors, left))
+			continue
+		}
+		kv, _ := left(l)
+		if len(m.Later) > 1 {
+			kv += ", DBSIZE per node " + perNode(m.Later)
+		}
+		row(b, goal, kv, list(memAnchors, left), yes(m.Clean()))
+	}
+
+	// 4. Contention stays where it is.
+	real, _ := r.realistic()
+	ofBound := func(m measurement) string {
+		return fmt.Sprintf("%.0f %% / %.2f", 100*m.Summary.OfBound(r.Unit), m.Summary.JainGroups)
+	}
+	cpu := func(m measurement) float64 { return float64(m.Cost.CPU.Microseconds()) / float64(max(m.Acquired, 1)) }
+	cpuOf := func(l string) (string, bool) {
+		a, ok := r.get(l, real.Name)
+		return fmt.Sprintf("%.1f µs", cpu(a)), ok
+	}
+	goal = fmt.Sprintf("4. Realistic ≥ %.0f %% of 1/(hold + 2·RTT), Jain across processes ≥ %.2f", 100*goalOfBound, goalJain)
+	goalCPU := "4. Realistic: Redis CPU per acquisition below every anchor's"
+	if m, ok := r.get(kw, real.Name); ok {
+		row(b, goal, ofBound(m), list(anchors, func(l string) (string, bool) { a, ok := r.get(l, real.Name); return ofBound(a), ok }),
 			yes(m.Summary.OfBound(r.Unit) >= goalOfBound && m.Summary.JainGroups >= goalJain))
-		cpu := func(m measurement) float64 { return float64(m.Cost.CPU.Microseconds()) / float64(max(m.Acquired, 1)) }
 		below := true
 		for _, l := range anchors {
 			if a, ok := r.get(l, real.Name); ok && cpu(a) <= cpu(m) {
 				below = false
 			}
 		}
-		row(b, "realistic: Redis CPU µs per acquisition below every anchor's", fmt.Sprintf("%.1f", cpu(m)),
-			list(anchors, func(l string) (string, bool) { a, ok := r.get(l, real.Name); return fmt.Sprintf("%.1f", cpu(a)), ok }),
-			yes(below))
-	}
-	if v, ok := unc(kwRed); ok {
-		row(b, fmt.Sprintf("Redlock on 3 nodes, uncontended p50 ≤ %.1f RTT", goalRedlock), fmt.Sprintf("%.2f", v),
-			list(redAnchors, func(l string) (string, bool) { v, ok := unc(l); return fmt.Sprintf("%.2f", v), ok }),
-			yes(v <= goalRedlock))
+		row(b, goalCPU, fmt.Sprintf("%.1f µs", cpu(m)), list(anchors, cpuOf), yes(below))
 	} else {
-		row(b, fmt.Sprintf("Redlock on 3 nodes, uncontended p50 ≤ %.1f RTT", goalRedlock), "not measured",
-			list(redAnchors, func(l string) (string, bool) { v, ok := unc(l); return fmt.Sprintf("%.2f", v), ok }), "—")
+		missing(goal, "—")
+		missing(goalCPU, list(anchors, cpuOf))
 	}
+
+	// 5. Redlock.
+	reds := []string{red3}
+	goal = fmt.Sprintf("5. Redlock: Redis CPU per contended acquisition ≤ redsync ×3's (realistic, %d×%d)", real.Processes, real.Goroutines)
+	goalLead := "5. Redlock: realistic throughput (of bound) and Jain across processes ≥ redsync ×3's"
+	k5, ok1 := r.get(kwRed, real.Name)
+	a5, ok2 := r.get(red3, real.Name)
+	if ok1 && ok2 {
+		row(b, goal, fmt.Sprintf("%.1f µs", cpu(k5)), list(reds, cpuOf), yes(cpu(k5) <= cpu(a5)))
+		row(b, goalLead, ofBound(k5), list(reds, func(l string) (string, bool) { return ofBound(a5), true }),
+			yes(k5.Summary.OfBound(r.Unit) >= a5.Summary.OfBound(r.Unit) && k5.Summary.JainGroups >= a5.Summary.JainGroups))
+	} else {
+		missing(goal, list(reds, cpuOf))
+		missing(goalLead, "—")
+	}
+	goal = "5. Redlock uncontended p50 ≤ redsync ×3's (interleaved, in RTT)"
+	v, ok1 := unc(kwRed)
+	a, ok2 := unc(red3)
+	if ok1 && ok2 {
+		row(b, goal, fmt.Sprintf("%.2f RTT", v), list(reds, uncText), yes(v <= a))
+	} else {
+		missing(goal, list(reds, uncText))
+	}
+
+	// The earlier goals, in RTT.
+	goal = fmt.Sprintf("earlier: uncontended acquire+release p50 ≤ %.1f RTT", goalUncontended)
+	if v, ok := unc(kw); ok {
+		row(b, goal, fmt.Sprintf("%.2f RTT", v), list(anchors, uncText), yes(v <= goalUncontended))
+	} else {
+		missing(goal, list(anchors, uncText))
+	}
+	goal = fmt.Sprintf("earlier: Redlock on 3 nodes, uncontended p50 ≤ %.1f RTT", goalRedlock)
+	if v, ok := unc(kwRed); ok {
+		row(b, goal, fmt.Sprintf("%.2f RTT", v), list(reds, uncText), yes(v <= goalRedlock))
+	} else {
+		missing(goal, list(reds, uncText))
+	}
+}
+
+// memoryOf returns the memory run of the library label, if it was made without error.
+func (r report) memoryOf(label string) (memoryRun, bool) {
+	for _, m := range r.Memory {
+		if m.Label == label && m.Err == "" {
+			return m, true
+		}
+	}
+	return memoryRun{}, false
+}
+
+// saturationTitle and saturationTable show the saturation runs.
+func (r report) saturationTitle() string {
+	c := r.Config
+	return fmt.Sprintf("Saturation: %d goroutines in one process, each taking and releasing fresh keys (no contention), %v per run, %d runs per library in rounds",
+		c.saturationGoroutines, c.saturation, c.saturationRuns)
+}
+
+func (r report) saturationTable(b *strings.Builder) {
+	row(b, "library", "pairs/s, each run", "pairs/s best", "pairs/s median", "Redis CPU µs/pair, each run", "CPU best",
+		"CPU median", "commands/pair", "scripts/pair", "pair p50", "pair p99", "failed tries")
+	row(b, "---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:")
+	for _, c := range saturationContenders {
+		s, ok := summarize(r.Saturation, c.Label)
+		if !ok {
+			continue
+		}
+		var rates, cpus []string
+		for _, run := range s.Runs {
+			rates = append(rates, fmt.Sprintf("%.0f", run.Rate()))
+			cpus = append(cpus, fmt.Sprintf("%.1f", run.CPUPerPair()))
+		}
+		label := c.Label
+		if s.Library.Keyward {
+			label = "**" + label + "**"
+		}
+		row(b, label, strings.Join(rates, ", "), fmt.Sprintf("%.0f", s.BestRate), fmt.Sprintf("%.0f", s.MedianRate),
+			strings.Join(cpus, ", "), fmt.Sprintf("%.1f", s.BestCPU), fmt.Sprintf("%.1f", s.MedianCPU),
+			fmt.Sprintf("%.2f", s.Commands), fmt.Sprintf("%.2f", s.Scripts), human(s.P50), human(s.P99), fmt.Sprint(s.FailedTries))
+	}
+}
+
+// memoryTitle and memoryTable show the memory runs.
+func (r report) memoryTitle() string {
+	return fmt.Sprintf("Memory: %s distinct names, each locked (ttl %v) and released once by %d goroutines; the servers before, right after, and %v later",
+		count(r.Config.names), memoryTTL, memoryGoroutines, memoryWait)
+}
+
+func (r report) memoryTable(b *strings.Builder) {
+	row(b, "library", "names/s", "failed tries", "DBSIZE before → after → later", "DBSIZE per node, later", "keys naming a lock, later",
+		"used_memory before → after → later", "later − before", "no per-name state")
+	row(b, "---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---")
+	for _, c := range memoryContenders {
+		m, ok := r.memoryOf(c.Label)
+		if !ok {
+			continue
+		}
+		label := c.Label
+		if m.Library.Keyward {
+			label = "**" + label + "**"
+		}
+		bf, af, lt := sum(m.Before), sum(m.After), sum(m.Later)
+		row(b, label, fmt.Sprintf("%.0f", float64(m.Names)/max(m.Took.Seconds(), 1e-9)), fmt.Sprint(m.Retried),
+			fmt.Sprintf("%d → %d → %d", bf.Keys, af.Keys, lt.Keys), perNode(m.Later), fmt.Sprint(m.Named),
+			fmt.Sprintf("%s → %s → %s", sizeOf(bf.UsedMemory), sizeOf(af.UsedMemory), sizeOf(lt.UsedMemory)),
+			signed(m.MemoryLeft()), yes(m.Clean()))
+	}
+}
+
+// perNode shows the nodes' DBSIZE, "a / b / c".
+func perNode(ns []nodeMemory) string {
+	var parts []string
+	for _, n := range ns {
+		parts = append(parts, fmt.Sprint(n.Keys))
+	}
+	return strings.Join(parts, " / ")
+}
+
+// signed shows a change in bytes with its sign.
+func signed(n int64) string {
+	if n >= 0 {
+		return "+" + sizeOf(n)
+	}
+	return "−" + sizeOf(-n)
 }
 
 // ratios compares keyward with each anchor; every figure is "how many times better keyward is" (> 1: keyward

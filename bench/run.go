@@ -105,8 +105,9 @@ func newRig() (*rig, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Server 0 is the single node; 1, 2 and 3 are the Redlock nodes.
-	servers, err := redistest.StartProcesses(dir, 4)
+	// Server 0 is the single node; 1, 2 and 3 are the Redlock nodes; 4 and 5 are the single nodes of the memory
+	// scenario's other libraries (see memory).
+	servers, err := redistest.StartProcesses(dir, 6)
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err
@@ -318,20 +319,39 @@ func (r *rig) interleave(ctx context.Context, libs []library, pairs int) ([]memb
 		_ = w.cmd.Process.Kill()
 	})
 	defer watchdog.Stop()
-	if err := w.ready(); err != nil {
-		return nil, err
+	var ready readyMsg
+	if err := w.out.Decode(&ready); err != nil || !ready.Ready {
+		return nil, memberFailed(ready.FailedMember, w.fail("not ready", err, ready.Err))
 	}
 	if err := w.in.Encode(goMsg{Start: r.clock.Now().Add(50 * time.Millisecond).UnixNano()}); err != nil {
 		return nil, w.fail("start", err, "")
 	}
 	var res result
 	if err := w.out.Decode(&res); err != nil || res.Err != "" {
-		return nil, w.fail("run", err, res.Err)
+		return nil, memberFailed(res.FailedMember, w.fail("run", err, res.Err))
 	}
 	if len(res.Members) != len(libs) {
 		return nil, fmt.Errorf("interleaved worker answered for %d libraries of %d", len(res.Members), len(libs))
 	}
 	return res.Members, w.finish()
+}
+
+// A memberFailure is the failure of one library of an interleaved job.
+type memberFailure struct {
+	Member int // its index in the job's Interleave
+	Err    error
+}
+
+func (e *memberFailure) Error() string { return e.Err.Error() }
+func (e *memberFailure) Unwrap() error { return e.Err }
+
+// memberFailed returns err as the failure of the member failed (an index + 1, as the worker says it), or err
+// as it is when no member failed.
+func memberFailed(failed int, err error) error {
+	if failed <= 0 {
+		return err
+	}
+	return &memberFailure{Member: failed - 1, Err: err}
 }
 
 func (res result) acquisitions() benchstat.Acquisitions {

@@ -40,6 +40,12 @@ type job struct {
 	GuardFile   string        `json:"guard_file,omitempty"`
 	// CPUProfile, when set, is the file the worker writes a CPU profile of its measured part to.
 	CPUProfile string `json:"cpu_profile,omitempty"`
+	// Kind, when set, is a load of fresh keys instead: kindSaturation takes and releases fresh keys with
+	// Goroutines goroutines until the end; kindMemory takes and releases each of Names fresh names once, for TTL,
+	// with Goroutines goroutines.
+	Kind  string        `json:"kind,omitempty"`
+	Names int           `json:"names,omitempty"`
+	TTL   time.Duration `json:"ttl,omitempty"`
 	// Interleave, when set, replaces Library and Addrs: the worker measures Pairs rounds of uncontended pairs of
 	// every one of these libraries, one pair each per round in a new random order, so that all of them meet the
 	// machine in the same states.
@@ -65,6 +71,8 @@ type (
 	readyMsg struct {
 		Ready bool   `json:"ready"`
 		Err   string `json:"err,omitempty"`
+		// FailedMember is, when an interleaved job failed, the library that failed: its index in Interleave + 1.
+		FailedMember int `json:"failed_member,omitempty"`
 	}
 	goMsg struct {
 		Start int64 `json:"start"`
@@ -84,8 +92,18 @@ type (
 		// FailedTries is -1 when the library does not count them.
 		FailedTries int64 `json:"failed_tries"`
 		GaveUp      int64 `json:"gave_up"`
-		// Members are an interleaved job's results, in the order of its Interleave.
-		Members []memberResult `json:"members,omitempty"`
+		// Members are an interleaved job's results, in the order of its Interleave; FailedMember is as in
+		// readyMsg.
+		Members      []memberResult `json:"members,omitempty"`
+		FailedMember int            `json:"failed_member,omitempty"`
+		// A load's (job.Kind): the pairs it completed, how long from the start until its last release returned,
+		// and the pairs' latency quantiles.
+		Done    int64         `json:"done,omitempty"`
+		Took    time.Duration `json:"took,omitempty"`
+		PairP50 time.Duration `json:"pair_p50,omitempty"`
+		PairP99 time.Duration `json:"pair_p99,omitempty"`
+		// Retried counts the tries of a load that failed (see failedInARow and tryAgain).
+		Retried int64 `json:"retried,omitempty"`
 	}
 )
 
@@ -97,6 +115,9 @@ func worker(spec string) int {
 	if err := json.Unmarshal([]byte(spec), &j); err != nil {
 		_ = out.Encode(readyMsg{Err: err.Error()})
 		return 2
+	}
+	if j.Kind != "" {
+		return loadWorker(j, out, in)
 	}
 	res, err := runJob(j, out, in)
 	if err != nil {
@@ -159,17 +180,11 @@ func runJob(j job, out *json.Encoder, in *json.Decoder) (res result, err error) 
 		return res, err
 	}
 	start, end := time.Unix(0, g.Start), time.Unix(0, g.End)
-	if j.CPUProfile != "" {
-		f, err := os.Create(j.CPUProfile)
-		if err != nil {
-			return res, err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return res, err
-		}
-		defer pprof.StopCPUProfile()
+	stop, err := profile(j.CPUProfile)
+	if err != nil {
+		return res, err
 	}
+	defer stop()
 
 	defer func() {
 		if n, ok := l.FailedTries(); ok {
@@ -192,6 +207,24 @@ func runJob(j job, out *json.Encoder, in *json.Decoder) (res result, err error) 
 	}
 	res.Waits, res.Unfinished, res.PerHolder, res.Discarded = a.Waits, a.Unfinished, a.PerHolder, a.Discarded
 	return res, err
+}
+
+// profile starts a CPU profile into path, if path is not "", and returns the function that stops it.
+func profile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		return nil, errors.Join(err, f.Close())
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}, nil
 }
 
 // readyThenGo tells the parent the worker is ready, and returns when to start and end.
@@ -277,10 +310,12 @@ func interleaved(j job, out *json.Encoder, in *json.Decoder, res *result) error 
 		}
 		l, err := lib.Open(m.Addrs)
 		if err != nil {
+			res.FailedMember = i + 1
 			return fmt.Errorf("%s: %w", m.Library, err)
 		}
 		members = append(members, open{l: l, ping: goredisClient(m.Addrs[0])})
 		if err := warmUp(ctx, l, members[i].ping, memberKey(j.Key, i)); err != nil {
+			res.FailedMember = i + 1
 			return fmt.Errorf("%s: %w", m.Library, err)
 		}
 	}
@@ -301,6 +336,7 @@ func interleaved(j job, out *json.Encoder, in *json.Decoder, res *result) error 
 		for _, i := range rand.Perm(len(members)) {
 			p, pair, err := onePair(ctx, members[i].l, members[i].ping, memberKey(j.Key, i))
 			if err != nil {
+				res.FailedMember = i + 1
 				return fmt.Errorf("%s: %w", j.Interleave[i].Library, err)
 			}
 			r := &res.Members[i]
