@@ -107,3 +107,31 @@ func ExampleClient_Locker() {
 	// reindexing while holding jobs:reindex
 	// done: <nil>
 }
+
+// Do runs the job while holding the lock and gives it the lock's fencing token, for storage that refuses writes
+// with a fence smaller than the largest it has seen: a holder that stalled past its ttl cannot overwrite a later
+// holder's write. Each holder's fence is larger than the last one's.
+func ExampleFenceFrom() {
+	srv, _ := miniredis.Run()
+	defer srv.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer rdb.Close()
+	ctx := context.Background()
+	locks, _ := lock.New(rdb)
+
+	var fences []int64
+	for range 2 {
+		err := locks.Do(ctx, "nightly-report", time.Minute, func(ctx context.Context) error {
+			fence, _ := lock.FenceFrom(ctx)
+			fences = append(fences, fence) // e.g. store.Write(fence, report)
+			return nil
+		})
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+	}
+	fmt.Println("the second holder's fence is larger:", fences[1] > fences[0])
+	// Output:
+	// the second holder's fence is larger: true
+}
