@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/batch"
 	"github.com/keyward/keyward/internal/bound"
 	"github.com/keyward/keyward/internal/keys"
 	"github.com/keyward/keyward/internal/lease"
@@ -41,6 +42,8 @@ type Client struct {
 	queues map[string]*queue // by lock key
 
 	tries, failedTries atomic.Int64
+	// batch sends the plain tries and releases of concurrent goroutines in one pipeline (nil on a Cluster).
+	batch *batch.Batcher
 	// fast is the state of the plain try without a script (script.AcquireFast): fastUnknown until the acquire
 	// script answered once, then fastOn, or fastOff for a server without SET NX GET or a Cluster.
 	fast atomic.Int32
@@ -61,7 +64,9 @@ func New(rdb redis.UniversalClient, opts ...Option) (*Client, error) {
 	b := bound.New(rdb)
 	c := &Client{client: rdb, rdb: b.Scripter(), bounded: b, opts: o, publish: script.PublishPlain, id: token.New(""),
 		queues: map[string]*queue{}}
-	if _, ok := rdb.(*redis.Client); !ok {
+	if single, ok := rdb.(*redis.Client); ok {
+		c.batch = batch.New(single)
+	} else {
 		c.fast.Store(fastOff) // a Cluster would send TIME to any node
 	}
 	if o.Watcher != nil {
@@ -196,10 +201,22 @@ func (a *attempt) try(ctx context.Context) (*Lock, time.Duration, error) {
 // the script's NOPERM, with nothing written.
 func (a *attempt) acquire(ctx context.Context) (script.Acquired, error) {
 	if a.c.fast.Load() == fastOn {
-		res, err := bound.Do(a.c.bounded, ctx, func(rdb redis.UniversalClient) fastAnswer {
-			res, err := script.AcquireFast(ctx, rdb, a.names, a.value, a.ttl)
-			return fastAnswer{res, err}
-		}, func(err error) fastAnswer { return fastAnswer{err: err} }).get()
+		var res script.Acquired
+		var err error
+		var queued *script.FastTry
+		if berr := a.c.batch.Do(ctx, func(p redis.Pipeliner) {
+			queued = script.QueueFastTry(ctx, p, a.names, a.value, a.ttl)
+		}, func() {
+			res, err = bound.Do(a.c.bounded, ctx, func(rdb redis.UniversalClient) fastAnswer {
+				res, err := script.AcquireFast(ctx, rdb, a.names, a.value, a.ttl)
+				return fastAnswer{res, err}
+			}, func(err error) fastAnswer { return fastAnswer{err: err} }).get()
+		}); berr != nil {
+			return script.Acquired{}, berr
+		}
+		if queued != nil {
+			res, err = queued.Result()
+		}
 		if !errors.Is(err, script.ErrNoFastPath) {
 			return res, err
 		}
@@ -210,6 +227,32 @@ func (a *attempt) acquire(ctx context.Context) (script.Acquired, error) {
 		a.c.fast.CompareAndSwap(fastUnknown, fastOn)
 	}
 	return res, err
+}
+
+// releaseNext runs the release script, in the pipeline of the Client's concurrent calls when others are in
+// flight (see internal/batch).
+func (c *Client) releaseNext(ctx context.Context, l *Lock, n script.Next) (script.Outcome, int64, error) {
+	if c.batch == nil {
+		return script.ReleaseNext(ctx, c.rdb, l.names, l.value, c.publish, n)
+	}
+	var out script.Outcome
+	var fence int64
+	var err error
+	var queued *script.QueuedRelease
+	if berr := c.batch.Do(ctx, func(p redis.Pipeliner) {
+		q := script.QueueRelease(ctx, p, l.names, l.value, c.publish, n)
+		queued = &q
+	}, func() {
+		out, fence, err = script.ReleaseNext(ctx, c.rdb, l.names, l.value, c.publish, n)
+	}); berr != nil {
+		return script.NotHeld, 0, berr
+	}
+	if queued != nil {
+		if out, fence, err = queued.Result(); errors.Is(err, script.ErrNoScript) {
+			return script.ReleaseNext(ctx, c.rdb, l.names, l.value, c.publish, n) // loads the script
+		}
+	}
+	return out, fence, err
 }
 
 // fastAnswer is script.AcquireFast's answer, carried through bound.Do.

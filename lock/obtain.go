@@ -591,7 +591,7 @@ func (c *Client) release(ctx context.Context, l *Lock) (bool, error) {
 		n.Successor, n.TTL, n.Cohort, n.QueueTTL = next.a.value, next.a.ttl, cohort, queueTTL(next.a.ttl)
 	}
 	start := time.Now()
-	out, fence, err := script.ReleaseNext(ctx, c.rdb, l.names, l.value, c.publish, n)
+	out, fence, err := c.releaseNext(ctx, l, n)
 
 	c.mu.Lock()
 	var abandoned *Lock

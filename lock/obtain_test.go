@@ -26,7 +26,7 @@ import (
 // what the waiter does next.
 func afterFailedTry(n int64, fn func()) *redistest.AfterReply {
 	return &redistest.AfterReply{N: n, Fn: fn, Match: func(r []any) bool { return len(r) == 2 && r[0] == int64(0) },
-		MatchPipeline: redistest.FastTryFailed}
+		MatchPipeline: redistest.FastTriesFailed}
 }
 
 // waiting returns a hook that closes the returned channel after the n-th failed try: by then the waiter is

@@ -232,9 +232,12 @@ func runSteps(ttl time.Duration, steps []step) (err error) {
 		case stepKeyDeleted:
 			// Something other than the holder's release deletes the key (an operator's DEL). The release would
 			// have left the holder's fence in the fencing counter; without it, the next fence is above the
-			// holder's because the server's clock has moved on since its acquisition, if only by a microsecond
-			// (the clock stands still in the bubble until time is let pass).
-			time.Sleep(time.Microsecond)
+			// holder's only once the server's clock has moved past it (the clock stands still in the bubble until
+			// time is let pass; a fence runs ahead of the clock by the holders that came within its µs).
+			if ahead := time.UnixMicro(s.lastFence + 1).Sub(time.Now()); ahead > 0 {
+				time.Sleep(ahead)
+				synctest.Wait() // let the leases' deadline timers run
+			}
 			m.Del(key)
 			s.holder = -1
 

@@ -19,8 +19,8 @@ type AfterReply struct {
 	N int64
 	// Match tells a reply of interest, such as an acquire script's "not obtained".
 	Match func(reply []any) bool
-	// MatchPipeline, when set, tells a pipeline of interest too, such as FastTryFailed; it counts as one reply.
-	MatchPipeline func(cmds []redis.Cmder) bool
+	// MatchPipeline, when set, counts the replies of interest in a pipeline too, such as FastTriesFailed.
+	MatchPipeline func(cmds []redis.Cmder) int64
 	// Fn runs once, on the goroutine of the command.
 	Fn    func()
 	count atomic.Int64
@@ -33,21 +33,28 @@ func (h *AfterReply) DialHook(next redis.DialHook) redis.DialHook { return next 
 func (h *AfterReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		err := next(ctx, cmds)
-		if h.MatchPipeline != nil && h.MatchPipeline(cmds) && h.count.Add(1) == h.N {
-			h.Fn()
+		if h.MatchPipeline == nil {
+			return err
+		}
+		if k := h.MatchPipeline(cmds); k > 0 {
+			if after := h.count.Add(k); after >= h.N && after-k < h.N {
+				h.Fn()
+			}
 		}
 		return err
 	}
 }
 
-// FastTryFailed tells the pipeline of a lock's plain try without a script (SET NX GET, TIME, GET) that found the
-// lock held by another value.
-func FastTryFailed(cmds []redis.Cmder) bool {
-	if len(cmds) == 0 || cmds[0].Name() != "set" {
-		return false
+// FastTriesFailed counts the lock's plain tries without a script (SET NX GET, TIME, GET) in a pipeline that found
+// the lock held by another value. A pipeline may hold the tries and releases of several goroutines.
+func FastTriesFailed(cmds []redis.Cmder) int64 {
+	var n int64
+	for _, cmd := range cmds {
+		if set, ok := cmd.(*redis.StatusCmd); ok && cmd.Name() == "set" && set.Err() == nil && set.Val() != "" {
+			n++
+		}
 	}
-	set, ok := cmds[0].(*redis.StatusCmd)
-	return ok && set.Err() == nil && set.Val() != ""
+	return n
 }
 
 // ProcessHook implements redis.Hook.

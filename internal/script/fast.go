@@ -33,16 +33,37 @@ var ErrNoFastPath = errors.New("keyward: the server has no SET NX GET")
 // When the SET took the lock but TIME or GET failed (an ACL that allows SET and not TIME, a counter of another
 // type), the answer says OK with the error: the caller must release the lock, whose fence it does not know.
 func AcquireFast(ctx context.Context, rdb redis.Cmdable, n keys.Names, value string, ttl time.Duration) (Acquired, error) {
-	var set *redis.StatusCmd
-	var now *redis.TimeCmd
-	var counter *redis.StringCmd
+	var f *FastTry
 	_, _ = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		set = p.SetArgs(ctx, n.Lock, value, redis.SetArgs{Mode: "NX", TTL: ttl, Get: true})
-		now = p.Time(ctx)
-		counter = p.Get(ctx, n.Fence)
+		f = QueueFastTry(ctx, p, n, value, ttl)
 		return nil
 	})
-	old, err := set.Result()
+	return f.Result()
+}
+
+// FastTry is AcquireFast's commands, queued on a pipeline that may hold other commands too.
+type FastTry struct {
+	n       keys.Names
+	value   string
+	set     *redis.StatusCmd
+	now     *redis.TimeCmd
+	counter *redis.StringCmd
+}
+
+// QueueFastTry queues AcquireFast's commands on p. Result reads their answers once p ran.
+func QueueFastTry(ctx context.Context, p redis.Pipeliner, n keys.Names, value string, ttl time.Duration) *FastTry {
+	return &FastTry{
+		n:       n,
+		value:   value,
+		set:     p.SetArgs(ctx, n.Lock, value, redis.SetArgs{Mode: "NX", TTL: ttl, Get: true}),
+		now:     p.Time(ctx),
+		counter: p.Get(ctx, n.Fence),
+	}
+}
+
+// Result is AcquireFast's answer, from the commands' answers.
+func (f *FastTry) Result() (Acquired, error) {
+	old, err := f.set.Result()
 	switch {
 	case errors.Is(err, redis.Nil):
 	case err != nil:
@@ -50,15 +71,15 @@ func AcquireFast(ctx context.Context, rdb redis.Cmdable, n keys.Names, value str
 			return Acquired{}, fmt.Errorf("%w: %w", ErrNoFastPath, err)
 		}
 		return Acquired{}, Classify(err)
-	case old != value:
+	case old != f.value:
 		return Acquired{}, nil
 	}
-	t, err := now.Result()
+	t, err := f.now.Result()
 	if err != nil {
 		return Acquired{OK: true}, Classify(err)
 	}
 	fence := t.UnixMicro()
-	last, err := counter.Result()
+	last, err := f.counter.Result()
 	switch {
 	case errors.Is(err, redis.Nil):
 	case err != nil:
@@ -67,7 +88,7 @@ func AcquireFast(ctx context.Context, rdb redis.Cmdable, n keys.Names, value str
 		c, perr := strconv.ParseInt(last, 10, 64)
 		if perr != nil {
 			return Acquired{OK: true}, fmt.Errorf("%w: the fencing counter %s holds %q, not an integer",
-				keyward.ErrWrongType, n.Fence, last)
+				keyward.ErrWrongType, f.n.Fence, last)
 		}
 		fence = max(fence, c+1)
 	}

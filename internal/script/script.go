@@ -174,6 +174,30 @@ const (
 // ReleaseNext releases n.Lock if it still holds value and passes it on as next says. It returns the fencing
 // token of the successor when it HandedOver.
 func ReleaseNext(ctx context.Context, c redis.Scripter, n keys.Names, value string, publish Publish, next Next) (Outcome, int64, error) {
+	return releaseAnswer(releaseScript.Run(ctx, c, releaseKeys(n), releaseArgs(value, publish, next)...))
+}
+
+// QueuedRelease is ReleaseNext's EVALSHA, queued on a pipeline that may hold other commands too.
+type QueuedRelease struct{ cmd *redis.Cmd }
+
+// QueueRelease queues ReleaseNext's script call on p, by its SHA1. Result reads the answer once p ran.
+func QueueRelease(ctx context.Context, p redis.Pipeliner, n keys.Names, value string, publish Publish, next Next) QueuedRelease {
+	return QueuedRelease{releaseScript.EvalSha(ctx, p, releaseKeys(n), releaseArgs(value, publish, next)...)}
+}
+
+// Result is ReleaseNext's answer. A server that does not have the script (NOSCRIPT, after a restart or SCRIPT
+// FLUSH) answers ErrNoScript, with nothing done: the caller runs ReleaseNext, which loads it.
+func (q QueuedRelease) Result() (Outcome, int64, error) {
+	if err := q.cmd.Err(); err != nil && IsReply(err) && strings.HasPrefix(err.Error(), "NOSCRIPT") {
+		return NotHeld, 0, fmt.Errorf("%w: %w", ErrNoScript, err)
+	}
+	return releaseAnswer(q.cmd)
+}
+
+// ErrNoScript is QueuedRelease.Result's answer when the server did not have the script.
+var ErrNoScript = errors.New("keyward: the server does not have the script")
+
+func releaseArgs(value string, publish Publish, next Next) []any {
 	window := next.Window
 	if window <= 0 {
 		window = DefaultClaimWindow
@@ -182,10 +206,13 @@ func ReleaseNext(ctx context.Context, c redis.Scripter, n keys.Names, value stri
 	if next.Cohort {
 		cohort = "1"
 	}
-	res, err := releaseScript.Run(ctx, c, []string{n.Lock, n.Channel, n.Queue, n.Fence},
-		value, string(publish), window.Milliseconds(), next.Successor, next.TTL.Milliseconds(),
+	return []any{value, string(publish), window.Milliseconds(), next.Successor, next.TTL.Milliseconds(),
 		next.Fence, cohort, next.Waiter, next.QueueTTL.Milliseconds(), next.Reserve,
-		max(CounterTTL(next.HolderTTL), time.Millisecond).Milliseconds()).Int64Slice()
+		max(CounterTTL(next.HolderTTL), time.Millisecond).Milliseconds()}
+}
+
+func releaseAnswer(cmd *redis.Cmd) (Outcome, int64, error) {
+	res, err := cmd.Int64Slice()
 	if err != nil {
 		return NotHeld, 0, Classify(err)
 	}
@@ -272,3 +299,5 @@ func IsReply(err error) bool {
 	var reply redis.Error
 	return errors.As(err, &reply)
 }
+
+func releaseKeys(n keys.Names) []string { return []string{n.Lock, n.Channel, n.Queue, n.Fence} }
