@@ -23,33 +23,28 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return {0, 0}
 end
 -- The counter remembers the holder's fence, so that the next holder's is above it (no fence: '0', nothing to
--- remember). read_counter raises WRONGTYPE for a counter of another type.
+-- remember). GET raises WRONGTYPE for a counter of another type; one that holds no integer is reported so too.
 local held = tonumber(ARGV[6])
-local counter, err = read_counter(KEYS[4])
-if err then
-  return err
+local stored = redis.call('GET', KEYS[4])
+local counter = stored and tonumber(stored)
+if stored and (not counter or counter ~= math.floor(counter)) then
+  return redis.error_reply('WRONGTYPE the fencing counter ' .. KEYS[4] .. ' holds ' .. stored .. ', not an integer')
 end
 local remember = held > 0 and (not counter or counter < held)
-
--- remember_fence sets the counter to the holder's fence. It comes before the other writes, after the checks, and
--- is run with pcall: a server out of memory refuses a SET (it would not refuse the DEL), and a release must still
--- happen. The next fence is then the clock's, as when the counter expired.
-local function remember_fence()
-  redis.pcall('SET', KEYS[4], ARGV[6], 'PX', ARGV[11])
-end
 local publish, window, successor, own = ARGV[2], ARGV[3], ARGV[4], ARGV[8]
 local cohort = ARGV[7] == '1'
 
 -- ZCARD raises WRONGTYPE for a queue of another type.
 local waiting = redis.call('ZCARD', KEYS[3])
 if waiting == 0 and successor == '' then
-  -- The common case, first: nobody waits, nobody takes over. The lock is freed, and announced if it may be.
-  if remember then
-    allow('DEL', KEYS[1])
-    remember_fence()
-  end
+  -- The common case, first: nobody waits, nobody takes over. The lock is freed, announced if it may be, and its
+  -- fence remembered (the last write of every way: see note).
   redis.call('DEL', KEYS[1])
-  if type(redis.pcall(publish, KEYS[2], '')) == 'table' then
+  local told = type(redis.pcall(publish, KEYS[2], '')) ~= 'table'
+  if remember then
+    redis.pcall('SET', KEYS[4], ARGV[6], 'PX', ARGV[11])
+  end
+  if not told then
     return {5, 0}
   end
   return {1, 0}
@@ -63,10 +58,13 @@ if queued then
   allow('ZREM', KEYS[3], own)
 end
 
--- note sets the counter to the holder's fence, unless it is above: the first write of every way on from here.
+-- note sets the counter to the holder's fence, unless it is above: the last write of every way the release goes,
+-- so that nothing is written when a call before it is refused. It runs with pcall: a server out of memory refuses
+-- a SET (not the DEL), a user may lack SET, and the release happened all the same; the next fence is then the
+-- clock's, as when the counter expired.
 local function note()
   if remember then
-    remember_fence()
+    redis.pcall('SET', KEYS[4], ARGV[6], 'PX', ARGV[11])
   end
 end
 
@@ -82,9 +80,9 @@ if successor ~= '' and (cohort or others == 0) then
   -- no round trip in between, and the clock may not have moved on.
   local t = redis.call('TIME')
   local fence = math.max(tonumber(t[1]) * 1000000 + tonumber(t[2]), math.max(held, counter or 0) + 1)
-  note()
   redis.call('SET', KEYS[1], successor, 'PX', ARGV[5])
   leave()
+  note()
   return {2, fence}
 end
 
@@ -97,17 +95,18 @@ local function tell(id)
   end
   redis.call('DEL', KEYS[1])
   leave()
+  note()
   return false
 end
 allow('DEL', KEYS[1])
 
 if ARGV[10] ~= '' and cohort and others > 0 then
-  note()
   redis.call('SET', KEYS[1], 'reserved:' .. ARGV[10], 'PX', window)
   if not tell(ARGV[10]) then
     return {5, 0}
   end
   leave()
+  note()
   return {4, 0}
 end
 
@@ -123,8 +122,6 @@ if others > 0 then
   end
   allow('SET', KEYS[1], 'reserved:', 'PX', window)
   allow('ZADD', KEYS[3], 0, own)
-  allow('ZPOPMIN', KEYS[3])
-  note()
   local head = redis.call('ZPOPMIN', KEYS[3])
   if head[1] == own then
     queued = false -- it has left the line already
@@ -140,15 +137,17 @@ if others > 0 then
     -- here, which spares that waiter a try that could only fail.
     redis.call('ZADD', KEYS[3], t[1] .. string.format('%06d', tonumber(t[2])), own)
     redis.call('PEXPIRE', KEYS[3], ARGV[9])
+    note()
     return {3, 0}
   end
   leave()
+  note()
   return {1, 0}
 end
 
-note()
 redis.call('DEL', KEYS[1])
 leave()
+note()
 if not announce(publish, KEYS[2], '') then
   return {5, 0}
 end

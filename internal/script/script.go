@@ -35,7 +35,7 @@ var (
 	fenceSrc string
 
 	acquireScript = redis.NewScript(guardSrc + fenceSrc + acquireSrc)
-	releaseScript = redis.NewScript(guardSrc + fenceSrc + releaseSrc)
+	releaseScript = redis.NewScript(guardSrc + releaseSrc)
 	refreshScript = redis.NewScript(refreshSrc)
 	pttlScript    = redis.NewScript(pttlSrc)
 )
