@@ -8,6 +8,7 @@ PKGS := ./...
 ## (installs redis-server, and iptables for real partitions, when missing)
 test: deps lint
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	cd internal/chaos && $(GO) test -race -count=1 -timeout 10m ./...
 
 ## demo: the main job on an embedded Redis (nothing to install)
 demo:
@@ -26,7 +27,7 @@ bench-go: deps
 
 ## chaos: the full fault schedule, with its verdict table
 chaos: deps
-	KEYWARD_CHAOS=full $(GO) test -count=1 -v -run '^TestChaos$$' -timeout 10m ./internal/chaos/
+	cd internal/chaos && KEYWARD_CHAOS=full $(GO) test -count=1 -v -run '^TestChaos$$' -timeout 10m .
 
 ## mutants: inject each bug of scripts/mutants/mutations.go into a copy of the project and report which test
 ## catches it, and how fast (not part of test: it takes long). MUTANTS_FLAGS='-run fence -j 2' selects and
@@ -34,13 +35,14 @@ chaos: deps
 mutants: deps
 	$(GO) run ./scripts/mutants $(MUTANTS_FLAGS)
 
-## lint: gofmt check and go vet, for the module and the benchmark program's
+## lint: gofmt check and go vet, for the library's module and the modules of the fault harness and the benchmark
 lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
 vet:
 	$(GO) vet $(PKGS)
+	cd internal/chaos && $(GO) vet ./...
 	cd bench && $(GO) vet ./...
 
 deps:
