@@ -195,30 +195,25 @@ func (a *attempt) try(ctx context.Context) (*Lock, time.Duration, error) {
 	return a.c.newLock(a, start, res.Fence), 0, nil
 }
 
-// acquire runs the plain try: SET NX GET and TIME without a script (script.AcquireFast) once the Client knows the
+// acquire runs the plain try: SET NX GET, TIME and GET without a script (script.AcquireFast) once the Client knows the
 // server has them, else the acquire script. The first try of a Client is the script's, which also shows that the
 // user may run scripts and TIME before the Client takes a lock it could not release: a user refused EVALSHA gets
 // the script's NOPERM, with nothing written.
 func (a *attempt) acquire(ctx context.Context) (script.Acquired, error) {
 	if a.c.fast.Load() == fastOn {
-		var res script.Acquired
-		var err error
-		var queued *script.FastTry
-		if berr := a.c.batch.Do(ctx, func(p redis.Pipeliner) {
-			queued = script.QueueFastTry(ctx, p, a.names, a.value, a.ttl)
-		}, func() {
-			res, err = bound.Do(a.c.bounded, ctx, func(rdb redis.UniversalClient) fastAnswer {
-				res, err := script.AcquireFast(ctx, rdb, a.names, a.value, a.ttl)
-				return fastAnswer{res, err}
-			}, func(err error) fastAnswer { return fastAnswer{err: err} }).get()
-		}); berr != nil {
-			return script.Acquired{}, berr
-		}
-		if queued != nil {
-			res, err = queued.Result()
+		ans, err := batch.Call(ctx, a.c.batch, func(p redis.Pipeliner) func() tried {
+			try := script.QueueFastTry(ctx, p, a.names, a.value, a.ttl)
+			return func() tried { return triedOf(try.Result()) }
+		}, func() tried {
+			return bound.Do(a.c.bounded, ctx, func(rdb redis.UniversalClient) tried {
+				return triedOf(script.AcquireFast(ctx, rdb, a.names, a.value, a.ttl))
+			}, func(err error) tried { return tried{err: err} })
+		})
+		if err == nil {
+			err = ans.err
 		}
 		if !errors.Is(err, script.ErrNoFastPath) {
-			return res, err
+			return ans.res, err
 		}
 		a.c.fast.Store(fastOff)
 	}
@@ -229,39 +224,45 @@ func (a *attempt) acquire(ctx context.Context) (script.Acquired, error) {
 	return res, err
 }
 
-// releaseNext runs the release script, in the pipeline of the Client's concurrent calls when others are in
-// flight (see internal/batch).
-func (c *Client) releaseNext(ctx context.Context, l *Lock, n script.Next) (script.Outcome, int64, error) {
-	if c.batch == nil {
-		return script.ReleaseNext(ctx, c.rdb, l.names, l.value, c.publish, n)
-	}
-	var out script.Outcome
-	var fence int64
-	var err error
-	var queued *script.QueuedRelease
-	if berr := c.batch.Do(ctx, func(p redis.Pipeliner) {
-		q := script.QueueRelease(ctx, p, l.names, l.value, c.publish, n)
-		queued = &q
-	}, func() {
-		out, fence, err = script.ReleaseNext(ctx, c.rdb, l.names, l.value, c.publish, n)
-	}); berr != nil {
-		return script.NotHeld, 0, berr
-	}
-	if queued != nil {
-		if out, fence, err = queued.Result(); errors.Is(err, script.ErrNoScript) {
-			return script.ReleaseNext(ctx, c.rdb, l.names, l.value, c.publish, n) // loads the script
-		}
-	}
-	return out, fence, err
-}
-
-// fastAnswer is script.AcquireFast's answer, carried through bound.Do.
-type fastAnswer struct {
+// tried is a plain try's answer.
+type tried struct {
 	res script.Acquired
 	err error
 }
 
-func (f fastAnswer) get() (script.Acquired, error) { return f.res, f.err }
+func triedOf(res script.Acquired, err error) tried { return tried{res, err} }
+
+// releaseNext runs the release script, in the pipeline of the Client's concurrent calls when others are in
+// flight (see internal/batch).
+func (c *Client) releaseNext(ctx context.Context, l *Lock, n script.Next) (script.Outcome, int64, error) {
+	alone := func() released { return releasedOf(script.ReleaseNext(ctx, c.rdb, l.names, l.value, c.publish, n)) }
+	if c.batch == nil {
+		r := alone()
+		return r.out, r.fence, r.err
+	}
+	r, err := batch.Call(ctx, c.batch, func(p redis.Pipeliner) func() released {
+		q := script.QueueRelease(ctx, p, l.names, l.value, c.publish, n)
+		return func() released { return releasedOf(q.Result()) }
+	}, alone)
+	switch {
+	case err != nil:
+		return script.NotHeld, 0, err
+	case errors.Is(r.err, script.ErrNoScript):
+		r = alone() // loads the script
+	}
+	return r.out, r.fence, r.err
+}
+
+// released is a release's answer.
+type released struct {
+	out   script.Outcome
+	fence int64
+	err   error
+}
+
+func releasedOf(out script.Outcome, fence int64, err error) released {
+	return released{out, fence, err}
+}
 
 // cleanUp releases the lock in case an acquire whose answer was lost did take it. It uses a context of its own,
 // since ctx may be what ended the acquire.

@@ -106,9 +106,16 @@ func (b *Batcher) drain() {
 	}
 }
 
-// Queued returns how many calls wait for the next pipeline.
-func (b *Batcher) Queued() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.queue)
+// Call runs a call that answers a T, as Do does: alone, or queued on the next pipeline by queue, which returns
+// how to read the answer once the pipeline ran. It returns ctx's error when ctx ends first.
+func Call[T any](ctx context.Context, b *Batcher, queue func(p redis.Pipeliner) func() T, alone func() T) (T, error) {
+	var answer T
+	var read func() T
+	if err := b.Do(ctx, func(p redis.Pipeliner) { read = queue(p) }, func() { answer = alone() }); err != nil {
+		return answer, err
+	}
+	if read != nil {
+		answer = read()
+	}
+	return answer, nil
 }

@@ -5,7 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
+	"testing/synctest"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/keyward/keyward/internal/batch"
+	"github.com/keyward/keyward/internal/redistest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -44,17 +45,34 @@ func (h *pipelines) get() []int {
 	return append([]int(nil), h.sizes...)
 }
 
+// newClient returns a client of an in-memory miniredis, for a synctest bubble: synctest.Wait then tells when
+// every goroutine of the test is blocked, in line or on the test's channels.
 func newClient(t *testing.T) (*redis.Client, *pipelines) {
-	m := miniredis.RunT(t)
-	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	m := miniredis.NewMiniRedis()
+	t.Cleanup(m.Close)
+	rdb := redistest.SynctestClient(m)
 	t.Cleanup(func() { _ = rdb.Close() })
 	h := &pipelines{}
 	rdb.AddHook(h)
 	return rdb, h
 }
 
+// fill puts two calls in flight (the most a Batcher has) that wait until release is closed; it returns once both
+// are in flight, and wg is done once both returned.
+func fill(t *testing.T, b *batch.Batcher, release <-chan struct{}, wg *sync.WaitGroup) {
+	for range 2 {
+		wg.Go(func() {
+			assert.NoError(t, b.Do(context.Background(), func(redis.Pipeliner) { t.Error("queued") },
+				func() { <-release }))
+		})
+	}
+	synctest.Wait()
+}
+
 // A call with nothing else in flight runs by itself, as without batching.
-func TestALoneCallRunsAlone(t *testing.T) {
+func TestALoneCallRunsAlone(t *testing.T) { synctest.Test(t, aloneCallRunsAlone) }
+
+func aloneCallRunsAlone(t *testing.T) {
 	rdb, h := newClient(t)
 	b := batch.New(rdb)
 	ctx := context.Background()
@@ -72,76 +90,58 @@ func TestALoneCallRunsAlone(t *testing.T) {
 // Calls that come while the calls in flight wait for the server go out together, in one pipeline, and each gets
 // its own answers.
 func TestCallsThatComeMeanwhileShareAPipeline(t *testing.T) {
-	rdb, h := newClient(t)
-	b := batch.New(rdb)
-	ctx := context.Background()
+	synctest.Test(t, func(t *testing.T) {
+		rdb, h := newClient(t)
+		b := batch.New(rdb)
+		ctx := context.Background()
+		release := make(chan struct{})
+		var inFlight sync.WaitGroup
+		fill(t, b, release, &inFlight)
 
-	// Fill the places in flight with calls that wait for the test.
-	release := make(chan struct{})
-	var started, inFlight sync.WaitGroup
-	for range 2 {
-		started.Add(1)
-		inFlight.Go(func() {
-			assert.NoError(t, b.Do(ctx, func(redis.Pipeliner) { t.Error("queued") }, func() {
-				started.Done()
-				<-release
-			}))
-		})
-	}
-	started.Wait()
-
-	const queued = 5
-	var answers sync.WaitGroup
-	var queuedCalls atomic.Int64
-	cmds := make([]*redis.StringCmd, queued)
-	for i := range queued {
-		answers.Go(func() {
-			assert.NoError(t, b.Do(ctx, func(p redis.Pipeliner) {
-				queuedCalls.Add(1)
-				cmds[i] = p.Echo(ctx, i)
-			}, func() { t.Error("ran alone") }))
-			assert.Equal(t, string(rune('0'+i)), cmds[i].Val(), "its own answer")
-		})
-	}
-	// Each queued call is in line before the calls in flight return: wait until all five are.
-	deadline := time.Now().Add(5 * time.Second)
-	for b.Queued() < queued {
-		require.True(t, time.Now().Before(deadline), "the calls queue")
-		time.Sleep(time.Millisecond)
-	}
-	close(release)
-	inFlight.Wait()
-	answers.Wait()
-	assert.Equal(t, int64(queued), queuedCalls.Load())
-	assert.Equal(t, []int{queued}, h.get(), "one pipeline for the five")
+		const queued = 5
+		var answers sync.WaitGroup
+		var queuedCalls atomic.Int64
+		cmds := make([]*redis.StringCmd, queued)
+		for i := range queued {
+			answers.Go(func() {
+				assert.NoError(t, b.Do(ctx, func(p redis.Pipeliner) {
+					queuedCalls.Add(1)
+					cmds[i] = p.Echo(ctx, i)
+				}, func() { t.Error("ran alone") }))
+				assert.Equal(t, string(rune('0'+i)), cmds[i].Val(), "its own answer")
+			})
+		}
+		synctest.Wait() // all five in line
+		close(release)
+		inFlight.Wait()
+		answers.Wait()
+		assert.Equal(t, int64(queued), queuedCalls.Load())
+		assert.Equal(t, []int{queued}, h.get(), "one pipeline for the five")
+	})
 }
 
 // A queued call whose ctx ends returns its error at once; the batch goes on for the others.
 func TestAQueuedCallReturnsWhenItsContextEnds(t *testing.T) {
-	rdb, _ := newClient(t)
-	b := batch.New(rdb)
-	ctx := context.Background()
-	release := make(chan struct{})
-	var started, inFlight sync.WaitGroup
-	for range 2 {
-		started.Add(1)
-		inFlight.Go(func() {
-			assert.NoError(t, b.Do(ctx, func(redis.Pipeliner) {}, func() {
-				started.Done()
-				<-release
-			}))
-		})
-	}
-	started.Wait()
-	cctx, cancel := context.WithCancel(ctx)
-	cancel()
-	err := b.Do(cctx, func(p redis.Pipeliner) { p.Ping(ctx) }, func() { t.Error("ran alone") })
-	assert.ErrorIs(t, err, context.Canceled)
-	close(release)
-	inFlight.Wait()
-	// The Batcher is not stuck: the next call runs, alone or in the pipeline still going out.
-	var ping *redis.StatusCmd
-	ran := false
-	require.NoError(t, b.Do(ctx, func(p redis.Pipeliner) { ping = p.Ping(ctx) }, func() { ran = true }))
-	assert.True(t, ran || ping.Val() == "PONG")
+	synctest.Test(t, func(t *testing.T) {
+		rdb, h := newClient(t)
+		b := batch.New(rdb)
+		ctx := context.Background()
+		release := make(chan struct{})
+		var inFlight sync.WaitGroup
+		fill(t, b, release, &inFlight)
+
+		cctx, cancel := context.WithCancel(ctx)
+		cancel()
+		err := b.Do(cctx, func(p redis.Pipeliner) { p.Ping(ctx) }, func() { t.Error("ran alone") })
+		assert.ErrorIs(t, err, context.Canceled)
+		close(release)
+		inFlight.Wait()
+		synctest.Wait() // the pipeline of the call that gave up went out
+		assert.Equal(t, []int{1}, h.get())
+
+		// The Batcher is idle again: the next call runs alone.
+		ran := false
+		require.NoError(t, b.Do(ctx, func(redis.Pipeliner) { t.Error("queued") }, func() { ran = true }))
+		assert.True(t, ran)
+	})
 }

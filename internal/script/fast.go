@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -67,7 +66,7 @@ func (f *FastTry) Result() (Acquired, error) {
 	switch {
 	case errors.Is(err, redis.Nil):
 	case err != nil:
-		if IsReply(err) && strings.HasPrefix(err.Error(), "ERR syntax error") {
+		if redis.HasErrorPrefix(err, "syntax error") {
 			return Acquired{}, fmt.Errorf("%w: %w", ErrNoFastPath, err)
 		}
 		return Acquired{}, Classify(err)

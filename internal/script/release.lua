@@ -23,12 +23,11 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return {0, 0}
 end
 -- The counter remembers the holder's fence, so that the next holder's is above it (no fence: '0', nothing to
--- remember). GET raises WRONGTYPE for a counter of another type; one that holds no integer is reported so too.
+-- remember). read_counter (fence.lua) raises WRONGTYPE for a counter of another type or one that holds no integer.
 local held = tonumber(ARGV[6])
-local stored = redis.call('GET', KEYS[4])
-local counter = stored and tonumber(stored)
-if stored and (not counter or counter ~= math.floor(counter)) then
-  return redis.error_reply('WRONGTYPE the fencing counter ' .. KEYS[4] .. ' holds ' .. stored .. ', not an integer')
+local counter, err = read_counter(KEYS[4])
+if err then
+  return err
 end
 local remember = held > 0 and (not counter or counter < held)
 local publish, window, successor, own = ARGV[2], ARGV[3], ARGV[4], ARGV[8]

@@ -35,7 +35,7 @@ var (
 	fenceSrc string
 
 	acquireScript = redis.NewScript(guardSrc + fenceSrc + acquireSrc)
-	releaseScript = redis.NewScript(guardSrc + releaseSrc)
+	releaseScript = redis.NewScript(guardSrc + fenceSrc + releaseSrc)
 	refreshScript = redis.NewScript(refreshSrc)
 	pttlScript    = redis.NewScript(pttlSrc)
 )
@@ -188,7 +188,7 @@ func QueueRelease(ctx context.Context, p redis.Pipeliner, n keys.Names, value st
 // Result is ReleaseNext's answer. A server that does not have the script (NOSCRIPT, after a restart or SCRIPT
 // FLUSH) answers ErrNoScript, with nothing done: the caller runs ReleaseNext, which loads it.
 func (q QueuedRelease) Result() (Outcome, int64, error) {
-	if err := q.cmd.Err(); err != nil && IsReply(err) && strings.HasPrefix(err.Error(), "NOSCRIPT") {
+	if err := q.cmd.Err(); redis.HasErrorPrefix(err, "NOSCRIPT") {
 		return NotHeld, 0, fmt.Errorf("%w: %w", ErrNoScript, err)
 	}
 	return releaseAnswer(q.cmd)
