@@ -33,6 +33,10 @@ var (
 
 	// ErrOutOfMemory means the server refused a write because it reached maxmemory (Redis OOM).
 	ErrOutOfMemory = errors.New("keyward: server out of memory")
+
+	// ErrClosed means the client, semaphore, election or watcher was closed before or during the operation.
+	// Every operation after Close returns an error matching it, in every package.
+	ErrClosed = errors.New("keyward: closed")
 )
 
 // lostError is ErrLost: its own sentinel that also matches ErrNotHeld.
