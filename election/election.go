@@ -11,7 +11,6 @@ import (
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/locker"
 	"github.com/keyward/keyward/internal/token"
-	"github.com/keyward/keyward/keyspace"
 )
 
 var (
@@ -58,7 +57,6 @@ type Election struct {
 	identity  string
 	ttl       time.Duration
 	rdb       redis.UniversalClient // nil: no record, so no Leader, Observe or OnNewLeader
-	watcher   *keyspace.Watcher     // shared by observers; nil: one per Observe call
 	record    record
 	callbacks Callbacks
 }
@@ -99,9 +97,6 @@ func New(locker keyward.Locker, name string, opts ...Option) (*Election, error) 
 	if s.err != nil {
 		return nil, s.err
 	}
-	if s.rdb == nil && s.watcher != nil {
-		return nil, fmt.Errorf("%w: WithWatcher needs WithRedis", ErrInvalid)
-	}
 	if s.rdb == nil && s.callbacks.OnNewLeader != nil {
 		return nil, fmt.Errorf("%w: OnNewLeader needs WithRedis", ErrInvalid)
 	}
@@ -111,7 +106,6 @@ func New(locker keyward.Locker, name string, opts ...Option) (*Election, error) 
 		identity:  s.identity,
 		ttl:       s.ttl,
 		rdb:       s.rdb,
-		watcher:   s.watcher,
 		record:    newRecord(keyPrefix(locker) + name),
 		callbacks: s.callbacks,
 	}, nil

@@ -95,8 +95,6 @@ func TestNewRejectsBadInput(t *testing.T) {
 		{"nil *redis.Client", locker, name, []election.Option{election.WithRedis((*redis.Client)(nil))}},
 		{"nil *redis.ClusterClient", locker, name, []election.Option{election.WithRedis((*redis.ClusterClient)(nil))}},
 		{"nil *redis.Ring", locker, name, []election.Option{election.WithRedis((*redis.Ring)(nil))}},
-		{"nil watcher", locker, name, []election.Option{election.WithRedis(rdb), election.WithWatcher(nil)}},
-		{"watcher without redis", locker, name, []election.Option{election.WithWatcher(nil)}},
 		{"OnNewLeader without redis", locker, name,
 			[]election.Option{election.WithCallbacks(election.Callbacks{OnNewLeader: func(election.Leader) {}})}},
 	} {

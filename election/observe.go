@@ -5,14 +5,14 @@ import (
 	"time"
 
 	"github.com/keyward/keyward/internal/retry"
-	"github.com/keyward/keyward/keyspace"
+	"github.com/keyward/keyward/internal/watch"
 )
 
 // Observe returns a channel that receives who leads the election: first the leader at the time of the call (a
 // Leader with an empty Identity when nobody leads), then every change, in order — each new term, and each
 // vacancy (the leader resigned, or its lease ran out without renewal). The channel is closed when ctx ends (or
-// the Watcher given with WithWatcher is closed, or the server refuses the subscription after the user's permission
-// for the election's channel was taken away: an observer that hears nothing must not pretend to watch). It returns once the subscription is confirmed by the server, and
+// the server refuses the subscription after the user's permission for the election's channel was taken away: an
+// observer that hears nothing must not pretend to watch). It returns once the subscription is confirmed by the server, and
 // an ErrInvalid error when the Election has no Redis (WithRedis).
 //
 // Observing costs no polling. Changes arrive as messages on the election's channel; the record is read again
@@ -26,21 +26,14 @@ func (e *Election) Observe(ctx context.Context) (<-chan Leader, error) {
 	if e.rdb == nil {
 		return nil, e.errNoRedis("Observe")
 	}
-	w, own := e.watcher, false
-	if w == nil {
-		w, own = keyspace.New(e.rdb), true
-	}
-	watch, err := w.Watch(ctx, e.record.key)
+	// The pub/sub connection of e.rdb, shared with every other user of that client.
+	w := watch.Attach(e.rdb, nil)
+	wt, err := w.Watch(ctx, e.record.key)
 	if err != nil {
-		if own {
-			_ = w.Close()
-		}
+		_ = w.Close() // an error of the last user's Close goes to the observer given to Attach
 		return nil, e.wrap(err)
 	}
-	o := &observer{e: e, watch: watch, out: make(chan Leader)}
-	if own {
-		o.watcher = w
-	}
+	o := &observer{e: e, watch: wt, watcher: w, out: make(chan Leader)}
 	go o.run(ctx)
 	return o.out, nil
 }
@@ -48,8 +41,8 @@ func (e *Election) Observe(ctx context.Context) (<-chan Leader, error) {
 // observer is one Observe call's goroutine and what it has told its caller.
 type observer struct {
 	e       *Election
-	watch   *keyspace.Watch
-	watcher *keyspace.Watcher // closed at the end when the observer opened it
+	watch   *watch.Watch
+	watcher *watch.Handle // the observer's use of the shared pub/sub connection; closed at the end
 	out     chan Leader
 
 	cur     Leader // the state last sent
@@ -61,9 +54,7 @@ type observer struct {
 func (o *observer) run(ctx context.Context) {
 	defer func() {
 		o.watch.Close()
-		if o.watcher != nil {
-			_ = o.watcher.Close()
-		}
+		_ = o.watcher.Close() // an error of the last user's Close goes to the observer given to Attach
 		close(o.out)
 	}()
 	o.timer = time.NewTimer(0) // the first read, now that the subscription is confirmed
@@ -80,7 +71,7 @@ func (o *observer) run(ctx context.Context) {
 			reread := false
 			for _, ev := range o.watch.Events() {
 				switch ev.Kind {
-				case keyspace.Released:
+				case watch.Released:
 					c, ok := parseChange(ev.Payload)
 					if !ok {
 						reread = true // not ours: look at the record itself
@@ -89,7 +80,7 @@ func (o *observer) run(ctx context.Context) {
 					if !o.apply(ctx, c) {
 						return
 					}
-				case keyspace.Closed, keyspace.Failed: // the watch hears nothing more
+				case watch.Closed, watch.Failed: // the watch hears nothing more
 					return
 				default: // deleted, expired, evicted by another tool or the server; or messages may be lost
 					reread = true

@@ -7,7 +7,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/keyward/keyward/internal/lockopt"
-	"github.com/keyward/keyward/keyspace"
 )
 
 // An Option configures an Election.
@@ -17,7 +16,6 @@ type settings struct {
 	identity  string
 	ttl       time.Duration
 	rdb       redis.UniversalClient
-	watcher   *keyspace.Watcher
 	callbacks Callbacks
 	err       error // the first invalid option
 }
@@ -74,18 +72,6 @@ func WithRedis(rdb redis.UniversalClient) Option {
 			return
 		}
 		s.rdb = rdb
-	}
-}
-
-// WithWatcher makes observers share w's pub/sub connection (a lock.Client's, say: see lock.WithWatcher) instead
-// of opening one per Observe call. w must watch the Redis given with WithRedis. The Election never closes it.
-func WithWatcher(w *keyspace.Watcher) Option {
-	return func(s *settings) {
-		if w == nil {
-			s.fail(fmt.Errorf("%w: nil watcher", ErrInvalid))
-			return
-		}
-		s.watcher = w
 	}
 }
 

@@ -34,8 +34,8 @@ var errSuperseded = fmt.Errorf("%w: a later term leads", keyward.ErrLost)
 // lease, and the channel on which every new leader and every resignation is announced. Leader reads it; Observe
 // subscribes to the channel and reads it again when messages may have been missed.
 //
-// The channel is the one a keyspace.Watcher subscribes to for the record key, so one Watcher serves observers
-// and lock waiters alike, and keyspace notifications for the record (deleted, expired, evicted) reach observers
+// The channel is the one a watch of the record key subscribes to, on the pub/sub connection its client shares
+// with lock waiters and every other user, and keyspace notifications for the record (deleted, expired, evicted) reach observers
 // too when the server sends them.
 type record struct {
 	key     string

@@ -7,7 +7,6 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/retry"
-	"github.com/keyward/keyward/keyspace"
 )
 
 // Run is the loop a service puts in main: it campaigns, runs fn while this candidate leads, and campaigns again,
@@ -112,7 +111,7 @@ func (e *Election) observeForCallbacks(ctx context.Context) (stop func()) {
 		for {
 			leaders, err := e.Observe(octx)
 			if err != nil {
-				if octx.Err() != nil || errors.Is(err, keyspace.ErrClosed) {
+				if octx.Err() != nil || errors.Is(err, keyward.ErrClosed) {
 					return
 				}
 				e.onError(err)

@@ -1,28 +1,17 @@
-// Package keyspace tells waiters the moment a Redis key they wait for may have become free, without polling.
+// Package keyspace lets a program wait, without polling, until a Redis key may have changed: a keyward lock on it
+// released or handed over, the key deleted, expired or evicted.
 //
-// A [Watcher] owns the pub/sub connections to one Redis deployment — one for a single server or a
-// Sentinel-managed primary, one per master for a cluster — and multiplexes any number of waiters over them:
-// subscriptions are reference-counted (SUBSCRIBE on a channel's first waiter, UNSUBSCRIBE after its last).
-// [Watcher.Watch] returns only once the server has confirmed the subscription, so that a waiter that tries to
-// take a lock after Watch returns cannot miss a release that happens after its try: that release's message is
-// on its way.
+// Every user of one Redis client shares one pub/sub connection (one per master on a Redis Cluster): the
+// lock.Clients, the redlock.Clients' nodes, the semaphores and election observers built on that client, and the
+// Watchers of this package. Subscriptions are reference-counted, so a thousand waiters on one key cost one
+// SUBSCRIBE. The connection is opened by the first wait and closed when the last of its users is closed; closing
+// one user never disturbs another. The connection is health-checked, probed end to end after failovers (it must
+// hear what is published where the locks live), and follows a key's slot on a cluster; whenever messages may
+// have been lost, every watch concerned hears [Reconnected].
 //
-// A watch receives:
-//
-//   - the messages keyward's release script publishes on the lock's channel (every server has pub/sub);
-//   - keyspace notifications for the key (del, expired, evicted) when the server has them on
-//     (notify-keyspace-events); they are detected with CONFIG GET, and a refused CONFIG (managed Redis,
-//     miniredis) counts as off. [WithNotifications] turns the needed flags on, keeping the others. On a
-//     cluster, a key's channels are subscribed on the master that serves its slot, since notifications are
-//     local to that node, and they follow the slot when it moves;
-//   - a Reconnected event whenever messages may have been lost: the connection dropped, stopped answering its
-//     health check, or was found deaf by the probe (it no longer hears what is published where the locks live,
-//     as after a Sentinel failover or a DNS switch to a new primary: see [WithProbe]), or the key moved to
-//     another cluster master. Every waiter concerned is told to look again, and once more when it is
-//     subscribed again;
-//   - a Failed event when the server refuses the subscription (an ACL user without permission for the channel):
-//     [Watch.Err] then says why, with an error matching keyward.ErrNoPermission. Watch itself returns that error
-//     when the refusal comes first.
-//
-// [Watcher.Close] ends the connections and wakes every waiter with a Closed event; no goroutine survives it.
+// A wait that cannot miss a change goes in this order: [Watcher.Watch] the key (it returns once the server
+// confirmed the subscription), then look at the key, then [Watch.Wait]. A change after the look is on its way to
+// the watch; a change before it was seen by the look. Keep a timer as well: keyspace notifications (deleted,
+// expired, evicted) come only from a server that sends them (see [WithNotifications]), and an expiry is announced
+// when Redis deletes the key, which can be late.
 package keyspace

@@ -1,89 +1,138 @@
 package keyspace
 
-import "sync"
+import (
+	"context"
+	"fmt"
+	"sync"
 
-// maxPending bounds the events a watch keeps until its owner takes them; past it, the events are replaced by
-// one Reconnected event (something may have been missed: look again), so a slow owner costs memory only once.
-// A Closed or Failed event is kept all the same: it ends the watch.
-const maxPending = 64
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/errs"
+	"github.com/keyward/keyward/internal/watch"
+)
 
-// A Watch is one waiter's registration for one key. Its owner waits on Ready and takes the events with Events.
+// An Event says why a watched key may have changed. Whatever it is, look at the key again.
+type Event int
+
+const (
+	// Released: a keyward lock on the key was released, or handed to the next waiter (the message of keyward's
+	// release script).
+	Released Event = iota + 1
+	// Deleted: the key was deleted (DEL, UNLINK), from the server's keyspace notifications.
+	Deleted
+	// Expired: the key expired, from the server's keyspace notifications.
+	Expired
+	// Evicted: the key was evicted under maxmemory, from the server's keyspace notifications.
+	Evicted
+	// Reconnected: messages may have been lost — the connection dropped, went silent, was found deaf after a
+	// failover, or the key moved to another cluster master. It comes once when that is found, and once more when
+	// the watch is subscribed again.
+	Reconnected
+)
+
+var eventNames = [...]string{
+	Released: "released", Deleted: "deleted", Expired: "expired", Evicted: "evicted", Reconnected: "reconnected",
+}
+
+// String returns the event's name in lower case, e.g. "released".
+func (e Event) String() string {
+	if e > 0 && int(e) < len(eventNames) {
+		return eventNames[e]
+	}
+	return fmt.Sprintf("Event(%d)", int(e))
+}
+
+// A Watch is the watch of one key. Events are kept from the moment Watch returned until Wait takes them, so none
+// is missed between two Waits; a watch whose events are not taken keeps at most 64, and then one Reconnected in
+// their place.
 type Watch struct {
-	w      *Watcher
-	key    string
-	chans  []*channel    // guarded by w.mu
-	signal chan struct{} // capacity 1: one pending signal covers any number of events
+	wt   *watch.Watch
+	done chan struct{} // closed by Close
+	more chan struct{} // capacity 1: events are left in buf for another Wait
 
-	mu      sync.Mutex
-	pending []Event
-	err     error // why the watch ended: ErrClosed, or the refusal of its subscription
-	closed  bool
+	mu     sync.Mutex
+	buf    []watch.Event // taken from wt, not yet returned by Wait
+	err    error         // why the watch ended, once it did
+	closed bool
 }
 
-// Key returns the watched key.
-func (wt *Watch) Key() string { return wt.key }
-
-// Ready returns a channel that receives when events are pending.
-func (wt *Watch) Ready() <-chan struct{} { return wt.signal }
-
-// Events takes the pending events, oldest first.
-func (wt *Watch) Events() []Event { return wt.take() }
-
-// Err returns nil while the watch works, and after it ended the reason: ErrClosed when the Watcher was closed,
-// or an error matching keyward.ErrNoPermission when the server refused the subscription the watch needs (the
-// Err of its Failed event). A watch that ended hears nothing more; waiters then fall back on their timers or
-// give up with Err.
-func (wt *Watch) Err() error {
-	wt.mu.Lock()
-	defer wt.mu.Unlock()
-	return wt.err
+func newWatch(wt *watch.Watch) *Watch {
+	return &Watch{wt: wt, done: make(chan struct{}), more: make(chan struct{}, 1)}
 }
 
-func (wt *Watch) take() []Event {
-	wt.mu.Lock()
-	defer wt.mu.Unlock()
-	ev := wt.pending
-	wt.pending = nil
-	return ev
-}
-
-func (wt *Watch) deliver(e Event) {
-	wt.mu.Lock()
-	switch {
-	case len(wt.pending) >= maxPending && (e.Kind == Closed || e.Kind == Failed):
-		wt.pending = append(wt.pending[:0], Event{Kind: Reconnected}, e)
-	case len(wt.pending) >= maxPending:
-		wt.pending = append(wt.pending[:0], Event{Kind: Reconnected})
-	default:
-		wt.pending = append(wt.pending, e)
-	}
-	wt.mu.Unlock()
-	select {
-	case wt.signal <- struct{}{}:
-	default:
+// Wait returns the next event, waiting for it if none is pending. It returns an error, and no event, when ctx
+// ends first (matching ctx's error and its cause), when the watch or its Watcher was closed (keyward.ErrClosed),
+// or when the server refused the subscription after the user's permission for the channel was taken away
+// (keyward.ErrNoPermission). A watch that ended hears nothing more: every later Wait returns the same error.
+// Wait may be called from several goroutines; each event goes to one of them.
+func (x *Watch) Wait(ctx context.Context) (Event, error) {
+	for {
+		if e, ok, err := x.next(); ok {
+			return e, err
+		}
+		select {
+		case <-x.wt.Ready():
+		case <-x.more:
+		case <-x.done:
+		case <-ctx.Done():
+			return 0, errs.Context(ctx, "wait", x.wt.Key())
+		}
 	}
 }
 
-// end delivers the event that ends the watch and records why.
-func (wt *Watch) end(e Event, err error) {
-	wt.mu.Lock()
-	if wt.err == nil {
-		wt.err = err
+// next returns the next pending event or the error that ended the watch; ok is false when there is neither.
+func (x *Watch) next() (Event, bool, error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for {
+		if x.closed {
+			return 0, true, errs.Closed("wait", x.wt.Key())
+		}
+		if x.err != nil {
+			return 0, true, x.err
+		}
+		if len(x.buf) == 0 {
+			if x.buf = x.wt.Events(); len(x.buf) == 0 {
+				return 0, false, nil
+			}
+		}
+		e := x.buf[0]
+		if x.buf = x.buf[1:]; len(x.buf) > 0 {
+			select { // another goroutine's Wait may be waiting: it takes the next one
+			case x.more <- struct{}{}:
+			default:
+			}
+		}
+		switch e.Kind {
+		case watch.Released:
+			return Released, true, nil
+		case watch.Deleted:
+			return Deleted, true, nil
+		case watch.Expired:
+			return Expired, true, nil
+		case watch.Evicted:
+			return Evicted, true, nil
+		case watch.Reconnected:
+			return Reconnected, true, nil
+		case watch.Closed:
+			x.err = errs.Closed("wait", x.wt.Key())
+		case watch.Failed:
+			if x.err = e.Err; x.err == nil {
+				x.err = fmt.Errorf("%w: subscription refused", keyward.ErrNoPermission)
+			}
+		}
 	}
-	wt.mu.Unlock()
-	wt.deliver(e)
 }
 
-// Close ends the watch; the last watch of a channel unsubscribes it. Close is idempotent.
-func (wt *Watch) Close() {
-	wt.mu.Lock()
-	if wt.closed {
-		wt.mu.Unlock()
+// Close ends the watch: a Wait in progress returns an error matching keyward.ErrClosed, and the subscription is
+// dropped when no other watch of the client needs it. Close is idempotent.
+func (x *Watch) Close() {
+	x.mu.Lock()
+	if x.closed {
+		x.mu.Unlock()
 		return
 	}
-	wt.closed = true
-	wt.mu.Unlock()
-	wt.w.mu.Lock()
-	defer wt.w.mu.Unlock()
-	wt.w.removeLocked(wt)
+	x.closed = true
+	close(x.done)
+	x.mu.Unlock()
+	x.wt.Close()
 }

@@ -12,7 +12,7 @@ import (
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/acl"
 	"github.com/keyward/keyward/internal/redistest"
-	"github.com/keyward/keyward/keyspace"
+	"github.com/keyward/keyward/internal/watch"
 	"github.com/keyward/keyward/lock"
 )
 
@@ -107,7 +107,7 @@ func TestLeastPrivilegeKeyspaceNotifications(t *testing.T) {
 		{acl.Lock, false},
 	} {
 		rdb := srv.DocumentedUser(t, tc.rule)
-		w := keyspace.New(rdb)
+		w := watch.Attach(rdb, nil) // the pub/sub connection a lock.Client of rdb would share
 		wt, err := w.Watch(ctx, acl.Prefix+"job")
 		require.NoError(t, err)
 		assert.Equal(t, tc.events, w.KeyEvents())
@@ -116,7 +116,7 @@ func TestLeastPrivilegeKeyspaceNotifications(t *testing.T) {
 			require.NoError(t, srv.Client(t).Del(ctx, acl.Prefix+"job").Err())
 			select {
 			case <-wt.Ready():
-				assert.Equal(t, keyspace.Deleted, wt.Events()[0].Kind)
+				assert.Equal(t, watch.Deleted, wt.Events()[0].Kind)
 			case <-ctx.Done():
 				t.Fatal("the deletion was not heard")
 			}

@@ -18,12 +18,13 @@ import (
 	"github.com/keyward/keyward/internal/lockopt"
 	"github.com/keyward/keyward/internal/script"
 	"github.com/keyward/keyward/internal/token"
-	"github.com/keyward/keyward/keyspace"
+	"github.com/keyward/keyward/internal/watch"
 )
 
 // A Client takes locks on one Redis deployment through the caller's client. It is safe for concurrent use and
-// meant to be kept for the life of the program: its waiters share one pub/sub connection (opened by the first
-// Obtain that has to wait), which [Client.Close] closes.
+// meant to be kept for the life of the program. Its waiters share the client's pub/sub connection with every
+// other user of the same client (other Clients, semaphores, elections, keyspace.Watchers): it is opened by the
+// first wait, and closed when the last of them is closed.
 type Client struct {
 	client redis.UniversalClient // the caller's client
 	// rdb runs the scripts on client so that they return when their ctx ends, whatever client's options
@@ -34,9 +35,7 @@ type Client struct {
 	publish script.Publish
 	id      string // this Client's place name in the Redis queues of the locks it waits for
 
-	watcherOnce sync.Once
-	watch       *keyspace.Watcher
-	ownWatcher  bool
+	watcher *watch.Handle // the Client's use of the pub/sub connection of its client, shared with the other users
 
 	mu     sync.Mutex
 	queues map[string]*queue // by lock key
@@ -69,10 +68,7 @@ func New(rdb redis.UniversalClient, opts ...Option) (*Client, error) {
 	} else {
 		c.fast.Store(fastOff) // a Cluster would send TIME to any node
 	}
-	if o.Watcher != nil {
-		c.watch = o.Watcher
-		c.watcherOnce.Do(func() {})
-	}
+	c.watcher = watch.Attach(rdb, nil)
 	return c, nil
 }
 
@@ -83,10 +79,10 @@ const (
 	fastOff
 )
 
-// Close closes the Client's pub/sub connection, if it opened one; Obtain calls still waiting return an error
-// matching keyspace.ErrClosed. A Watcher given with WithWatcher is left open. Held locks are not released.
+// Close ends the Client's use of its client's pub/sub connection (the connection is closed when no other Client,
+// semaphore, election or keyspace.Watcher of the same client uses it); Obtain calls still waiting return an
+// error matching ErrClosed. Held locks are not released.
 func (c *Client) Close() error {
-	var err error
 	c.mu.Lock()
 	for _, q := range c.queues {
 		if len(q.waiters) == 0 && q.holder == nil {
@@ -94,23 +90,7 @@ func (c *Client) Close() error {
 		}
 	}
 	c.mu.Unlock()
-	c.watcherOnce.Do(func() { c.ownWatcher = false }) // no watcher will be created from now on
-	if c.ownWatcher && c.watch != nil {
-		err = c.watch.Close()
-	}
-	return err
-}
-
-// watcher returns the Watcher waiters use: the one given with WithWatcher, or the Client's own.
-func (c *Client) watcher() (*keyspace.Watcher, error) {
-	c.watcherOnce.Do(func() {
-		c.watch = keyspace.New(c.client)
-		c.ownWatcher = true
-	})
-	if c.watch == nil {
-		return nil, keyspace.ErrClosed
-	}
-	return c.watch, nil
+	return c.watcher.Close()
 }
 
 // Stats are counts of a Client's work, for monitoring and benchmarks.

@@ -191,9 +191,9 @@ func waiterThrough(t *testing.T, holderRdb, waiterRdb redis.UniversalClient, key
 
 	hook, waiting := waiting(2)
 	waiterRdb.AddHook(hook)
-	watcher := keyspace.New(waiterRdb)
+	watcher := keyspace.New(waiterRdb) // on the pub/sub connection the waiter's Client shares
 	t.Cleanup(func() { assert.NoError(t, watcher.Close()) })
-	waiter := newClient(t, waiterRdb, lock.WithWatcher(watcher))
+	waiter := newClient(t, waiterRdb)
 	closeClient(t, waiter)
 	type obtained struct {
 		l  *lock.Lock
@@ -216,24 +216,21 @@ func waiterThrough(t *testing.T, holderRdb, waiterRdb redis.UniversalClient, key
 		t.Fatal("the waiter did not get to wait")
 	}
 
-	// A watch of the test's own on the waiter's Watcher sees what the waiter's watch sees.
+	// A watch of the test's own on the connection the waiter shares sees what the waiter's watch sees.
 	observe, err := watcher.Watch(ctx, key)
 	require.NoError(t, err)
 	defer observe.Close()
 	reconnected := make(chan time.Time, 1)
-	stop := make(chan struct{})
-	defer close(stop)
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
 	go func() {
 		for {
-			select {
-			case <-observe.Ready():
-				for _, e := range observe.Events() {
-					if e.Kind == keyspace.Reconnected {
-						reconnected <- time.Now()
-						return
-					}
-				}
-			case <-stop:
+			e, err := observe.Wait(wctx)
+			if err != nil {
+				return
+			}
+			if e == keyspace.Reconnected {
+				reconnected <- time.Now()
 				return
 			}
 		}

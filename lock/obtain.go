@@ -12,7 +12,7 @@ import (
 	"github.com/keyward/keyward/internal/lease"
 	"github.com/keyward/keyward/internal/retry"
 	"github.com/keyward/keyward/internal/script"
-	"github.com/keyward/keyward/keyspace"
+	"github.com/keyward/keyward/internal/watch"
 )
 
 // Obtain takes the lock key for ttl, waiting as long as ctx allows when another holder has it. It returns
@@ -26,7 +26,7 @@ import (
 //
 // Waiting costs no polling. Goroutines of one Client that wait for the same key queue up in arrival order and
 // only the first contends at Redis. The first try costs one round trip and no subscription; after a failed try
-// the waiter subscribes to the lock's release channel through the Client's [keyspace.Watcher] (confirmed by the
+// the waiter subscribes to the lock's release channel through the pub/sub connection its client shares (confirmed by the
 // server), tries once more — that try closes the window in which a release could slip by unseen — and then
 // waits for the first of: a release message, a keyspace notification for the key, a timer at the holder's
 // remaining ttl (the holder may have crashed), or ctx.
@@ -95,12 +95,12 @@ func FenceFrom(ctx context.Context) (int64, bool) {
 // queue is a Client's line of goroutines waiting for one lock key. Its fields are guarded by Client.mu.
 type queue struct {
 	key     string
-	waiters []*waiter       // in arrival order
-	holder  *Lock           // a lock on this key held through this Client, if any
-	cohort  int             // hand-offs to this Client's own waiters since the lock last went through Redis
-	joined  bool            // a waiter sent a try that joins the Redis queue: the last to give up leaves it
-	watch   *keyspace.Watch // the subscription the contender waits on; shared by the successive contenders
-	linger  *time.Timer     // closes watch and drops the queue, once nobody has waited for watchLinger
+	waiters []*waiter    // in arrival order
+	holder  *Lock        // a lock on this key held through this Client, if any
+	cohort  int          // hand-offs to this Client's own waiters since the lock last went through Redis
+	joined  bool         // a waiter sent a try that joins the Redis queue: the last to give up leaves it
+	watch   *watch.Watch // the subscription the contender waits on; shared by the successive contenders
+	linger  *time.Timer  // closes watch and drops the queue, once nobody has waited for watchLinger
 }
 
 // watchLinger is how long a queue keeps its subscription after its last waiter left. A key that is contended
@@ -355,7 +355,7 @@ func (c *Client) retry(ctx context.Context, q *queue, w *waiter, timer *time.Tim
 
 // contend tries at Redis as the contender, then waits for a reason to try again. It returns the lock, an error,
 // or neither when the waiter is no longer the contender.
-func (c *Client) contend(ctx context.Context, q *queue, w *waiter, watch *keyspace.Watch, timer *time.Timer) (*Lock, error) {
+func (c *Client) contend(ctx context.Context, q *queue, w *waiter, watch *watch.Watch, timer *time.Timer) (*Lock, error) {
 	for {
 		c.mu.Lock()
 		queued := w.queued
@@ -400,7 +400,7 @@ func (c *Client) contend(ctx context.Context, q *queue, w *waiter, watch *keyspa
 // tryAsWaiter is one try of the contender w, which joins (or keeps its place in) the Redis queue when the lock is
 // taken; the timer is then set to the holder's remaining ttl. It returns the lock, an error, or neither; errBackOff
 // when the try failed with an error that may pass, errNoTry when w may not try (see startTry).
-func (c *Client) tryAsWaiter(ctx context.Context, q *queue, w *waiter, watch *keyspace.Watch, timer *time.Timer) (*Lock, error) {
+func (c *Client) tryAsWaiter(ctx context.Context, q *queue, w *waiter, watch *watch.Watch, timer *time.Timer) (*Lock, error) {
 	// Whatever the watch reported before this try is answered by the try itself.
 	select {
 	case <-watch.Ready():
@@ -442,20 +442,20 @@ func (c *Client) tryAsWaiter(ctx context.Context, q *queue, w *waiter, watch *ke
 
 // tryNow reads the watch's events: whether one says the lock may be free for this Client (a release, a
 // reservation for this Client, a deletion, expiry, eviction, a reconnect), or whether the watch ended, with why:
-// keyspace.ErrClosed when the watcher was closed, or the refusal of the subscription (the user's permission for
+// ErrClosed when the Client was closed, or the refusal of the subscription (the user's permission for
 // the release channel was taken away), which waiting on timers alone would hide. A reservation for another
 // process re-arms the timer to its claim window (that process may not claim it).
-func (c *Client) tryNow(events []keyspace.Event, timer *time.Timer) (now bool, err error) {
+func (c *Client) tryNow(events []watch.Event, timer *time.Timer) (now bool, err error) {
 	for _, e := range events {
 		switch e.Kind {
-		case keyspace.Closed:
-			return false, keyspace.ErrClosed
-		case keyspace.Failed:
+		case watch.Closed:
+			return false, keyward.ErrClosed
+		case watch.Failed:
 			if e.Err != nil {
 				return false, e.Err
 			}
 			return false, keyward.ErrNoPermission
-		case keyspace.Released:
+		case watch.Released:
 			id, window, reserved := script.ParseReservation(e.Payload)
 			if reserved && id != c.id {
 				arm(timer, window)
@@ -483,7 +483,7 @@ func arm(timer *time.Timer, d time.Duration) {
 func queueTTL(ttl time.Duration) time.Duration { return 2*ttl + time.Second }
 
 // subscribe returns the queue's subscription, creating it (confirmed by the server) for the first contender.
-func (c *Client) subscribe(ctx context.Context, q *queue) (*keyspace.Watch, error) {
+func (c *Client) subscribe(ctx context.Context, q *queue) (*watch.Watch, error) {
 	c.mu.Lock()
 	watch := q.watch
 	if watch != nil && watch.Err() != nil {
@@ -496,11 +496,7 @@ func (c *Client) subscribe(ctx context.Context, q *queue) (*keyspace.Watch, erro
 	if watch != nil {
 		return watch, nil
 	}
-	watcher, err := c.watcher()
-	if err != nil {
-		return nil, err
-	}
-	watch, err = watcher.Watch(ctx, q.key)
+	watch, err := c.watcher.Watch(ctx, q.key)
 	if err != nil {
 		return nil, err
 	}

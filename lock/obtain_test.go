@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/redistest"
 	"github.com/keyward/keyward/keyspace"
 	"github.com/keyward/keyward/lock"
@@ -60,12 +61,12 @@ func TestObtainUncontendedNeedsNoSubscription(t *testing.T) {
 	assert.NotContains(t, rdb.ClientList(ctx).Val(), "flags=P", "no pub/sub connection was opened")
 }
 
-// TestNoLostWakeUp forces a release into each window where a wake-up could be lost: after the first, plain
-// try and before the subscription, and after the try that follows the subscription and before the wait. The
-// holder's ttl is a minute: a lost wake-up would leave the waiter waiting for its timer, past the test's limit.
-// The hook returns only once the release's message has reached the waiter's watch (a watch of the test's own on
-// the waiter's Watcher hears it in the same delivery), so a waiter that dropped what its watch heard before
-// waiting would miss it every time, not only when the message is quick.
+// TestNoLostWakeUp forces a release into each window where a wake-up could be lost: after the first, plain try
+// and before the subscription, and after the try that follows the subscription and before the wait. The holder's
+// ttl is a minute: a lost wake-up would leave the waiter waiting for its timer, past the test's limit. The hook
+// returns only once the release's message has reached the waiter's watch (a watch of the test's own on the
+// pub/sub connection the waiter's client shares hears it in the same delivery), so a waiter that dropped what its
+// watch heard before waiting would miss it every time, not only when the message is quick.
 func TestNoLostWakeUp(t *testing.T) {
 	for _, n := range []int64{1, 2} {
 		t.Run(fmt.Sprintf("release after failed try %d", n), func(t *testing.T) {
@@ -76,7 +77,7 @@ func TestNoLostWakeUp(t *testing.T) {
 			held, err := holder.TryObtain(ctx, "job", time.Minute)
 			require.NoError(t, err)
 
-			watcher := keyspace.New(waiterRdb)
+			watcher := keyspace.New(waiterRdb) // the connection the waiter's Client will share
 			t.Cleanup(func() { assert.NoError(t, watcher.Close()) })
 			seen, err := watcher.Watch(ctx, "job")
 			require.NoError(t, err)
@@ -93,7 +94,7 @@ func TestNoLostWakeUp(t *testing.T) {
 				require.NoError(t, err)
 				w.Close()
 			}))
-			waiter := newClient(t, waiterRdb, lock.WithWatcher(watcher))
+			waiter := newClient(t, waiterRdb)
 			closeClient(t, waiter)
 			octx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
@@ -107,18 +108,15 @@ func TestNoLostWakeUp(t *testing.T) {
 // heard waits until watch hears a release, or fails after d, naming what did not arrive.
 func heard(t *testing.T, watch *keyspace.Watch, d time.Duration, what string) {
 	t.Helper()
-	deadline := time.NewTimer(d)
-	defer deadline.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
 	for {
-		select {
-		case <-watch.Ready():
-			for _, e := range watch.Events() {
-				if e.Kind == keyspace.Released {
-					return
-				}
-			}
-		case <-deadline.C:
-			t.Fatalf("%s did not arrive within %v", what, d)
+		e, err := watch.Wait(ctx)
+		if err != nil {
+			t.Fatalf("%s did not arrive within %v: %v", what, d, err)
+		}
+		if e == keyspace.Released {
+			return
 		}
 	}
 }
@@ -406,7 +404,7 @@ func TestCloseEndsWaiting(t *testing.T) {
 		assert.NoError(t, waiter.Close())
 	}()
 	_, err = waiter.Obtain(ctx, "job", time.Minute)
-	require.ErrorIs(t, err, keyspace.ErrClosed, "not left waiting for the one-minute timer")
+	require.ErrorIs(t, err, keyward.ErrClosed, "not left waiting for the one-minute timer")
 	require.NoError(t, held.Release(ctx))
 }
 

@@ -4,7 +4,6 @@ import (
 	"time"
 
 	"github.com/keyward/keyward/internal/lockopt"
-	"github.com/keyward/keyward/keyspace"
 )
 
 // An Option changes how locks are taken. Options given to [New] are the defaults of every lock of that Client;
@@ -39,11 +38,6 @@ func WithClaimWindow(d time.Duration) Option { return lockopt.ClaimWindow(d) }
 // next process in line. 0 gives every hand-off to the next process. Default: 4. It takes effect when given to
 // [New].
 func WithCohort(n int) Option { return lockopt.Cohort(n) }
-
-// WithWatcher makes the Client's waiters share w's pub/sub connection instead of opening one of the Client's
-// own; useful when several Clients (or a lock and a semaphore) use the same Redis. Close does not close w.
-// It takes effect when given to [New].
-func WithWatcher(w *keyspace.Watcher) Option { return lockopt.Watcher(w) }
 
 // MaxTTL is the longest ttl a lock may be obtained or refreshed with (24 h); a longer one is an ErrInvalid error. A ttl is how long
 // a holder that died keeps the others out; a holder that needs it longer keeps it with refreshes

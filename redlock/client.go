@@ -18,7 +18,7 @@ import (
 	"github.com/keyward/keyward/internal/lockopt"
 	"github.com/keyward/keyward/internal/retry"
 	"github.com/keyward/keyward/internal/token"
-	"github.com/keyward/keyward/keyspace"
+	"github.com/keyward/keyward/internal/watch"
 )
 
 // A Client takes locks on a majority of independent Redis nodes, through the caller's clients. It is safe for
@@ -36,11 +36,11 @@ type Client struct {
 
 	mu       sync.Mutex
 	closed   bool
-	closing  chan struct{}       // closed by Close
-	lines    map[string]*line    // goroutines waiting in Obtain, by lock key
-	watchers []*keyspace.Watcher // by node; created by the first Obtain that waits
-	work     sync.WaitGroup      // calls in progress, their background work, and the workers
-	jobs     chan func()         // hands an operation to an idle worker
+	closing  chan struct{}    // closed by Close
+	lines    map[string]*line // goroutines waiting in Obtain, by lock key
+	watchers []*watch.Handle  // by node: its use of the pub/sub connection of the node's client, shared
+	work     sync.WaitGroup   // calls in progress, their background work, and the workers
+	jobs     chan func()      // hands an operation to an idle worker
 }
 
 // node is one of the independent Redis deployments of the quorum.
@@ -54,14 +54,14 @@ type node struct {
 }
 
 // errClosed is returned by calls on a closed Client, and by Obtain calls that were waiting when it closed. It
-// matches ErrInvalid, and keyspace.ErrClosed like the waiters of lock/ do.
+// matches ErrInvalid, and keyward.ErrClosed like the waiters of lock/ do.
 var errClosed error = closedError{}
 
 type closedError struct{}
 
 func (closedError) Error() string { return "redlock: client closed" }
 func (closedError) Is(target error) bool {
-	return target == keyward.ErrInvalid || target == keyspace.ErrClosed
+	return target == keyward.ErrInvalid || target == keyward.ErrClosed
 }
 
 // New returns a Client that takes locks on the nodes, with opts as the defaults for every lock. Each node must
@@ -86,7 +86,7 @@ func New(nodes []redis.UniversalClient, opts ...Option) (*Client, error) {
 		closing:  make(chan struct{}),
 		jobs:     make(chan func()),
 		lines:    map[string]*line{},
-		watchers: make([]*keyspace.Watcher, len(nodes)),
+		watchers: make([]*watch.Handle, len(nodes)),
 	}
 	for i, rdb := range nodes {
 		if lockopt.IsNil(rdb) {
@@ -101,6 +101,9 @@ func New(nodes []redis.UniversalClient, opts ...Option) (*Client, error) {
 		b := bound.New(rdb)
 		c.nodes = append(c.nodes, node{rdb: rdb, name: nodeName(i, rdb), scripts: b.Scripter(), bounded: b})
 		c.all = append(c.all, i)
+	}
+	for i, n := range c.nodes {
+		c.watchers[i] = watch.Attach(n.rdb, nil)
 	}
 	return c, nil
 }
@@ -131,8 +134,9 @@ func (c *Client) Nodes() int { return len(c.nodes) }
 // Quorum returns how many nodes make a majority: len(nodes)/2 + 1.
 func (c *Client) Quorum() int { return c.quorum }
 
-// Close ends the Client: it closes the pub/sub connections its waiters used (Obtain calls still waiting return
-// an error matching ErrInvalid and keyspace.ErrClosed), and waits until every call in progress has returned and
+// Close ends the Client: it ends its use of the pub/sub connections of the nodes' clients, which it shares with
+// every other user of those clients (a connection is closed when its last user is; Obtain calls still waiting
+// return an error matching ErrInvalid and ErrClosed), and waits until every call in progress has returned and
 // the releases it sends in the background are done (each is bounded: by the node timeout, or at most 2 s for a
 // clean-up). Later calls return an error matching ErrInvalid. Locks still held are not released: release them
 // before. The nodes' clients belong to the caller and stay open.
@@ -148,9 +152,7 @@ func (c *Client) Close() error {
 	c.mu.Unlock()
 	var errs []error
 	for _, w := range watchers {
-		if w != nil {
-			errs = append(errs, w.Close())
-		}
+		errs = append(errs, w.Close())
 	}
 	c.work.Wait()
 	return errors.Join(errs...)
@@ -170,15 +172,12 @@ func (c *Client) begin() error {
 
 func (c *Client) end() { c.work.Done() }
 
-// watcher returns node i's keyspace watcher, creating it on first use.
-func (c *Client) watcher(i int) (*keyspace.Watcher, error) {
+// watcher returns node i's use of the pub/sub connection of its client.
+func (c *Client) watcher(i int) (*watch.Handle, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return nil, errClosed
-	}
-	if c.watchers[i] == nil {
-		c.watchers[i] = keyspace.New(c.nodes[i].rdb)
 	}
 	return c.watchers[i], nil
 }

@@ -12,7 +12,7 @@ import (
 	"github.com/keyward/keyward/internal/lease"
 	"github.com/keyward/keyward/internal/retry"
 	"github.com/keyward/keyward/internal/script"
-	"github.com/keyward/keyward/keyspace"
+	"github.com/keyward/keyward/internal/watch"
 )
 
 // watchWait bounds how long Obtain waits for its subscriptions to be confirmed before it tries again after a
@@ -21,7 +21,7 @@ const watchWait = 100 * time.Millisecond
 
 // Obtain takes the lock key for ttl as TryObtain does, waiting as long as ctx allows while another holder has
 // it. It returns ctx's error (matching its cause too) when ctx ends first, an error matching ErrInvalid and
-// keyspace.ErrClosed when the Client is closed meanwhile, and the errors that will not pass at once: ErrInvalid,
+// ErrClosed when the Client is closed meanwhile, and the errors that will not pass at once: ErrInvalid,
 // ErrWrongType or ErrNoPermission (from any node).
 //
 // Obtain rides out errors that may pass: a try that gets no majority because nodes are down, restarting or
@@ -31,12 +31,13 @@ const watchWait = 100 * time.Millisecond
 // Waiting costs no polling. Goroutines of one Client that wait for the same key queue up in arrival order and
 // only the first contends at the nodes; while a goroutine of the same Client holds the lock, it waits for that
 // holder's release. The first try costs one round trip and no subscription. After a failed try the waiter
-// subscribes to the lock's release channel on every node through the Client's [keyspace.Watcher] of that node,
-// waits until the servers confirmed the subscriptions, and tries again, now joining each node's queue of
-// waiting processes: that try closes the window in which a release could slip by unseen. It then waits for the
-// first of: events that leave the lock free for it on a majority (released, or reserved for this Client), any
-// other event (a reconnection), a timer at the smallest remaining ttl the nodes reported for the holder (the
-// holder may have crashed) or at the end of a claim window reserved for another process, or ctx.
+// subscribes to the lock's release channel on every node, through the pub/sub connection of that node's client
+// that it shares with the client's other users, waits until the servers confirmed the subscriptions, and tries
+// again, now joining each node's queue of waiting processes: that try closes the window in which a release could
+// slip by unseen. It then waits for the first of: events that leave the lock free for it on a majority (released,
+// or reserved for this Client), any other event (a reconnection), a timer at the smallest remaining ttl the nodes
+// reported for the holder (the holder may have crashed) or at the end of a claim window reserved for another
+// process, or ctx.
 //
 // Hand-off is fair across processes: each node's release reserves the lock for the first process in that
 // node's queue, for a short claim window ([WithClaimWindow]), and only that process tries. A holder whose own
@@ -483,21 +484,21 @@ func (c *Client) watchNode(ctx context.Context, i int, key string, ws *watches, 
 		confirmed <- struct{}{}
 		return
 	}
-	watch, err := w.Watch(ctx, key)
+	wt, err := w.Watch(ctx, key)
 	confirmed <- struct{}{}
 	if err != nil {
 		return
 	}
-	defer watch.Close()
+	defer wt.Close()
 	ws.other()
 	signal(ws.wake)
 	for {
 		select {
-		case <-watch.Ready():
+		case <-wt.Ready():
 			closed := false
-			for _, e := range watch.Events() {
+			for _, e := range wt.Events() {
 				switch e.Kind {
-				case keyspace.Released:
+				case watch.Released:
 					switch id, window, ok := script.ParseReservation(e.Payload); {
 					case !ok:
 						ws.note(i, freed, time.Time{})
@@ -506,11 +507,11 @@ func (c *Client) watchNode(ctx context.Context, i int, key string, ws *watches, 
 					default:
 						ws.note(i, reserved, time.Now().Add(window))
 					}
-				case keyspace.Deleted, keyspace.Expired, keyspace.Evicted:
+				case watch.Deleted, watch.Expired, watch.Evicted:
 					ws.note(i, freed, time.Time{})
 				default:
 					// A Failed watch (the server refused its subscription) hears nothing more either.
-					closed = closed || e.Kind == keyspace.Closed || e.Kind == keyspace.Failed
+					closed = closed || e.Kind == watch.Closed || e.Kind == watch.Failed
 					ws.other()
 				}
 			}

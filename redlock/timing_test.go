@@ -11,8 +11,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/redistest"
-	"github.com/keyward/keyward/keyspace"
 	"github.com/keyward/keyward/redlock"
 )
 
@@ -310,7 +310,7 @@ func TestObtainGivesUp(t *testing.T) {
 		require.NoError(t, locks.Close())
 		err = <-errc
 		require.ErrorIs(t, err, redlock.ErrInvalid, "closed")
-		require.ErrorIs(t, err, keyspace.ErrClosed, "as lock's waiters report it")
+		require.ErrorIs(t, err, keyward.ErrClosed, "as lock's waiters report it")
 		assert.Equal(t, 5*time.Second, time.Since(start), "at once")
 		require.ErrorIs(t, held.Release(ctx), redlock.ErrInvalid, "closed")
 	})

@@ -10,7 +10,7 @@ import (
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/lease"
 	"github.com/keyward/keyward/internal/retry"
-	"github.com/keyward/keyward/keyspace"
+	"github.com/keyward/keyward/internal/watch"
 )
 
 // Acquire takes a permit for ttl, waiting as long as ctx allows when the semaphore is full. It returns ctx's
@@ -23,7 +23,7 @@ import (
 //
 // Waiting costs no polling. Acquire calls of one Semaphore queue up in arrival order and only the first contends
 // at Redis. A try that finds no room puts the Semaphore in the line of waiting processes kept in Redis; the first
-// wait subscribes, through a [keyspace.Watcher] and confirmed by the server, to the semaphore's channel and to the
+// wait subscribes, through the pub/sub connection its client shares and confirmed by the server, to the semaphore's channel and to the
 // Semaphore's own, and tries once more, which closes the window in which a release could slip by unseen. Then it
 // waits for the first of: a place reserved for it by a release, a place announced free, a keyspace notification
 // for the semaphore's key, a timer at the earliest time enough permits expire to make room (their holders may have
@@ -271,22 +271,15 @@ func (s *Semaphore) contend(ctx context.Context, w *waiter) (*Permit, error) {
 // key's keyspace notifications), where free places are announced to everyone, and to the channel of this
 // Semaphore's own, where the scripts tell it what concerns only it (a place reserved for it; what the first in
 // line must watch).
-func (s *Semaphore) subscribe(ctx context.Context) (watch, own *keyspace.Watch, err error) {
-	s.watcherOnce.Do(func() {
-		s.watcher = keyspace.New(s.client)
-		s.ownWatcher = true
-	})
-	if s.watcher == nil {
-		return nil, nil, fmt.Errorf("semaphore %q: %w", s.name, ErrClosed)
-	}
-	if watch, err = s.watcher.Watch(ctx, s.keys.Holders); err != nil {
+func (s *Semaphore) subscribe(ctx context.Context) (all, own *watch.Watch, err error) {
+	if all, err = s.watcher.Watch(ctx, s.keys.Holders); err != nil {
 		return nil, nil, fmt.Errorf("semaphore %q: %w", s.name, err)
 	}
-	if own, err = s.watcher.Watch(ctx, s.keys.WaiterKey(s.id)); err != nil {
-		watch.Close()
+	if own, err = s.watcher.WatchChannel(ctx, s.keys.WaiterChannel(s.id)); err != nil {
+		all.Close()
 		return nil, nil, fmt.Errorf("semaphore %q: %w", s.name, err)
 	}
-	return watch, own, nil
+	return all, own, nil
 }
 
 // leave takes w out of the line with err, passing its turn on.

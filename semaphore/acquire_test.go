@@ -242,22 +242,33 @@ func TestPubSubKilledMidWait(t *testing.T) {
 	require.NoError(t, p.Release(ctx))
 }
 
-func TestWatcherClosedUnderAWaiter(t *testing.T) {
+// The waiter shares its client's pub/sub connection with the other users of that client: closing one of them
+// (a keyspace.Watcher, a lock.Client, another semaphore) under a waiter leaves it waiting, and the release wakes
+// it.
+func TestAnotherUserClosedUnderAWaiter(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb, waiterRdb := srv.Client(t), srv.Client(t)
 	ctx := withTimeout(t, 10*time.Second)
 	held, err := newSem(t, rdb, "pool", 1).TryAcquire(ctx, time.Minute)
 	require.NoError(t, err)
 	w := keyspace.New(waiterRdb)
+	_, err = w.Watch(ctx, "pool") // the very channel the waiter will subscribe to; w.Close ends this watch
+	require.NoError(t, err)
+	other, err := newSem(t, waiterRdb, "other", 1).TryAcquire(ctx, time.Minute) // another semaphore of the client
+	require.NoError(t, err)
+	otherSem := newSem(t, waiterRdb, "other", 1)
 	hook, subscribed := waiting(2)
 	waiterRdb.AddHook(hook)
 	go func() {
 		<-subscribed
 		assert.NoError(t, w.Close())
+		assert.NoError(t, otherSem.Close())
+		assert.NoError(t, held.Release(ctx))
 	}()
-	_, err = newSem(t, waiterRdb, "pool", 1, semaphore.WithWatcher(w)).Acquire(ctx, time.Minute)
-	require.ErrorIs(t, err, semaphore.ErrClosed)
-	require.NoError(t, held.Release(ctx))
+	p, err := newSem(t, waiterRdb, "pool", 1).Acquire(ctx, time.Minute)
+	require.NoError(t, err, "woken by the release, not the one-minute timer")
+	require.NoError(t, p.Release(ctx))
+	require.NoError(t, other.Release(ctx))
 }
 
 // TestLimitChanges checks that a lowered limit evicts no one and admits no one new until the count is below it,

@@ -23,8 +23,8 @@
 // Release and refresh act only on the permit's own token. Every key of one semaphore shares its cluster slot.
 //
 // Waiting costs no polling: waiting processes queue in Redis, and a release reserves its place for the first of
-// them for a short claim window and wakes only it, with a message on that process's own channel (through a
-// [keyspace.Watcher]); a timer at the earliest expiry covers holders that crashed, and keyspace notifications a
+// them for a short claim window and wakes only it, with a message on that process's own channel (through the
+// pub/sub connection the client shares with every lock, semaphore and election on it); a timer at the earliest expiry covers holders that crashed, and keyspace notifications a
 // semaphore deleted by another tool. Within a process, Acquire calls of one Semaphore queue locally, only the
 // first contends at Redis, and a release hands its permit to the next one in the same round trip.
 //

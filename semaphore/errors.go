@@ -2,7 +2,6 @@ package semaphore
 
 import (
 	"github.com/keyward/keyward"
-	"github.com/keyward/keyward/keyspace"
 )
 
 // The errors of this package are keyward's shared sentinels, so that one errors.Is check works for locks and
@@ -27,6 +26,5 @@ var (
 	ErrOutOfMemory = keyward.ErrOutOfMemory
 )
 
-// ErrClosed is returned by Acquire and Do, also to callers already waiting, once the Semaphore was closed (or the
-// Watcher given with WithWatcher was).
-var ErrClosed = keyspace.ErrClosed
+// ErrClosed is returned by Acquire and Do, also to callers already waiting, once the Semaphore was closed.
+var ErrClosed = keyward.ErrClosed

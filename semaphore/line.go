@@ -5,7 +5,7 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/script"
-	"github.com/keyward/keyward/keyspace"
+	"github.com/keyward/keyward/internal/watch"
 )
 
 // line is what the contender knows of the semaphore, kept from one contender to the next. Guarded by
@@ -18,7 +18,7 @@ type line struct {
 	backstop time.Time            // when to try anyway, if nothing else is known
 	reserved map[string]time.Time // places reserved for other processes, until their windows end (when first)
 	closed   bool                 // a watch was closed with its Watcher
-	failed   error                // a watch ended because the server refused its subscription (see keyspace.Failed)
+	failed   error                // a watch ended because the server refused its subscription (a Failed event)
 }
 
 // setFirst records whether this Semaphore is first in the Redis queue; only the first watches reservations.
@@ -83,13 +83,13 @@ func earliest(a, b time.Time) time.Time {
 // hearLocked takes what the watches reported, received at now.
 func (s *Semaphore) hearLocked(now time.Time) {
 	l := &s.line
-	var events []keyspace.Event
+	var events []watch.Event
 	if s.watch != nil {
 		events = append(s.watch.Events(), s.own.Events()...)
 	}
 	for _, e := range events {
 		switch e.Kind {
-		case keyspace.Released:
+		case watch.Released:
 			m := script.ParseSemaphoreMessage(e.Payload)
 			switch m.Kind {
 			case script.SemaphoreReserved: // out of the queue, with a place to claim
@@ -104,9 +104,9 @@ func (s *Semaphore) hearLocked(now time.Time) {
 			default:
 				l.stale = true
 			}
-		case keyspace.Closed:
+		case watch.Closed:
 			l.closed = true
-		case keyspace.Failed:
+		case watch.Failed:
 			// The user's permission for the channel was taken away: waiting on timers alone would hide it.
 			if l.failed = e.Err; l.failed == nil {
 				l.failed = keyward.ErrNoPermission

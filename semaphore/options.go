@@ -4,7 +4,6 @@ import (
 	"time"
 
 	"github.com/keyward/keyward/internal/lockopt"
-	"github.com/keyward/keyward/keyspace"
 )
 
 // An Option changes how a [Semaphore] works. Options are given to [New] and hold for every permit it hands out.
@@ -49,11 +48,6 @@ func WithClaimWindow(d time.Duration) Option { return lockOption(lockopt.ClaimWi
 // release's round trip, the fastest hand-off there is) while other processes wait; then the place goes to the
 // next process in line. 0 gives every released place to the next process. Default: 4.
 func WithCohort(n int) Option { return lockOption(lockopt.Cohort(n)) }
-
-// WithWatcher makes the Semaphore's waiters share w's pub/sub connection instead of opening one of the
-// Semaphore's own; useful when a program uses several semaphores (or locks) on the same Redis. Close does not
-// close w.
-func WithWatcher(w *keyspace.Watcher) Option { return lockOption(lockopt.Watcher(w)) }
 
 func lockOption(o lockopt.Option) Option {
 	return func(c *config) { c.lock = append(c.lock, o) }

@@ -15,7 +15,7 @@ import (
 	"github.com/keyward/keyward/internal/lockopt"
 	"github.com/keyward/keyward/internal/script"
 	"github.com/keyward/keyward/internal/token"
-	"github.com/keyward/keyward/keyspace"
+	"github.com/keyward/keyward/internal/watch"
 )
 
 // A Semaphore lets at most limit holders at a time, across every process that uses the same name on the same
@@ -35,17 +35,15 @@ type Semaphore struct {
 	publish script.Publish
 	id      string // this Semaphore's name in the Redis queue
 
-	watcherOnce sync.Once
-	watcher     *keyspace.Watcher
-	ownWatcher  bool
+	watcher *watch.Handle // the Semaphore's use of the pub/sub connection of its client, shared with the other users
 
 	mu      sync.Mutex
 	limit   int
 	closed  bool
-	done    chan struct{}   // closed by Close
-	waiters []*waiter       // Acquire calls, in arrival order; the first is the contender
-	watch   *keyspace.Watch // on the semaphore's channel; nil until the first wait
-	own     *keyspace.Watch // on this Semaphore's own channel; set with watch
+	done    chan struct{} // closed by Close
+	waiters []*waiter     // Acquire calls, in arrival order; the first is the contender
+	watch   *watch.Watch  // on the semaphore's channel; nil until the first wait
+	own     *watch.Watch  // on this Semaphore's own channel; set with watch
 	line    line
 	cohort  int // hand-offs to this Semaphore's own waiters since a place last went through Redis
 	leaving int // leaves of the Redis queue on their way; no try starts meanwhile
@@ -92,10 +90,7 @@ func New(rdb redis.UniversalClient, name string, limit int, opts ...Option) (*Se
 		limit:   limit,
 		done:    make(chan struct{}),
 	}
-	if settings.Watcher != nil {
-		s.watcher = settings.Watcher
-		s.watcherOnce.Do(func() {})
-	}
+	s.watcher = watch.Attach(rdb, nil)
 	return s, nil
 }
 
@@ -135,9 +130,10 @@ func (s *Semaphore) SetLimit(limit int) error {
 	return nil
 }
 
-// Close closes the Semaphore's subscription, and its pub/sub connection if it opened one (a Watcher given with
-// WithWatcher is left open). Acquire calls still waiting return an error matching ErrClosed. Held permits are not
-// released, and TryAcquire still works.
+// Close closes the Semaphore's subscriptions and ends its use of its client's pub/sub connection (the connection
+// is closed when no other semaphore, lock.Client, election or keyspace.Watcher of the same client uses it).
+// Acquire calls still waiting return an error matching ErrClosed. Held permits are not released, and TryAcquire
+// still works.
 func (s *Semaphore) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -150,15 +146,11 @@ func (s *Semaphore) Close() error {
 	s.watch, s.own = nil, nil
 	s.mu.Unlock()
 
-	s.watcherOnce.Do(func() {}) // no watcher is created from now on
 	if watch != nil {
 		watch.Close()
 		own.Close()
 	}
-	if s.ownWatcher {
-		return s.watcher.Close()
-	}
-	return nil
+	return s.watcher.Close()
 }
 
 // Stats are counts of a Semaphore's work, for monitoring and benchmarks.

@@ -18,7 +18,7 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/token"
-	"github.com/keyward/keyward/keyspace"
+	"github.com/keyward/keyward/internal/watch"
 	"github.com/keyward/keyward/lock"
 	"github.com/keyward/keyward/redlock"
 )
@@ -69,9 +69,9 @@ type WorkerConfig struct {
 	Do bool
 	// ClaimWindow is the lock client's claim window (0: its default).
 	ClaimWindow time.Duration
-	// Watch, when set, is the address the single-node lock client's watcher (its pub/sub connection: release
-	// messages, keyspace notifications) dials, with a go-redis client of its own (lock.WithWatcher), instead of
-	// sharing the lock client's path: the waiters hear of a release on another path than their tries' replies.
+	// Watch, when set, is the address the single-node lock client's pub/sub connection (release messages,
+	// keyspace notifications) dials, with a go-redis client of its own (watch.Redirect), instead of sharing the
+	// lock client's path: the waiters hear of a release on another path than their tries' replies.
 	Watch string
 	// ReadTimeout is the lock client's socket read/write timeout.
 	ReadTimeout time.Duration
@@ -295,9 +295,8 @@ func newLocker(nodes []redis.UniversalClient, cfg WorkerConfig) (func(metadata s
 		closeWatch := func() {}
 		if cfg.Watch != "" {
 			wrdb := redis.NewClient(clientOptions(cfg.Watch, cfg.ReadTimeout))
-			watcher := keyspace.New(wrdb)
-			opts = append(opts, lock.WithWatcher(watcher))
-			closeWatch = func() { _ = watcher.Close(); _ = wrdb.Close() }
+			undo := watch.Redirect(nodes[0], wrdb)
+			closeWatch = func() { undo(); _ = wrdb.Close() }
 		}
 		locks, err := lock.New(nodes[0], opts...)
 		if err != nil {

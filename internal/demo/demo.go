@@ -192,7 +192,7 @@ type replica struct {
 	name    string
 	rdb     *redis.Client
 	locks   *lock.Client
-	watcher *keyspace.Watcher // the pub/sub connection its lock.Client waits on, for other waits too
+	watcher *keyspace.Watcher // waits on the pub/sub connection its lock.Client shares, for other waits
 	prefix  string            // the lock names' prefix
 }
 
@@ -202,7 +202,7 @@ func (e *env) newReplicas(n int, opts ...lock.Option) ([]*replica, error) {
 	for i := range n {
 		rdb := e.newClient()
 		w := keyspace.New(rdb)
-		locks, err := lock.New(rdb, append([]lock.Option{lock.WithPrefix(e.prefix), lock.WithWatcher(w)}, opts...)...)
+		locks, err := lock.New(rdb, append([]lock.Option{lock.WithPrefix(e.prefix)}, opts...)...)
 		if err != nil {
 			_ = w.Close()
 			_ = rdb.Close()

@@ -142,15 +142,16 @@ func waitRelease(ctx context.Context, r *replica, name, key string) error {
 	if n, err := r.rdb.Exists(ctx, key).Result(); err != nil || n == 1 {
 		return err
 	}
-	t := time.NewTimer(5 * time.Second)
-	defer t.Stop()
-	select {
-	case <-w.Ready():
-	case <-t.C:
-	case <-ctx.Done():
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second) // a holder that died sends nothing
+	defer cancel()
+	_, err = w.Wait(wctx)
+	switch {
+	case ctx.Err() != nil:
 		return context.Cause(ctx)
+	case wctx.Err() != nil:
+		return nil // look again
 	}
-	return nil
+	return err
 }
 
 // query is the simulated database query, which fills the cache.

@@ -13,7 +13,6 @@ import (
 	"github.com/keyward/keyward/internal/lease"
 	"github.com/keyward/keyward/internal/nilness"
 	"github.com/keyward/keyward/internal/token"
-	"github.com/keyward/keyward/keyspace"
 )
 
 // Settings are the settings of one lock acquisition.
@@ -31,8 +30,6 @@ type Settings struct {
 	// Cohort is how many times in a row a process may pass the lock to its own waiters while other processes
 	// wait.
 	Cohort int
-	// Watcher is the keyspace watcher waiters share; nil for one of the client's own.
-	Watcher *keyspace.Watcher
 
 	err error // the first invalid option
 }
@@ -123,9 +120,6 @@ func Cohort(n int) Option {
 		s.Cohort = n
 	}
 }
-
-// Watcher sets Settings.Watcher.
-func Watcher(w *keyspace.Watcher) Option { return func(s *Settings) { s.Watcher = w } }
 
 // CheckClient returns an ErrInvalid error for a nil client, including an interface that holds a nil pointer
 // (a (*redis.Client)(nil) passes a plain nil check, and would panic at the first command).

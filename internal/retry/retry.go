@@ -14,7 +14,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/keyward/keyward"
-	"github.com/keyward/keyward/keyspace"
 )
 
 // The backoff starts at First and doubles up to Max.
@@ -28,7 +27,7 @@ const (
 // LOADING, READONLY or OOM during a failover, a quorum not reached) may pass.
 func Permanent(err error) bool {
 	return errors.Is(err, keyward.ErrInvalid) || errors.Is(err, keyward.ErrWrongType) ||
-		errors.Is(err, keyward.ErrNoPermission) || errors.Is(err, keyspace.ErrClosed) ||
+		errors.Is(err, keyward.ErrNoPermission) || errors.Is(err, keyward.ErrClosed) ||
 		errors.Is(err, redis.ErrClosed)
 }
 

@@ -40,10 +40,10 @@ type SemaphoreKeys struct {
 	Queue string
 	// Fence is the fencing counter.
 	Fence string
-	// Channel is where free places are announced to everyone: the channel of a keyspace.Watch on Holders.
+	// Channel is where free places are announced to everyone: the channel a watch on Holders subscribes to.
 	Channel string
-	// Waiters is the prefix of the names of the waiting processes: a process with id watches Waiters+id (see
-	// WaiterKey), whose channel is Waiters+id+":released".
+	// Waiters is the prefix of the names of the waiting processes: the scripts tell a process with id what
+	// concerns only it on the channel Waiters+id+":released" (see WaiterChannel).
 	Waiters string
 }
 
@@ -60,9 +60,9 @@ func SemaphoreKeysFor(key string) SemaphoreKeys {
 	}
 }
 
-// WaiterKey returns the name a waiting process with id watches (with a keyspace.Watch) to hear what concerns
-// only it: the scripts publish on its channel, Derive(WaiterKey(id), "released"). It is never a key in Redis.
-func (k SemaphoreKeys) WaiterKey(id string) string { return k.Waiters + id }
+// WaiterChannel returns the channel on which the scripts tell the waiting process id what concerns only it (a
+// place reserved for it; what the first in line must watch). It is in the semaphore's slot.
+func (k SemaphoreKeys) WaiterChannel(id string) string { return keys.Derive(k.Waiters+id, "released") }
 
 // SemaphoreTry is one acquire attempt.
 type SemaphoreTry struct {

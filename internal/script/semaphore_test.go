@@ -67,7 +67,7 @@ func (s sem) listen(id string) (next func() string, pending func() bool) {
 	ctx := context.Background()
 	channel := s.k.Channel
 	if id != "" {
-		channel = keys.For(s.k.WaiterKey(id)).Channel
+		channel = s.k.WaiterChannel(id)
 	}
 	sub := s.rdb.Subscribe(ctx, channel)
 	s.t.Cleanup(func() { _ = sub.Close() })
@@ -95,13 +95,13 @@ func (s sem) listen(id string) (next func() string, pending func() bool) {
 func TestSemaphoreKeysShareTheSlot(t *testing.T) {
 	for _, name := range []string{"jobs", "jobs{eu}", "a}b", "{x}y", "x{}y"} {
 		k := script.SemaphoreKeysFor(name)
-		waiter := k.WaiterKey("zP3_-q")
-		for _, derived := range []string{k.Reserved, k.Queue, k.Fence, k.Channel, waiter, keys.For(waiter).Channel} {
+		waiter := k.WaiterChannel("zP3_-q")
+		for _, derived := range []string{k.Reserved, k.Queue, k.Fence, k.Channel, waiter} {
 			assert.Equal(t, keys.Slot(name), keys.Slot(derived), "%s and %s", name, derived)
 		}
 		assert.Equal(t, name, k.Holders)
 		assert.Equal(t, keys.For(name).Channel, k.Channel, "the channel a keyspace watch on the key subscribes to")
-		assert.Equal(t, waiter+":released", keys.For(waiter).Channel, "the channel the scripts publish on for a process")
+		assert.Equal(t, k.Waiters+"zP3_-q:released", waiter, "the channel the scripts publish on for a process")
 	}
 }
 

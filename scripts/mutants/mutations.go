@@ -8,7 +8,7 @@ const (
 	pRedlock   = "./redlock/"
 	pSemaphore = "./semaphore/"
 	pElection  = "./election/"
-	pKeyspace  = "./keyspace/"
+	pKeyspace  = "./internal/watch/"
 )
 
 // mutations is the list of injected bugs: each a small, realistic mistake in a place where a mistake costs
@@ -279,7 +279,7 @@ var mutations = []mutation{
 	{
 		Name: "watcher-silent-drop",
 		Bug:  "a dropped pub/sub connection does not tell the watches Reconnected",
-		File: "keyspace/receive.go",
+		File: "internal/watch/receive.go",
 		Old:  "ch.resubscribing = true\n\t\tfor wt := range ch.watches {\n\t\t\twt.deliver(Event{Kind: Reconnected})\n\t\t}",
 		New:  "ch.resubscribing = true",
 		Pkgs: []string{pKeyspace, pLock},
@@ -287,7 +287,7 @@ var mutations = []mutation{
 	{
 		Name: "watcher-silent-resubscribe",
 		Bug:  "the confirmation of a subscription made again after a reconnect does not wake the watches",
-		File: "keyspace/receive.go",
+		File: "internal/watch/receive.go",
 		Old:  "ch.resubscribing = false\n\t\t\t\tfor wt := range ch.watches {\n\t\t\t\t\twt.deliver(Event{Kind: Reconnected})\n\t\t\t\t}",
 		New:  "ch.resubscribing = false",
 		Pkgs: []string{pKeyspace, pLock},
@@ -295,7 +295,7 @@ var mutations = []mutation{
 	{
 		Name: "watcher-no-resubscribe",
 		Bug:  "the watcher reconnects without subscribing its channels again",
-		File: "keyspace/receive.go",
+		File: "internal/watch/receive.go",
 		Old:  "c.sendLocked(\"subscribe\", chans...)",
 		New:  "_ = chans",
 		Pkgs: []string{pKeyspace, pLock},

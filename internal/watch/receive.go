@@ -1,4 +1,4 @@
-package keyspace
+package watch
 
 import (
 	"errors"
@@ -28,23 +28,30 @@ func (c *conn) receive(ps *redis.PubSub) {
 	worked := false
 	backoff := time.Duration(0)
 	for {
+		hc := c.w.config().healthCheck
 		c.reading.Store(time.Now().UnixNano())
-		msg, err := ps.ReceiveTimeout(c.ctx, c.w.cfg.healthCheck)
+		msg, err := ps.ReceiveTimeout(c.ctx, hc)
 		c.reading.Store(0)
 		if c.ctx.Err() != nil {
 			return
 		}
+		cause := err
 		switch {
 		case err == nil:
 			pinged = false
 			worked = true
-			if c.handle(ps, msg) {
+			ok := c.handle(ps, msg)
+			c.w.flush()
+			if ok {
 				continue
 			}
+			cause = fmt.Errorf("keyspace: the server sent %s, which answers no command sent", describe(msg))
 		case isReply(err):
 			// The server refused one of the commands sent: not a reason to reconnect when it is a SUBSCRIBE the
 			// user may not make (reconnecting would only be refused again, in a loop).
-			if c.refused(ps, err) {
+			ok := c.refused(ps, err)
+			c.w.flush()
+			if ok {
 				continue
 			}
 		case isTimeout(err) && !pinged:
@@ -53,6 +60,8 @@ func (c *conn) receive(ps *redis.PubSub) {
 				pinged = true
 				continue
 			}
+		case isTimeout(err):
+			cause = fmt.Errorf("keyspace: no answer to PING within %v: %w", hc, err)
 		}
 		// The connection failed, or the server did not answer the ping, or it said something that matches no
 		// command sent: start over on a new connection and tell every waiter that messages may have been lost.
@@ -61,11 +70,22 @@ func (c *conn) receive(ps *redis.PubSub) {
 		} else {
 			backoff = c.backoff(backoff)
 		}
-		if ps = c.reconnect(ps, backoff); ps == nil {
+		if ps = c.reconnect(ps, backoff, cause); ps == nil {
 			return
 		}
 		pinged, worked = false, false
 	}
+}
+
+// describe names what a pub/sub connection received, for errors.
+func describe(msg any) string {
+	switch m := msg.(type) {
+	case *redis.Subscription:
+		return fmt.Sprintf("%s %q", m.Kind, m.Channel)
+	case *redis.Pong:
+		return "a PONG"
+	}
+	return fmt.Sprintf("%T", msg)
 }
 
 func isTimeout(err error) bool {
@@ -98,13 +118,17 @@ func (c *conn) backoff(last time.Duration) time.Duration {
 	return min(max(2*last, 10*time.Millisecond), maxBackoff)
 }
 
-// reconnect closes ps, wakes the watches of the connection's channels with Reconnected, and opens a new
-// connection subscribed to every channel that has watches, after waiting backoff. It returns nil once the
-// connection is retired or the Watcher closed.
-func (c *conn) reconnect(ps *redis.PubSub, backoff time.Duration) *redis.PubSub {
+// reconnect closes ps, wakes the watches of the connection's channels with Reconnected, tells the users'
+// observers why (cause, unless something closed the connection on purpose: a failed send, the probe's verdict),
+// and opens a new connection subscribed to every channel that has watches, after waiting backoff. It returns nil
+// once the connection is retired or the Watcher closed.
+func (c *conn) reconnect(ps *redis.PubSub, backoff time.Duration, cause error) *redis.PubSub {
 	w := c.w
 	w.mu.Lock()
-	_ = ps.Close()
+	_ = ps.Close() // dropped either way: its Close error says nothing more than cause
+	if c.broken != nil {
+		cause = c.broken
+	}
 	c.ps = nil
 	c.sent = nil
 	c.probe.out = nil
@@ -126,7 +150,9 @@ func (c *conn) reconnect(ps *redis.PubSub, backoff time.Duration) *redis.PubSub 
 			wt.deliver(Event{Kind: Reconnected})
 		}
 	}
+	observers := w.observersLocked()
 	w.mu.Unlock()
+	notify(observers, keyward.Reconnected, fmt.Errorf("keyspace: pub/sub connection to %s rebuilt: %w", c.name(), cause))
 
 	if backoff > 0 {
 		t := time.NewTimer(backoff)
@@ -138,7 +164,10 @@ func (c *conn) reconnect(ps *redis.PubSub, backoff time.Duration) *redis.PubSub 
 		}
 	}
 	// The server may be another one now (a failover) or have restarted: look at its notifications again.
-	flags, ok := w.detectNotifications(c.ctx, c.node)
+	flags, ok, problem := w.detectNotifications(c.ctx, c.node)
+	if problem != nil && c.ctx.Err() == nil {
+		w.emit(keyward.Error, problem)
+	}
 
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -161,7 +190,7 @@ func (c *conn) reconnect(ps *redis.PubSub, backoff time.Duration) *redis.PubSub 
 		}
 		chans = append(chans, ch)
 	}
-	if len(chans) > 0 && w.probing {
+	if len(chans) > 0 && w.probingLocked() {
 		chans = append([]*channel{c.probe.ch}, chans...)
 	}
 	if len(chans) > 0 {
@@ -299,8 +328,7 @@ func (c *conn) refuseLocked(ch *channel, err error) {
 	ch.latest = nil
 	switch ch.kind {
 	case probeChannel:
-		w.probing = false
-		c.probe.out = nil
+		c.probeRefusedLocked(err)
 	case keyspaceChannel:
 		w.noKeyspace = true
 		w.forgetLocked(ch)

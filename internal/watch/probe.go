@@ -1,10 +1,14 @@
-package keyspace
+package watch
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/keyward/keyward"
 )
 
 // The probe checks, end to end, the one property waiters need: the connection hears what is published where
@@ -64,10 +68,12 @@ func (w *Watcher) probeDeadline() time.Duration {
 	return max(8*w.interval(), time.Second)
 }
 
-// probeLoop probes the connection every interval until it is retired or the Watcher closed.
+// probeLoop probes the connection every interval until it is retired or the Watcher closed. It runs while the
+// probe is off too, doing nothing, since a user that attaches later may turn it on.
 func (c *conn) probeLoop() {
 	defer c.w.wg.Done()
-	t := time.NewTicker(c.w.interval())
+	every := c.w.interval()
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
@@ -75,6 +81,11 @@ func (c *conn) probeLoop() {
 			return
 		case <-t.C:
 			c.probeOnce()
+			c.w.flush()
+			if d := c.w.interval(); d != every {
+				every = d
+				t.Reset(d)
+			}
 		}
 	}
 }
@@ -84,7 +95,11 @@ func (c *conn) probeOnce() {
 	w := c.w
 	w.mu.Lock()
 	ps, ch := c.ps, c.probe.ch
-	if ps == nil || !w.probing || ch.state != active || c.count == 0 {
+	if ps != nil && w.probingLocked() && ch.state == unsubscribing && c.count > 0 {
+		// The probe was turned on (a user attached with WithProbe) while the connection had channels.
+		c.sendLocked("subscribe", ch)
+	}
+	if ps == nil || !w.probingLocked() || ch.state != active || c.count == 0 {
 		c.probe.out = nil // nothing to judge while there is nothing to hear
 		w.mu.Unlock()
 		return
@@ -112,8 +127,7 @@ func (c *conn) probeOnce() {
 	c.probe.answered++
 	switch {
 	case isNoPerm(err):
-		w.probing = false
-		c.probe.out = nil
+		c.probeRefusedLocked(err)
 	case err != nil:
 		c.probe.out = slices.DeleteFunc(c.probe.out, func(p sentProbe) bool { return p.seq == seq })
 	case n == 0 && w.trustCount:
@@ -159,10 +173,28 @@ func (c *conn) deafLocked(reason dropReason) {
 			c.probe.lostStreak = 0
 		}
 		if c.probe.lostStreak++; c.probe.lostStreak > 3 {
-			w.probing = false
+			w.probeOff = true
+			w.noteLocked(keyward.Error, errors.New("keyspace: probe turned off: no probe was heard on 4 pub/sub "+
+				"connections in a row, so it cannot tell a deaf connection here"))
 			return
 		}
 	}
 	c.probe.verdict = reason
-	_ = c.ps.Close()
+	why := errors.New("keyspace: deaf: a probe published where the locks live reached no subscriber " +
+		"(the subscription is on another server than the commands)")
+	if reason == droppedLost {
+		why = errors.New("keyspace: deaf: probes published where the locks live went unheard or out of order")
+	}
+	c.breakLocked(why)
+}
+
+// probeRefusedLocked turns the probe off for the Watcher: the server refused its channel or its PUBLISH (an ACL
+// user without permission for keyward:probe:*). Watching goes on; the observers hear it once.
+func (c *conn) probeRefusedLocked(err error) {
+	w := c.w
+	c.probe.out = nil
+	if !w.probeOff {
+		w.probeOff = true
+		w.noteLocked(keyward.Error, fmt.Errorf("keyspace: probe turned off: %w: %w", keyward.ErrNoPermission, err))
+	}
 }

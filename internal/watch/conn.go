@@ -1,4 +1,4 @@
-package keyspace
+package watch
 
 import (
 	"context"
@@ -77,9 +77,12 @@ type conn struct {
 	ps     *redis.PubSub // replaced only by the receive loop, when it reconnects; nil while it does
 	born   time.Time     // when ps was made
 	sent   []*command    // commands sent on ps whose replies are due, oldest first
+	broken error         // why ps was closed from outside the receive loop (a failed send, the probe's verdict)
 	notify notifyFlags   // what the server sends, as last detected
-	count  int           // channels of Watcher.channels on this connection
-	probe  probeState
+	// detecting is closed when the notifications asked for by a later user are detected; nil when none is due.
+	detecting chan struct{}
+	count     int // channels of Watcher.channels on this connection
+	probe     probeState
 }
 
 // newConnLocked opens a connection to node (lazily: go-redis dials on the first SUBSCRIBE) and starts its
@@ -89,12 +92,9 @@ func (w *Watcher) newConnLocked(addr string, node redis.UniversalClient, flags n
 	c := &conn{w: w, addr: addr, node: node, ctx: ctx, retire: retire, notify: flags}
 	ps := c.openLocked()
 	w.conns[addr] = c
-	w.wg.Add(1)
+	w.wg.Add(2)
 	go c.receive(ps)
-	if w.cfg.probe > 0 {
-		w.wg.Add(1)
-		go c.probeLoop()
-	}
+	go c.probeLoop() // idle while the probe is off: a user may turn it on later
 	return c
 }
 
@@ -105,6 +105,7 @@ func (c *conn) openLocked() *redis.PubSub {
 	c.ps = c.node.Subscribe(c.ctx)
 	c.born = time.Now()
 	c.sent = nil
+	c.broken = nil
 	c.probe = probeState{
 		ch: &channel{
 			name: fmt.Sprintf("keyward:probe:%s:%d", w.id, w.conngen), kind: probeChannel, conn: c,
@@ -121,7 +122,7 @@ func (c *conn) openLocked() *redis.PubSub {
 // write, as without a probe.
 func (c *conn) gainLocked() []*channel {
 	c.count++
-	if c.w.probing && c.probe.ch.state == unsubscribing {
+	if c.w.probingLocked() && c.probe.ch.state == unsubscribing {
 		return []*channel{c.probe.ch}
 	}
 	return nil
@@ -212,7 +213,7 @@ func (c *conn) writeLocked(name string, channels []string) *command {
 	if c.ps == nil {
 		return nil // reconnecting: the new connection subscribes every channel that has watches
 	}
-	ctx, cancel := context.WithTimeout(c.ctx, c.w.cfg.healthCheck)
+	ctx, cancel := context.WithTimeout(c.ctx, c.w.config().healthCheck)
 	defer cancel()
 	var err error
 	switch name {
@@ -224,7 +225,7 @@ func (c *conn) writeLocked(name string, channels []string) *command {
 		err = c.ps.Ping(ctx)
 	}
 	if err != nil {
-		_ = c.ps.Close()
+		c.breakLocked(fmt.Errorf("keyspace: %s: %w", name, err))
 		return nil
 	}
 	cmd := &command{name: name, channels: slices.Clone(channels)}
@@ -248,4 +249,21 @@ func (w *Watcher) moveLocked(c *channel, to *conn) {
 		wt.deliver(Event{Kind: Reconnected})
 	}
 	to.sendLocked("subscribe", append(to.gainLocked(), c)...)
+}
+
+// breakLocked closes the connection for why: the receive loop's read fails, and it reconnects, reporting why.
+// The error of the Close itself says nothing more (the connection is dropped either way).
+func (c *conn) breakLocked(why error) {
+	if c.broken == nil {
+		c.broken = why
+	}
+	_ = c.ps.Close()
+}
+
+// name names the connection's server in errors.
+func (c *conn) name() string {
+	if c.addr != "" {
+		return c.addr
+	}
+	return nodeName(c.node)
 }

@@ -1,4 +1,4 @@
-package keyspace_test
+package watch_test
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/keyward/keyward"
-	"github.com/keyward/keyward/keyspace"
+	"github.com/keyward/keyward/internal/watch"
 )
 
 // New takes the client without returning an error; a nil client, or an interface holding a nil one, used to
@@ -22,7 +22,7 @@ func TestWatchWithNilClient(t *testing.T) {
 		"typed nil ring":    (*redis.Ring)(nil),
 	} {
 		t.Run(name, func(t *testing.T) {
-			w := keyspace.New(rdb)
+			w := watch.New(rdb)
 			for range 2 {
 				wt, err := w.Watch(context.Background(), "job")
 				require.ErrorIs(t, err, keyward.ErrInvalid)

@@ -1,12 +1,14 @@
-package keyspace
+package watch
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/keys"
 )
 
@@ -26,7 +28,8 @@ import (
 // followSlots runs checkSlots every interval until the Watcher is closed.
 func (w *Watcher) followSlots() {
 	defer w.wg.Done()
-	t := time.NewTicker(w.interval())
+	every := w.interval()
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
@@ -34,6 +37,11 @@ func (w *Watcher) followSlots() {
 			return
 		case <-t.C:
 			w.checkSlots()
+			w.flush()
+			if d := w.interval(); d != every {
+				every = d
+				t.Reset(d)
+			}
 		}
 	}
 }
@@ -52,7 +60,7 @@ func (w *Watcher) checkSlots() {
 		return
 	}
 
-	ctx, cancel := context.WithTimeout(w.ctx, w.cfg.healthCheck)
+	ctx, cancel := context.WithTimeout(w.ctx, w.config().healthCheck)
 	defer cancel()
 	// ForEachMaster reloads the cluster's slot map (CLUSTER SLOTS) before it runs.
 	var mu sync.Mutex
@@ -84,12 +92,18 @@ func (w *Watcher) checkSlots() {
 	if w.closed {
 		return
 	}
+	moved := 0
 	for _, c := range w.channels {
 		to := target[keys.Slot(c.key)]
 		if to == nil || to == c.conn || len(c.watches) == 0 || w.conns[to.addr] != to {
 			continue
 		}
 		w.moveLocked(c, to)
+		moved++
+	}
+	if moved > 0 {
+		w.noteLocked(keyward.Reconnected, fmt.Errorf("keyspace: %d watched channels moved to the master that "+
+			"serves their slot now", moved))
 	}
 	for addr, cn := range w.conns {
 		if cn.count == 0 && !masters[addr] {
@@ -100,7 +114,8 @@ func (w *Watcher) checkSlots() {
 	}
 }
 
-// closeLocked retires the connection: its goroutines return.
+// closeLocked retires the connection, which has no channel left: its goroutines return. The error of the Close
+// itself is of no use to anyone (nothing is watched on it).
 func (c *conn) closeLocked() {
 	c.retire()
 	if c.ps != nil {

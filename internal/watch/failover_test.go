@@ -1,4 +1,4 @@
-package keyspace_test
+package watch_test
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 
 	"github.com/keyward/keyward/internal/keys"
 	"github.com/keyward/keyward/internal/redistest"
-	"github.com/keyward/keyward/keyspace"
+	"github.com/keyward/keyward/internal/watch"
 )
 
 // pubsubClients returns how many pub/sub connections srv has.
@@ -41,8 +41,8 @@ func TestSentinelFailover(t *testing.T) {
 	g := redistest.StartSentinel(t)
 	rdb := g.Client(t)
 	ctx := context.Background()
-	w := newWatcher(t, rdb, keyspace.WithNotifications())
-	wt := watch(t, w, "job")
+	w := newWatcher(t, rdb, watch.WithNotifications())
+	wt := mustWatch(t, w, "job")
 	old := g.Master()
 	require.Equal(t, int64(1), numSub(t, old, keys.For("job").Channel))
 
@@ -88,20 +88,20 @@ func TestSentinelFailover(t *testing.T) {
 	require.NoError(t, publisher.Ping(ctx).Err())
 	sent := time.Now()
 	require.NoError(t, publisher.Publish(ctx, keys.For("job").Channel, "after").Err())
-	e := nextKind(t, wt, keyspace.Released)
+	e := nextKind(t, wt, watch.Released)
 	t.Logf("a release on the new master heard %v after it was published", time.Since(sent))
 	assert.Equal(t, "after", e.Payload)
 
 	require.NoError(t, rdb.Set(ctx, "job", "someone", 0).Err())
 	require.NoError(t, rdb.Del(ctx, "job").Err()) // another tool deletes the key, on the new master
-	nextKind(t, wt, keyspace.Deleted)
+	nextKind(t, wt, watch.Deleted)
 }
 
 // reconnectedAt waits (at most d) for wt's next Reconnected event and returns when it came, or the zero time.
 // Unlike nextKind it may run on another goroutine than the test's. Like it, it keeps the events after the one it
 // returns: the drop and the resubscription may come in one batch.
-func reconnectedAt(wt *keyspace.Watch, d time.Duration) time.Time {
-	if _, ok := awaitKind(wt, keyspace.Reconnected, time.After(d)); !ok {
+func reconnectedAt(wt *watch.Watch, d time.Duration) time.Time {
+	if _, ok := awaitKind(wt, watch.Reconnected, time.After(d)); !ok {
 		return time.Time{}
 	}
 	return time.Now()
@@ -116,10 +116,10 @@ func TestClusterNotificationsFromEveryMaster(t *testing.T) {
 	for _, tt := range []struct {
 		name   string
 		server []redistest.Option
-		opts   []keyspace.Option
+		opts   []watch.Option
 	}{
 		{"notifications on at every node", []redistest.Option{redistest.WithNotify("Kgxe")}, nil},
-		{"WithNotifications", nil, []keyspace.Option{keyspace.WithNotifications()}},
+		{"WithNotifications", nil, []watch.Option{watch.WithNotifications()}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			c := redistest.StartCluster(t, tt.server...)
@@ -136,9 +136,9 @@ func TestClusterNotificationsFromEveryMaster(t *testing.T) {
 					byMaster[m] = key
 				}
 			}
-			watches := map[string]*keyspace.Watch{}
+			watches := map[string]*watch.Watch{}
 			for _, key := range byMaster {
-				watches[key] = watch(t, w, key)
+				watches[key] = mustWatch(t, w, key)
 			}
 			assert.True(t, w.KeyEvents())
 			for _, m := range masters {
@@ -147,7 +147,7 @@ func TestClusterNotificationsFromEveryMaster(t *testing.T) {
 			for key, wt := range watches {
 				require.NoError(t, cc.Set(ctx, key, "someone", 0).Err())
 				require.NoError(t, cc.Del(ctx, key).Err()) // another tool deletes the key
-				nextKind(t, wt, keyspace.Deleted)
+				nextKind(t, wt, watch.Deleted)
 			}
 
 			key := byMaster[masters[0].Addr()]
@@ -168,7 +168,7 @@ func TestClusterNotificationsFromEveryMaster(t *testing.T) {
 				"began, subscribed on the new master %v later", returned.Sub(start), moved.Sub(start), resubscribed.Sub(moved))
 			require.NoError(t, cc.Set(ctx, key, "someone", 0).Err())
 			require.NoError(t, cc.Del(ctx, key).Err())
-			nextKind(t, wt, keyspace.Deleted)
+			nextKind(t, wt, watch.Deleted)
 			assert.Equal(t, 1, pubsubClients(t, promoted), "one pub/sub connection to the new master")
 			assert.Zero(t, pubsubClients(t, old), "none to the old one, a replica now")
 		})

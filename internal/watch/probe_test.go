@@ -1,4 +1,4 @@
-package keyspace_test
+package watch_test
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 
 	"github.com/keyward/keyward/internal/keys"
 	"github.com/keyward/keyward/internal/redistest"
-	"github.com/keyward/keyward/keyspace"
+	"github.com/keyward/keyward/internal/watch"
 )
 
 // miniBubble starts n miniredis servers in the current synctest bubble, with a client for each; both are closed
@@ -38,7 +38,7 @@ func miniBubble(t *testing.T, n int) ([]*miniredis.Miniredis, []*redis.Client) {
 }
 
 // quiet asserts that wt gets no event for d (on the bubble's clock).
-func quiet(t *testing.T, wt *keyspace.Watch, d time.Duration) {
+func quiet(t *testing.T, wt *watch.Watch, d time.Duration) {
 	t.Helper()
 	select {
 	case <-wt.Ready():
@@ -48,10 +48,10 @@ func quiet(t *testing.T, wt *keyspace.Watch, d time.Duration) {
 }
 
 // count returns how many events of kind k wt gets within d (on the bubble's clock).
-func count(wt *keyspace.Watch, k keyspace.Kind, d time.Duration) int {
+func count(wt *watch.Watch, k watch.Kind, d time.Duration) int {
 	n := 0
 	if ev, ok := leftover.LoadAndDelete(wt); ok {
-		for _, e := range ev.([]keyspace.Event) {
+		for _, e := range ev.([]watch.Event) {
 			if e.Kind == k {
 				n++
 			}
@@ -118,20 +118,20 @@ func TestProbeFindsASubscriptionLeftOnTheOldPrimary(t *testing.T) {
 		f := &failover{to: ms[1], via: newPrimary}
 		rdb.AddHook(f)
 		w := newWatcher(t, rdb)
-		wt := watch(t, w, "job")
+		wt := mustWatch(t, w, "job")
 		quiet(t, wt, time.Minute+time.Millisecond) // the probe finds nothing wrong while nothing is; then it just ran
 
 		f.switched.Store(true)
 		start := time.Now()
-		nextKind(t, wt, keyspace.Reconnected)
+		nextKind(t, wt, watch.Reconnected)
 		found := time.Since(start)
-		assert.LessOrEqual(t, found, keyspace.DefaultProbe, "found at the first probe after the switch")
-		nextKind(t, wt, keyspace.Reconnected) // subscribed on the new primary
+		assert.LessOrEqual(t, found, watch.DefaultProbe, "found at the first probe after the switch")
+		nextKind(t, wt, watch.Reconnected) // subscribed on the new primary
 		t.Logf("deaf connection found %v after the switch", found)
 
 		require.NoError(t, newPrimary.Publish(context.Background(), keys.For("job").Channel, "after").Err())
-		assert.Equal(t, "after", nextKind(t, wt, keyspace.Released).Payload)
-		assert.Zero(t, count(wt, keyspace.Reconnected, time.Minute), "and it stays there")
+		assert.Equal(t, "after", nextKind(t, wt, watch.Released).Payload)
+		assert.Zero(t, count(wt, watch.Reconnected, time.Minute), "and it stays there")
 	})
 }
 
@@ -141,8 +141,8 @@ func TestWithoutProbeTheOldPrimaryKeepsTheWaiterDeaf(t *testing.T) {
 		rdb, newPrimary := cs[0], cs[1]
 		f := &failover{to: ms[1], via: newPrimary}
 		rdb.AddHook(f)
-		w := newWatcher(t, rdb, keyspace.WithProbe(-1))
-		wt := watch(t, w, "job")
+		w := newWatcher(t, rdb, watch.WithProbe(-1))
+		wt := mustWatch(t, w, "job")
 		f.switched.Store(true)
 		require.NoError(t, newPrimary.Publish(context.Background(), keys.For("job").Channel, "after").Err())
 		quiet(t, wt, time.Minute) // what the probe is for
@@ -179,10 +179,10 @@ func TestProbeOnlyWhileSubscribed(t *testing.T) {
 		}}
 		rdb.AddHook(h)
 		w := newWatcher(t, rdb)
-		wt := watch(t, w, "job")
+		wt := mustWatch(t, w, "job")
 		time.Sleep(time.Minute)
 		sent := h.sent.Load()
-		assert.InDelta(t, int64(time.Minute/keyspace.DefaultProbe), sent, 2, "a probe every interval")
+		assert.InDelta(t, int64(time.Minute/watch.DefaultProbe), sent, 2, "a probe every interval")
 		assert.Len(t, ms[0].PubSubChannels(""), 2, "the key's channel and the probe's")
 
 		wt.Close()
@@ -206,13 +206,13 @@ func TestProbeNeverHeard(t *testing.T) {
 			return nil
 		}})
 		w := newWatcher(t, rdb)
-		wt := watch(t, w, "job")
+		wt := mustWatch(t, w, "job")
 		start := time.Now()
-		nextKind(t, wt, keyspace.Reconnected)
-		assert.LessOrEqual(t, time.Since(start), 2*time.Second+2*keyspace.DefaultProbe, "within the probe deadline")
-		assert.Equal(t, 5, count(wt, keyspace.Reconnected, 10*time.Minute), "three rebuilds, two events each")
+		nextKind(t, wt, watch.Reconnected)
+		assert.LessOrEqual(t, time.Since(start), 2*time.Second+2*watch.DefaultProbe, "within the probe deadline")
+		assert.Equal(t, 5, count(wt, watch.Reconnected, 10*time.Minute), "three rebuilds, two events each")
 		require.NoError(t, rdb.Publish(context.Background(), keys.For("job").Channel, "still").Err())
-		assert.Equal(t, "still", nextKind(t, wt, keyspace.Released).Payload)
+		assert.Equal(t, "still", nextKind(t, wt, watch.Released).Payload)
 	})
 }
 
@@ -228,10 +228,10 @@ func TestProbeCountThatLies(t *testing.T) {
 			return err
 		}})
 		w := newWatcher(t, rdb)
-		wt := watch(t, w, "job")
-		assert.Equal(t, 2, count(wt, keyspace.Reconnected, 10*time.Minute), "one rebuild")
+		wt := mustWatch(t, w, "job")
+		assert.Equal(t, 2, count(wt, watch.Reconnected, 10*time.Minute), "one rebuild")
 		require.NoError(t, rdb.Publish(context.Background(), keys.For("job").Channel, "still").Err())
-		assert.Equal(t, "still", nextKind(t, wt, keyspace.Released).Payload)
+		assert.Equal(t, "still", nextKind(t, wt, watch.Released).Payload)
 	})
 }
 
@@ -254,10 +254,10 @@ func TestProbeRefused(t *testing.T) {
 		}}
 		rdb.AddHook(h)
 		w := newWatcher(t, rdb)
-		wt := watch(t, w, "job")
+		wt := mustWatch(t, w, "job")
 		quiet(t, wt, time.Minute)
 		assert.Equal(t, int64(1), h.sent.Load(), "one probe, refused")
 		require.NoError(t, rdb.Publish(context.Background(), keys.For("job").Channel, "still").Err())
-		assert.Equal(t, "still", nextKind(t, wt, keyspace.Released).Payload)
+		assert.Equal(t, "still", nextKind(t, wt, watch.Released).Payload)
 	})
 }

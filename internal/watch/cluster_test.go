@@ -1,4 +1,4 @@
-package keyspace_test
+package watch_test
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 
 	"github.com/keyward/keyward/internal/keys"
 	"github.com/keyward/keyward/internal/redistest"
-	"github.com/keyward/keyward/keyspace"
+	"github.com/keyward/keyward/internal/watch"
 )
 
 // fakeCluster is a cluster client over miniredis servers in a synctest bubble, with a slot map the test sets.
@@ -104,33 +104,33 @@ func TestClusterChannelsFollowTheirSlot(t *testing.T) {
 		f.give("a", 0)
 		f.give("b", 1)
 		w := newWatcher(t, f.cc)
-		a := watch(t, w, "a")
-		b := watch(t, w, "b")
-		a2 := watch(t, w, "{a}:2") // same slot, same connection
+		a := mustWatch(t, w, "a")
+		b := mustWatch(t, w, "b")
+		a2 := mustWatch(t, w, "{a}:2") // same slot, same connection
 		synctest.Wait()
 		assert.Len(t, f.node(0).PubSubChannels("{a}*"), 2, "a's channels on master 0")
 		assert.Len(t, f.node(1).PubSubChannels("{b}*"), 1, "b's on master 1")
 		assert.Empty(t, f.node(2).PubSubChannels(""), "nothing on master 2")
 
 		f.publish(t, 0, "a", "on 0")
-		assert.Equal(t, "on 0", nextKind(t, a, keyspace.Released).Payload)
+		assert.Equal(t, "on 0", nextKind(t, a, watch.Released).Payload)
 		f.publish(t, 1, "b", "on 1")
-		assert.Equal(t, "on 1", nextKind(t, b, keyspace.Released).Payload)
+		assert.Equal(t, "on 1", nextKind(t, b, watch.Released).Payload)
 
 		conns := f.node(0).CurrentConnectionCount()
 		f.give("a", 2) // a's slot fails over to master 2, and master 0 serves no slot any more
 		start := time.Now()
-		nextKind(t, a, keyspace.Reconnected)
+		nextKind(t, a, watch.Reconnected)
 		t.Logf("moved %v after the slot map changed", time.Since(start))
-		assert.LessOrEqual(t, time.Since(start), keyspace.DefaultProbe, "within a probe interval")
-		nextKind(t, a, keyspace.Reconnected) // subscribed on master 2
-		nextKind(t, a2, keyspace.Reconnected)
-		nextKind(t, a2, keyspace.Reconnected)
+		assert.LessOrEqual(t, time.Since(start), watch.DefaultProbe, "within a probe interval")
+		nextKind(t, a, watch.Reconnected) // subscribed on master 2
+		nextKind(t, a2, watch.Reconnected)
+		nextKind(t, a2, watch.Reconnected)
 		f.publish(t, 2, "a", "on 2")
-		assert.Equal(t, "on 2", nextKind(t, a, keyspace.Released).Payload)
+		assert.Equal(t, "on 2", nextKind(t, a, watch.Released).Payload)
 		synctest.Wait()
 		assert.Empty(t, f.node(0).PubSubChannels(""))
 		assert.Equal(t, conns-1, f.node(0).CurrentConnectionCount(), "the pub/sub connection to master 0 closed")
-		assert.Zero(t, count(b, keyspace.Reconnected, time.Minute), "b did not move")
+		assert.Zero(t, count(b, watch.Reconnected, time.Minute), "b did not move")
 	})
 }

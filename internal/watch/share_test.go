@@ -1,0 +1,275 @@
+package watch_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/keys"
+	"github.com/keyward/keyward/internal/redistest"
+	"github.com/keyward/keyward/internal/watch"
+)
+
+// recorder is an Observer that passes every event on a channel, for the test to wait on.
+type recorder chan keyward.Event
+
+func newRecorder() recorder { return make(recorder, 64) }
+
+func (r recorder) Observe(_ context.Context, e keyward.Event) {
+	select {
+	case r <- e:
+	default: // a test that stops listening must not block the Watcher
+	}
+}
+
+// next waits (at most 10 s) for an event of kind k, skipping others.
+func (r recorder) next(t *testing.T, k keyward.EventKind) keyward.Event {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case e := <-r:
+			if e.Kind == k {
+				return e
+			}
+		case <-deadline:
+			t.Fatalf("no %v event within 10s", k)
+		}
+	}
+}
+
+// none fails when an event of kind k is pending.
+func (r recorder) none(t *testing.T, k keyward.EventKind) {
+	t.Helper()
+	for {
+		select {
+		case e := <-r:
+			assert.NotEqual(t, k, e.Kind, "unexpected event %+v", e)
+		default:
+			return
+		}
+	}
+}
+
+func attach(t *testing.T, rdb redis.UniversalClient, o keyward.Observer, opts ...watch.Option) *watch.Handle {
+	h := watch.Attach(rdb, o, opts...)
+	t.Cleanup(func() { assert.NoError(t, h.Close()) })
+	return h
+}
+
+func handleWatch(t *testing.T, h *watch.Handle, key string) *watch.Watch {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	wt, err := h.Watch(ctx, key)
+	require.NoError(t, err)
+	t.Cleanup(wt.Close)
+	return wt
+}
+
+// pubsubConnections counts the server's pub/sub connections (CLIENT LIST TYPE pubsub).
+func pubsubConnections(t *testing.T, admin *redis.Client) int {
+	t.Helper()
+	list, err := admin.Do(context.Background(), "CLIENT", "LIST", "TYPE", "pubsub").Text()
+	require.NoError(t, err)
+	return strings.Count(list, "id=")
+}
+
+// Every user of one client shares one Watcher, hence one pub/sub connection; users of another client, even to the
+// same server, have their own.
+func TestUsersOfOneClientShareOneConnection(t *testing.T) {
+	srv := redistest.Start(t)
+	admin, rdb, other := srv.Client(t), srv.Client(t), srv.Client(t)
+	a, b := attach(t, rdb, nil), attach(t, rdb, nil)
+	require.Same(t, a.Watcher(), b.Watcher())
+	require.Same(t, a.Watcher(), watch.Shared(rdb))
+	handleWatch(t, a, "job")
+	handleWatch(t, b, "job")
+	handleWatch(t, b, "other")
+	assert.Equal(t, 1, pubsubConnections(t, admin))
+	ctx := context.Background()
+	ch := keys.For("job").Channel
+	assert.Equal(t, map[string]int64{ch: 1}, admin.PubSubNumSub(ctx, ch).Val(), "one subscription for both users")
+
+	c := attach(t, other, nil)
+	assert.NotSame(t, a.Watcher(), c.Watcher())
+	handleWatch(t, c, "job")
+	assert.Equal(t, 2, pubsubConnections(t, admin))
+}
+
+// Closing one user ends its watches (they hear Closed, with an error matching keyward.ErrClosed) and only those:
+// the other user's watch of the same key keeps its subscription and hears the next release.
+func TestClosingOneUserLeavesTheOthers(t *testing.T) {
+	srv := redistest.Start(t)
+	admin, rdb := srv.Client(t), srv.Client(t)
+	ctx := context.Background()
+	a := watch.Attach(rdb, nil)
+	b := attach(t, rdb, nil)
+	wa := handleWatch(t, a, "job")
+	wb := handleWatch(t, b, "job")
+
+	require.NoError(t, a.Close())
+	nextKind(t, wa, watch.Closed)
+	assert.ErrorIs(t, wa.Err(), keyward.ErrClosed)
+	assert.Contains(t, wa.Err().Error(), `"job"`, "the error names the key")
+	_, err := a.Watch(ctx, "job")
+	assert.ErrorIs(t, err, keyward.ErrClosed, "no watch after Close")
+	require.NoError(t, a.Close(), "a second Close is a no-op")
+
+	handleWatch(t, b, "sync") // confirmed after anything the Close sent on the connection
+	ch := keys.For("job").Channel
+	assert.Equal(t, map[string]int64{ch: 1}, admin.PubSubNumSub(ctx, ch).Val(), "b still watches")
+	require.NoError(t, admin.Publish(ctx, ch, "x").Err())
+	assert.Equal(t, "x", nextKind(t, wb, watch.Released).Payload)
+	require.NoError(t, wb.Err())
+}
+
+// The last user's Close closes the Watcher (goleak checks that no goroutine survives); the next user gets a new
+// one, which works.
+func TestLastCloseClosesTheWatcher(t *testing.T) {
+	srv := redistest.Start(t)
+	admin, rdb := srv.Client(t), srv.Client(t)
+	a, b := watch.Attach(rdb, nil), watch.Attach(rdb, nil)
+	first := a.Watcher()
+	handleWatch(t, a, "job")
+	require.NoError(t, a.Close())
+	assert.Same(t, first, watch.Shared(rdb), "b still uses it")
+	require.NoError(t, b.Close())
+	assert.Nil(t, watch.Shared(rdb))
+
+	c := attach(t, rdb, nil)
+	assert.NotSame(t, first, c.Watcher())
+	wt := handleWatch(t, c, "job")
+	require.NoError(t, admin.Publish(context.Background(), keys.For("job").Channel, "y").Err())
+	nextKind(t, wt, watch.Released)
+}
+
+// A Close of a user while its Watch waits for the confirmation makes that Watch return an ErrClosed error.
+func TestCloseDuringWatch(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	other := attach(t, rdb, nil)
+	handleWatch(t, other, "warm") // connected
+	h := watch.Attach(rdb, nil)
+	srv.Pause(t) // the SUBSCRIBE will not be confirmed
+	errc := make(chan error, 1)
+	go func() {
+		_, err := h.Watch(context.Background(), "job")
+		errc <- err
+	}()
+	require.NoError(t, h.Close())
+	select {
+	case err := <-errc:
+		assert.ErrorIs(t, err, keyward.ErrClosed)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Watch did not return after Close")
+	}
+	srv.Resume(t)
+}
+
+// Each open user's observer hears the connection rebuilt, with Source "keyspace" and why; a closed user's hears
+// nothing.
+func TestObserversHearReconnected(t *testing.T) {
+	srv := redistest.Start(t)
+	admin, rdb := srv.Client(t), srv.Client(t)
+	ra, rb, rc := newRecorder(), newRecorder(), newRecorder()
+	a, b := attach(t, rdb, ra), attach(t, rdb, rb)
+	attach(t, rdb, nil) // a user without an observer
+	c := watch.Attach(rdb, rc)
+	wt := handleWatch(t, a, "job")
+	handleWatch(t, b, "other")
+	require.NoError(t, c.Close())
+
+	require.NoError(t, admin.Do(context.Background(), "CLIENT", "KILL", "TYPE", "pubsub").Err())
+	for _, r := range []recorder{ra, rb} {
+		e := r.next(t, keyward.Reconnected)
+		assert.Equal(t, watch.Source, e.Source)
+		assert.Empty(t, e.Key)
+		assert.Error(t, e.Err, "why the connection was rebuilt")
+		assert.Contains(t, e.Err.Error(), srv.Addr(), "names the server")
+	}
+	nextKind(t, wt, watch.Reconnected)
+	nextKind(t, wt, watch.Reconnected) // subscribed again
+	rc.none(t, keyward.Reconnected)
+}
+
+// The background problems a Watcher used to drop reach the observers as Error events: notifications asked for on
+// a server that refuses CONFIG, and a probe refused for lack of permission.
+func TestObserversHearBackgroundErrors(t *testing.T) {
+	t.Run("notifications refused", func(t *testing.T) {
+		_, mini := redistest.Miniredis(t) // no CONFIG command at all
+		r := newRecorder()
+		h := attach(t, mini, r, watch.WithNotifications())
+		handleWatch(t, h, "job")
+		e := r.next(t, keyward.Error)
+		assert.Equal(t, watch.Source, e.Source)
+		assert.ErrorContains(t, e.Err, "notify-keyspace-events")
+	})
+	t.Run("probe refused", func(t *testing.T) {
+		srv := redistest.Start(t)
+		rdb := aclUser(t, srv, "releases", "&*:released")
+		r := newRecorder()
+		h := attach(t, rdb, r)
+		handleWatch(t, h, "job")
+		e := r.next(t, keyward.Error)
+		assert.ErrorIs(t, e.Err, keyward.ErrNoPermission)
+		assert.ErrorContains(t, e.Err, "probe")
+	})
+}
+
+// A user that asks for notifications while the connection is open turns them on for every user of the client;
+// when it closes, its preference no longer counts (the server's setting stays: it is the server's).
+func TestPreferencesOfALaterUser(t *testing.T) {
+	srv := redistest.Start(t) // notify-keyspace-events ""
+	admin, rdb := srv.Client(t), srv.Client(t)
+	ctx := context.Background()
+	a := attach(t, rdb, nil)
+	handleWatch(t, a, "warm")
+	assert.False(t, a.KeyEvents())
+
+	b := watch.Attach(rdb, nil, watch.WithNotifications(), watch.WithHealthCheck(time.Second))
+	on, hc, _ := a.Watcher().Settings()
+	assert.True(t, on)
+	assert.Equal(t, time.Second, hc)
+	// The connection already open learns of the notifications it now has, before the next watch begins.
+	wt := handleWatch(t, a, "job")
+	assert.True(t, a.KeyEvents())
+	require.NoError(t, admin.Set(ctx, "job", "x", 0).Err())
+	require.NoError(t, admin.Del(ctx, "job").Err())
+	nextKind(t, wt, watch.Deleted)
+
+	require.NoError(t, b.Close())
+	on, hc, _ = a.Watcher().Settings()
+	assert.False(t, on)
+	assert.Equal(t, watch.DefaultHealthCheck, hc)
+}
+
+// A client that cannot be a map key gets a Watcher of its own instead of a panic; a nil one, an ErrInvalid error.
+func TestAttachUnsharableClients(t *testing.T) {
+	_, mini := redistest.Miniredis(t)
+	u := uncomparable{Client: mini}
+	h := attach(t, u, nil)
+	assert.Nil(t, watch.Shared(u.Client))
+	wt := handleWatch(t, h, "job")
+	require.NoError(t, mini.Publish(context.Background(), keys.For("job").Channel, "z").Err())
+	nextKind(t, wt, watch.Released)
+
+	for _, rdb := range []redis.UniversalClient{nil, (*redis.Client)(nil)} {
+		h := watch.Attach(rdb, nil)
+		_, err := h.Watch(context.Background(), "job")
+		assert.ErrorIs(t, err, keyward.ErrInvalid)
+		assert.NoError(t, h.Close())
+	}
+}
+
+// uncomparable is a user's own UniversalClient that cannot be compared (it holds a slice).
+type uncomparable struct {
+	*redis.Client
+	_ []int
+}
