@@ -23,7 +23,7 @@ const Prefix = "app:"
 
 // Lock is the rule for lock.Client: TryObtain, Obtain (waiting in line, hand-over), Release, Refresh, TTL,
 // Guard (WATCH/MULTI/EXEC/UNWATCH and the GET of the lock key; add the commands and keys of your own guarded
-// writes), and the keyspace.Watcher its waiters use (SUBSCRIBE, UNSUBSCRIBE, PING; PUBLISH on keyward:probe:*
+// writes), and the pub/sub connection its waiters share (SUBSCRIBE, UNSUBSCRIBE, PING; PUBLISH on keyward:probe:*
 // for the probe).
 const Lock = "reset on >secret ~app:* ~{app:* &{app:*:released &keyward:probe:* " +
 	"+evalsha +eval +get +set +del +pexpire +pttl +time +zadd +zrem +zscore +zcard +zpopmin " +
