@@ -321,6 +321,14 @@ func (w *Watcher) watch(ctx context.Context, key string, h *Handle, channel bool
 	if w.invalid != nil {
 		return nil, w.invalid
 	}
+	if h != nil {
+		w.mu.Lock()
+		closed := h.closed
+		w.mu.Unlock()
+		if closed {
+			return nil, closedErr(key)
+		}
+	}
 	if err := w.start(ctx); err != nil {
 		return nil, closedOr(err, key)
 	}
