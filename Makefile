@@ -8,7 +8,7 @@ PKGS := ./...
 ## (installs redis-server, and iptables for real partitions, when missing)
 test: deps lint
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
-	cd internal/chaos && $(GO) test -race -count=1 -timeout 10m ./...
+	cd chaos && $(GO) test -race -count=1 -timeout 10m ./...
 
 ## demo: the main job on an embedded Redis (nothing to install)
 demo:
@@ -27,7 +27,7 @@ bench-go: deps
 
 ## chaos: the full fault schedule, with its verdict table
 chaos: deps
-	cd internal/chaos && KEYWARD_CHAOS=full $(GO) test -count=1 -v -run '^TestChaos$$' -timeout 10m .
+	cd chaos && KEYWARD_CHAOS=full $(GO) test -count=1 -v -run '^TestChaos$$' -timeout 10m .
 
 ## mutants: inject each bug of scripts/mutants/mutations.go into a copy of the project and report which test
 ## catches it, and how fast (not part of test: it takes long). MUTANTS_FLAGS='-run fence -j 2' selects and
@@ -42,7 +42,7 @@ lint: vet
 
 vet:
 	$(GO) vet $(PKGS)
-	cd internal/chaos && $(GO) vet ./...
+	cd chaos && $(GO) vet ./...
 	cd bench && $(GO) vet ./...
 
 deps:

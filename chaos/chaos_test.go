@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/keyward/keyward/internal/chaos"
+	"github.com/keyward/keyward/chaos"
 )
 
 // TestMain checks for leaked goroutines. toxiproxy's stub goroutines are ignored: when a proxy is stopped

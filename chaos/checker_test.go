@@ -6,7 +6,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 
-	"github.com/keyward/keyward/internal/chaos"
+	"github.com/keyward/keyward/chaos"
 )
 
 const ms = int64(time.Millisecond)

@@ -1,4 +1,4 @@
-module github.com/keyward/keyward/internal/chaos
+module github.com/keyward/keyward/chaos
 
 go 1.25.0
 
@@ -34,4 +34,4 @@ require (
 	gopkg.in/tomb.v1 v1.0.0-20141024135613-dd632973f1e7 // indirect
 )
 
-replace github.com/keyward/keyward => ../..
+replace github.com/keyward/keyward => ../
