@@ -6,16 +6,16 @@ import (
 	"fmt"
 	"os"
 
-	"golang.org/x/sys/unix"
+	"github.com/keyward/keyward/internal/redistest"
 )
 
 // Mono returns the CLOCK_MONOTONIC reading in nanoseconds. Readings of different processes on one host compare.
 func Mono() int64 {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+	d, err := redistest.Monotonic()
+	if err != nil {
 		panic(fmt.Sprintf("chaos: clock_gettime(CLOCK_MONOTONIC): %v", err)) // cannot fail on Linux
 	}
-	return ts.Nano()
+	return int64(d)
 }
 
 // Outcomes of an acquire attempt (Record.Outcome).
