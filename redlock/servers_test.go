@@ -8,9 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-redsync/redsync/v4"
-	redsyncredis "github.com/go-redsync/redsync/v4/redis"
-	"github.com/go-redsync/redsync/v4/redis/goredis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -194,34 +191,4 @@ func TestRestartedNode(t *testing.T) {
 		assert.Greater(t, second.Fence(), first.Fence(), "fences still grow: storage refuses the first holder")
 		require.NoError(t, second.Release(ctx))
 	})
-}
-
-// redsync and redlock use the same key, a random value and SET NX PX on each node: they exclude each other, so
-// services can move from one to the other replica by replica.
-func TestRedsyncAndRedlockExcludeEachOther(t *testing.T) {
-	_, clients := realNodes(t, 3)
-	ctx := context.Background()
-	var pools []redsyncredis.Pool
-	for _, c := range clients {
-		pools = append(pools, goredis.NewPool(c))
-	}
-	rs := redsync.New(pools...)
-	locks := newClient(t, universal(clients))
-
-	mutex := rs.NewMutex("shared", redsync.WithExpiry(10*time.Second), redsync.WithTries(1))
-	require.NoError(t, mutex.LockContext(ctx))
-	_, err := locks.TryObtain(ctx, "shared", 10*time.Second)
-	require.ErrorIs(t, err, redlock.ErrNotObtained, "redsync holds it")
-	ok, err := mutex.UnlockContext(ctx)
-	require.NoError(t, err)
-	require.True(t, ok)
-
-	l, err := locks.TryObtain(ctx, "shared", 10*time.Second)
-	require.NoError(t, err)
-	other := rs.NewMutex("shared", redsync.WithExpiry(10*time.Second), redsync.WithTries(1))
-	require.Error(t, other.LockContext(ctx), "redlock holds it")
-	require.NoError(t, l.Release(ctx))
-	require.NoError(t, other.LockContext(ctx), "free again")
-	_, err = other.UnlockContext(ctx)
-	require.NoError(t, err)
 }

@@ -1,12 +1,16 @@
 package chaos_test
 
 import (
+	"io"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
-	"github.com/keyward/keyward/internal/chaos"
+	"github.com/keyward/keyward/chaos"
 )
 
 const ms = int64(time.Millisecond)
@@ -251,4 +255,60 @@ func TestCheckGoroutinesOfOneWorker(t *testing.T) {
 		Store: chaos.Store{Counter: 2, Log: []int64{10}}})
 	assert.Equal(t, 1, v.FenceViolations)
 	assert.Equal(t, chaos.NotLinear, v.Linearizable)
+}
+
+// Histories recorded by the rig (testdata/README.md) keep their verdicts: one from a fault-free phase, one from
+// the same phase with a bug injected in the acquire script.
+func TestRecordedHistories(t *testing.T) {
+	t.Run("linearizable", func(t *testing.T) {
+		h, err := chaos.ReadHistory("testdata/baseline.history.jsonl")
+		require.NoError(t, err)
+		require.Len(t, h.Records, 34)
+		v := chaos.Check(h)
+		assert.Equal(t, 27, v.Sections)
+		assert.Equal(t, v.Sections, v.Accepted, "every fenced write accepted")
+		for name, n := range map[string]int{
+			"overlaps": v.Overlaps, "validity overlaps": v.ValidityOverlaps, "lost updates": v.LostUpdates,
+			"stale writes accepted": v.StaleAccepted, "fence violations": v.FenceViolations,
+			"sections under an expired lock": v.SectionsExpired, "keys lost while valid": v.KeyLostWhileValid,
+			"errors": v.Errors,
+		} {
+			assert.Zero(t, n, name)
+		}
+		assert.Equal(t, chaos.Linear, v.Linearizable)
+	})
+	t.Run("not linearizable", func(t *testing.T) {
+		h, err := chaos.ReadHistory("testdata/acquire-ignores-holder.history.jsonl")
+		require.NoError(t, err)
+		require.Len(t, h.Records, 43)
+		v := chaos.Check(h)
+		assert.Positive(t, v.Overlaps)
+		assert.Positive(t, v.ValidityOverlaps)
+		assert.Positive(t, v.LostUpdates)
+		assert.Positive(t, v.FenceViolations)
+		assert.Equal(t, chaos.NotLinear, v.Linearizable, "two holders at once")
+	})
+}
+
+func TestHistoryRoundTrip(t *testing.T) {
+	h := chaos.History{
+		TTL:               250 * time.Millisecond,
+		Store:             chaos.Store{Counter: 2, Log: []int64{10, 20}},
+		Pauses:            []chaos.Pause{{PID: 42, Token: "t host=h pid=42", Stop: 5 * ms, Cont: 9 * ms}},
+		Resets:            []chaos.Span{{From: 30 * ms, To: 31 * ms}},
+		AmbiguousReleases: true,
+		Records: []chaos.Record{
+			section(0, 0, 0, 10*ms, 10, true),
+			section(1, 0, 12*ms, 20*ms, 20, true),
+		},
+	}
+	path := filepath.Join(t.TempDir(), "h.history.jsonl")
+	require.NoError(t, chaos.WriteHistory(path, h))
+	got, err := chaos.ReadHistory(path)
+	require.NoError(t, err)
+	assert.Equal(t, h, got)
+
+	require.NoError(t, os.WriteFile(path, nil, 0o644))
+	_, err = chaos.ReadHistory(path)
+	assert.ErrorIs(t, err, io.ErrUnexpectedEOF, "an empty file")
 }

@@ -9,36 +9,38 @@ import (
 // A Pause is one SIGSTOP of the process that held the lock.
 type Pause struct {
 	// PID is the paused worker process; Token the lock value read from the key just before the SIGSTOP.
-	PID   int
-	Token string
+	PID   int    `json:"pid"`
+	Token string `json:"token"`
 	// Stop is when the process was confirmed stopped, Cont when SIGCONT was sent (Mono readings).
-	Stop, Cont int64
+	Stop int64 `json:"stop"`
+	Cont int64 `json:"cont"`
 }
 
 // A Span is an interval of Mono readings during which a fault took effect, such as a server restarting empty.
 type Span struct {
 	// From and To bound the span.
-	From, To int64
+	From int64 `json:"from"`
+	To   int64 `json:"to"`
 }
 
 // History is everything a phase produced: the workers' records, the faults injected, and the storage at the end.
 type History struct {
 	// Records are the workers' records, merged.
-	Records []Record
+	Records []Record `json:"-"` // one per line after the rest (WriteHistory)
 	// Pauses are the SIGSTOPs of lock holders.
-	Pauses []Pause
+	Pauses []Pause `json:"pauses,omitempty"`
 	// Resets are the restarts that emptied the lock server: the key (and any holder's claim) vanished within
 	// each span.
-	Resets []Span
+	Resets []Span `json:"resets,omitempty"`
 	// TTL is the ttl the locks were taken with, unless a record says otherwise (Record.TTL).
-	TTL time.Duration
+	TTL time.Duration `json:"ttl"`
 	// Store is the storage server's state at the end.
-	Store Store
+	Store Store `json:"store"`
 	// AmbiguousReleases says that replies could be lost in this phase (reset connections, dropped replies):
 	// go-redis then retries a release that the server already ran, and the retry finds the key gone, so a
 	// release reported ErrNotHeld may have deleted the holder's own key. The porcupine model then takes such
 	// a release as one of unknown outcome.
-	AmbiguousReleases bool
+	AmbiguousReleases bool `json:"ambiguousReleases,omitempty"`
 }
 
 // A Verdict is what Check found in a History.

@@ -2,20 +2,22 @@ package chaos
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 
-	"golang.org/x/sys/unix"
+	"github.com/keyward/keyward/internal/redistest"
 )
 
 // Mono returns the CLOCK_MONOTONIC reading in nanoseconds. Readings of different processes on one host compare.
 func Mono() int64 {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+	d, err := redistest.Monotonic()
+	if err != nil {
 		panic(fmt.Sprintf("chaos: clock_gettime(CLOCK_MONOTONIC): %v", err)) // cannot fail on Linux
 	}
-	return ts.Nano()
+	return int64(d)
 }
 
 // Outcomes of an acquire attempt (Record.Outcome).
@@ -113,8 +115,7 @@ func ReadRecords(path string) ([]Record, error) {
 	}
 	defer f.Close()
 	var out []Record
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	sc := newScanner(f)
 	for sc.Scan() {
 		var r Record
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
@@ -123,4 +124,61 @@ func ReadRecords(path string) ([]Record, error) {
 		out = append(out, r)
 	}
 	return out, sc.Err()
+}
+
+func newScanner(r io.Reader) *bufio.Scanner {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	return sc
+}
+
+// WriteHistory writes h to path as JSON lines: the first holds everything but the records (ttl, store, pauses,
+// resets), each further line one record, as the workers log them. The rig writes each phase's history so
+// (<phase>.history.jsonl, next to the workers' files); ReadHistory reads it back, for Check and Linearizable.
+func WriteHistory(path string, h History) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(f)
+	enc := json.NewEncoder(w)
+	err = enc.Encode(h)
+	for _, r := range h.Records {
+		if err != nil {
+			break
+		}
+		err = enc.Encode(r)
+	}
+	if err == nil {
+		err = w.Flush()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// ReadHistory reads a history that WriteHistory wrote.
+func ReadHistory(path string) (History, error) {
+	var h History
+	f, err := os.Open(path)
+	if err != nil {
+		return h, err
+	}
+	defer f.Close()
+	sc := newScanner(f)
+	if !sc.Scan() {
+		return h, fmt.Errorf("%s: empty history: %w", path, cmp.Or(sc.Err(), io.ErrUnexpectedEOF))
+	}
+	if err := json.Unmarshal(sc.Bytes(), &h); err != nil {
+		return h, fmt.Errorf("%s: line 1: %w", path, err)
+	}
+	for line := 2; sc.Scan(); line++ {
+		var r Record
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			return h, fmt.Errorf("%s: line %d: %w", path, line, err)
+		}
+		h.Records = append(h.Records, r)
+	}
+	return h, sc.Err()
 }

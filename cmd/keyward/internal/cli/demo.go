@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/keyward/keyward/internal/demo"
+	"github.com/keyward/keyward/cmd/keyward/internal/demo"
 )
 
 var demoUsage = `Usage: keyward demo [flags]

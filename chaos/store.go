@@ -47,9 +47,9 @@ func FencedWrite(ctx context.Context, rdb redis.Scripter, k StoreKeys, fence int
 // Store is what the storage server holds for a phase at its end.
 type Store struct {
 	// Counter is the final value of the counter.
-	Counter int64
+	Counter int64 `json:"counter"`
 	// Log are the fences of the accepted fenced writes, in the order the store accepted them.
-	Log []int64
+	Log []int64 `json:"log"`
 }
 
 // ReadStore reads the storage server's state of the phase with keys k.

@@ -21,7 +21,8 @@ import (
 )
 
 // HistoryDirEnv names the environment variable that, when set, makes the rig keep the workers' records (one
-// JSON-lines file per phase and worker, plus the worker's output) in that directory instead of a temporary one.
+// JSON-lines file per phase and worker, plus the worker's output) and each phase's merged history
+// (<phase>.history.jsonl, see WriteHistory) in that directory instead of a temporary one.
 const HistoryDirEnv = "KEYWARD_CHAOS_DIR"
 
 // Settings size a schedule.
@@ -287,6 +288,9 @@ func (g *Rig) Run(t testing.TB, p *Phase) Result {
 	var err error
 	if h.Store, err = ReadStore(context.Background(), g.storage, KeysFor(r.key)); err != nil {
 		t.Fatalf("chaos: %s: reading the storage: %v", p.Name, err)
+	}
+	if err := WriteHistory(filepath.Join(g.dir, p.Name+".history.jsonl"), h); err != nil {
+		t.Errorf("chaos: %s: writing the history: %v", p.Name, err)
 	}
 	res := Result{Phase: p, Verdict: Check(h), Faults: r.faults, Notes: r.notes, Stranded: r.stranded,
 		Failovers: failovers(h.Records, r.failovers)}

@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/keyward/keyward/internal/chaos"
+	"github.com/keyward/keyward/chaos"
 )
 
 // TestMain checks for leaked goroutines. toxiproxy's stub goroutines are ignored: when a proxy is stopped
@@ -72,11 +72,16 @@ func settle(d time.Duration) {
 // TestChaos runs the fault schedule against real redis-servers, with worker processes, and asserts each
 // phase's expected verdict. The short schedule runs by default; KEYWARD_CHAOS=full runs the full one (make
 // chaos). KEYWARD_CHAOS_TABLE=path also writes the verdict table there;
-// KEYWARD_CHAOS_PHASES=a,b runs only the phases named.
+// KEYWARD_CHAOS_PHASES=a,b runs only the phases named; KEYWARD_CHAOS_PHASE_LEN=300ms sets the phases' length.
 func TestChaos(t *testing.T) {
 	set, name := chaos.ShortSettings(), "short"
 	if os.Getenv("KEYWARD_CHAOS") == "full" {
 		set, name = chaos.FullSettings(), "full"
+	}
+	if d := os.Getenv("KEYWARD_CHAOS_PHASE_LEN"); d != "" { // shorter phases, to record a small history
+		var err error
+		set.PhaseLen, err = time.ParseDuration(d)
+		require.NoError(t, err, "KEYWARD_CHAOS_PHASE_LEN")
 	}
 	start := time.Now()
 	rig := chaos.NewRig(t, set)

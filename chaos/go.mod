@@ -1,4 +1,4 @@
-module github.com/keyward/keyward/internal/chaos
+module github.com/keyward/keyward/chaos
 
 go 1.25.0
 
@@ -10,7 +10,6 @@ require (
 	github.com/rs/zerolog v1.33.0
 	github.com/stretchr/testify v1.12.1
 	go.uber.org/goleak v1.3.0
-	golang.org/x/sys v0.46.0
 )
 
 require (
@@ -30,8 +29,9 @@ require (
 	github.com/yuin/gopher-lua v1.1.1 // indirect
 	go.uber.org/atomic v1.12.0 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
+	golang.org/x/sys v0.46.0 // indirect
 	google.golang.org/protobuf v1.36.1 // indirect
 	gopkg.in/tomb.v1 v1.0.0-20141024135613-dd632973f1e7 // indirect
 )
 
-replace github.com/keyward/keyward => ../..
+replace github.com/keyward/keyward => ../
