@@ -77,6 +77,14 @@ type Config struct {
 	AutoRefresh bool
 	// Ops are the refresh and release operations.
 	Ops Ops
+	// OnRefreshFailed, when not nil, is told of every failed auto-refresh (the lease tries again until the
+	// validity deadline), with the refresh's error. It is called on the auto-refresh goroutine, without the
+	// lease's lock held.
+	OnRefreshFailed func(err error)
+	// OnLost, when not nil, is told once when the lease is lost, with why (an error matching keyward.ErrLost). It
+	// is called on the goroutine that found the loss (the expiry timer's, the auto-refresh's, or a caller's),
+	// without the lease's lock held.
+	OnLost func(cause error)
 }
 
 type state int
@@ -89,8 +97,10 @@ const (
 
 // A Lease is one held lock. Its methods are safe for concurrent use.
 type Lease struct {
-	ops   Ops
-	drift Drift
+	ops             Ops
+	drift           Drift
+	onRefreshFailed func(error)
+	onLost          func(error)
 
 	mu      sync.Mutex
 	state   state
@@ -107,12 +117,14 @@ type Lease struct {
 // New starts the lease of a lock acquired as cfg describes.
 func New(cfg Config) *Lease {
 	l := &Lease{
-		ops:   cfg.Ops,
-		drift: cfg.Drift,
-		ttl:   cfg.TTL,
-		until: cfg.Start.Add(cfg.TTL - cfg.Drift.Of(cfg.TTL)),
-		lost:  make(chan struct{}),
-		stop:  make(chan struct{}),
+		ops:             cfg.Ops,
+		drift:           cfg.Drift,
+		onRefreshFailed: cfg.OnRefreshFailed,
+		onLost:          cfg.OnLost,
+		ttl:             cfg.TTL,
+		until:           cfg.Start.Add(cfg.TTL - cfg.Drift.Of(cfg.TTL)),
+		lost:            make(chan struct{}),
+		stop:            make(chan struct{}),
 	}
 	// The callback takes l.mu, so it cannot see l.expiry unset even when the deadline has already passed.
 	l.mu.Lock()
@@ -148,11 +160,14 @@ func (l *Lease) Err() error {
 // Check returns nil while the lock is held and within its validity deadline, and the reason otherwise.
 func (l *Lease) Check() error {
 	l.mu.Lock()
-	defer l.mu.Unlock()
+	var lostNow error
 	if l.state == held && !time.Now().Before(l.until) {
-		l.loseLocked(fmt.Errorf("%w: validity deadline passed", keyward.ErrLost))
+		lostNow = l.loseLocked(fmt.Errorf("%w: validity deadline passed", keyward.ErrLost))
 	}
-	return l.endedLocked()
+	err := l.endedLocked()
+	l.mu.Unlock()
+	l.told(lostNow)
+	return err
 }
 
 // endedLocked returns why the lease is no longer held, or nil while it is. A lease that was lost stays reported
@@ -186,18 +201,21 @@ func (l *Lease) Refresh(ctx context.Context, ttl time.Duration) error {
 		return err
 	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
+	var lostNow error
 	if !ok {
-		l.loseLocked(fmt.Errorf("%w: key expired or was taken by another holder", keyward.ErrLost))
+		lostNow = l.loseLocked(fmt.Errorf("%w: key expired or was taken by another holder", keyward.ErrLost))
 	}
 	if err := l.endedLocked(); err != nil {
 		// Found gone, or lost or released while the refresh was in flight (a Release that won the race makes
 		// the server's "not held" true, not a loss): the deadline that passed stays passed.
+		l.mu.Unlock()
+		l.told(lostNow)
 		return err
 	}
 	l.ttl = ttl
 	l.until = start.Add(ttl - l.drift.Of(ttl))
 	l.expiry.Reset(time.Until(l.until))
+	l.mu.Unlock()
 	return nil
 }
 
@@ -217,10 +235,12 @@ func (l *Lease) Release(ctx context.Context) error {
 	}
 	// The expiry timer may not have fired yet for a deadline that has passed (a holder that resumes after a
 	// pause runs before the timer's goroutine): the clock decides, not the timer.
+	var lostNow error
 	if l.state == held && !time.Now().Before(l.until) {
-		l.loseLocked(fmt.Errorf("%w: validity deadline passed before release", keyward.ErrLost))
+		lostNow = l.loseLocked(fmt.Errorf("%w: validity deadline passed before release", keyward.ErrLost))
 	}
 	l.mu.Unlock()
+	l.told(lostNow)
 	l.stopWatchdog()
 
 	ok, err := l.ops.Release(ctx)
@@ -248,18 +268,29 @@ func (l *Lease) MarkLost(cause error) { l.markLost(cause) }
 
 func (l *Lease) markLost(cause error) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.loseLocked(cause)
+	lostNow := l.loseLocked(cause)
+	l.mu.Unlock()
+	l.told(lostNow)
 }
 
-func (l *Lease) loseLocked(cause error) {
+// loseLocked marks a held lease lost, and returns cause when it did (nil when the lease was not held): the caller
+// passes it to told once it has unlocked l.mu.
+func (l *Lease) loseLocked(cause error) error {
 	if l.state != held {
-		return
+		return nil
 	}
 	l.state = lost
 	l.cause = cause
 	l.expiry.Stop()
 	close(l.lost)
+	return cause
+}
+
+// told tells OnLost of a loss that loseLocked reported (nothing for nil). l.mu must not be held.
+func (l *Lease) told(lostNow error) {
+	if lostNow != nil && l.onLost != nil {
+		l.onLost(lostNow)
+	}
 }
 
 func (l *Lease) stopWatchdog() {
@@ -308,7 +339,13 @@ func (l *Lease) watchdog() {
 			if err == nil {
 				break
 			}
-			if errors.Is(err, keyward.ErrNotHeld) || errors.Is(err, keyward.ErrInvalid) {
+			if errors.Is(err, keyward.ErrNotHeld) {
+				return // lost (OnLost was told) or released
+			}
+			if l.onRefreshFailed != nil {
+				l.onRefreshFailed(err)
+			}
+			if errors.Is(err, keyward.ErrInvalid) {
 				return
 			}
 			if !time.Now().Before(until) {
