@@ -19,7 +19,7 @@ import (
 )
 
 // A Lock is a lock held on a majority of the nodes. Its methods are safe for concurrent use. A Lock must not be
-// copied.
+// copied. It stays usable after its Client is closed, until it is released (see [Client.Close]).
 type Lock struct {
 	c     *Client
 	key   string

@@ -1,8 +1,10 @@
 package redlock_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -289,5 +291,22 @@ func TestStats(t *testing.T) {
 		assert.Equal(t, int64(1), a.Stats().HandOffs, "the cohort (1) was used up: the next process's turn")
 		require.NoError(t, lb.Release(ctx))
 		assert.Positive(t, other.Stats().FailedTries)
+	})
+}
+
+func TestLoggerLogsTheEvents(t *testing.T) {
+	inBubble(t, 3, func(t *testing.T, b *bubble) {
+		var buf bytes.Buffer
+		logger := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		rec := &recorder{}
+		locks := b.client(t, redlock.WithLogger(logger), redlock.WithObserver(rec), redlock.WithPrefix("p:"))
+		defer locks.Close()
+		l, err := locks.TryObtain(context.Background(), "job", time.Minute)
+		require.NoError(t, err)
+		require.NoError(t, l.Release(context.Background()))
+		out := buf.String()
+		assert.Contains(t, out, `msg="keyward: obtained" source=redlock key=p:job`)
+		assert.Contains(t, out, `msg="keyward: released" source=redlock key=p:job`)
+		assert.Len(t, rec.all(), 2, "the observer hears them too")
 	})
 }
