@@ -95,12 +95,17 @@ const (
 	released
 )
 
+// hooks are Config's OnRefreshFailed and OnLost.
+type hooks struct {
+	refreshFailed func(error)
+	lost          func(error)
+}
+
 // A Lease is one held lock. Its methods are safe for concurrent use.
 type Lease struct {
-	ops             Ops
-	drift           Drift
-	onRefreshFailed func(error)
-	onLost          func(error)
+	ops   Ops
+	drift Drift
+	hooks hooks
 
 	mu      sync.Mutex
 	state   state
@@ -117,14 +122,13 @@ type Lease struct {
 // New starts the lease of a lock acquired as cfg describes.
 func New(cfg Config) *Lease {
 	l := &Lease{
-		ops:             cfg.Ops,
-		drift:           cfg.Drift,
-		onRefreshFailed: cfg.OnRefreshFailed,
-		onLost:          cfg.OnLost,
-		ttl:             cfg.TTL,
-		until:           cfg.Start.Add(cfg.TTL - cfg.Drift.Of(cfg.TTL)),
-		lost:            make(chan struct{}),
-		stop:            make(chan struct{}),
+		ops:   cfg.Ops,
+		drift: cfg.Drift,
+		hooks: hooks{refreshFailed: cfg.OnRefreshFailed, lost: cfg.OnLost},
+		ttl:   cfg.TTL,
+		until: cfg.Start.Add(cfg.TTL - cfg.Drift.Of(cfg.TTL)),
+		lost:  make(chan struct{}),
+		stop:  make(chan struct{}),
 	}
 	// The callback takes l.mu, so it cannot see l.expiry unset even when the deadline has already passed.
 	l.mu.Lock()
@@ -288,8 +292,8 @@ func (l *Lease) loseLocked(cause error) error {
 
 // told tells OnLost of a loss that loseLocked reported (nothing for nil). l.mu must not be held.
 func (l *Lease) told(lostNow error) {
-	if lostNow != nil && l.onLost != nil {
-		l.onLost(lostNow)
+	if lostNow != nil && l.hooks.lost != nil {
+		l.hooks.lost(lostNow)
 	}
 }
 
@@ -342,8 +346,8 @@ func (l *Lease) watchdog() {
 			if errors.Is(err, keyward.ErrNotHeld) {
 				return // lost (OnLost was told) or released
 			}
-			if l.onRefreshFailed != nil {
-				l.onRefreshFailed(err)
+			if l.hooks.refreshFailed != nil {
+				l.hooks.refreshFailed(err)
 			}
 			if errors.Is(err, keyward.ErrInvalid) {
 				return
