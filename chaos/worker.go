@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -311,18 +312,53 @@ func newLocker(nodes []redis.UniversalClient, cfg WorkerConfig) (func(metadata s
 	if cfg.NodeTimeout > 0 {
 		opts = append(opts, redlock.WithNodeTimeout(cfg.NodeTimeout))
 	}
-	if cfg.AutoRefresh {
-		opts = append(opts, redlock.WithAutoRefresh())
-	}
 	if cfg.ClaimWindow > 0 {
 		opts = append(opts, redlock.WithClaimWindow(cfg.ClaimWindow))
 	}
-	locks, err := redlock.New(nodes, opts...)
+	var obtainOpts []redlock.ObtainOption
+	if cfg.AutoRefresh {
+		obtainOpts = append(obtainOpts, redlock.WithAutoRefresh())
+	}
+	// The metadata is the Client's: one Client per goroutine (the Redlock phases run one goroutine per worker,
+	// so a worker's locks still come from one Client).
+	check, err := redlock.New(nodes, opts...) // the nodes and options, checked once here
 	if err != nil {
 		return nil, nil, err
 	}
-	return func(md string) keyward.Locker { return locks.Locker(redlock.WithMetadata(md)) },
-		func() { _ = locks.Close() }, nil
+	_ = check.Close()
+	var mu sync.Mutex
+	var clients []*redlock.Client
+	lockerFor := func(md string) keyward.Locker {
+		locks, err := redlock.New(nodes, append(slices.Clip(opts), redlock.WithMetadata(md))...)
+		if err != nil {
+			return failedLocker{err} // not reached: the same nodes and options, and any metadata is valid
+		}
+		mu.Lock()
+		clients = append(clients, locks)
+		mu.Unlock()
+		return locks.Locker(obtainOpts...)
+	}
+	closeAll := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range clients {
+			_ = c.Close()
+		}
+	}
+	return lockerFor, closeAll, nil
+}
+
+// failedLocker is a Locker whose every call fails with err.
+type failedLocker struct{ err error }
+
+func (f failedLocker) TryObtain(context.Context, string, time.Duration) (keyward.Lock, error) {
+	return nil, f.err
+}
+func (f failedLocker) Obtain(context.Context, string, time.Duration) (keyward.Lock, error) {
+	return nil, f.err
+}
+func (f failedLocker) Do(context.Context, string, time.Duration, func(context.Context) error) error {
+	return f.err
 }
 
 type worker struct {

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/redlock"
 )
 
@@ -80,25 +81,32 @@ func TestMajorityDownFailsFast(t *testing.T) {
 			warm, err := locks.TryObtain(ctx, "warm", 10*time.Second) // connections open, scripts loaded
 			require.NoError(t, err)
 			require.NoError(t, warm.Release(ctx))
+			// A Client on the same (warm) node clients, with a short node timeout.
+			fast := newClient(t, universal(clients), redlock.WithNodeTimeout(50*time.Millisecond))
 			for _, s := range servers[:tt.down] {
 				s.Kill(t)
 			}
 			start := time.Now()
-			_, err = locks.TryObtain(ctx, "job", 10*time.Second, redlock.WithNodeTimeout(50*time.Millisecond))
+			_, err = fast.TryObtain(ctx, "job", 10*time.Second)
 			took := time.Since(start)
 			require.ErrorIs(t, err, redlock.ErrQuorum)
 			assert.NotErrorIs(t, err, redlock.ErrNotObtained)
 			assert.Contains(t, err.Error(), fmt.Sprintf("of %d nodes (need %d)", tt.nodes, tt.nodes/2+1))
 			assert.Contains(t, err.Error(), servers[0].Addr(), "the causes name the nodes")
+			var ne *keyward.NodeError
+			require.ErrorAs(t, err, &ne)
+			assert.Equal(t, 0, ne.Node)
+			assert.Equal(t, servers[0].Addr(), ne.Addr)
 			// Bounded by the node timeout (50 ms) and the live nodes' clean-up; the benchmark has the exact cost.
 			assert.Less(t, took, 2*time.Second)
 
 			// Obtain rides the outage out until its ctx ends, and then says what went wrong last.
 			octx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 			defer cancel()
-			_, err = locks.Obtain(octx, "another", 10*time.Second, redlock.WithNodeTimeout(50*time.Millisecond))
+			_, err = fast.Obtain(octx, "another", 10*time.Second)
 			require.ErrorIs(t, err, context.DeadlineExceeded)
 			require.ErrorIs(t, err, redlock.ErrQuorum)
+			assert.Contains(t, err.Error(), `obtain "another"`)
 		})
 	}
 }

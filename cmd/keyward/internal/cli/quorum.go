@@ -74,7 +74,7 @@ func (f *lockFlags) openQuorum(ctx context.Context, env Env, autoRefresh bool) (
 		closeAll()
 		return nil, err
 	}
-	var opts []redlock.Option
+	var opts []redlock.ObtainOption
 	if autoRefresh {
 		opts = append(opts, redlock.WithAutoRefresh())
 	}
