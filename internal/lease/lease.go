@@ -77,6 +77,13 @@ type Config struct {
 	AutoRefresh bool
 	// Ops are the refresh and release operations.
 	Ops Ops
+	// OnRefreshFailed, when not nil, is called with the error of every auto-refresh that failed and is to be
+	// tried again (until the validity deadline). It is called on the watchdog's goroutine, without the Lease's
+	// mutex held.
+	OnRefreshFailed func(err error)
+	// OnLost, when not nil, is called once, with the cause, when the lease is lost (whichever call or timer
+	// found it lost), without the Lease's mutex held.
+	OnLost func(cause error)
 }
 
 type state int
@@ -89,8 +96,10 @@ const (
 
 // A Lease is one held lock. Its methods are safe for concurrent use.
 type Lease struct {
-	ops   Ops
-	drift Drift
+	ops             Ops
+	drift           Drift
+	onRefreshFailed func(error)
+	onLost          func(error)
 
 	mu      sync.Mutex
 	state   state
@@ -107,12 +116,14 @@ type Lease struct {
 // New starts the lease of a lock acquired as cfg describes.
 func New(cfg Config) *Lease {
 	l := &Lease{
-		ops:   cfg.Ops,
-		drift: cfg.Drift,
-		ttl:   cfg.TTL,
-		until: cfg.Start.Add(cfg.TTL - cfg.Drift.Of(cfg.TTL)),
-		lost:  make(chan struct{}),
-		stop:  make(chan struct{}),
+		ops:             cfg.Ops,
+		drift:           cfg.Drift,
+		onRefreshFailed: cfg.OnRefreshFailed,
+		onLost:          cfg.OnLost,
+		ttl:             cfg.TTL,
+		until:           cfg.Start.Add(cfg.TTL - cfg.Drift.Of(cfg.TTL)),
+		lost:            make(chan struct{}),
+		stop:            make(chan struct{}),
 	}
 	// The callback takes l.mu, so it cannot see l.expiry unset even when the deadline has already passed.
 	l.mu.Lock()
@@ -148,11 +159,16 @@ func (l *Lease) Err() error {
 // Check returns nil while the lock is held and within its validity deadline, and the reason otherwise.
 func (l *Lease) Check() error {
 	l.mu.Lock()
-	defer l.mu.Unlock()
+	lostNow := false
 	if l.state == held && !time.Now().Before(l.until) {
-		l.loseLocked(fmt.Errorf("%w: validity deadline passed", keyward.ErrLost))
+		lostNow = l.loseLocked(fmt.Errorf("%w: validity deadline passed", keyward.ErrLost))
 	}
-	return l.endedLocked()
+	err := l.endedLocked()
+	l.mu.Unlock()
+	if lostNow {
+		l.tellLost(err)
+	}
+	return err
 }
 
 // endedLocked returns why the lease is no longer held, or nil while it is. A lease that was lost stays reported
@@ -186,18 +202,20 @@ func (l *Lease) Refresh(ctx context.Context, ttl time.Duration) error {
 		return err
 	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !ok {
-		l.loseLocked(fmt.Errorf("%w: key expired or was taken by another holder", keyward.ErrLost))
-	}
+	lostNow := !ok && l.loseLocked(fmt.Errorf("%w: key expired or was taken by another holder", keyward.ErrLost))
 	if err := l.endedLocked(); err != nil {
 		// Found gone, or lost or released while the refresh was in flight (a Release that won the race makes
 		// the server's "not held" true, not a loss): the deadline that passed stays passed.
+		l.mu.Unlock()
+		if lostNow {
+			l.tellLost(err)
+		}
 		return err
 	}
 	l.ttl = ttl
 	l.until = start.Add(ttl - l.drift.Of(ttl))
 	l.expiry.Reset(time.Until(l.until))
+	l.mu.Unlock()
 	return nil
 }
 
@@ -217,10 +235,15 @@ func (l *Lease) Release(ctx context.Context) error {
 	}
 	// The expiry timer may not have fired yet for a deadline that has passed (a holder that resumes after a
 	// pause runs before the timer's goroutine): the clock decides, not the timer.
+	lostNow := false
 	if l.state == held && !time.Now().Before(l.until) {
-		l.loseLocked(fmt.Errorf("%w: validity deadline passed before release", keyward.ErrLost))
+		lostNow = l.loseLocked(fmt.Errorf("%w: validity deadline passed before release", keyward.ErrLost))
 	}
+	cause := l.cause
 	l.mu.Unlock()
+	if lostNow {
+		l.tellLost(cause)
+	}
 	l.stopWatchdog()
 
 	ok, err := l.ops.Release(ctx)
@@ -248,18 +271,31 @@ func (l *Lease) MarkLost(cause error) { l.markLost(cause) }
 
 func (l *Lease) markLost(cause error) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.loseLocked(cause)
+	lostNow := l.loseLocked(cause)
+	l.mu.Unlock()
+	if lostNow {
+		l.tellLost(cause)
+	}
 }
 
-func (l *Lease) loseLocked(cause error) {
+// loseLocked marks the lease lost for cause, and reports whether it was held until then: the caller then calls
+// tellLost, once it has unlocked l.mu.
+func (l *Lease) loseLocked(cause error) bool {
 	if l.state != held {
-		return
+		return false
 	}
 	l.state = lost
 	l.cause = cause
 	l.expiry.Stop()
 	close(l.lost)
+	return true
+}
+
+// tellLost calls the OnLost hook, if any. l.mu must not be held.
+func (l *Lease) tellLost(cause error) {
+	if l.onLost != nil {
+		l.onLost(cause)
+	}
 }
 
 func (l *Lease) stopWatchdog() {
@@ -310,6 +346,9 @@ func (l *Lease) watchdog() {
 			}
 			if errors.Is(err, keyward.ErrNotHeld) || errors.Is(err, keyward.ErrInvalid) {
 				return
+			}
+			if l.onRefreshFailed != nil {
+				l.onRefreshFailed(err)
 			}
 			if !time.Now().Before(until) {
 				l.markLost(fmt.Errorf("%w: refresh failed until the validity deadline: %w", keyward.ErrLost, err))
