@@ -34,7 +34,7 @@ func Example() {
 		return
 	}
 	leader, _ := b.Leader(ctx)
-	fmt.Println("leader:", leader.Identity, "term matches:", leader.Term == lead.Fence())
+	fmt.Println("leader:", leader.Identity, "term matches:", leader.Term == lead.Term())
 
 	next := make(chan *election.Leadership)
 	go func() {
@@ -44,7 +44,7 @@ func Example() {
 	_ = lead.Resign(ctx)
 	second := <-next
 	leader, _ = a.Leader(ctx)
-	fmt.Println("leader:", leader.Identity, "later term:", second.Fence() > lead.Fence())
+	fmt.Println("leader:", leader.Identity, "later term:", second.Term() > lead.Term())
 
 	_ = second.Resign(ctx)
 	_, err = a.Leader(ctx)
@@ -195,7 +195,7 @@ func nightlyReport(leaderCtx context.Context, rdb *redis.Client, sched *schedule
 		}
 		for tick := done + 1; tick <= now; tick++ {
 			// Check leaderCtx itself right before acting: after a pause past the lease, it reports the loss. A
-			// real job would also hand election.Term(leaderCtx) to its storage, to refuse a late leader's writes.
+			// real job would also hand election.TermFrom(leaderCtx) to its storage, to refuse a late leader's writes.
 			if leaderCtx.Err() != nil {
 				return nil
 			}
