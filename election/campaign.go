@@ -82,16 +82,17 @@ func (e *Election) campaign(ctx, parent context.Context) (*Leadership, error) {
 			stopKeeping: stopKeeping,
 			kept:        make(chan struct{}),
 		}
+		lead.quiet.Store(true) // until the term is announced
 		lead.ctx.onLost = lead.tellLost
 		go lead.keep(keeping)
 		err = lead.publish(ctx)
 		if err == nil {
+			lead.quiet.Store(false)
 			e.emit(ctx, keyward.Event{Kind: keyward.Obtained, Fence: lead.Term(), Wait: time.Since(start)})
 			return lead, nil
 		}
 		// Nobody was told of this term: it is given back without a Released event, and a failure to give it back
 		// (the lock then expires with its lease) is a background error.
-		lead.quiet.Store(true)
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(e.ttl, resignTimeout))
 		if rerr := lead.Resign(rctx); rerr != nil && !errors.Is(rerr, keyward.ErrNotHeld) {
 			e.emitError(lead.Term(), rerr)
@@ -246,8 +247,9 @@ func (lead *Leadership) publish(ctx context.Context) error {
 }
 
 // keep renews the lease (and the record) every ttl/3 until Resign, and ends the leadership when it is lost. A
-// renewal that fails for another reason (network, a server restarting) is retried every ttl/10 (at most every
-// second); if none succeeds before the lease runs out, the lock reports the loss, which ends the leadership.
+// renewal that fails for another reason (network, a server restarting) is told to the observer (RefreshFailed)
+// and retried every ttl/10 (at most every second); if none succeeds before the lease runs out, the lock reports
+// the loss, which ends the leadership.
 //
 // keep renews the lock itself rather than relying on the Locker's auto-refresh, which a Locker may not have
 // been given; a Locker that also refreshes does no harm.
@@ -274,7 +276,11 @@ func (lead *Leadership) keep(ctx context.Context) {
 		case errors.Is(err, keyward.ErrNotHeld): // the lock was found taken, or a later term was elected
 			lead.lose(lead.e.wrap(err))
 			return
-		default:
+		default: // tried again until the lease runs out
+			if !lead.quiet.Load() {
+				lead.e.emit(context.Background(), keyward.Event{Kind: keyward.RefreshFailed, Fence: lead.Term(),
+					Err: lead.e.wrap(fmt.Errorf("renew: %w", err))})
+			}
 			timer.Reset(max(min(ttl/10, time.Second), time.Millisecond))
 		}
 	}

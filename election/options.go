@@ -102,8 +102,9 @@ func WithCallbacks(c Callbacks) Option {
 
 // WithObserver makes the Election tell o what happens to this candidate's terms, with Source "election", Key the
 // election's name and Fence the term: Obtained when a term starts (Wait: how long the campaign took), Released
-// when it is resigned (Held: how long it lasted; Err: why the resignation failed), Lost when it is lost (Err: why,
-// matching ErrLost), and Error for the errors Campaign and Run ride out and those of the background (a record
+// when it is resigned (Held: how long it lasted; Err: why the resignation failed), RefreshFailed when a renewal of
+// its lease failed (it is tried again until the lease runs out), Lost when it is lost (Err: why, matching ErrLost),
+// and Error for the errors Campaign and Run ride out and those of the background (a record
 // that could not be read, a resignation that failed in Run, a connection that could not be closed). The Locker
 // reports on the lock itself, to its own observer. Given more than once, every observer hears every event.
 // Default: none.

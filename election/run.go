@@ -17,7 +17,7 @@ import (
 //     context.Cause and [Leadership.Context]); when fn has returned, Run campaigns again.
 //   - When ctx ends, fn's context is cancelled with ctx's cause; when fn has returned, Run resigns, so that
 //     another candidate leads within a few round trips, and returns an error matching ctx's error and its cause
-//     (and the resignation's error, if it failed), as it does when ctx ends while it campaigns.
+//     (and the resignation's error, if it failed). When ctx ends while it campaigns, it returns Campaign's error.
 //   - When fn returns nil while leading, Run resigns (the next candidate in line leads) and campaigns again.
 //   - When fn returns an error while leading, Run resigns and returns that error.
 //   - When fn panics, Run resigns and the panic goes on.
@@ -37,10 +37,7 @@ func (e *Election) Run(ctx context.Context, fn func(leaderCtx context.Context) e
 	for {
 		lead, err := e.campaign(ctx, ctx) // rides out errors that may pass, telling the observer
 		if err != nil {
-			if ctx.Err() != nil {
-				return errs.Context(ctx, runOp, e.name)
-			}
-			return err
+			return err // when ctx ended: Campaign's error for it, with what the last attempt met
 		}
 		if over, err := e.serve(ctx, lead, fn); over {
 			return err
