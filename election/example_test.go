@@ -11,6 +11,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/election"
 	"github.com/keyward/keyward/lock"
 )
@@ -53,6 +54,31 @@ func Example() {
 	// leader: replica-a term matches: true
 	// leader: replica-b later term: true
 	// true
+}
+
+// An observer hears this candidate's terms begin and end, for logs and metrics (Fence is the term).
+// WithLogger(slog.Default()) logs the same events.
+func ExampleWithObserver() {
+	srv, _ := miniredis.Run()
+	defer srv.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer rdb.Close()
+	locks, _ := lock.New(rdb)
+	defer locks.Close()
+
+	var first int64
+	events := keyward.ObserverFunc(func(_ context.Context, e keyward.Event) {
+		if first == 0 {
+			first = e.Fence
+		}
+		fmt.Println(e.Source, e.Key, e.Kind, "first term:", e.Fence == first, e.Err)
+	})
+	e, _ := election.New(locks.Locker(), "reports", election.WithObserver(events))
+	lead, _ := e.Campaign(context.Background())
+	_ = lead.Resign(context.Background())
+	// Output:
+	// election reports obtained first term: true <nil>
+	// election reports released first term: true <nil>
 }
 
 // A dashboard follows who leads, woken by the election's messages rather than polling.
