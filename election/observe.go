@@ -2,18 +2,29 @@ package election
 
 import (
 	"context"
+	"fmt"
 	"time"
 
+	"github.com/keyward/keyward/internal/errs"
 	"github.com/keyward/keyward/internal/retry"
 	"github.com/keyward/keyward/keyspace"
 )
+
+// closeWatcher closes w, a Watcher an Observe call opened for itself; a failure is a background error.
+func (e *Election) closeWatcher(w *keyspace.Watcher) {
+	if err := w.Close(); err != nil {
+		e.emitError(0, e.wrap(fmt.Errorf("observe: close the watcher: %w", err)))
+	}
+}
 
 // Observe returns a channel that receives who leads the election: first the leader at the time of the call (a
 // Leader with an empty Identity when nobody leads), then every change, in order — each new term, and each
 // vacancy (the leader resigned, or its lease ran out without renewal). The channel is closed when ctx ends (or
 // the Watcher given with WithWatcher is closed, or the server refuses the subscription after the user's permission
-// for the election's channel was taken away: an observer that hears nothing must not pretend to watch). It returns once the subscription is confirmed by the server, and
-// an ErrInvalid error when the Election has no Redis (WithRedis).
+// for the election's channel was taken away: an observer that hears nothing must not pretend to watch). It returns
+// once the subscription is confirmed by the server; an ErrInvalid error when the Election has no Redis
+// (WithRedis), an error matching ErrClosed when the Watcher given with WithWatcher was closed, and, when ctx ends
+// first, an error matching ctx's error and its cause.
 //
 // Observing costs no polling. Changes arrive as messages on the election's channel; the record is read again
 // only when messages may have been lost (the pub/sub connection dropped), when a keyspace notification says it
@@ -21,10 +32,15 @@ import (
 // no message, and its record then expires with its lease.
 //
 // Changes from before the call are not replayed. An observer that falls far behind (more than 64 changes not
-// taken from the channel) sees the latest state instead of each change it missed.
+// taken from the channel) sees the latest state instead of each change it missed. A read of the record that fails
+// is tried again after a backoff, and told to the Election's observer as an Error event.
 func (e *Election) Observe(ctx context.Context) (<-chan Leader, error) {
+	const op = "observe"
 	if e.rdb == nil {
 		return nil, e.errNoRedis("Observe")
+	}
+	if ctx.Err() != nil {
+		return nil, errs.Context(ctx, op, e.name)
 	}
 	w, own := e.watcher, false
 	if w == nil {
@@ -33,7 +49,13 @@ func (e *Election) Observe(ctx context.Context) (<-chan Leader, error) {
 	watch, err := w.Watch(ctx, e.record.key)
 	if err != nil {
 		if own {
-			_ = w.Close()
+			e.closeWatcher(w)
+		}
+		switch {
+		case ctx.Err() != nil:
+			return nil, e.ctxErr(ctx, op, err)
+		case closed(err):
+			return nil, errs.Closed(op, e.name)
 		}
 		return nil, e.wrap(err)
 	}
@@ -62,7 +84,7 @@ func (o *observer) run(ctx context.Context) {
 	defer func() {
 		o.watch.Close()
 		if o.watcher != nil {
-			_ = o.watcher.Close()
+			o.e.closeWatcher(o.watcher)
 		}
 		close(o.out)
 	}()
@@ -127,6 +149,7 @@ func (o *observer) read(ctx context.Context) bool {
 		if ctx.Err() != nil {
 			return false
 		}
+		o.e.emitError(0, o.e.wrap(fmt.Errorf("observe: %w", err)))
 		o.timer.Reset(o.backoff.Next())
 		return true
 	}

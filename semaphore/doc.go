@@ -28,6 +28,11 @@
 // semaphore deleted by another tool. Within a process, Acquire calls of one Semaphore queue locally, only the
 // first contends at Redis, and a release hands its permit to the next one in the same round trip.
 //
+// [WithObserver] (or [WithLogger]) hears what happens to the permits: obtained (with the wait), released, waits,
+// auto-refreshes that failed, losses; [Semaphore.Stats] counts tries and hand-offs. Errors have keyward's shared
+// shape: a call stopped by its ctx matches ctx's error and its cause; after [Semaphore.Close], taking a permit
+// fails with an error matching ErrClosed.
+//
 // What a permit promises: while its [Permit.Until] has not passed, it is one of at most limit permits held on the
 // server, provided the server did not lose the data (a failover to a replica that had not received it, a restart
 // without persistence) and clocks did not drift more than the drift margin. Changing the limit never evicts a

@@ -2,7 +2,6 @@ package semaphore
 
 import (
 	"github.com/keyward/keyward"
-	"github.com/keyward/keyward/keyspace"
 )
 
 // The errors of this package are keyward's shared sentinels, so that one errors.Is check works for locks and
@@ -25,8 +24,7 @@ var (
 	ErrNoPermission = keyward.ErrNoPermission
 	// ErrOutOfMemory: the server refused the write because it reached maxmemory.
 	ErrOutOfMemory = keyward.ErrOutOfMemory
+	// ErrClosed: the Semaphore was closed (or the Watcher given with WithWatcher was) before or while TryAcquire,
+	// Acquire or Do ran.
+	ErrClosed = keyward.ErrClosed
 )
-
-// ErrClosed is returned by Acquire and Do, also to callers already waiting, once the Semaphore was closed (or the
-// Watcher given with WithWatcher was).
-var ErrClosed = keyspace.ErrClosed

@@ -237,6 +237,6 @@ func TestCrashedProcess(t *testing.T) {
 	ctx := withTimeout(t, 30*time.Second)
 	p, err := newSem(t, rdb, "shared", 1).Acquire(ctx, time.Minute)
 	require.NoError(t, err, "the dead process's permit expired and was reclaimed")
-	assert.Equal(t, []string{p.Token()}, holders(t, rdb, "shared"))
+	assert.Equal(t, []string{p.Value()}, holders(t, rdb, "shared"))
 	require.NoError(t, p.Release(ctx))
 }

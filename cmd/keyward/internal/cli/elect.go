@@ -10,6 +10,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/election"
 )
 
@@ -91,7 +92,22 @@ func (f *electFlags) run(ctx context.Context, env Env, name string, argv []strin
 		return err
 	}
 	defer b.close()
-	opts := []election.Option{election.WithTTL(f.ttl)}
+	// A resignation that failed is told to the observer; Run itself returns runCtx's error once COMMAND ended.
+	var (
+		resignMu  sync.Mutex
+		resignErr error // of the latest term
+	)
+	opts := []election.Option{election.WithTTL(f.ttl), election.WithObserver(keyward.ObserverFunc(
+		func(_ context.Context, e keyward.Event) {
+			resignMu.Lock()
+			defer resignMu.Unlock()
+			switch {
+			case e.Kind == keyward.Obtained:
+				resignErr = nil
+			case e.Kind == keyward.Released && e.Err != nil && !errors.Is(e.Err, keyward.ErrNotHeld):
+				resignErr = e.Err // not a lost term: that is nothing left to give back
+			}
+		}))}
 	if f.identity != "" {
 		opts = append(opts, election.WithIdentity(f.identity))
 	}
@@ -137,7 +153,7 @@ func (f *electFlags) run(ctx context.Context, env Env, name string, argv []strin
 	code, ran := 0, false
 	var startErr error
 	err = el.Run(runCtx, func(leaderCtx context.Context) error {
-		term := election.Term(leaderCtx)
+		term := election.TermFrom(leaderCtx)
 		if f.verbose {
 			fmt.Fprintf(env.Stderr, "keyward elect: leading %q (term %d)\n", name, term)
 		}
@@ -170,6 +186,12 @@ func (f *electFlags) run(ctx context.Context, env Env, name string, argv []strin
 		}
 		return nil
 	})
+	if runCtx.Err() != nil && errors.Is(err, context.Canceled) {
+		// Run ended as it was meant to (COMMAND exited, a signal): only a resignation that failed is worth telling.
+		resignMu.Lock()
+		err = resignErr
+		resignMu.Unlock()
+	}
 	var sig signalled
 	switch {
 	case startErr != nil:

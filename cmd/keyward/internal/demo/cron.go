@@ -73,6 +73,9 @@ func cron(ctx context.Context, e *env) error {
 		if c.crashed.Load() == r {
 			return nil // a crashed replica does nothing more
 		}
+		if runCtx.Err() != nil && errors.Is(err, context.Canceled) {
+			return nil // the scenario is over: Run's ctx ended, as meant
+		}
 		return err
 	})
 	stop()
@@ -106,7 +109,7 @@ type cronRun struct {
 // lead is the scheduler of the leader r: it runs every tick that is due, from the first one not yet run, until
 // the last tick ran or the leadership ends.
 func (c *cronRun) lead(ctx context.Context, r *replica) error {
-	term := election.Term(ctx)
+	term := election.TermFrom(ctx)
 	// Claim the term before reading what ran: from now on, a replaced leader's late write is refused, so the
 	// tick it may have been running cannot be counted twice.
 	if _, err := cronCommit.Run(ctx, r.rdb, []string{c.term, c.runs}, term, "").Int(); err != nil {
