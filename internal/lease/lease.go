@@ -77,6 +77,18 @@ type Config struct {
 	AutoRefresh bool
 	// Ops are the refresh and release operations.
 	Ops Ops
+	// Hooks, when set, hear what happens to the lease in the background; nil hooks hear nothing.
+	Hooks Hooks
+}
+
+// Hooks are told what happens to a lease, for the package's observer. They are called without the lease's mutex
+// held, on the goroutine where it happened (the watchdog's, the expiry timer's, or a caller's), and must not block.
+type Hooks struct {
+	// RefreshFailed is called with the error of each auto-refresh that failed without finding the lock gone; it
+	// is tried again until the validity deadline.
+	RefreshFailed func(err error)
+	// Lost is called once, when the lease is lost, with why (an error matching keyward.ErrLost).
+	Lost func(cause error)
 }
 
 type state int
@@ -91,6 +103,7 @@ const (
 type Lease struct {
 	ops   Ops
 	drift Drift
+	hooks Hooks
 
 	mu      sync.Mutex
 	state   state
@@ -109,6 +122,7 @@ func New(cfg Config) *Lease {
 	l := &Lease{
 		ops:   cfg.Ops,
 		drift: cfg.Drift,
+		hooks: cfg.Hooks,
 		ttl:   cfg.TTL,
 		until: cfg.Start.Add(cfg.TTL - cfg.Drift.Of(cfg.TTL)),
 		lost:  make(chan struct{}),
@@ -148,11 +162,14 @@ func (l *Lease) Err() error {
 // Check returns nil while the lock is held and within its validity deadline, and the reason otherwise.
 func (l *Lease) Check() error {
 	l.mu.Lock()
-	defer l.mu.Unlock()
+	var gone error
 	if l.state == held && !time.Now().Before(l.until) {
-		l.loseLocked(fmt.Errorf("%w: validity deadline passed", keyward.ErrLost))
+		gone = l.loseLocked(fmt.Errorf("%w: validity deadline passed", keyward.ErrLost))
 	}
-	return l.endedLocked()
+	err := l.endedLocked()
+	l.mu.Unlock()
+	l.tellLost(gone)
+	return err
 }
 
 // endedLocked returns why the lease is no longer held, or nil while it is. A lease that was lost stays reported
@@ -186,19 +203,21 @@ func (l *Lease) Refresh(ctx context.Context, ttl time.Duration) error {
 		return err
 	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
+	var gone error
 	if !ok {
-		l.loseLocked(fmt.Errorf("%w: key expired or was taken by another holder", keyward.ErrLost))
+		gone = l.loseLocked(fmt.Errorf("%w: key expired or was taken by another holder", keyward.ErrLost))
 	}
-	if err := l.endedLocked(); err != nil {
-		// Found gone, or lost or released while the refresh was in flight (a Release that won the race makes
-		// the server's "not held" true, not a loss): the deadline that passed stays passed.
-		return err
+	err = l.endedLocked()
+	if err == nil {
+		l.ttl = ttl
+		l.until = start.Add(ttl - l.drift.Of(ttl))
+		l.expiry.Reset(time.Until(l.until))
 	}
-	l.ttl = ttl
-	l.until = start.Add(ttl - l.drift.Of(ttl))
-	l.expiry.Reset(time.Until(l.until))
-	return nil
+	// Otherwise found gone, or lost or released while the refresh was in flight (a Release that won the race makes
+	// the server's "not held" true, not a loss): the deadline that passed stays passed.
+	l.mu.Unlock()
+	l.tellLost(gone)
+	return err
 }
 
 // Release stops the watchdog and deletes the lock if it is still held. A later Release returns, without a round
@@ -217,10 +236,12 @@ func (l *Lease) Release(ctx context.Context) error {
 	}
 	// The expiry timer may not have fired yet for a deadline that has passed (a holder that resumes after a
 	// pause runs before the timer's goroutine): the clock decides, not the timer.
+	var gone error
 	if l.state == held && !time.Now().Before(l.until) {
-		l.loseLocked(fmt.Errorf("%w: validity deadline passed before release", keyward.ErrLost))
+		gone = l.loseLocked(fmt.Errorf("%w: validity deadline passed before release", keyward.ErrLost))
 	}
 	l.mu.Unlock()
+	l.tellLost(gone)
 	l.stopWatchdog()
 
 	ok, err := l.ops.Release(ctx)
@@ -248,18 +269,30 @@ func (l *Lease) MarkLost(cause error) { l.markLost(cause) }
 
 func (l *Lease) markLost(cause error) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.loseLocked(cause)
+	gone := l.loseLocked(cause)
+	l.mu.Unlock()
+	l.tellLost(gone)
 }
 
-func (l *Lease) loseLocked(cause error) {
+// loseLocked marks the lease lost for cause, unless it is no longer held. It returns cause when it did, for
+// tellLost once l.mu is unlocked, and nil otherwise.
+func (l *Lease) loseLocked(cause error) error {
 	if l.state != held {
-		return
+		return nil
 	}
 	l.state = lost
 	l.cause = cause
 	l.expiry.Stop()
 	close(l.lost)
+	return cause
+}
+
+// tellLost calls the Lost hook with cause, unless cause is nil (the lease was not lost just now). l.mu must not be
+// held.
+func (l *Lease) tellLost(cause error) {
+	if cause != nil && l.hooks.Lost != nil {
+		l.hooks.Lost(cause)
+	}
 }
 
 func (l *Lease) stopWatchdog() {
@@ -310,6 +343,9 @@ func (l *Lease) watchdog() {
 			}
 			if errors.Is(err, keyward.ErrNotHeld) || errors.Is(err, keyward.ErrInvalid) {
 				return
+			}
+			if l.hooks.RefreshFailed != nil {
+				l.hooks.RefreshFailed(err)
 			}
 			if !time.Now().Before(until) {
 				l.markLost(fmt.Errorf("%w: refresh failed until the validity deadline: %w", keyward.ErrLost, err))

@@ -386,3 +386,101 @@ func TestNotHeldStaysNotHeldAfterRelease(t *testing.T) {
 		assert.EqualError(t, l.Release(t.Context()), released.Error())
 	})
 }
+
+// recorder is a Hooks that records what it heard, in order.
+type recorder struct {
+	mu     sync.Mutex
+	events []string
+	errs   []error
+}
+
+func (r *recorder) hooks() Hooks {
+	add := func(kind string) func(error) {
+		return func(err error) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.events = append(r.events, kind)
+			r.errs = append(r.errs, err)
+		}
+	}
+	return Hooks{RefreshFailed: add("refresh failed"), Lost: add("lost")}
+}
+
+func (r *recorder) heard() ([]string, []error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.events...), append([]error(nil), r.errs...)
+}
+
+func TestHooksHearFailedRefreshesThenTheLoss(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		netErr := errors.New("connection refused")
+		srv := &server{held: true, fail: netErr}
+		rec := &recorder{}
+		l := New(Config{Start: time.Now(), TTL: ttl, Drift: DefaultDrift, AutoRefresh: true, Ops: srv.ops(),
+			Hooks: rec.hooks()})
+		<-l.Lost()
+		synctest.Wait()
+		events, errs := rec.heard()
+		require.GreaterOrEqual(t, len(events), 2)
+		last := len(events) - 1
+		for i := range last {
+			assert.Equal(t, "refresh failed", events[i])
+			assert.ErrorIs(t, errs[i], netErr)
+		}
+		assert.Equal(t, "lost", events[last], "the loss comes last, once")
+		assert.ErrorIs(t, errs[last], keyward.ErrLost)
+		srv.set(func(s *server) { s.fail = nil })
+		assert.ErrorIs(t, l.Release(t.Context()), keyward.ErrLost)
+		events, _ = rec.heard()
+		assert.Len(t, events, last+1, "nothing more after the loss")
+	})
+}
+
+func TestHooksHearEveryWayOfLosing(t *testing.T) {
+	for name, lose := range map[string]func(l *Lease, srv *server){
+		"deadline": func(l *Lease, _ *server) { time.Sleep(ttl) },
+		"refresh finds it taken": func(l *Lease, srv *server) {
+			srv.set(func(s *server) { s.held = false })
+			_ = l.Refresh(context.Background(), ttl)
+		},
+		"marked lost": func(l *Lease, _ *server) { l.MarkLost(keyward.ErrLost) },
+		"check after the deadline": func(l *Lease, _ *server) {
+			l.expiry.Stop() // as if the timer had not had its turn yet
+			time.Sleep(ttl)
+			_ = l.Check()
+		},
+		"release after the deadline": func(l *Lease, _ *server) {
+			l.expiry.Stop()
+			time.Sleep(ttl)
+			_ = l.Release(context.Background())
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				srv := &server{held: true}
+				rec := &recorder{}
+				l := New(Config{Start: time.Now(), TTL: ttl, Drift: DefaultDrift, Ops: srv.ops(), Hooks: rec.hooks()})
+				lose(l, srv)
+				synctest.Wait()
+				_ = l.Release(context.Background())
+				events, errs := rec.heard()
+				assert.Equal(t, []string{"lost"}, events)
+				assert.ErrorIs(t, errs[0], keyward.ErrLost)
+			})
+		})
+	}
+}
+
+func TestNoHooksAfterACleanRelease(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := &recorder{}
+		l := New(Config{Start: time.Now(), TTL: ttl, Drift: DefaultDrift, AutoRefresh: true,
+			Ops: (&server{held: true}).ops(), Hooks: rec.hooks()})
+		require.NoError(t, l.Release(context.Background()))
+		time.Sleep(2 * ttl)
+		synctest.Wait()
+		events, _ := rec.heard()
+		assert.Empty(t, events)
+	})
+}
