@@ -94,10 +94,10 @@ func ExampleClient_Locker() {
 	defer srv.Close()
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	defer rdb.Close()
-	locks, _ := lock.New(rdb)
+	locks, _ := lock.New(rdb, lock.WithPrefix("jobs:"))
 	defer locks.Close()
 
-	var locker keyward.Locker = locks.Locker(lock.WithPrefix("jobs:"))
+	var locker keyward.Locker = locks.Locker()
 	err := locker.Do(context.Background(), "reindex", time.Minute, func(ctx context.Context) error {
 		fmt.Println("reindexing while holding jobs:reindex")
 		return nil

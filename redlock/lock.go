@@ -52,8 +52,8 @@ func (c *Client) newLock(a *attempt, value string, start time.Time, fence int64,
 // Key returns the key the lock was obtained for, without the client's prefix.
 func (l *Lock) Key() string { return l.key }
 
-// Token returns the value stored under the lock key on the nodes: the random token and the holder's metadata.
-func (l *Lock) Token() string { return l.value }
+// Value returns the value stored under the lock key on the nodes: the random token and the holder's metadata.
+func (l *Lock) Value() string { return l.value }
 
 // Fence returns the lock's fencing token: larger than that of every earlier holder of the same key on the same
 // nodes. Storage that remembers the largest fence it has seen and refuses smaller ones cannot be written by a

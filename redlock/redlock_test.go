@@ -30,8 +30,8 @@ func TestObtainAndRelease(t *testing.T) {
 	l, err := locks.TryObtain(ctx, "report", 10*time.Second)
 	require.NoError(t, err)
 	assert.Equal(t, "report", l.Key())
-	assert.Contains(t, l.Token(), "pid="+strconv.Itoa(os.Getpid()), "the token carries the holder's pid")
-	assert.GreaterOrEqual(t, holders(ms, "locks:report", l.Token()), 2, "a majority holds the token")
+	assert.Contains(t, l.Value(), "pid="+strconv.Itoa(os.Getpid()), "the token carries the holder's pid")
+	assert.GreaterOrEqual(t, holders(ms, "locks:report", l.Value()), 2, "a majority holds the token")
 	assert.Positive(t, l.Fence())
 	assert.False(t, l.Until().Before(start.Add(10*time.Second-102*time.Millisecond)), "ttl − drift, from before the acquire")
 	assert.True(t, l.Until().Before(time.Now().Add(10*time.Second)))
@@ -250,7 +250,7 @@ func TestReleaseAfterTheLockWasTaken(t *testing.T) {
 		l, err := locks.TryObtain(ctx, "job", 10*time.Second)
 		require.NoError(t, err)
 		synctest.Wait() // the node that answered after the majority has its key too
-		require.Equal(t, 3, holders(b.ms, "job", l.Token()), "the late node keeps the lock")
+		require.Equal(t, 3, holders(b.ms, "job", l.Value()), "the late node keeps the lock")
 
 		// The lock expired on two nodes and another holder took them.
 		b.ms[0].Set("job", "next holder")
