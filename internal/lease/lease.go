@@ -84,8 +84,8 @@ type Config struct {
 // Hooks are told what happens to a lease, for the package's observer. They are called without the lease's mutex
 // held, on the goroutine where it happened (the watchdog's, the expiry timer's, or a caller's), and must not block.
 type Hooks struct {
-	// RefreshFailed is called with the error of each auto-refresh that failed without finding the lock gone; it
-	// is tried again until the validity deadline.
+	// RefreshFailed is called with the error of each auto-refresh that failed before the validity deadline without
+	// finding the lock gone; it is tried again until the deadline. (One that fails at the deadline is the loss.)
 	RefreshFailed func(err error)
 	// Lost is called once, when the lease is lost, with why (an error matching keyward.ErrLost).
 	Lost func(cause error)
@@ -344,12 +344,13 @@ func (l *Lease) watchdog() {
 			if errors.Is(err, keyward.ErrNotHeld) || errors.Is(err, keyward.ErrInvalid) {
 				return
 			}
-			if l.hooks.RefreshFailed != nil {
-				l.hooks.RefreshFailed(err)
-			}
 			if !time.Now().Before(until) {
+				// The deadline, which also ends the refresh's ctx, passed: that is the loss, not a failed refresh.
 				l.markLost(fmt.Errorf("%w: refresh failed until the validity deadline: %w", keyward.ErrLost, err))
 				return
+			}
+			if l.hooks.RefreshFailed != nil {
+				l.hooks.RefreshFailed(err)
 			}
 			if !wait(min(time.Until(until), max(min(ttl/10, time.Second), time.Millisecond))) {
 				return
