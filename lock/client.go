@@ -323,7 +323,7 @@ func (a *attempt) cleanUp(ctx context.Context) {
 }
 
 func (c *Client) newLock(a *attempt, start time.Time, fence int64) *Lock {
-	l := &Lock{c: c, key: a.key, names: a.names, value: a.value, fence: fence, ttl: a.ttl, start: start}
+	l := &Lock{c: c, key: a.key, names: a.names, value: a.value, fence: fence, ttl: a.ttl}
 	l.lease = lease.New(lease.Config{
 		Start:       start,
 		TTL:         a.ttl,

@@ -21,7 +21,6 @@ type Lock struct {
 	value string
 	fence int64
 	ttl   time.Duration // the ttl it was obtained with: its fence is remembered for CounterTTL(ttl) after release
-	start time.Time     // the local time taken before the acquire (or the hand-over's release) was sent
 	lease *lease.Lease
 	// undone: the lock was handed to a waiter that gave up, and is released without reaching a caller; its end is
 	// reported as CleanedUp, not Released or Lost.

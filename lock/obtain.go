@@ -552,10 +552,10 @@ func (c *Client) subscribe(ctx context.Context, q *queue) (*keyspace.Watch, erro
 
 // quit takes w out of the line: it gives up, because ctx ended or the Client was closed (err is nil, or the error
 // that caused) or with err, which will not pass. It returns ctx's error (with w's last failure), errs.Closed, or
-// err. A lock handed to w
-// meanwhile is released, and so is one a releasing holder is handing to it right now, or may have handed to it
-// (its answer was lost). When nobody of this Client waits any more, the Client leaves the Redis queue, giving back
-// the lock if a release reserved it for the Client: the next process gets it at once, not after a claim window.
+// err. A lock handed to w meanwhile is released, and so is one a releasing holder is handing to it right now, or
+// may have handed to it (its answer was lost): the observer hears CleanedUp. When nobody of this Client waits any
+// more, the Client leaves the Redis queue, giving back the lock if a release reserved it for the Client: the next
+// process gets it at once, not after a claim window.
 func (c *Client) quit(ctx context.Context, q *queue, w *waiter, err error) (*Lock, error) {
 	switch {
 	case ctx.Err() != nil:
