@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/lockopt"
 	"github.com/keyward/keyward/internal/token"
 	"github.com/keyward/keyward/keyspace"
 	"github.com/keyward/keyward/lock"
@@ -287,8 +288,9 @@ func clusterOptions(addrs []string, timeout time.Duration) *redis.ClusterOptions
 func newLocker(nodes []redis.UniversalClient, cfg WorkerConfig) (func(metadata string) keyward.Locker, func(), error) {
 	if len(nodes) == 1 {
 		var opts []lock.Option
+		var obtainOpts []lock.ObtainOption
 		if cfg.AutoRefresh {
-			opts = append(opts, lock.WithAutoRefresh())
+			obtainOpts = append(obtainOpts, lock.WithAutoRefresh())
 		}
 		if cfg.ClaimWindow > 0 {
 			opts = append(opts, lock.WithClaimWindow(cfg.ClaimWindow))
@@ -305,7 +307,9 @@ func newLocker(nodes []redis.UniversalClient, cfg WorkerConfig) (func(metadata s
 			closeWatch()
 			return nil, nil, err
 		}
-		return func(md string) keyward.Locker { return locks.Locker(lock.WithMetadata(md)) },
+		// The goroutines share the Client (its in-process queue and hand-overs are under test); metadata is a
+		// Client option, so each goroutine's metadata goes with its calls' contexts.
+		return func(md string) keyward.Locker { return callMetadata{Locker: locks.Locker(obtainOpts...), md: md} },
 			func() { _ = locks.Close(); closeWatch() }, nil
 	}
 	var opts []redlock.Option
@@ -361,6 +365,24 @@ func (f failedLocker) Do(context.Context, string, time.Duration, func(context.Co
 	return f.err
 }
 
+// callMetadata is a Locker of the single-node lock whose locks carry md as their metadata.
+type callMetadata struct {
+	keyward.Locker
+	md string
+}
+
+func (c callMetadata) TryObtain(ctx context.Context, key string, ttl time.Duration) (keyward.Lock, error) {
+	return c.Locker.TryObtain(lockopt.CallMetadata(ctx, c.md), key, ttl)
+}
+
+func (c callMetadata) Obtain(ctx context.Context, key string, ttl time.Duration) (keyward.Lock, error) {
+	return c.Locker.Obtain(lockopt.CallMetadata(ctx, c.md), key, ttl)
+}
+
+func (c callMetadata) Do(ctx context.Context, key string, ttl time.Duration, fn func(context.Context) error) error {
+	return c.Locker.Do(lockopt.CallMetadata(ctx, c.md), key, ttl, fn)
+}
+
 type worker struct {
 	cfg     WorkerConfig
 	pid     int
@@ -402,12 +424,12 @@ func (g *goroutine) attempt(ctx context.Context, seq int) *Record {
 		return r
 	}
 
-	r.Fence, r.Token = l.Fence(), l.Token()
+	r.Fence, r.Token = l.Fence(), l.Value()
 	r.TTL, r.AutoRefresh = int64(w.cfg.TTL), w.cfg.AutoRefresh
 	r.Until = r.Start + int64(time.Until(l.Until()))
 	if r.Until > r.Start {
 		r.Result = Obtained
-		w.section(r, l.Token(), l.Until)
+		w.section(r, l.Value(), l.Until)
 	} else {
 		r.Result = ExpiredOnArrival // the validity check: never work under a lock that has expired
 	}

@@ -184,10 +184,10 @@ func TestCampaignLeaderResign(t *testing.T) {
 func TestLockerOptionsAreTheLockers(t *testing.T) {
 	_, rdb := redistest.Miniredis(t)
 	ctx := withTimeout(t, 10*time.Second)
-	locks, err := lock.New(rdb)
+	locks, err := lock.New(rdb, lock.WithPrefix("jobs:"))
 	require.NoError(t, err)
 	t.Cleanup(func() { assert.NoError(t, locks.Close()) })
-	e, err := election.New(locks.Locker(lock.WithPrefix("jobs:")), name, election.WithRedis(rdb))
+	e, err := election.New(locks.Locker(), name, election.WithRedis(rdb))
 	require.NoError(t, err)
 	lead, err := e.Campaign(ctx)
 	require.NoError(t, err)

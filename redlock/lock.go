@@ -69,11 +69,6 @@ func (l *Lock) Key() string { return l.key }
 // holder's metadata ([WithMetadata]). It is not the fencing token: that is [Lock.Fence].
 func (l *Lock) Value() string { return l.value }
 
-// Token returns [Lock.Value].
-//
-// Deprecated: use Value. Token stays only while keyward.Lock still names it.
-func (l *Lock) Token() string { return l.value }
-
 // Fence returns the lock's fencing token: larger than that of every earlier holder of the same key on the same
 // nodes. Storage that remembers the largest fence it has seen and refuses smaller ones cannot be written by a
 // holder that was paused past its ttl.

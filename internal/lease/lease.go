@@ -346,14 +346,15 @@ func (l *Lease) watchdog() {
 			if errors.Is(err, keyward.ErrNotHeld) {
 				return // lost (OnLost was told) or released
 			}
+			if !time.Now().Before(until) && !errors.Is(err, keyward.ErrInvalid) {
+				// The deadline, which also ends the refresh's ctx, passed: that is the loss, not a failed refresh.
+				l.markLost(fmt.Errorf("%w: refresh failed until the validity deadline: %w", keyward.ErrLost, err))
+				return
+			}
 			if l.hooks.refreshFailed != nil {
 				l.hooks.refreshFailed(err)
 			}
 			if errors.Is(err, keyward.ErrInvalid) {
-				return
-			}
-			if !time.Now().Before(until) {
-				l.markLost(fmt.Errorf("%w: refresh failed until the validity deadline: %w", keyward.ErrLost, err))
 				return
 			}
 			if !wait(min(time.Until(until), max(min(ttl/10, time.Second), time.Millisecond))) {

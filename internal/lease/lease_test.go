@@ -462,3 +462,79 @@ func countOf(s []string, v string) int {
 	}
 	return n
 }
+
+// recorder records what the hooks what it heard, in order.
+type recorder struct {
+	mu     sync.Mutex
+	events []string
+	errs   []error
+}
+
+// into sets cfg's hooks to r's.
+func (r *recorder) into(cfg Config) Config {
+	add := func(kind string) func(error) {
+		return func(err error) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.events = append(r.events, kind)
+			r.errs = append(r.errs, err)
+		}
+	}
+	cfg.OnRefreshFailed, cfg.OnLost = add("refresh failed"), add("lost")
+	return cfg
+}
+
+func (r *recorder) heard() ([]string, []error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.events...), append([]error(nil), r.errs...)
+}
+
+
+func TestHooksHearEveryWayOfLosing(t *testing.T) {
+	for name, lose := range map[string]func(l *Lease, srv *server){
+		"deadline": func(l *Lease, _ *server) { time.Sleep(ttl) },
+		"refresh finds it taken": func(l *Lease, srv *server) {
+			srv.set(func(s *server) { s.held = false })
+			_ = l.Refresh(context.Background(), ttl)
+		},
+		"marked lost": func(l *Lease, _ *server) { l.MarkLost(keyward.ErrLost) },
+		"check after the deadline": func(l *Lease, _ *server) {
+			l.expiry.Stop() // as if the timer had not had its turn yet
+			time.Sleep(ttl)
+			_ = l.Check()
+		},
+		"release after the deadline": func(l *Lease, _ *server) {
+			l.expiry.Stop()
+			time.Sleep(ttl)
+			_ = l.Release(context.Background())
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				srv := &server{held: true}
+				rec := &recorder{}
+				l := New(rec.into(Config{Start: time.Now(), TTL: ttl, Drift: DefaultDrift, Ops: srv.ops()}))
+				lose(l, srv)
+				synctest.Wait()
+				_ = l.Release(context.Background())
+				events, errs := rec.heard()
+				assert.Equal(t, []string{"lost"}, events)
+				assert.ErrorIs(t, errs[0], keyward.ErrLost)
+			})
+		})
+	}
+}
+
+func TestNoHooksAfterACleanRelease(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := &recorder{}
+		l := New(rec.into(Config{Start: time.Now(), TTL: ttl, Drift: DefaultDrift, AutoRefresh: true,
+			Ops: (&server{held: true}).ops()}))
+		require.NoError(t, l.Release(context.Background()))
+		time.Sleep(2 * ttl)
+		synctest.Wait()
+		events, _ := rec.heard()
+		assert.Empty(t, events)
+	})
+}

@@ -100,7 +100,7 @@ func (f *lockFlags) open(ctx context.Context, env Env, autoRefresh bool) (*backe
 		_ = rdb.Close()
 		return nil, err
 	}
-	var opts []lock.Option
+	var opts []lock.ObtainOption
 	if autoRefresh {
 		opts = append(opts, lock.WithAutoRefresh())
 	}

@@ -249,7 +249,7 @@ func lockVars(key string, l keyward.Lock) []string {
 	return []string{
 		"KEYWARD_KEY=" + key,
 		"KEYWARD_FENCE=" + strconv.FormatInt(l.Fence(), 10),
-		"KEYWARD_TOKEN=" + l.Token(),
+		"KEYWARD_TOKEN=" + l.Value(),
 	}
 }
 
