@@ -65,7 +65,7 @@ const MinTTL = 10 * time.Millisecond
 
 // MaxTTL is the longest lease WithTTL accepts (24 h), the longest ttl a lock may have: the lease is how long a
 // leader that died keeps the others from leading, and a live leader renews it every ttl/3 anyway.
-const MaxTTL = lockopt.MaxTTL
+const MaxTTL = keyward.MaxTTL
 
 // WithRedis gives the Redis where the leader records who it is and announces changes, which Leader, Observe and
 // OnNewLeader read. With a lock.Client, give the same client; with a Redlock quorum, any one Redis that every

@@ -108,4 +108,4 @@ func WithAutoRefresh() ObtainOption { return func(c *obtainConfig) { c.autoRefre
 // MaxTTL is the longest ttl a lock may be obtained or refreshed with (24 h); a longer one is an ErrInvalid error.
 // A ttl is how long a holder that died keeps the others out; a holder that needs it longer keeps it with
 // refreshes ([WithAutoRefresh]).
-const MaxTTL = lockopt.MaxTTL
+const MaxTTL = keyward.MaxTTL

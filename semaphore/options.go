@@ -101,4 +101,4 @@ func acquireSettings(opts []AcquireOption) acquireConfig {
 // MaxTTL is the longest ttl a permit may be acquired or refreshed with (24 h); a longer one is an ErrInvalid
 // error. A ttl is how long a holder that died keeps the others out; a holder that needs it longer keeps it with
 // refreshes ([WithAutoRefresh]).
-const MaxTTL = lockopt.MaxTTL
+const MaxTTL = keyward.MaxTTL

@@ -40,7 +40,7 @@ func (d Drift) Of(ttl time.Duration) time.Duration {
 // every derived duration stays exact: the queue's ttl (2 × ttl + 1 s) and the fencing counter's (2 × ttl) cannot
 // overflow time.Duration, which a ttl above 146 years did (the negative PEXPIRE then deleted the queue on every
 // join), and every ttl is far below what Redis accepts for PX and in sorted-set scores.
-const MaxTTL = 24 * time.Hour
+const MaxTTL = keyward.MaxTTL
 
 // CheckTTL returns an ErrInvalid error unless a lock with this ttl is valid for some time after the drift margin,
 // and the ttl is at most MaxTTL.
