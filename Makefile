@@ -1,49 +1,69 @@
 # keyward — make demo runs the demo on an embedded Redis; make test runs every check.
+#
+# Four modules: the library (this folder), the command (cmd/keyward), the fault harness (chaos) and the
+# benchmark (bench). go.work puts them in one workspace, which the command needs (its go.mod requires the
+# library without a replace directive, so that go install …/cmd/keyward@latest works). The library is built,
+# vetted and tested without the workspace (LIB), as its users build it: a requirement missing from its go.mod
+# fails here instead of being filled in by another module of the workspace. The other three run in the
+# workspace (WS), whatever GOWORK the caller's environment sets.
 GO ?= go
+LIB := GOWORK=off
+WS := GOWORK=$(CURDIR)/go.work
 PKGS := ./...
 
-.PHONY: test demo bench bench-go chaos mutants lint vet deps
+.PHONY: test demo bench bench-go chaos mutants lint vet tidy deps
 
-## test: lint, then unit and integration tests with the race detector, the short fault schedule among them
+## test: lint, then unit and integration tests with the race detector: the library's, the command's, the
+## benchmark module's (keyward beside redsync on the same servers) and the fault harness's short schedule
 ## (installs redis-server, and iptables for real partitions, when missing)
 test: deps lint
-	$(GO) test -race -count=1 -timeout 20m $(PKGS)
-	cd internal/chaos && $(GO) test -race -count=1 -timeout 10m ./...
+	$(LIB) $(GO) test -race -count=1 -timeout 20m $(PKGS)
+	$(WS) $(GO) test -race -count=1 -timeout 10m ./cmd/keyward/... ./bench/...
+	cd chaos && $(WS) $(GO) test -race -count=1 -timeout 10m ./...
 
 ## demo: the main job on an embedded Redis (nothing to install)
 demo:
-	$(GO) run ./cmd/keyward demo
+	$(WS) $(GO) run ./cmd/keyward demo
 
 ## bench: keyward against redsync, bsm/redislock and rueidislock in one run; rewrites docs/BENCHMARKS.md
 bench: deps
-	cd bench && $(GO) run . -write-docs
+	cd bench && $(WS) $(GO) run . -write-docs
 
 ## bench-go: the packages' own go test benchmarks against real redis-server processes
 bench-go: deps
-	$(GO) test -run '^$$' -bench . -benchtime 2000x -count 1 ./lock/ ./semaphore/
-	$(GO) test -run '^$$' -bench Uncontended -benchtime 2000x -count 1 ./redlock/
-	$(GO) test -run '^$$' -bench MajorityDown -benchtime 100x -count 1 ./redlock/  # each try waits out the 50 ms node timeout
-	$(GO) test -run '^$$' -bench . -benchtime 50x -count 1 ./election/  # a crash fail-over waits out a 200 ms ttl
+	$(LIB) $(GO) test -run '^$$' -bench . -benchtime 2000x -count 1 ./lock/ ./semaphore/
+	$(LIB) $(GO) test -run '^$$' -bench Uncontended -benchtime 2000x -count 1 ./redlock/
+	$(LIB) $(GO) test -run '^$$' -bench MajorityDown -benchtime 100x -count 1 ./redlock/  # each try waits out the 50 ms node timeout
+	$(LIB) $(GO) test -run '^$$' -bench . -benchtime 50x -count 1 ./election/  # a crash fail-over waits out a 200 ms ttl
 
 ## chaos: the full fault schedule, with its verdict table
 chaos: deps
-	cd internal/chaos && KEYWARD_CHAOS=full $(GO) test -count=1 -v -run '^TestChaos$$' -timeout 10m .
+	cd chaos && KEYWARD_CHAOS=full $(WS) $(GO) test -count=1 -v -run '^TestChaos$$' -timeout 10m .
 
 ## mutants: inject each bug of scripts/mutants/mutations.go into a copy of the project and report which test
 ## catches it, and how fast (not part of test: it takes long). MUTANTS_FLAGS='-run fence -j 2' selects and
 ## parallelises.
 mutants: deps
-	$(GO) run ./scripts/mutants $(MUTANTS_FLAGS)
+	$(LIB) $(GO) run ./scripts/mutants $(MUTANTS_FLAGS)
 
-## lint: gofmt check and go vet, for the library's module and the modules of the fault harness and the benchmark
+## lint: gofmt check and go vet of every module
 lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
 vet:
-	$(GO) vet $(PKGS)
-	cd internal/chaos && $(GO) vet ./...
-	cd bench && $(GO) vet ./...
+	$(LIB) $(GO) vet $(PKGS)
+	$(WS) $(GO) vet ./cmd/keyward/... ./bench/... ./chaos/...
+
+## tidy: go mod tidy in every module. The command's go.mod requires a released version of the library, which
+## tidy (it ignores the workspace) would try to download: it is tidied with a replace directive to this folder,
+## which is dropped again.
+tidy:
+	$(LIB) $(GO) mod tidy
+	cd chaos && $(LIB) $(GO) mod tidy
+	cd bench && $(LIB) $(GO) mod tidy
+	cd cmd/keyward && $(GO) mod edit -replace github.com/keyward/keyward=../.. && \
+	  { $(LIB) $(GO) mod tidy; status=$$?; $(GO) mod edit -dropreplace github.com/keyward/keyward; exit $$status; }
 
 deps:
 	@./scripts/ensure-test-deps.sh

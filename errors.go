@@ -1,6 +1,9 @@
 package keyward
 
-import "errors"
+import (
+	"errors"
+	"time"
+)
 
 var (
 	// ErrNotObtained means the lock is held by another holder, so it was not obtained.
@@ -44,3 +47,8 @@ type lostError struct{}
 
 func (*lostError) Error() string        { return "keyward: lock lost" }
 func (*lostError) Is(target error) bool { return target == ErrNotHeld }
+
+// MaxTTL is the longest ttl a lock, permit or leadership may be obtained or refreshed with: 24 h. A longer one is
+// an ErrInvalid error. A ttl is how long a holder that died keeps the others out; a holder that needs the lock
+// longer keeps it with refreshes (auto-refresh). Every package's MaxTTL is this one.
+const MaxTTL = 24 * time.Hour

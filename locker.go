@@ -9,8 +9,8 @@ import (
 type Lock interface {
 	// Key returns the key the lock was obtained for.
 	Key() string
-	// Token returns the value stored under the lock key.
-	Token() string
+	// Value returns the value stored under the lock key, which only this holder knows (not the fencing token).
+	Value() string
 	// Fence returns the lock's fencing token, larger than that of every earlier holder of the key.
 	Fence() int64
 	// Until returns the local time until which the lock is known to be held.

@@ -183,8 +183,8 @@ func method(r report) string {
 - **Redis cost per acquisition.** Deltas of INFO commandstats (commands run inside scripts included, INFO and the
   unit's PINGs not) and of redis-server's used_cpu_user + used_cpu_sys, summed over the library's servers,
   divided by the acquisitions the servers saw (not for the uncontended pairs, whose PINGs would be counted in
-  the CPU time). *Failed tries*: keyward lock counts them (Client.Stats); keyward
-  redlock's are counted from its pipelines (one per try and node); for redsync, bsm/redislock and rueidislock,
+  the CPU time). *Failed tries*: keyward lock and keyward redlock count them
+  (Client.Stats); for redsync, bsm/redislock and rueidislock,
   every attempt is one SET NX per node, so attempts = SETs / nodes and failed tries = attempts − acquisitions.
   redsync gives up after 32 tries and bsm/redislock after the ttl: the benchmark then calls again (the wait goes
   on) and counts the give-ups.

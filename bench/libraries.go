@@ -16,6 +16,7 @@ import (
 	"github.com/redis/rueidis"
 	"github.com/redis/rueidis/rueidislock"
 
+	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/benchstat"
 	"github.com/keyward/keyward/lock"
 )
@@ -141,7 +142,7 @@ func closeAll(rdbs []*redis.Client) error {
 type keywardLocker struct {
 	rdb   *redis.Client
 	c     *lock.Client
-	start lock.Stats
+	start keyward.Stats
 }
 
 func openKeyward(addrs []string) (locker, error) {

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/errs"
 	"github.com/keyward/keyward/internal/retry"
 )
 
@@ -16,13 +18,15 @@ import (
 const resignTimeout = 5 * time.Second
 
 // Campaign waits until this candidate leads the election, as long as ctx allows, and returns its leadership.
-// It returns ctx's error (matching its cause too) when ctx ends first, and leaves no lock, subscription or
-// goroutine behind.
+// When ctx ends first it returns an error matching ctx's error and its cause, naming the election, and leaves no
+// lock, subscription or goroutine behind.
 //
-// Campaign rides out errors that may pass (Redis restarting or unreachable for a while, a failover): the
-// Locker's Obtain waits through them, and a record that cannot be written is tried again after a backoff (10 ms
-// doubling to 1 s, jittered), until ctx ends; the error then matches ctx's error and the last error alike. Errors
-// that will not pass return at once: ErrInvalid, ErrWrongType, ErrNoPermission, a closed client or watcher.
+// Campaign rides out errors that may pass (Redis restarting or unreachable for a while, a failover): the Locker's
+// Obtain waits through them, and a record that cannot be written is tried again after a backoff (10 ms
+// doubling to 1 s, jittered; each told to the observer as an Error event), until ctx ends; the error then matches
+// ctx's error and the last error alike. Errors that will not pass return at once, wrapped with the election's
+// name: ErrInvalid, ErrWrongType, ErrNoPermission, ErrClosed (the Locker's client was closed), a closed client or
+// watcher.
 //
 // ctx bounds the wait only: once elected, the candidate leads until it calls [Leadership.Resign] or the
 // leadership is lost ([Leadership.Done] is closed then), and it must call Resign in either case. The leadership
@@ -32,30 +36,34 @@ const resignTimeout = 5 * time.Second
 // leader's resignation or by a timer at the leader's remaining lease. Once it holds the lock, Campaign writes
 // the election's record (with WithRedis) and returns.
 func (e *Election) Campaign(ctx context.Context) (*Leadership, error) {
-	return e.campaign(ctx, context.WithoutCancel(ctx), nil)
+	return e.campaign(ctx, context.WithoutCancel(ctx))
 }
 
+// campaignOp names Campaign in its errors.
+const campaignOp = "campaign"
+
 // campaign is Campaign with the parent of the leadership's context: Run's ctx, so that a leader's fn stops when
-// Run's ctx ends; Campaign's ctx without its cancellation, so that the leadership outlives the wait. onError, when
-// not nil, is told of the errors it rides out.
-func (e *Election) campaign(ctx, parent context.Context, onError func(error)) (*Leadership, error) {
+// Run's ctx ends; Campaign's ctx without its cancellation, so that the leadership outlives the wait.
+func (e *Election) campaign(ctx, parent context.Context) (*Leadership, error) {
+	start := time.Now()
 	var backoff retry.Backoff
 	// again reports err, which may pass, and waits a backoff; a non-nil result ends the campaign.
 	again := func(err error) error {
+		if ctx.Err() != nil {
+			return e.ctxErr(ctx, campaignOp, err)
+		}
 		err = e.wrap(fmt.Errorf("campaign: %w", err))
-		switch {
-		case ctx.Err() != nil:
-			return retry.GaveUp(ctx, err)
-		case retry.Permanent(err):
+		if permanent(err) {
 			return err
 		}
-		if onError != nil {
-			onError(err)
-		}
+		e.emitError(0, err)
 		if !backoff.Wait(ctx) {
-			return retry.GaveUp(ctx, err)
+			return e.ctxErr(ctx, campaignOp, err)
 		}
 		return nil
+	}
+	if ctx.Err() != nil {
+		return nil, errs.Context(ctx, campaignOp, e.name)
 	}
 	for {
 		l, err := e.locker.Obtain(ctx, e.name, e.ttl)
@@ -70,16 +78,25 @@ func (e *Election) campaign(ctx, parent context.Context, onError func(error)) (*
 			e:           e,
 			lock:        l,
 			ctx:         newLeaderContext(parent, l),
+			elected:     time.Now(),
 			stopKeeping: stopKeeping,
 			kept:        make(chan struct{}),
 		}
+		lead.quiet.Store(true) // until the term is announced
+		lead.ctx.onLost = lead.tellLost
 		go lead.keep(keeping)
 		err = lead.publish(ctx)
 		if err == nil {
+			lead.quiet.Store(false)
+			e.emit(ctx, keyward.Event{Kind: keyward.Obtained, Fence: lead.Term(), Wait: time.Since(start)})
 			return lead, nil
 		}
+		// Nobody was told of this term: it is given back without a Released event, and a failure to give it back
+		// (the lock then expires with its lease) is a background error.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(e.ttl, resignTimeout))
-		_ = lead.Resign(rctx)
+		if rerr := lead.Resign(rctx); rerr != nil && !errors.Is(rerr, keyward.ErrNotHeld) {
+			e.emitError(lead.Term(), rerr)
+		}
 		cancel()
 		if errors.Is(err, keyward.ErrNotHeld) && ctx.Err() == nil {
 			// The lease ran out before the record was written (the process stalled for a whole lease), or a
@@ -100,14 +117,18 @@ type Leadership struct {
 	stopKeeping context.CancelFunc // called by Resign: the keeper stops renewing, even mid-renewal
 	kept        chan struct{}      // closed when the keeper has returned
 
+	elected  time.Time   // when the lock was obtained: Held of the term's events counts from here
+	quiet    atomic.Bool // the observer is not told of this term (it was never handed out)
+	lostOnce sync.Once   // the observer is told of a loss once
+
 	mu       sync.Mutex // serialises Resign
 	resigned bool       // the lock was given back (or found lost); Resign is done
 }
 
-// Fence returns the term number: the fencing token of the leadership's lock, larger than that of every earlier
+// Term returns the term number: the fencing token of the leadership's lock, larger than that of every earlier
 // term. Storage that refuses terms smaller than the largest it has seen cannot be written by a leader that was
 // paused past its lease.
-func (lead *Leadership) Fence() int64 { return lead.lock.Fence() }
+func (lead *Leadership) Term() int64 { return lead.lock.Fence() }
 
 // Until returns the local time until which the leadership is known to be held; renewals move it forward.
 func (lead *Leadership) Until() time.Time { return lead.lock.Until() }
@@ -115,7 +136,7 @@ func (lead *Leadership) Until() time.Time { return lead.lock.Until() }
 // Context returns a context that is cancelled when the leadership ends: lost (the cause matches ErrLost),
 // resigned (ErrResigned) or, in Run, when Run's ctx ends (its cause). Its Err also compares the clock with
 // [Leadership.Until], so that a leader that was paused past its lease sees the loss on its first check after
-// waking, before the timers that would report it have had a chance to run. [Term] of it is the term number.
+// waking, before the timers that would report it have had a chance to run. [TermFrom] of it is the term number.
 //
 // Check Err on this context itself, not on one derived from it, right before an action that must not happen
 // after the leadership ended: a derived context learns of the end only when the timers have run.
@@ -139,38 +160,82 @@ func (lead *Leadership) Err() error {
 // record is withdrawn. Stop the term's work before calling it.
 //
 // After the leadership was lost, Resign returns the loss (an error matching ErrLost); the next leader's lock
-// and record are left alone. After any other error (network, timeout) the outcome is unknown and Resign may be
-// called again; the lock expires at the end of its lease in any case. Once Resign has succeeded, further calls
-// return nil without a round trip.
+// and record are left alone. After any other error (network, timeout, ctx ended) the outcome is unknown and Resign
+// may be called again; the lock expires at the end of its lease in any case. Once Resign has succeeded, further
+// calls return nil without a round trip.
+//
+// The observer hears a Released event for each call that made a round trip (Err: the error Resign returns), and
+// a Lost event if the resignation found the leadership lost.
 func (lead *Leadership) Resign(ctx context.Context) error {
 	lead.mu.Lock()
-	defer lead.mu.Unlock()
 	if lead.resigned {
+		lead.mu.Unlock()
 		return nil
 	}
+	err := lead.resign(ctx)
+	lead.mu.Unlock()
+	if errors.Is(err, keyward.ErrNotHeld) {
+		lead.tellLost(err)
+	}
+	if !lead.quiet.Load() {
+		lead.e.emit(ctx, keyward.Event{Kind: keyward.Released, Fence: lead.Term(), Held: time.Since(lead.elected),
+			Err: err})
+	}
+	return err
+}
+
+// resign is Resign, with lead.mu held.
+func (lead *Leadership) resign(ctx context.Context) error {
 	lead.ctx.cancel(ErrResigned)
 	lead.stopKeeping()
 	<-lead.kept
 
 	err := lead.lock.Release(ctx)
 	if err != nil && !errors.Is(err, keyward.ErrNotHeld) {
-		return lead.e.wrap(fmt.Errorf("resign: %w", err))
+		return lead.resignErr(ctx, err)
 	}
 	lead.resigned = true
 	if lead.e.rdb != nil {
 		// After the release, not before: the next candidate is woken one round trip sooner, and the vacate is
 		// term-checked, so it cannot delete the record of a leader elected meanwhile.
-		err = errors.Join(err, lead.e.record.vacate(ctx, lead.e.rdb, lead.Fence()))
+		err = errors.Join(err, lead.e.record.vacate(ctx, lead.e.rdb, lead.Term()))
 	}
 	if err != nil {
-		return lead.e.wrap(fmt.Errorf("resign: %w", err))
+		return lead.resignErr(ctx, err)
 	}
 	return nil
 }
 
+// resignErr is the error of a resignation that failed with err.
+func (lead *Leadership) resignErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil && !errors.Is(err, keyward.ErrNotHeld) {
+		return lead.e.ctxErr(ctx, "resign", err)
+	}
+	return lead.e.wrap(fmt.Errorf("resign: %w", err))
+}
+
+// lose ends the leadership, lost for cause, unless it ended before.
+func (lead *Leadership) lose(cause error) {
+	lead.ctx.cancel(cause)
+	if context.Cause(lead.ctx) == cause {
+		lead.tellLost(cause)
+	}
+}
+
+// tellLost tells the observer, once, that the leadership was lost for cause.
+func (lead *Leadership) tellLost(cause error) {
+	if lead.quiet.Load() {
+		return
+	}
+	lead.lostOnce.Do(func() {
+		lead.e.emit(context.Background(), keyward.Event{Kind: keyward.Lost, Fence: lead.Term(),
+			Held: time.Since(lead.elected), Err: cause})
+	})
+}
+
 // leader describes this leadership as observers see it.
 func (lead *Leadership) leader() Leader {
-	return Leader{Identity: lead.e.identity, Term: lead.Fence(), TTL: max(time.Until(lead.Until()), 0)}
+	return Leader{Identity: lead.e.identity, Term: lead.Term(), TTL: max(time.Until(lead.Until()), 0)}
 }
 
 // publish writes the election's record: this candidate leads this term, for the lease it has left.
@@ -178,12 +243,13 @@ func (lead *Leadership) publish(ctx context.Context) error {
 	if lead.e.rdb == nil {
 		return nil
 	}
-	return lead.e.record.put(ctx, lead.e.rdb, lead.Fence(), lead.e.identity, time.Until(lead.Until()))
+	return lead.e.record.put(ctx, lead.e.rdb, lead.Term(), lead.e.identity, time.Until(lead.Until()))
 }
 
 // keep renews the lease (and the record) every ttl/3 until Resign, and ends the leadership when it is lost. A
-// renewal that fails for another reason (network, a server restarting) is retried every ttl/10 (at most every
-// second); if none succeeds before the lease runs out, the lock reports the loss, which ends the leadership.
+// renewal that fails for another reason (network, a server restarting) is told to the observer (RefreshFailed)
+// and retried every ttl/10 (at most every second); if none succeeds before the lease runs out, the lock reports
+// the loss, which ends the leadership.
 //
 // keep renews the lock itself rather than relying on the Locker's auto-refresh, which a Locker may not have
 // been given; a Locker that also refreshes does no harm.
@@ -197,7 +263,7 @@ func (lead *Leadership) keep(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-lead.lock.Lost():
-			lead.ctx.cancel(lead.e.wrap(lead.lock.Err()))
+			lead.lose(lead.e.wrap(lead.lock.Err()))
 			return
 		case <-timer.C:
 		}
@@ -208,9 +274,13 @@ func (lead *Leadership) keep(ctx context.Context) {
 		case err == nil:
 			timer.Reset(ttl / 3)
 		case errors.Is(err, keyward.ErrNotHeld): // the lock was found taken, or a later term was elected
-			lead.ctx.cancel(lead.e.wrap(err))
+			lead.lose(lead.e.wrap(err))
 			return
-		default:
+		default: // tried again until the lease runs out
+			if !lead.quiet.Load() {
+				lead.e.emit(context.Background(), keyward.Event{Kind: keyward.RefreshFailed, Fence: lead.Term(),
+					Err: lead.e.wrap(fmt.Errorf("renew: %w", err))})
+			}
 			timer.Reset(max(min(ttl/10, time.Second), time.Millisecond))
 		}
 	}
@@ -237,6 +307,7 @@ type leaderContext struct {
 	context.Context
 	cancel context.CancelCauseFunc
 	until  func() time.Time
+	onLost func(cause error) // called when Err finds the lease run out; nil: nothing
 }
 
 func newLeaderContext(parent context.Context, l keyward.Lock) *leaderContext {
@@ -253,6 +324,10 @@ func (c *leaderContext) Err() error {
 	if time.Now().Before(c.until()) {
 		return nil
 	}
-	c.cancel(fmt.Errorf("%w: the lease ran out", keyward.ErrLost))
+	cause := fmt.Errorf("%w: the lease ran out", keyward.ErrLost)
+	c.cancel(cause)
+	if c.onLost != nil && context.Cause(c.Context) == cause {
+		c.onLost(cause)
+	}
 	return c.Context.Err()
 }

@@ -62,17 +62,17 @@ func leadersThroughFailover(t *testing.T, rdbA, rdbB redis.UniversalClient, fail
 	leader, err := b.Leader(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, "a", leader.Identity)
-	assert.Equal(t, leadA.Fence(), leader.Term)
+	assert.Equal(t, leadA.Term(), leader.Term)
 
 	resigned := time.Now()
 	require.NoError(t, leadA.Resign(ctx))
 	c := <-got
 	require.NoError(t, c.err)
-	t.Logf("a resigned → b leads: %v (term %d after %d)", c.at.Sub(resigned).Round(time.Microsecond), c.lead.Fence(), leadA.Fence())
+	t.Logf("a resigned → b leads: %v (term %d after %d)", c.at.Sub(resigned).Round(time.Microsecond), c.lead.Term(), leadA.Term())
 	assert.Less(t, c.at.Sub(resigned), ttl/3, "woken by the resignation, not by a timer at a's lease")
-	assert.Greater(t, c.lead.Fence(), leadA.Fence())
+	assert.Greater(t, c.lead.Term(), leadA.Term())
 	leader, err = a.Leader(ctx)
 	require.NoError(t, err)
-	assert.Equal(t, election.Leader{Identity: "b", Term: c.lead.Fence(), TTL: leader.TTL}, leader)
+	assert.Equal(t, election.Leader{Identity: "b", Term: c.lead.Term(), TTL: leader.TTL}, leader)
 	require.NoError(t, c.lead.Resign(ctx))
 }

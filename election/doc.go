@@ -9,14 +9,18 @@
 //		election.WithRedis(rdb))                      // so that others can see who leads (Leader, Observe)
 //	err = e.Run(ctx, func(leaderCtx context.Context) error {
 //		// Only the leader gets here. leaderCtx is cancelled, with a cause matching ErrLost, the moment the
-//		// leadership is lost; storage that must refuse a late leader's writes is given election.Term(leaderCtx).
+//		// leadership is lost; storage that must refuse a late leader's writes is given
+//		// election.TermFrom(leaderCtx).
 //		return sendReminders(leaderCtx)
 //	})
 //
 // Run campaigns, runs fn while this replica leads, cancels fn's context when the leadership is lost, and
-// campaigns again, until ctx ends; then it resigns, so that another replica leads within a few round trips.
+// campaigns again, until ctx ends; then it resigns, so that another replica leads within a few round trips, and
+// returns ctx's error.
 // [Election.Campaign] is the same one step at a time: it returns a [Leadership] (its term number, a Done
 // channel, Resign). [Election.Leader] tells anyone who leads now, and [Election.Observe] streams every change.
+// [WithObserver] (or [WithLogger]) hears this candidate's terms obtained, released and lost, and the errors
+// Campaign and Run ride out.
 //
 // Campaigning costs no polling: a waiting candidate is woken by the lock's release message, or by a timer at the
 // leader's remaining lease when the leader died without releasing (kill -9, a lost machine), so a crashed leader

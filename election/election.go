@@ -9,7 +9,10 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/errs"
 	"github.com/keyward/keyward/internal/locker"
+	"github.com/keyward/keyward/internal/observe"
+	"github.com/keyward/keyward/internal/retry"
 	"github.com/keyward/keyward/internal/token"
 )
 
@@ -59,6 +62,7 @@ type Election struct {
 	rdb       redis.UniversalClient // nil: no record, so no Leader, Observe or OnNewLeader
 	record    record
 	callbacks Callbacks
+	observer  keyward.Observer // nil: nobody listens
 }
 
 // A Leader is who leads an election, as its record says.
@@ -108,6 +112,7 @@ func New(locker keyward.Locker, name string, opts ...Option) (*Election, error) 
 		rdb:       s.rdb,
 		record:    newRecord(keyPrefix(locker) + name),
 		callbacks: s.callbacks,
+		observer:  s.observer,
 	}, nil
 }
 
@@ -128,7 +133,8 @@ func (e *Election) Name() string { return e.name }
 func (e *Election) Identity() string { return e.identity }
 
 // Leader returns who leads the election now, with the term and how long its lease has left. It returns an error
-// matching ErrNoLeader between terms, and an ErrInvalid error when the Election has no Redis (WithRedis).
+// matching ErrNoLeader between terms, an ErrInvalid error when the Election has no Redis (WithRedis), and, when
+// ctx ends first, an error matching ctx's error and its cause.
 //
 // A leader is reported from the moment its Campaign has written its record (a round trip after it took the
 // lock) until it resigns or its lease runs out.
@@ -136,8 +142,14 @@ func (e *Election) Leader(ctx context.Context) (Leader, error) {
 	if e.rdb == nil {
 		return Leader{}, e.errNoRedis("Leader")
 	}
+	if ctx.Err() != nil {
+		return Leader{}, errs.Context(ctx, "leader", e.name)
+	}
 	l, ok, err := e.record.read(ctx, e.rdb)
 	if err != nil {
+		if ctx.Err() != nil {
+			return Leader{}, e.ctxErr(ctx, "leader", err)
+		}
 		return Leader{}, e.wrap(err)
 	}
 	if !ok {
@@ -146,12 +158,12 @@ func (e *Election) Leader(ctx context.Context) (Leader, error) {
 	return l, nil
 }
 
-// Term returns the term number of the leadership that ctx belongs to: the context handed to Run's fn, a
+// TermFrom returns the term number of the leadership that ctx belongs to: the context handed to Run's fn, a
 // Leadership's Context, or a context derived from them. It returns 0 for any other context.
 //
 // Pass it to storage that refuses terms smaller than the largest it has seen: a leader that was paused past its
 // lease and wakes after another was elected can then not overwrite the newer leader's work.
-func Term(ctx context.Context) int64 {
+func TermFrom(ctx context.Context) int64 {
 	t, _ := ctx.Value(termKey{}).(int64)
 	return t
 }
@@ -167,4 +179,42 @@ func (e *Election) wrap(err error) error {
 
 func (e *Election) errNoRedis(what string) error {
 	return e.wrap(fmt.Errorf("%w: %s needs the election's Redis (WithRedis)", ErrInvalid, what))
+}
+
+// ctxErr returns the error of op, stopped because ctx ended: it matches ctx's error and cause. last is the error
+// of the last attempt: when it is the Locker's own error for the ctx that ended, in keyward's shared shape, it is
+// passed on with the election's name (it may say more, such as the quorum the last attempt failed to get);
+// otherwise the error is errs.Context's, with last unless it is ctx's error itself.
+func (e *Election) ctxErr(ctx context.Context, op string, last error) error {
+	switch {
+	case last != nil && errs.IsContext(last):
+		return e.wrap(fmt.Errorf("%s: %w", op, last))
+	case last == nil || last == ctx.Err() || last == context.Cause(ctx):
+		return errs.Context(ctx, op, e.name)
+	}
+	return fmt.Errorf("%w (the last attempt failed: %w)", errs.Context(ctx, op, e.name), last)
+}
+
+// permanent reports whether err will not pass by trying again: retry.Permanent's errors, and a closed client.
+func permanent(err error) bool {
+	return retry.Permanent(err) || errors.Is(err, keyward.ErrClosed)
+}
+
+// closed reports whether err says a Watcher (or a client) was closed.
+func closed(err error) bool {
+	return errors.Is(err, keyward.ErrClosed)
+}
+
+// emit tells the observer e, from this election.
+func (e *Election) emit(ctx context.Context, ev keyward.Event) {
+	if e.observer == nil {
+		return
+	}
+	ev.Source, ev.Key = "election", e.name
+	observe.Emit(ctx, e.observer, ev)
+}
+
+// emitError tells the observer of err, an error handled in the background (of the term, when term is not 0).
+func (e *Election) emitError(term int64, err error) {
+	e.emit(context.Background(), keyward.Event{Kind: keyward.Error, Fence: term, Err: err})
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/election"
 	"github.com/keyward/keyward/lock"
 )
@@ -34,7 +35,7 @@ func Example() {
 		return
 	}
 	leader, _ := b.Leader(ctx)
-	fmt.Println("leader:", leader.Identity, "term matches:", leader.Term == lead.Fence())
+	fmt.Println("leader:", leader.Identity, "term matches:", leader.Term == lead.Term())
 
 	next := make(chan *election.Leadership)
 	go func() {
@@ -44,7 +45,7 @@ func Example() {
 	_ = lead.Resign(ctx)
 	second := <-next
 	leader, _ = a.Leader(ctx)
-	fmt.Println("leader:", leader.Identity, "later term:", second.Fence() > lead.Fence())
+	fmt.Println("leader:", leader.Identity, "later term:", second.Term() > lead.Term())
 
 	_ = second.Resign(ctx)
 	_, err = a.Leader(ctx)
@@ -53,6 +54,31 @@ func Example() {
 	// leader: replica-a term matches: true
 	// leader: replica-b later term: true
 	// true
+}
+
+// An observer hears this candidate's terms begin and end, for logs and metrics (Fence is the term).
+// WithLogger(slog.Default()) logs the same events.
+func ExampleWithObserver() {
+	srv, _ := miniredis.Run()
+	defer srv.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer rdb.Close()
+	locks, _ := lock.New(rdb)
+	defer locks.Close()
+
+	var first int64
+	events := keyward.ObserverFunc(func(_ context.Context, e keyward.Event) {
+		if first == 0 {
+			first = e.Fence
+		}
+		fmt.Println(e.Source, e.Key, e.Kind, "first term:", e.Fence == first, e.Err)
+	})
+	e, _ := election.New(locks.Locker(), "reports", election.WithObserver(events))
+	lead, _ := e.Campaign(context.Background())
+	_ = lead.Resign(context.Background())
+	// Output:
+	// election reports obtained first term: true <nil>
+	// election reports released first term: true <nil>
 }
 
 // A dashboard follows who leads, woken by the election's messages rather than polling.
@@ -195,7 +221,7 @@ func nightlyReport(leaderCtx context.Context, rdb *redis.Client, sched *schedule
 		}
 		for tick := done + 1; tick <= now; tick++ {
 			// Check leaderCtx itself right before acting: after a pause past the lease, it reports the loss. A
-			// real job would also hand election.Term(leaderCtx) to its storage, to refuse a late leader's writes.
+			// real job would also hand election.TermFrom(leaderCtx) to its storage, to refuse a late leader's writes.
 			if leaderCtx.Err() != nil {
 				return nil
 			}

@@ -29,7 +29,7 @@ func TestLeaderContextErrLooksAtTheClock(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := newLeaderContext(context.Background(), heldLock{fence: 42, until: time.Now().Add(time.Second)})
 		assert.NoError(t, ctx.Err())
-		assert.Equal(t, int64(42), Term(ctx))
+		assert.Equal(t, int64(42), TermFrom(ctx))
 
 		time.Sleep(time.Second) // past the lease; no timer reports it here
 		select {
@@ -44,7 +44,7 @@ func TestLeaderContextErrLooksAtTheClock(t *testing.T) {
 		child, cancel := context.WithCancel(ctx)
 		defer cancel()
 		assert.Error(t, child.Err(), "contexts derived from it are cancelled too")
-		assert.Equal(t, int64(42), Term(child))
+		assert.Equal(t, int64(42), TermFrom(child))
 	})
 }
 

@@ -2,8 +2,10 @@ package election
 
 import (
 	"context"
+	"fmt"
 	"time"
 
+	"github.com/keyward/keyward/internal/errs"
 	"github.com/keyward/keyward/internal/retry"
 	"github.com/keyward/keyward/internal/watch"
 )
@@ -12,8 +14,9 @@ import (
 // Leader with an empty Identity when nobody leads), then every change, in order — each new term, and each
 // vacancy (the leader resigned, or its lease ran out without renewal). The channel is closed when ctx ends (or
 // the server refuses the subscription after the user's permission for the election's channel was taken away: an
-// observer that hears nothing must not pretend to watch). It returns once the subscription is confirmed by the server, and
-// an ErrInvalid error when the Election has no Redis (WithRedis).
+// observer that hears nothing must not pretend to watch). It returns once the subscription is confirmed by the
+// server; an ErrInvalid error when the Election has no Redis (WithRedis), and, when ctx ends first, an error
+// matching ctx's error and its cause.
 //
 // Observing costs no polling. Changes arrive as messages on the election's channel; the record is read again
 // only when messages may have been lost (the pub/sub connection dropped), when a keyspace notification says it
@@ -21,16 +24,28 @@ import (
 // no message, and its record then expires with its lease.
 //
 // Changes from before the call are not replayed. An observer that falls far behind (more than 64 changes not
-// taken from the channel) sees the latest state instead of each change it missed.
+// taken from the channel) sees the latest state instead of each change it missed. A read of the record that fails
+// is tried again after a backoff, and told to the Election's observer as an Error event.
 func (e *Election) Observe(ctx context.Context) (<-chan Leader, error) {
+	const op = "observe"
 	if e.rdb == nil {
 		return nil, e.errNoRedis("Observe")
 	}
-	// The pub/sub connection of e.rdb, shared with every other user of that client.
-	w := watch.Attach(e.rdb, nil)
+	if ctx.Err() != nil {
+		return nil, errs.Context(ctx, op, e.name)
+	}
+	// The pub/sub connection of e.rdb, shared with every other user of that client; its Reconnected and Error
+	// events go to the Election's observer.
+	w := watch.Attach(e.rdb, e.observer)
 	wt, err := w.Watch(ctx, e.record.key)
 	if err != nil {
 		_ = w.Close() // an error of the last user's Close goes to the observer given to Attach
+		switch {
+		case ctx.Err() != nil:
+			return nil, e.ctxErr(ctx, op, err)
+		case closed(err):
+			return nil, errs.Closed(op, e.name)
+		}
 		return nil, e.wrap(err)
 	}
 	o := &observer{e: e, watch: wt, watcher: w, out: make(chan Leader)}
@@ -118,6 +133,7 @@ func (o *observer) read(ctx context.Context) bool {
 		if ctx.Err() != nil {
 			return false
 		}
+		o.e.emitError(0, o.e.wrap(fmt.Errorf("observe: %w", err)))
 		o.timer.Reset(o.backoff.Next())
 		return true
 	}

@@ -41,11 +41,11 @@ func TestObserveSeesEveryChangeInOrder(t *testing.T) {
 		la, err := a.Campaign(context.Background())
 		require.NoError(t, err)
 		got := next(t, changes)
-		assert.Equal(t, election.Leader{Identity: "replica-a", Term: la.Fence(), TTL: got.TTL}, got)
+		assert.Equal(t, election.Leader{Identity: "replica-a", Term: la.Term(), TTL: got.TTL}, got)
 		assert.Positive(t, got.TTL)
 
 		require.NoError(t, la.Resign(context.Background()))
-		assert.Equal(t, election.Leader{Term: la.Fence()}, next(t, changes), "a resigned: nobody leads")
+		assert.Equal(t, election.Leader{Term: la.Term()}, next(t, changes), "a resigned: nobody leads")
 
 		crashed := newCrash()
 		b := newCandidate(t, client(crashed), "replica-b")
@@ -54,15 +54,15 @@ func TestObserveSeesEveryChangeInOrder(t *testing.T) {
 		assert.Equal(t, "replica-b", next(t, changes).Identity)
 		crashed.On()
 		start := time.Now()
-		assert.Equal(t, election.Leader{Term: lb.Fence()}, next(t, changes), "b died: its lease ran out")
+		assert.Equal(t, election.Leader{Term: lb.Term()}, next(t, changes), "b died: its lease ran out")
 		assert.LessOrEqual(t, time.Since(start), time.Second, "seen when the lease ran out")
 
 		c := newCandidate(t, client(), "replica-c")
 		lc, err := c.Campaign(context.Background())
 		require.NoError(t, err)
 		got = next(t, changes)
-		assert.Equal(t, election.Leader{Identity: "replica-c", Term: lc.Fence(), TTL: got.TTL}, got)
-		assert.Greater(t, lc.Fence(), lb.Fence())
+		assert.Equal(t, election.Leader{Identity: "replica-c", Term: lc.Term(), TTL: got.TTL}, got)
+		assert.Greater(t, lc.Term(), lb.Term())
 
 		time.Sleep(10 * time.Second) // c renews its lease ten times over
 		synctest.Wait()
@@ -90,9 +90,9 @@ func TestObserveStartsWithTheCurrentLeader(t *testing.T) {
 		changes, err := a.Observe(ctx)
 		require.NoError(t, err)
 		got := next(t, changes)
-		assert.Equal(t, election.Leader{Identity: "replica-a", Term: la.Fence(), TTL: got.TTL}, got)
+		assert.Equal(t, election.Leader{Identity: "replica-a", Term: la.Term(), TTL: got.TTL}, got)
 		require.NoError(t, la.Resign(context.Background()))
-		assert.Equal(t, election.Leader{Term: la.Fence()}, next(t, changes))
+		assert.Equal(t, election.Leader{Term: la.Term()}, next(t, changes))
 	})
 }
 
@@ -107,7 +107,7 @@ func TestObserveWokenByKeyspaceNotifications(t *testing.T) {
 	require.Equal(t, "replica-a", next(t, changes).Identity)
 
 	require.NoError(t, rdb.Del(ctx, recordKey).Err()) // redis-cli DEL: no message, and a lease of a minute
-	assert.Equal(t, election.Leader{Term: la.Fence()}, next(t, changes), "woken by the keyspace notification")
+	assert.Equal(t, election.Leader{Term: la.Term()}, next(t, changes), "woken by the keyspace notification")
 	require.NoError(t, la.Resign(ctx))
 }
 
@@ -124,7 +124,7 @@ func TestObserveLooksAgainAfterAReconnect(t *testing.T) {
 
 	require.NoError(t, rdb.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err())
 	require.NoError(t, la.Resign(ctx)) // its message may be lost with the connection
-	assert.Equal(t, election.Leader{Term: la.Fence()}, next(t, changes), "the reconnect made the observer look")
+	assert.Equal(t, election.Leader{Term: la.Term()}, next(t, changes), "the reconnect made the observer look")
 }
 
 // Observers share the pub/sub connection of their client with its other users: closing one of those (a
@@ -141,12 +141,12 @@ func TestObserveSurvivesAnotherUsersClose(t *testing.T) {
 	assert.Equal(t, election.Leader{}, next(t, changes))
 	la, err := a.Campaign(ctx)
 	require.NoError(t, err)
-	assert.Equal(t, la.Fence(), next(t, changes).Term)
+	assert.Equal(t, la.Term(), next(t, changes).Term)
 
 	wt.Close()
 	require.NoError(t, w.Close())
 	require.NoError(t, la.Resign(ctx))
-	assert.Equal(t, election.Leader{Term: la.Fence()}, next(t, changes), "the observer still hears the resignation")
+	assert.Equal(t, election.Leader{Term: la.Term()}, next(t, changes), "the observer still hears the resignation")
 }
 
 func TestLeaderRefusesARecordItDidNotWrite(t *testing.T) {

@@ -2,11 +2,14 @@ package election
 
 import (
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/lockopt"
+	"github.com/keyward/keyward/internal/observe"
 )
 
 // An Option configures an Election.
@@ -17,6 +20,7 @@ type settings struct {
 	ttl       time.Duration
 	rdb       redis.UniversalClient
 	callbacks Callbacks
+	observer  keyward.Observer
 	err       error // the first invalid option
 }
 
@@ -59,7 +63,7 @@ const MinTTL = 10 * time.Millisecond
 
 // MaxTTL is the longest lease WithTTL accepts (24 h), the longest ttl a lock may have: the lease is how long a
 // leader that died keeps the others from leading, and a live leader renews it every ttl/3 anyway.
-const MaxTTL = lockopt.MaxTTL
+const MaxTTL = keyward.MaxTTL
 
 // WithRedis gives the Redis where the leader records who it is and announces changes, which Leader, Observe and
 // OnNewLeader read. With a lock.Client, give the same client; with a Redlock quorum, any one Redis that every
@@ -76,14 +80,33 @@ func WithRedis(rdb redis.UniversalClient) Option {
 }
 
 // WithCallbacks sets functions that Run calls as leadership comes and goes, as Kubernetes client-go's
-// LeaderCallbacks do. Unset functions are not called.
+// LeaderCallbacks do. Unset functions are not called. The errors Run survives go to the observer ([WithObserver],
+// [WithLogger]) as Error events.
 func WithCallbacks(c Callbacks) Option {
 	return func(s *settings) { s.callbacks = c }
 }
 
+// WithObserver makes the Election tell o what happens to this candidate's terms, with Source "election", Key the
+// election's name and Fence the term: Obtained when a term starts (Wait: how long the campaign took), Released
+// when it is resigned (Held: how long it lasted; Err: why the resignation failed), RefreshFailed when a renewal of
+// its lease failed (it is tried again until the lease runs out), Lost when it is lost (Err: why, matching ErrLost),
+// and Error for the errors Campaign and Run ride out and those of the background (a record
+// that could not be read, a resignation that failed in Run, a connection that could not be closed). The Locker
+// reports on the lock itself, to its own observer. Given more than once, every observer hears every event.
+// Default: none.
+func WithObserver(o keyward.Observer) Option {
+	return func(s *settings) { s.observer = observe.Join(s.observer, o) }
+}
+
+// WithLogger logs the Election's events to l, as [keyward.LogObserver] does: losses and errors at Warn, the rest
+// at Debug. It adds to an observer given with WithObserver. A nil l logs nothing.
+func WithLogger(l *slog.Logger) Option {
+	return func(s *settings) { s.observer = observe.Join(s.observer, keyward.LogObserver(l)) }
+}
+
 // Callbacks are called by Run, never after Run has returned. They must not block for long. OnStartedLeading and
-// OnStoppedLeading are called on Run's goroutine; OnNewLeader on a goroutine of its own, and OnError on either,
-// so those two may run at the same time as the others.
+// OnStoppedLeading are called on Run's goroutine; OnNewLeader on a goroutine of its own, so it may run at the same
+// time as the others.
 type Callbacks struct {
 	// OnStartedLeading is called when this candidate starts a term, before fn runs.
 	OnStartedLeading func(leader Leader)
@@ -94,7 +117,4 @@ type Callbacks struct {
 	// OnNewLeader is called whenever a new term starts, whoever leads it (this candidate too), in the order of
 	// the terms. It needs WithRedis.
 	OnNewLeader func(leader Leader)
-	// OnError is called with the errors that Run survives: a campaign, a resignation or an observation that
-	// failed (Redis unreachable, say) and will be tried again after a backoff.
-	OnError func(err error)
 }

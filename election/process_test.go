@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/election"
 	"github.com/keyward/keyward/internal/keys"
 	"github.com/keyward/keyward/internal/redistest"
@@ -86,8 +87,12 @@ func runCandidate(t *testing.T) {
 		election.WithRedis(rdb), election.WithIdentity(os.Getenv(envID)), election.WithTTL(ttl),
 		election.WithCallbacks(election.Callbacks{
 			OnStoppedLeading: func(l election.Leader, cause error) { say("stopped", l.Term, cause) },
-			OnError:          func(err error) { say("error", 0, err) },
-		}))
+		}),
+		election.WithObserver(keyward.ObserverFunc(func(_ context.Context, e keyward.Event) {
+			if e.Kind == keyward.Error {
+				say("error", e.Fence, e.Err)
+			}
+		})))
 	require.NoError(t, err)
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -107,7 +112,7 @@ func runCandidate(t *testing.T) {
 
 	say("ready", 0)
 	err = e.Run(ctx, func(leaderCtx context.Context) error {
-		term := election.Term(leaderCtx)
+		term := election.TermFrom(leaderCtx)
 		appendLog(term, "begin", time.Now())
 		say("leading", term)
 		tick := time.NewTicker(2 * time.Millisecond)
@@ -130,6 +135,14 @@ func runCandidate(t *testing.T) {
 	})
 	say("exited", 0, err)
 	<-stdinDone
+}
+
+// assertCleanExit checks what a candidate's Run returned when its ctx ended: ctx's error and no other, from Run
+// when the candidate led (it resigned cleanly), from its campaign when it did not.
+func assertCleanExit(t *testing.T, r report) {
+	t.Helper()
+	assert.Contains(t, []string{`keyward: run "report": context canceled`, `keyward: campaign "report": context canceled`},
+		r.details, "%s exited", r.from.id)
 }
 
 // A helper is one candidate process.
@@ -447,14 +460,14 @@ func TestProcessesFailOverWhenTheLeaderResigns(t *testing.T) {
 
 	// A clean shutdown (Run's ctx ends) resigns too.
 	exited := p.exit(leader.from)
-	assert.Equal(t, "<nil>", exited.details)
+	assertCleanExit(t, exited)
 	last := p.leading(leader.term, leader.from)
 	for _, h := range helpers {
 		if h != leader.from && h != last.from { // the one still waiting, then the leader: no more terms
-			assert.Equal(t, "<nil>", p.exit(h).details)
+			assertCleanExit(t, p.exit(h))
 		}
 	}
-	assert.Equal(t, "<nil>", p.exit(last.from).details)
+	assertCleanExit(t, p.exit(last.from))
 
 	rdb := p.srv.Client(t)
 	ctx := withTimeout(t, 10*time.Second)
@@ -478,7 +491,7 @@ func TestProcessesFailOverWhenTheLeaderIsKilled(t *testing.T) {
 	require.NoError(t, second.from.signal(syscall.SIGKILL))
 	third := p.leading(second.term, first.from, second.from)
 
-	assert.Equal(t, "<nil>", p.exit(third.from).details)
+	assertCleanExit(t, p.exit(third.from))
 	terms := p.checkLog()
 	assertTermsInclude(t, terms, first.term, second.term, third.term)
 	checkObserved(t, obs.saw(t, terms[len(terms)-1]), terms)
@@ -505,10 +518,10 @@ func TestProcessesPausedLeaderFindsItsTermOver(t *testing.T) {
 	})
 	assert.Contains(t, stopped.details, election.ErrLost.Error())
 
-	assert.Equal(t, "<nil>", p.exit(second.from).details)
+	assertCleanExit(t, p.exit(second.from))
 	third := p.leading(second.term, second.from) // the paused one campaigned again, and leads now
 	assert.Equal(t, first.from, third.from)
-	assert.Equal(t, "<nil>", p.exit(first.from).details)
+	assertCleanExit(t, p.exit(first.from))
 
 	terms := p.checkLog() // no "valid" of the first term after the second began: checked here
 	assertTermsInclude(t, terms, first.term, second.term, third.term)

@@ -35,8 +35,8 @@ var errSuperseded = fmt.Errorf("%w: a later term leads", keyward.ErrLost)
 // subscribes to the channel and reads it again when messages may have been missed.
 //
 // The channel is the one a watch of the record key subscribes to, on the pub/sub connection its client shares
-// with lock waiters and every other user, and keyspace notifications for the record (deleted, expired, evicted) reach observers
-// too when the server sends them.
+// with lock waiters and every other user, and keyspace notifications for the record (deleted, expired, evicted)
+// reach observers too when the server sends them.
 type record struct {
 	key     string
 	channel string

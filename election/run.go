@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/errs"
 	"github.com/keyward/keyward/internal/retry"
 )
 
@@ -15,16 +16,18 @@ import (
 //   - fn's context is cancelled the moment the leadership is lost, with a cause matching ErrLost (see
 //     context.Cause and [Leadership.Context]); when fn has returned, Run campaigns again.
 //   - When ctx ends, fn's context is cancelled with ctx's cause; when fn has returned, Run resigns, so that
-//     another candidate leads within a few round trips, and returns nil (or the resignation's error).
+//     another candidate leads within a few round trips, and returns an error matching ctx's error and its cause
+//     (and the resignation's error, if it failed). When ctx ends while it campaigns, it returns Campaign's error.
 //   - When fn returns nil while leading, Run resigns (the next candidate in line leads) and campaigns again.
 //   - When fn returns an error while leading, Run resigns and returns that error.
 //   - When fn panics, Run resigns and the panic goes on.
 //
 // Errors that may pass (Redis unreachable, a failover in progress) are ridden out as Campaign does: the Locker's
 // Obtain waits through them (without reporting them), and a record that cannot be written or a lock that cannot
-// be obtained is reported to OnError and tried again after a backoff (10 ms doubling to 1 s). Errors that will not
-// pass end Run: an invalid argument, a key of another type (ErrWrongType), a permission refused
-// (ErrNoPermission), a closed client. A nil fn is an ErrInvalid error.
+// be obtained is told to the observer as an Error event and tried again after a backoff (10 ms doubling to 1 s);
+// so is a resignation that failed. Errors that will not pass end Run: an invalid argument, a key of another type
+// (ErrWrongType), a permission refused (ErrNoPermission), a closed client (ErrClosed). A nil fn is an ErrInvalid
+// error.
 func (e *Election) Run(ctx context.Context, fn func(leaderCtx context.Context) error) error {
 	if fn == nil {
 		return e.wrap(fmt.Errorf("%w: nil fn", ErrInvalid))
@@ -32,12 +35,9 @@ func (e *Election) Run(ctx context.Context, fn func(leaderCtx context.Context) e
 	stop := e.observeForCallbacks(ctx)
 	defer stop()
 	for {
-		lead, err := e.campaign(ctx, ctx, e.onError) // rides out errors that may pass, telling OnError
+		lead, err := e.campaign(ctx, ctx) // rides out errors that may pass, telling the observer
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
+			return err // when ctx ended: Campaign's error for it, with what the last attempt met
 		}
 		if over, err := e.serve(ctx, lead, fn); over {
 			return err
@@ -56,7 +56,9 @@ func (e *Election) serve(ctx context.Context, lead *Leadership, fn func(context.
 	panicked := true
 	defer func() {
 		if panicked {
-			_ = resign()
+			if err := resign(); err != nil && !errors.Is(err, keyward.ErrNotHeld) {
+				e.emitError(leader.Term, err)
+			}
 		}
 	}()
 	if f := e.callbacks.OnStartedLeading; f != nil {
@@ -83,17 +85,23 @@ func (e *Election) serve(ctx context.Context, lead *Leadership, fn func(context.
 	}
 	switch {
 	case ctx.Err() != nil:
-		return true, err
+		if err != nil {
+			return true, fmt.Errorf("%w (and the resignation failed: %w)", errs.Context(ctx, runOp, e.name), err)
+		}
+		return true, errs.Context(ctx, runOp, e.name)
 	case errors.Is(cause, keyward.ErrNotHeld): // lost (ErrLost matches ErrNotHeld)
 		return false, nil // fn's error, if any, was about the loss: campaign again
 	case fnErr != nil:
 		return true, errors.Join(fnErr, err)
 	}
 	if err != nil {
-		e.onError(err)
+		e.emitError(leader.Term, err) // the lock expires with its lease; campaign again
 	}
 	return false, nil
 }
+
+// runOp names Run in its errors.
+const runOp = "run"
 
 // observeForCallbacks calls OnNewLeader for every new term until ctx ends or the returned stop is called; stop
 // waits for the goroutine to return.
@@ -111,10 +119,10 @@ func (e *Election) observeForCallbacks(ctx context.Context) (stop func()) {
 		for {
 			leaders, err := e.Observe(octx)
 			if err != nil {
-				if octx.Err() != nil || errors.Is(err, keyward.ErrClosed) {
+				if octx.Err() != nil || closed(err) {
 					return
 				}
-				e.onError(err)
+				e.emitError(0, err)
 				if !backoff.Wait(octx) {
 					return
 				}
@@ -135,11 +143,5 @@ func (e *Election) observeForCallbacks(ctx context.Context) (stop func()) {
 	return func() {
 		cancel()
 		<-done
-	}
-}
-
-func (e *Election) onError(err error) {
-	if f := e.callbacks.OnError; f != nil {
-		f(err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/election"
 )
 
@@ -29,7 +30,7 @@ func TestRunCampaignsAgainAfterALossAndResignsWhenCtxEnds(t *testing.T) {
 		defer cancel(nil)
 		var terms []int64
 		err := a.Run(ctx, func(leaderCtx context.Context) error {
-			terms = append(terms, election.Term(leaderCtx))
+			terms = append(terms, election.TermFrom(leaderCtx))
 			if len(terms) == 1 {
 				// Another program takes the lock for 2 s.
 				require.NoError(t, m.Set(name, "someone else"))
@@ -43,7 +44,8 @@ func TestRunCampaignsAgainAfterALossAndResignsWhenCtxEnds(t *testing.T) {
 			assert.EqualError(t, context.Cause(leaderCtx), "shutting down")
 			return leaderCtx.Err()
 		})
-		assert.NoError(t, err, "a Run whose ctx ended and that resigned cleanly returns nil")
+		assert.ErrorIs(t, err, context.Canceled, "a Run whose ctx ended returns ctx's error")
+		assert.EqualError(t, err, `keyward: run "report": context canceled: shutting down`, "and no other")
 		require.Len(t, terms, 2)
 		assert.Greater(t, terms[1], terms[0])
 		require.Len(t, started, 2)
@@ -102,12 +104,12 @@ func TestRunStepsDownWhenFnReturnsNil(t *testing.T) {
 		aDone := make(chan error)
 		go func() {
 			aDone <- a.Run(ctx, func(leaderCtx context.Context) error {
-				aTerms = append(aTerms, election.Term(leaderCtx))
+				aTerms = append(aTerms, election.TermFrom(leaderCtx))
 				if len(aTerms) > 1 {
 					<-leaderCtx.Done()
 					return nil
 				}
-				aLeads <- election.Term(leaderCtx)
+				aLeads <- election.TermFrom(leaderCtx)
 				<-proceed
 				return nil // this term's work is done: step down
 			})
@@ -118,7 +120,7 @@ func TestRunStepsDownWhenFnReturnsNil(t *testing.T) {
 		bDone := make(chan error)
 		go func() {
 			bDone <- b.Run(ctx, func(leaderCtx context.Context) error {
-				bTerm = election.Term(leaderCtx)
+				bTerm = election.TermFrom(leaderCtx)
 				<-sawB
 				cancel()
 				<-leaderCtx.Done()
@@ -127,8 +129,8 @@ func TestRunStepsDownWhenFnReturnsNil(t *testing.T) {
 		}()
 		synctest.Wait() // b waits for the lock, and b's observer has seen a
 		close(proceed)
-		assert.NoError(t, <-bDone)
-		assert.NoError(t, <-aDone)
+		assert.ErrorIs(t, <-bDone, context.Canceled)
+		assert.ErrorIs(t, <-aDone, context.Canceled)
 
 		assert.Equal(t, []int64{aTerm}, aTerms, "the next candidate in line led, not a again")
 		assert.Greater(t, bTerm, aTerm)
@@ -144,9 +146,12 @@ func TestRunRetriesErrorsThatPass(t *testing.T) {
 		m.SetError("LOADING Redis is loading the dataset in memory") // the lock's tries ride this out by themselves
 		var errs []error
 		record := &failRecordWrite{err: loadingError{}}
-		a := newCandidate(t, client(record), "replica-a", election.WithCallbacks(election.Callbacks{
-			OnError: func(err error) { errs = append(errs, err) }, // the record write's error
-		}))
+		a := newCandidate(t, client(record), "replica-a", election.WithObserver(keyward.ObserverFunc(
+			func(_ context.Context, e keyward.Event) {
+				if e.Kind == keyward.Error {
+					errs = append(errs, e.Err) // the record write's error
+				}
+			})))
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		led := false
@@ -159,7 +164,7 @@ func TestRunRetriesErrorsThatPass(t *testing.T) {
 			cancel()
 			return nil
 		})
-		assert.NoError(t, err)
+		assert.ErrorIs(t, err, context.Canceled)
 		assert.True(t, led)
 		require.Len(t, errs, 1)
 		assert.Contains(t, errs[0].Error(), "LOADING")

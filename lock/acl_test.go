@@ -66,8 +66,8 @@ var unobservable = map[string]string{
 	"+ping":        "the watcher's health check of a silent pub/sub connection (after 3 s of silence)",
 	"+unsubscribe": "the watcher's release of a channel nobody watches any more",
 	"+unwatch":     "go-redis ends a Guard that returns before EXEC with UNWATCH, and ignores its error",
-	"+zrem": "a waiter that gives up leaves the Redis queue (its error is ignored; refused, its place stays until " +
-		"the queue expires, and releases reserve the lock for it meanwhile)",
+	"+zrem": "a waiter that gives up leaves the Redis queue (its error goes to the observer, not to the caller; " +
+		"refused, its place stays until the queue expires, and releases reserve the lock for it meanwhile)",
 }
 
 // Each command of the rule is needed: a user without it is refused on some main path with an error matching

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/benchstat"
 	"github.com/keyward/keyward/internal/redistest"
 	"github.com/keyward/keyward/lock"
@@ -112,7 +113,7 @@ func runContention(b *testing.B, srv *redistest.Server, w contention) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	statsBefore := make([]lock.Stats, len(clients))
+	statsBefore := make([]keyward.Stats, len(clients))
 	for i, c := range clients {
 		statsBefore[i] = c.Stats()
 	}

@@ -18,6 +18,11 @@
 //	...
 //	}
 //
+// Options given to [New] hold for every lock of the Client; [WithAutoRefresh], an [ObtainOption], is given to one
+// call. [WithObserver] and [WithLogger] report what happens to the Client's locks, also in the background (an
+// auto-refresh that failed, a lock lost). Errors name the key and match a sentinel of this package (also
+// ErrClosed after [Client.Close]), or, for a call whose ctx ended, ctx's error and its cause.
+//
 // What a Redis lock can promise: while a holder's [Lock.Until] has not passed, no other client of the same
 // server obtained the lock, provided the server did not lose the key (a failover to a replica that had not
 // received it, or a restart without persistence) and clocks did not drift more than the drift margin. Work that

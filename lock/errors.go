@@ -21,4 +21,6 @@ var (
 	ErrNoPermission = keyward.ErrNoPermission
 	// ErrOutOfMemory: the server refused the write because it reached maxmemory.
 	ErrOutOfMemory = keyward.ErrOutOfMemory
+	// ErrClosed: the Client was closed before or during the call.
+	ErrClosed = keyward.ErrClosed
 )

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -94,10 +96,10 @@ func ExampleClient_Locker() {
 	defer srv.Close()
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	defer rdb.Close()
-	locks, _ := lock.New(rdb)
+	locks, _ := lock.New(rdb, lock.WithPrefix("jobs:"))
 	defer locks.Close()
 
-	var locker keyward.Locker = locks.Locker(lock.WithPrefix("jobs:"))
+	var locker keyward.Locker = locks.Locker()
 	err := locker.Do(context.Background(), "reindex", time.Minute, func(ctx context.Context) error {
 		fmt.Println("reindexing while holding jobs:reindex")
 		return nil
@@ -134,4 +136,28 @@ func ExampleFenceFrom() {
 	fmt.Println("the second holder's fence is larger:", fences[1] > fences[0])
 	// Output:
 	// the second holder's fence is larger: true
+}
+
+// An observer hears what happens to the Client's locks, for metrics and traces; WithLogger logs the same events
+// through log/slog.
+func ExampleWithObserver() {
+	srv, _ := miniredis.Run()
+	defer srv.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer rdb.Close()
+	ctx := context.Background()
+
+	observer := keyward.ObserverFunc(func(_ context.Context, e keyward.Event) {
+		fmt.Println(e.Source, e.Kind, e.Key) // e.g. a histogram of e.Wait for Obtained, of e.Held for Released
+	})
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	locks, _ := lock.New(rdb, lock.WithPrefix("jobs:"), lock.WithObserver(observer), lock.WithLogger(logger))
+	defer locks.Close()
+
+	err := locks.Do(ctx, "reindex", time.Minute, func(ctx context.Context) error { return nil })
+	fmt.Println("done:", err)
+	// Output:
+	// lock obtained jobs:reindex
+	// lock released jobs:reindex
+	// done: <nil>
 }

@@ -68,8 +68,8 @@ func FuzzOptions(f *testing.F) {
 			t.Fatalf("TryObtain(%q, %v) with drift %v: %v", key, ttl, drift, err)
 		}
 		got, gerr := m.Get(prefix + key)
-		if gerr != nil || got != l.Token() || !strings.Contains(got, " pid=") {
-			t.Fatalf("key %q holds %q (%v), want the token %q", prefix+key, got, gerr, l.Token())
+		if gerr != nil || got != l.Value() || !strings.Contains(got, " pid=") {
+			t.Fatalf("key %q holds %q (%v), want the token %q", prefix+key, got, gerr, l.Value())
 		}
 		if pttl := m.TTL(prefix + key); pttl != ttl.Truncate(time.Millisecond) {
 			t.Fatalf("key ttl %v, want %v", pttl, ttl.Truncate(time.Millisecond))

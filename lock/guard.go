@@ -20,6 +20,7 @@ const guardAttempts = 8
 // key still holds this lock's token: the key is WATCHed, its value checked, and EXEC fails if the key changed in
 // between. It is the Redis form of a compare-and-write on ownership, and it stays correct when the holder was
 // paused past its ttl and another holder took the lock: the late write is refused with an error matching ErrLost.
+// When ctx ends first, the error matches ctx's error and its cause.
 //
 // The keys fn writes must be on the same server as the lock; in Redis Cluster, in the same hash slot (give them
 // the lock key's hash tag). On a Cluster, a write outside that slot makes Redis discard the whole transaction;
@@ -29,7 +30,7 @@ const guardAttempts = 8
 // the writes commit only if the lock was held throughout.
 func (l *Lock) Guard(ctx context.Context, fn func(pipe redis.Pipeliner) error) error {
 	if err := l.checkTx(ctx); err != nil {
-		return l.wrap(err)
+		return l.fail(ctx, "guard", err)
 	}
 	for range guardAttempts {
 		if err := l.lease.Check(); err != nil {
@@ -54,7 +55,7 @@ func (l *Lock) Guard(ctx context.Context, fn func(pipe redis.Pipeliner) error) e
 		if errors.As(err, &reply) && !classified(err) {
 			err = script.Classify(err) // WATCH's own refusal (NOPERM), which go-redis returns as it is
 		}
-		return l.wrap(err)
+		return l.fail(ctx, "guard", err)
 	}
 	return l.wrap(fmt.Errorf("guarded write: the lock key kept changing in %d attempts", guardAttempts))
 }

@@ -2,7 +2,9 @@ package lock
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/keyward/keyward"
@@ -20,13 +22,17 @@ type Lock struct {
 	fence int64
 	ttl   time.Duration // the ttl it was obtained with: its fence is remembered for CounterTTL(ttl) after release
 	lease *lease.Lease
+	// undone: the lock was handed to a waiter that gave up, and is released without reaching a caller; its end is
+	// reported as CleanedUp, not Released or Lost.
+	undone atomic.Bool
 }
 
 // Key returns the key the lock was obtained for, without the client's prefix.
 func (l *Lock) Key() string { return l.key }
 
-// Token returns the value stored under the lock key: the random token and the holder's metadata.
-func (l *Lock) Token() string { return l.value }
+// Value returns the value stored under the lock key, which only this holder knows: the random token and the
+// holder's metadata (see [WithMetadata]). It is not the fencing token ([Lock.Fence]).
+func (l *Lock) Value() string { return l.value }
 
 // Fence returns the lock's fencing token: larger than that of every earlier holder of the same key on the same
 // server, even across a restart that lost the data (it is at least the server's clock in microseconds), unless
@@ -54,7 +60,7 @@ func (l *Lock) TTL(ctx context.Context) (time.Duration, error) {
 	}
 	ttl, ok, err := script.PTTL(ctx, l.c.rdb, l.names, l.value)
 	if err != nil {
-		return 0, l.wrap(err)
+		return 0, l.fail(ctx, "ttl", err)
 	}
 	if !ok {
 		l.lease.MarkLost(fmt.Errorf("%w: key expired or was taken by another holder", keyward.ErrLost))
@@ -65,9 +71,10 @@ func (l *Lock) TTL(ctx context.Context) (time.Duration, error) {
 
 // Refresh sets the lock's ttl to ttl, which must exceed the drift margin (a ttl ≤ 0 is an ErrInvalid error:
 // Redis would delete the key). A lock found expired or taken is lost: the error matches ErrLost. Any other error
-// leaves the lock held until its current deadline.
+// leaves the lock held until its current deadline; when ctx ended first, the error matches ctx's error and its
+// cause.
 func (l *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
-	return l.wrap(l.lease.Refresh(ctx, ttl.Truncate(time.Millisecond)))
+	return l.fail(ctx, "refresh", l.lease.Refresh(ctx, ttl.Truncate(time.Millisecond)))
 }
 
 // Release gives the lock back: the key is deleted only if it still holds this lock's token, and waiters are
@@ -77,9 +84,9 @@ func (l *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
 // It returns an error matching ErrNotHeld when the lock had expired or been taken by another holder (whose key
 // is left alone), and the loss error (matching ErrLost) when the lock was lost before. After any other error
 // (network, timeout) the outcome is unknown; Release may be called again, and then reports ErrNotHeld if the
-// first call did reach the server.
+// first call did reach the server. When ctx ended first, the error matches ctx's error and its cause.
 func (l *Lock) Release(ctx context.Context) error {
-	return l.wrap(l.lease.Release(ctx))
+	return l.fail(ctx, "release", l.lease.Release(ctx))
 }
 
 func (l *Lock) wrap(err error) error {
@@ -87,4 +94,16 @@ func (l *Lock) wrap(err error) error {
 		return nil
 	}
 	return fmt.Errorf("lock %q: %w", l.key, err)
+}
+
+// fail returns the error of op: err with the lock's key, or, when op stopped without an answer because ctx ended,
+// the error of a ctx that ended (errs.Context's, which names the key).
+func (l *Lock) fail(ctx context.Context, op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil && !errors.Is(err, keyward.ErrNotHeld) && !errors.Is(err, keyward.ErrInvalid) {
+		return ctxEnded(ctx, op, l.key, err)
+	}
+	return l.wrap(err)
 }

@@ -55,8 +55,8 @@ func TestObtainAndRelease(t *testing.T) {
 		after := time.Now()
 		require.NoError(t, err)
 		assert.Equal(t, "report", l.Key())
-		assert.Equal(t, l.Token(), rdb.Get(ctx, "locks:report").Val(), "the prefixed key holds the token")
-		assert.Contains(t, l.Token(), "pid="+strconv.Itoa(os.Getpid()), "the token carries the holder's pid")
+		assert.Equal(t, l.Value(), rdb.Get(ctx, "locks:report").Val(), "the prefixed key holds the token")
+		assert.Contains(t, l.Value(), "pid="+strconv.Itoa(os.Getpid()), "the token carries the holder's pid")
 		assert.Positive(t, l.Fence())
 		// Valid for the ttl less the default drift (1 % + 2 ms), from a moment during the call.
 		validity := 10*time.Second - 102*time.Millisecond
@@ -123,7 +123,7 @@ func TestReleaseAfterExpiryLeavesTheNextHolderAlone(t *testing.T) {
 		require.ErrorIs(t, err, lock.ErrNotHeld)
 		require.ErrorIs(t, err, lock.ErrLost)
 		got, _ := m.Get("job")
-		assert.Equal(t, second.Token(), got, "the late release did not delete the new holder's key")
+		assert.Equal(t, second.Value(), got, "the late release did not delete the new holder's key")
 		require.NoError(t, second.Release(ctx))
 	})
 }
@@ -291,30 +291,30 @@ func TestBadInput(t *testing.T) {
 	}
 	_, err := lock.New(rdb, lock.WithDrift(-1, 0))
 	assert.ErrorIs(t, err, lock.ErrInvalid, "negative drift")
+	_, err = lock.New(rdb, lock.WithDrift(1, 0))
+	assert.ErrorIs(t, err, lock.ErrInvalid, "drift factor of one")
 
 	tests := []struct {
 		name string
 		ctx  context.Context
 		key  string
 		ttl  time.Duration
-		opts []lock.Option
 		want error
 	}{
-		{"empty key", ctx, "", time.Second, nil, lock.ErrInvalid},
-		{"zero ttl", ctx, "k", 0, nil, lock.ErrInvalid},
-		{"negative ttl", ctx, "k", -time.Second, nil, lock.ErrInvalid},
-		{"ttl within the drift margin", ctx, "k", 2 * time.Millisecond, nil, lock.ErrInvalid},
-		{"ttl above MaxTTL", ctx, "k", lock.MaxTTL + time.Millisecond, nil, lock.ErrInvalid},
-		{"ttl whose doubling overflows", ctx, "k", math.MaxInt64, nil, lock.ErrInvalid},
-		{"drift factor of one", ctx, "k", time.Second, []lock.Option{lock.WithDrift(1, 0)}, lock.ErrInvalid},
-		{"cancelled context", cancelled, "k", time.Second, nil, context.Canceled},
+		{"empty key", ctx, "", time.Second, lock.ErrInvalid},
+		{"zero ttl", ctx, "k", 0, lock.ErrInvalid},
+		{"negative ttl", ctx, "k", -time.Second, lock.ErrInvalid},
+		{"ttl within the drift margin", ctx, "k", 2 * time.Millisecond, lock.ErrInvalid},
+		{"ttl above MaxTTL", ctx, "k", lock.MaxTTL + time.Millisecond, lock.ErrInvalid},
+		{"ttl whose doubling overflows", ctx, "k", math.MaxInt64, lock.ErrInvalid},
+		{"cancelled context", cancelled, "k", time.Second, context.Canceled},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l, err := locks.TryObtain(tt.ctx, tt.key, tt.ttl, tt.opts...)
+			l, err := locks.TryObtain(tt.ctx, tt.key, tt.ttl)
 			assert.ErrorIs(t, err, tt.want)
 			assert.Nil(t, l)
-			l, err = locks.Obtain(tt.ctx, tt.key, tt.ttl, tt.opts...)
+			l, err = locks.Obtain(tt.ctx, tt.key, tt.ttl)
 			assert.ErrorIs(t, err, tt.want)
 			assert.Nil(t, l)
 		})

@@ -9,20 +9,22 @@ import (
 	"time"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/errs"
 	"github.com/keyward/keyward/internal/lease"
 	"github.com/keyward/keyward/internal/retry"
 	"github.com/keyward/keyward/internal/script"
 	"github.com/keyward/keyward/internal/watch"
 )
 
-// Obtain takes the lock key for ttl, waiting as long as ctx allows when another holder has it. It returns
-// ctx's error (matching its cause too) when ctx ends first, and leaves no goroutine behind. A subscription it
-// needed outlives the last waiter of its key by a second, for the next one; Close ends it at once.
+// Obtain takes the lock key for ttl, waiting as long as ctx allows when another holder has it. When ctx ends
+// first it returns an error that matches ctx's error and its cause and names the key, and leaves no goroutine
+// behind; after Close (also when Close ends its wait), an error matching ErrClosed. A subscription it needed
+// outlives the last waiter of its key by a second, for the next one; Close ends it at once.
 //
 // Obtain rides out errors that may pass (the server restarting or unreachable for a while, a dropped connection,
 // a failover): it tries again after a backoff (10 ms doubling to 1 s, jittered) until ctx ends, and then returns
 // an error that matches ctx's error and the last try's error alike. Errors that will not pass return at once:
-// ErrInvalid, ErrWrongType, ErrNoPermission, a closed client or watcher.
+// ErrInvalid, ErrWrongType, ErrNoPermission, a closed watcher.
 //
 // Waiting costs no polling. Goroutines of one Client that wait for the same key queue up in arrival order and
 // only the first contends at Redis. The first try costs one round trip and no subscription; after a failed try
@@ -35,13 +37,30 @@ import (
 // first of them for a short claim window and wakes only it. A holder whose own Client has waiters hands the lock
 // to the first of them in the release's round trip, up to [WithCohort] times in a row while other processes
 // wait.
-func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts ...Option) (*Lock, error) {
-	a, err := c.newAttempt(ctx, key, ttl, opts)
+//
+// The observer hears Obtained (Wait: since the call began), and, when the call had to wait, WaitStarted and
+// WaitEnded.
+func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts ...ObtainOption) (*Lock, error) {
+	a, err := c.newAttempt(ctx, "obtain", key, ttl, opts)
 	if err != nil {
 		return nil, err
 	}
+	l, err := c.obtain(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	c.emit(ctx, keyward.Event{Kind: keyward.Obtained, Key: a.names.Lock, Fence: l.fence, Wait: time.Since(a.start)})
+	return l, nil
+}
+
+// obtain is Obtain once its arguments are checked.
+func (c *Client) obtain(ctx context.Context, a *attempt) (*Lock, error) {
 	w := &waiter{a: a, wake: make(chan struct{}, 1)}
 	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, errs.Closed(a.op, a.key)
+	}
 	q := c.queueLocked(a.names.Lock)
 	q.waiters = append(q.waiters, w)
 	// With a subscription in place (it outlives the last waiter by watchLinger: the key was contended a moment
@@ -66,14 +85,19 @@ func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts
 			w.fail(err) // the server may be restarting: wait a backoff, then try again
 		}
 	}
-	return c.wait(ctx, q, w)
+	c.emit(ctx, keyward.Event{Kind: keyward.WaitStarted, Key: a.names.Lock})
+	start := time.Now()
+	l, err := c.wait(ctx, q, w)
+	c.emit(ctx, keyward.Event{Kind: keyward.WaitEnded, Key: a.names.Lock, Wait: time.Since(start), Err: err})
+	return l, err
 }
 
 // Do obtains the lock key as Obtain does, with auto-refresh, and runs fn while holding it. fn's context is
 // cancelled the moment the lock is lost, with a cause matching ErrLost (see context.Cause), and carries the lock's
 // fencing token (FenceFrom). The lock is released when fn returns, also when fn panics. Do returns fn's error
-// joined with the release's, or the error of Obtain.
-func (c *Client) Do(ctx context.Context, key string, ttl time.Duration, fn func(ctx context.Context) error, opts ...Option) error {
+// joined with the release's, or the error of Obtain (matching ErrClosed after Close, ctx's error and cause when
+// ctx ended first).
+func (c *Client) Do(ctx context.Context, key string, ttl time.Duration, fn func(ctx context.Context) error, opts ...ObtainOption) error {
 	l, err := c.Obtain(ctx, key, ttl, append(slices.Clip(opts), WithAutoRefresh())...)
 	if err != nil {
 		return err
@@ -212,12 +236,12 @@ func (q *queue) removeLocked(w *waiter) {
 }
 
 // tidyLocked drops the queue once nobody waits and nothing is held through it; a queue with a subscription is
-// dropped with it after watchLinger, unless somebody waits for the key again before.
+// dropped with it after watchLinger, unless somebody waits for the key again before (or at once after Close).
 func (c *Client) tidyLocked(q *queue) {
 	if len(q.waiters) > 0 || q.holder != nil || q.linger != nil {
 		return
 	}
-	if q.watch == nil {
+	if q.watch == nil || c.closed {
 		delete(c.queues, q.key)
 		return
 	}
@@ -267,6 +291,10 @@ func (c *Client) wait(ctx context.Context, q *queue, w *waiter) (*Lock, error) {
 			c.mu.Unlock()
 			return l, nil
 		}
+		if c.closed {
+			c.mu.Unlock()
+			return c.quit(ctx, q, w, nil)
+		}
 		contend := q.contenderLocked() == w && !w.handing
 		var holderLost <-chan struct{}
 		if q.holder != nil {
@@ -277,10 +305,11 @@ func (c *Client) wait(ctx context.Context, q *queue, w *waiter) (*Lock, error) {
 			select {
 			case <-w.wake:
 			case <-holderLost:
+			case <-c.done:
 			case <-ctx.Done():
 				return c.quit(ctx, q, w, nil)
 			}
-			continue // handed the lock, or the contender now
+			continue // handed the lock, or the contender now, or closed
 		}
 
 		if w.failed != nil {
@@ -315,6 +344,9 @@ func (c *Client) retry(ctx context.Context, q *queue, w *waiter, timer *time.Tim
 		case <-w.wake:
 			timer.Stop()
 			return nil, nil, true // handed the lock, or no longer the contender
+		case <-c.done:
+			timer.Stop()
+			return nil, nil, true // closed
 		case <-ctx.Done():
 			timer.Stop()
 			l, err := c.quit(ctx, q, w, nil)
@@ -330,6 +362,8 @@ func (c *Client) retry(ctx context.Context, q *queue, w *waiter, timer *time.Tim
 	if !c.startTry(q, w) {
 		select { // a release is handing the lock to w, or w is no longer the contender
 		case <-w.wake:
+			return nil, nil, true
+		case <-c.done:
 			return nil, nil, true
 		case <-ctx.Done():
 			l, err := c.quit(ctx, q, w, nil)
@@ -390,6 +424,8 @@ func (c *Client) contend(ctx context.Context, q *queue, w *waiter, watch *watch.
 					return nil, nil // handed the lock, or a holder of this Client will hand it over
 				}
 				waiting = false // a holder of this Client gave the lock back to Redis: try
+			case <-c.done:
+				return c.quit(ctx, q, w, nil)
 			case <-ctx.Done():
 				return c.quit(ctx, q, w, nil)
 			}
@@ -510,14 +546,18 @@ func (c *Client) subscribe(ctx context.Context, q *queue) (*watch.Watch, error) 
 	return watch, nil
 }
 
-// quit takes w out of the line: it gives up, because ctx ended (err is nil, or the error ctx's end caused) or
-// with err, which will not pass. It returns ctx's error (with w's last failure) or err. A lock handed to w
-// meanwhile is released, and so is one a releasing holder is handing to it right now, or may have handed to it
-// (its answer was lost). When nobody of this Client waits any more, the Client leaves the Redis queue, giving back
-// the lock if a release reserved it for the Client: the next process gets it at once, not after a claim window.
+// quit takes w out of the line: it gives up, because ctx ended or the Client was closed (err is nil, or the error
+// that caused) or with err, which will not pass. It returns ctx's error (with w's last failure), errs.Closed, or
+// err. A lock handed to w meanwhile is released, and so is one a releasing holder is handing to it right now, or
+// may have handed to it (its answer was lost): the observer hears CleanedUp. When nobody of this Client waits any
+// more, the Client leaves the Redis queue, giving back the lock if a release reserved it for the Client: the next
+// process gets it at once, not after a claim window.
 func (c *Client) quit(ctx context.Context, q *queue, w *waiter, err error) (*Lock, error) {
-	if ctx.Err() != nil {
-		err = retry.GaveUp(ctx, w.failed)
+	switch {
+	case ctx.Err() != nil:
+		err = ctxEnded(ctx, w.a.op, w.a.key, w.failed)
+	case c.isClosed():
+		err = errs.Closed(w.a.op, w.a.key)
 	}
 	c.mu.Lock()
 	handed := w.lock
@@ -546,15 +586,19 @@ func (c *Client) quit(ctx context.Context, q *queue, w *waiter, err error) (*Loc
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
 	if handed != nil {
-		_ = handed.Release(rctx)
+		c.undo(rctx, handed)
 	}
 	if maybeHeld {
 		w.a.cleanUp(rctx)
 	}
 	if giveBack {
 		// Nobody of this Client waits any more: leave the Redis queue, so that the next release does not reserve
-		// the lock for a Client that will not claim it, and pass on a reservation already made for it.
-		_, _ = script.GiveBack(rctx, c.rdb, w.a.names, c.id, c.publish, c.opts.ClaimWindow)
+		// the lock for a Client that will not claim it, and pass on a reservation already made for it. Should
+		// that fail, the place expires with the queue, and releases reserve the lock for this Client meanwhile.
+		if _, gerr := script.GiveBack(rctx, c.rdb, w.a.names, c.id, c.publish, c.opts.ClaimWindow); gerr != nil {
+			c.emit(ctx, keyward.Event{Kind: keyward.Error, Key: w.a.names.Lock,
+				Err: fmt.Errorf("lock %q: leaving the queue of waiting processes: %w", w.a.key, gerr)})
+		}
 	}
 	return nil, err
 }
@@ -566,7 +610,7 @@ func (c *Client) release(ctx context.Context, l *Lock) (bool, error) {
 	c.mu.Lock()
 	q := c.queues[l.names.Lock]
 	var next *waiter
-	if q != nil {
+	if q != nil && !c.closed { // after Close, the waiters are leaving
 		// The first waiter that is not trying at Redis (see waiter.trying); it does not try while handing is set.
 		for _, w := range q.waiters {
 			if !w.trying && !w.handing {
@@ -604,6 +648,7 @@ func (c *Client) release(ctx context.Context, l *Lock) (bool, error) {
 		switch {
 		case err == nil && out == script.HandedOver:
 			nl := c.newLock(next.a, start, fence)
+			c.handOffs.Add(1)
 			q.cohort++
 			q.removeLocked(next)
 			if next.abandoned {
@@ -626,7 +671,7 @@ func (c *Client) release(ctx context.Context, l *Lock) (bool, error) {
 	}
 	c.mu.Unlock()
 	if abandoned != nil {
-		_ = abandoned.Release(ctx)
+		c.undo(ctx, abandoned)
 	}
 	return out != script.NotHeld, err
 }

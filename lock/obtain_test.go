@@ -16,7 +16,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/redistest"
 	"github.com/keyward/keyward/keyspace"
 	"github.com/keyward/keyward/lock"
@@ -269,7 +268,7 @@ func TestHandOffWithinAClient(t *testing.T) {
 		assert.Zero(t, time.Since(released), "handed over at once, not after a wait")
 		assert.Equal(t, tries, locks.Stats().Tries, "handed over in the release's round trip: no try of its own")
 		assert.Equal(t, first.Fence()+1, second.Fence(), "the hand-over advances the fence by one")
-		assert.Equal(t, second.Token(), mustGet(t, m, "job"))
+		assert.Equal(t, second.Value(), mustGet(t, m, "job"))
 		assert.Equal(t, ttl, m.TTL("job"), "the key lives the successor's ttl")
 		assert.Equal(t, released.Add(ttl-drift), second.Until(), "valid for its ttl from before the release was sent")
 		require.NoError(t, second.Release(ctx))
@@ -404,7 +403,8 @@ func TestCloseEndsWaiting(t *testing.T) {
 		assert.NoError(t, waiter.Close())
 	}()
 	_, err = waiter.Obtain(ctx, "job", time.Minute)
-	require.ErrorIs(t, err, keyward.ErrClosed, "not left waiting for the one-minute timer")
+	require.ErrorIs(t, err, lock.ErrClosed, "not left waiting for the one-minute timer")
+	assert.Contains(t, err.Error(), `"job"`)
 	require.NoError(t, held.Release(ctx))
 }
 
@@ -460,7 +460,7 @@ func TestYieldingClientKeepsItsPlace(t *testing.T) {
 		require.NoError(t, second.Release(ctx))
 		third := <-a2
 		assert.Equal(t, tries+1, a.Stats().Tries, "one try: the claim of a's reservation")
-		assert.Equal(t, third.Token(), mustGet(t, m, "job"))
+		assert.Equal(t, third.Value(), mustGet(t, m, "job"))
 		require.NoError(t, third.Release(ctx))
 	})
 }

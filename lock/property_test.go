@@ -254,7 +254,7 @@ func runSteps(ttl time.Duration, steps []step) (err error) {
 		if alive, sure := s.keyAlive(now); sure {
 			got, err := m.Get(key)
 			switch {
-			case alive && (err != nil || got != s.held[s.holder].l.Token()):
+			case alive && (err != nil || got != s.held[s.holder].l.Value()):
 				return fail("the key holds %q (%v), not its holder's token", got, err)
 			case !alive && m.Exists(key):
 				return fail("the key %q exists, nobody holds it", got)

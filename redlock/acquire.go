@@ -8,7 +8,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/bound"
+	"github.com/keyward/keyward/internal/errs"
 	"github.com/keyward/keyward/internal/script"
 	"github.com/keyward/keyward/internal/token"
 )
@@ -56,14 +58,15 @@ const (
 func (a *attempt) try(ctx context.Context, queued bool) (*Lock, tried) {
 	c := a.c
 	n, q := len(c.nodes), c.quorum
-	value := token.New(a.opts.Metadata)
+	value := token.New(c.opts.Metadata)
+	c.tries.Add(1)
 	start := time.Now()
 	floor := start.Add(fenceLead).UnixMicro()
 	waiter := ""
 	if queued {
 		waiter = c.id
 	}
-	f := fanOut(ctx, c, a.timeout, c.all, func(ctx context.Context, _ int, rdb redis.Scripter) (script.Acquired, error) {
+	f := fanOut(ctx, c, &c.work, a.timeout, c.all, func(ctx context.Context, _ int, rdb redis.Scripter) (script.Acquired, error) {
 		return script.AcquireAbove(ctx, rdb, a.names, value, a.ttl, floor, waiter, queueTTL(a.ttl))
 	})
 
@@ -114,17 +117,17 @@ func (a *attempt) try(ctx context.Context, queued bool) (*Lock, tried) {
 	var fail error
 	var fence int64
 	switch {
-	case nHeld < q && stopped != nil && !errors.Is(stopped, errExpired):
-		fail = fmt.Errorf("redlock %q: %w", a.key, stopped) // the caller's ctx ended
+	case nHeld < q && errors.Is(stopped, errCtx):
+		fail = errs.Context(ctx, a.op, a.key)
 	case nHeld < q && nTaken > n-q:
 		fail = fmt.Errorf("redlock %q: %w", a.key, ErrNotObtained)
 	case nHeld < q:
-		fail = fmt.Errorf("redlock %q: acquire: %w", a.key, c.quorumError(nHeld, causes))
+		fail = c.quorumError("acquire", a.key, nHeld, causes)
 	default:
 		fence, fail = a.agree(ctx, state, fences)
-		if fail == nil && !time.Now().Before(start.Add(a.ttl-a.opts.Drift.Of(a.ttl))) {
+		if drift := c.opts.Drift.Of(a.ttl); fail == nil && !time.Now().Before(start.Add(a.ttl-drift)) {
 			fail = fmt.Errorf("redlock %q: acquire: %w: a majority took %v, longer than the validity of ttl %v − drift %v",
-				a.key, ErrQuorum, time.Since(start).Round(time.Microsecond), a.ttl, a.opts.Drift.Of(a.ttl))
+				a.key, ErrQuorum, time.Since(start).Round(time.Microsecond), a.ttl, drift)
 		}
 	}
 	if fail == nil {
@@ -146,7 +149,7 @@ func (a *attempt) try(ctx context.Context, queued bool) (*Lock, tried) {
 		if waiter != "" {
 			for i, s := range state {
 				if s == taken {
-					c.spawn(func() { a.leaveQueue(context.WithoutCancel(ctx), i) })
+					c.spawn(&c.work, func() { a.leaveQueue(context.WithoutCancel(ctx), i) })
 				}
 			}
 		}
@@ -173,23 +176,28 @@ func (a *attempt) try(ctx context.Context, queued bool) (*Lock, tried) {
 			if !f.got[i] {
 				continue // still running: handled as a late answer
 			}
-			c.spawn(func() { a.release(context.WithoutCancel(ctx), i, value) })
+			c.spawn(&c.work, func() { a.release(context.WithoutCancel(ctx), i, value) })
 		}
 	}
 	if len(now) > 0 {
 		// Each release may take as long as a clean-up may (a key left behind would stand in everyone's way for
 		// the ttl), but the try waits for them only as long as the node timeout.
-		rf := fanOut(context.WithoutCancel(ctx), c, a.cleanupTimeout(), now, func(ctx context.Context, _ int, rdb redis.Scripter) (bool, error) {
+		rf := fanOut(context.WithoutCancel(ctx), c, &c.work, a.cleanupTimeout(), now, func(ctx context.Context, _ int, rdb redis.Scripter) (bool, error) {
 			return script.Release(ctx, rdb, a.names, value, script.PublishPlain)
 		})
 		wctx, cancel := context.WithTimeout(context.Background(), a.timeout)
 		defer cancel()
 		for rf.left > 0 {
-			if _, err := rf.next(wctx); err != nil {
+			ans, err := rf.next(wctx)
+			if err != nil {
 				break // the node timeout passed; the rest finish in the background
 			}
+			a.cleanedUp(ans.node, rf.cause(ans))
 		}
-		rf.stop(nil)
+		rf.stop(func(ans answer[bool]) { a.cleanedUp(ans.node, rf.cause(ans)) })
+	}
+	if nTaken > 0 {
+		c.failedTries.Add(1)
 	}
 	res.err = fail
 	res.retry = nTaken > 0 && nRefused == 0 && ctx.Err() == nil
@@ -203,7 +211,26 @@ func (a *attempt) try(ctx context.Context, queued bool) (*Lock, tried) {
 func (a *attempt) release(ctx context.Context, i int, value string) {
 	rctx, cancel := context.WithTimeout(ctx, a.cleanupTimeout())
 	defer cancel()
-	_, _ = script.Release(rctx, a.c.nodes[i].scripts, a.names, value, script.PublishPlain)
+	_, err := script.Release(rctx, a.c.nodes[i].scripts, a.names, value, script.PublishPlain)
+	if err != nil && rctx.Err() != nil {
+		err = noAnswer(a.cleanupTimeout(), err)
+	}
+	a.cleanedUp(i, err)
+}
+
+// cleanedUp reports the release of a failed try on node i, and why it failed (nil when it worked).
+func (a *attempt) cleanedUp(i int, err error) {
+	e := keyward.Event{Kind: keyward.CleanedUp, Key: a.names.Lock}
+	if err != nil {
+		e.Err = a.c.nodeError(i, err)
+	}
+	a.c.emit(context.Background(), e)
+}
+
+// failedInBackground reports background work on node i that failed (what, e.g. "leaving the queue").
+func (a *attempt) failedInBackground(i int, what string, err error) {
+	a.c.emit(context.Background(), keyward.Event{Kind: keyward.Error, Key: a.names.Lock,
+		Err: fmt.Errorf("redlock %q: %s: %w", a.key, what, a.c.nodeError(i, err))})
 }
 
 // giveBack takes the Client out of node i's queue for the lock and passes on a reservation the node made for it
@@ -212,7 +239,9 @@ func (a *attempt) release(ctx context.Context, i int, value string) {
 func (a *attempt) giveBack(ctx context.Context, i int) {
 	rctx, cancel := context.WithTimeout(ctx, a.cleanupTimeout())
 	defer cancel()
-	_, _ = script.GiveBack(rctx, a.c.nodes[i].scripts, a.names, a.c.id, script.PublishPlain, a.opts.ClaimWindow)
+	if _, err := script.GiveBack(rctx, a.c.nodes[i].scripts, a.names, a.c.id, script.PublishPlain, a.c.opts.ClaimWindow); err != nil {
+		a.failedInBackground(i, "leaving the queue", err)
+	}
 }
 
 // leaveQueue takes the Client out of node i's queue for the lock, best effort.
@@ -220,9 +249,12 @@ func (a *attempt) leaveQueue(ctx context.Context, i int) {
 	rctx, cancel := context.WithTimeout(ctx, a.cleanupTimeout())
 	defer cancel()
 	n := a.c.nodes[i]
-	_ = bound.Err(n.bounded, rctx, func(rdb redis.UniversalClient) error {
+	err := bound.Err(n.bounded, rctx, func(rdb redis.UniversalClient) error {
 		return rdb.ZRem(rctx, a.names.Queue, a.c.id).Err()
 	})
+	if err != nil {
+		a.failedInBackground(i, "leaving the queue", script.Classify(err))
+	}
 }
 
 // queueTTL is how long a node's queue lives after its last join: a waiter tries again at least once per
@@ -261,15 +293,15 @@ func (a *attempt) agree(ctx context.Context, state []nodeState, fences []int64) 
 		return fence, nil
 	}
 	need := c.quorum - atFence
-	t := c.vote(ctx, a.timeout, behind, need, func(ctx context.Context, _ int, rdb redis.Scripter) (bool, error) {
+	t := c.vote(ctx, &c.work, a.timeout, behind, need, func(ctx context.Context, _ int, rdb redis.Scripter) (bool, error) {
 		_, err := script.Raise(ctx, rdb, a.names, fence, a.ttl)
 		return err == nil, err
 	})
 	switch {
 	case t.yes >= need:
 		return fence, nil
-	case t.err != nil:
-		return 0, t.err
+	case t.ended:
+		return 0, errs.Context(ctx, a.op, a.key)
 	}
-	return 0, fmt.Errorf("redlock %q: agreeing on the fence: %w", a.key, c.quorumError(atFence+t.yes, t.causes))
+	return 0, c.quorumError("agreeing on the fence", a.key, atFence+t.yes, t.causes)
 }

@@ -31,6 +31,13 @@
 // ttl in use before it serves again. A process that pauses (GC, SIGSTOP) can still act after its lock expired;
 // storage that checks the fencing token refuses its writes. docs/DESIGN.md has the argument.
 //
+// Errors have the shape they have in every package of keyward: ErrNotObtained when others hold the lock, an
+// ErrQuorum error with a [keyward.NodeError] for each node that failed (errors.As tells which node, errors.Is finds
+// its cause, e.g. ErrNoPermission), an error matching the context's error and its cause when ctx ended, and one
+// matching ErrClosed for a new acquisition after [Client.Close] (locks already held stay usable until released).
+// The Client's options ([Option]) are given to New; the only per-call option ([ObtainOption]) is
+// [WithAutoRefresh]. [WithObserver] and [WithLogger] hear what the Client does, and [Client.Stats] counts it.
+//
 // The lock key on every node is the key itself, as for the single-node lock: a redsync mutex and a redlock
 // lock on the same key and nodes exclude each other.
 package redlock

@@ -79,10 +79,10 @@ func ExampleClient_Locker() {
 		defer rdb.Close()
 		nodes = append(nodes, rdb)
 	}
-	quorum, _ := redlock.New(nodes, redlock.WithNodeTimeout(time.Second))
+	quorum, _ := redlock.New(nodes, redlock.WithPrefix("jobs:"), redlock.WithNodeTimeout(time.Second))
 	defer quorum.Close()
 
-	var locker keyward.Locker = quorum.Locker(redlock.WithPrefix("jobs:"))
+	var locker keyward.Locker = quorum.Locker()
 	err := locker.Do(context.Background(), "reindex", time.Minute, func(ctx context.Context) error {
 		fmt.Println("reindexing while a majority holds jobs:reindex")
 		return nil

@@ -4,13 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/keyward/keyward/internal/retry"
 )
 
 // answer is one node's answer to an operation.
@@ -28,6 +27,7 @@ type answer[T any] struct {
 // goroutine that got them. Nothing waits for the caller, and no answer is lost.
 type call[T any] struct {
 	c       *Client
+	g       group           // counts the call's goroutines for Close
 	answers chan answer[T]  // capacity: one per node, so that no node goroutine ever blocks on it
 	expired <-chan struct{} // closed when the node timeout has passed (or every node has answered)
 	cancel  context.CancelFunc
@@ -44,11 +44,16 @@ type call[T any] struct {
 // errExpired is next's error when the node timeout passed before every node answered.
 var errExpired = errors.New("node timeout passed")
 
-// fanOut sends op to the nodes targets. The caller must be inside begin/end, and must call stop.
-func fanOut[T any](ctx context.Context, c *Client, timeout time.Duration, targets []int,
+// errCtx is next's error when the caller's ctx ended; the public calls report errs.Context instead.
+var errCtx = errors.New("caller's context ended")
+
+// fanOut sends op to the nodes targets, counting its goroutines in g. The caller must be inside begin/end (or
+// hold g from hold), and must call stop.
+func fanOut[T any](ctx context.Context, c *Client, g group, timeout time.Duration, targets []int,
 	op func(ctx context.Context, i int, rdb redis.Scripter) (T, error)) *call[T] {
 	f := &call[T]{
 		c:       c,
+		g:       g,
 		answers: make(chan answer[T], len(targets)),
 		timeout: timeout,
 		asked:   targets,
@@ -62,9 +67,9 @@ func fanOut[T any](ctx context.Context, c *Client, timeout time.Duration, target
 	}
 	var running atomic.Int32
 	running.Store(int32(len(targets)))
-	c.work.Add(1) // the collector's, until stop: it keeps the count above zero for stop's own goroutine
+	g.Add(1) // the collector's, until stop: it keeps the count above zero for stop's own goroutine
 	for _, i := range targets {
-		c.spawn(func() {
+		c.spawn(g, func() {
 			v, err := op(nctx, i, c.nodes[i].scripts)
 			// nctx is only cancelled below, once every node answered: an error now is the deadline's.
 			f.deliver(answer[T]{node: i, val: v, err: err, timedOut: err != nil && nctx.Err() != nil})
@@ -81,8 +86,13 @@ const workerIdle = 5 * time.Second
 
 // spawn runs job on an idle worker, or on a new one. Workers outlive their operation for a while: a fresh
 // goroutine grows its stack through go-redis's deep call chains on every operation, which cost about a tenth
-// of the client's CPU per lock in the uncontended benchmark. The caller must be inside begin/end, or a worker.
-func (c *Client) spawn(job func()) {
+// of the client's CPU per lock in the uncontended benchmark. The caller must be inside begin/end, or a worker,
+// with g the Client's work; a detached job (a held lock's, after Close) runs on a goroutine of its own.
+func (c *Client) spawn(g group, job func()) {
+	if _, ok := g.(detached); ok {
+		go job()
+		return
+	}
 	select {
 	case c.jobs <- job:
 	default:
@@ -123,13 +133,13 @@ func (f *call[T]) deliver(a answer[T]) {
 }
 
 // next returns the next answer. It returns errExpired once the node timeout has passed with answers missing, and
-// ctx's error when ctx ends first.
+// errCtx when ctx ends first.
 func (f *call[T]) next(ctx context.Context) (answer[T], error) {
 	var a answer[T]
 	select {
 	case a = <-f.answers:
 	case <-ctx.Done():
-		return a, retry.CtxErr(ctx)
+		return a, errCtx
 	case <-f.expired:
 		select {
 		case a = <-f.answers: // answered just in time, or every node answered
@@ -164,11 +174,11 @@ func (f *call[T]) stop(late func(answer[T])) {
 	}
 	f.mu.Unlock()
 	if late == nil || len(pending) == 0 {
-		f.c.work.Done()
+		f.g.Done()
 		return
 	}
-	f.c.spawn(func() {
-		defer f.c.work.Done()
+	f.c.spawn(f.g, func() {
+		defer f.g.Done()
 		for _, a := range pending {
 			late(a)
 		}
@@ -196,14 +206,14 @@ func (f *call[T]) cause(a answer[T]) error {
 type tally struct {
 	yes, no int
 	causes  []error // by node: why it did not say yes; nil for yes or not asked
-	err     error   // the caller's ctx ended before the outcome was known
+	ended   bool    // the caller's ctx ended before the outcome was known
 }
 
 // vote sends op to the nodes targets and collects answers until need of them said yes, or so many did not that
 // need cannot be reached, or the node timeout passed, or ctx ended. Nodes that answer later are not waited for.
-func (c *Client) vote(ctx context.Context, timeout time.Duration, targets []int, need int,
+func (c *Client) vote(ctx context.Context, g group, timeout time.Duration, targets []int, need int,
 	op func(ctx context.Context, i int, rdb redis.Scripter) (bool, error)) tally {
-	f := fanOut(ctx, c, timeout, targets, op)
+	f := fanOut(ctx, c, g, timeout, targets, op)
 	defer f.stop(nil)
 	t := tally{causes: make([]error, len(c.nodes))}
 	for t.yes < need && t.yes+f.left >= need {
@@ -215,7 +225,7 @@ func (c *Client) vote(ctx context.Context, timeout time.Duration, targets []int,
 			break
 		}
 		if err != nil {
-			t.err = err
+			t.ended = true
 			break
 		}
 		switch {
@@ -239,17 +249,36 @@ var errNotHeldOnNode = errors.New("not held by this holder on this node")
 // ErrNotObtained: with a minority of such nodes, the lock may be free.
 var errTakenOnNode = errors.New("held by another holder on this node")
 
-// quorumError is the ErrQuorum error of an operation that got got of the quorum, with each node's cause.
-func (c *Client) quorumError(got int, causes []error) error {
-	var nodes []error
+// quorumError is the ErrQuorum error of an operation (op, on the lock key) that got got of the quorum: it
+// carries a *keyward.NodeError for each node that failed, which errors.As finds, and errors.Is finds ErrQuorum
+// and each node's cause.
+type quorumError struct {
+	op, key      string
+	got, n, need int
+	nodes        []error // *keyward.NodeError, by node index
+}
+
+// quorumError returns the ErrQuorum error of op on key, which got got of the quorum; causes are by node, nil for
+// the nodes that did not fail.
+func (c *Client) quorumError(op, key string, got int, causes []error) error {
+	e := &quorumError{op: op, key: key, got: got, n: len(c.nodes), need: c.quorum}
 	for i, err := range causes {
 		if err != nil {
-			nodes = append(nodes, fmt.Errorf("%s: %w", c.nodes[i].name, err))
+			e.nodes = append(e.nodes, c.nodeError(i, err))
 		}
 	}
-	err := fmt.Errorf("%w: %d of %d nodes (need %d)", ErrQuorum, got, len(c.nodes), c.quorum)
-	if len(nodes) == 0 {
-		return err
-	}
-	return fmt.Errorf("%w:\n%w", err, errors.Join(nodes...))
+	return e
 }
+
+func (e *quorumError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "redlock %q: %s: %v: %d of %d nodes (need %d)", e.key, e.op, ErrQuorum, e.got, e.n, e.need)
+	for _, ne := range e.nodes {
+		b.WriteString("\n")
+		b.WriteString(ne.Error())
+	}
+	return b.String()
+}
+
+// Unwrap returns ErrQuorum and the NodeErrors.
+func (e *quorumError) Unwrap() []error { return append([]error{ErrQuorum}, e.nodes...) }

@@ -11,13 +11,15 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/errs"
 	"github.com/keyward/keyward/internal/keys"
 	"github.com/keyward/keyward/internal/lease"
 	"github.com/keyward/keyward/internal/script"
 )
 
 // A Lock is a lock held on a majority of the nodes. Its methods are safe for concurrent use. A Lock must not be
-// copied.
+// copied. It stays usable after its Client is closed, until it is released (see [Client.Close]).
 type Lock struct {
 	c     *Client
 	key   string
@@ -25,7 +27,7 @@ type Lock struct {
 	value string
 	fence int64
 	ttl   time.Duration
-	opts  settings
+	since time.Time // when it was obtained, for the Held of events
 	lease *lease.Lease
 	// arrived has, for each node that had not answered the acquire when the lock was granted, a channel that is
 	// closed when it did: a release to that node waits for it, so that it cannot overtake the acquire.
@@ -37,23 +39,35 @@ type Lock struct {
 }
 
 func (c *Client) newLock(a *attempt, value string, start time.Time, fence int64, arrived []chan struct{}) *Lock {
-	l := &Lock{c: c, key: a.key, names: a.names, value: value, fence: fence, ttl: a.ttl, opts: a.opts, arrived: arrived,
-		done: make(chan struct{})}
-	l.lease = lease.New(lease.Config{
+	l := &Lock{c: c, key: a.key, names: a.names, value: value, fence: fence, ttl: a.ttl, since: time.Now(),
+		arrived: arrived, done: make(chan struct{})}
+	cfg := lease.Config{
 		Start:       start,
 		TTL:         a.ttl,
-		Drift:       a.opts.Drift,
-		AutoRefresh: a.opts.AutoRefresh,
+		Drift:       c.opts.Drift,
+		AutoRefresh: a.autoRefresh,
 		Ops:         lease.Ops{Refresh: l.refresh, Release: l.release},
-	})
+	}
+	if c.observer != nil {
+		cfg.OnRefreshFailed = func(err error) {
+			c.emit(context.Background(), keyward.Event{Kind: keyward.RefreshFailed, Key: l.names.Lock, Fence: l.fence,
+				Err: l.wrap(err)})
+		}
+		cfg.OnLost = func(cause error) {
+			c.emit(context.Background(), keyward.Event{Kind: keyward.Lost, Key: l.names.Lock, Fence: l.fence,
+				Held: time.Since(l.since), Err: l.wrap(cause)})
+		}
+	}
+	l.lease = lease.New(cfg)
 	return l
 }
 
 // Key returns the key the lock was obtained for, without the client's prefix.
 func (l *Lock) Key() string { return l.key }
 
-// Token returns the value stored under the lock key on the nodes: the random token and the holder's metadata.
-func (l *Lock) Token() string { return l.value }
+// Value returns the value stored under the lock key on the nodes: a random token, unique to this lock, and the
+// holder's metadata ([WithMetadata]). It is not the fencing token: that is [Lock.Fence].
+func (l *Lock) Value() string { return l.value }
 
 // Fence returns the lock's fencing token: larger than that of every earlier holder of the same key on the same
 // nodes. Storage that remembers the largest fence it has seen and refuses smaller ones cannot be written by a
@@ -86,17 +100,15 @@ func (l *Lock) TTL(ctx context.Context) (time.Duration, error) {
 	if err := l.lease.Check(); err != nil {
 		return 0, l.wrap(err)
 	}
-	if err := l.c.begin(); err != nil {
-		return 0, l.wrap(err)
-	}
-	defer l.c.end()
 	c := l.c
+	g := c.hold()
+	defer g.Done()
 	type pttl struct {
 		ttl  time.Duration
 		held bool
 	}
-	timeout := l.opts.timeout(l.ttl)
-	f := fanOut(ctx, c, timeout, c.all, func(ctx context.Context, _ int, rdb redis.Scripter) (pttl, error) {
+	timeout := c.opts.timeout(l.ttl)
+	f := fanOut(ctx, c, g, timeout, c.all, func(ctx context.Context, _ int, rdb redis.Scripter) (pttl, error) {
 		ttl, held, err := script.PTTL(ctx, rdb, l.names, l.value)
 		return pttl{ttl, held}, err
 	})
@@ -113,7 +125,7 @@ func (l *Lock) TTL(ctx context.Context) (time.Duration, error) {
 			break
 		}
 		if err != nil {
-			return 0, l.wrap(err)
+			return 0, errs.Context(ctx, "ttl", l.key)
 		}
 		switch {
 		case a.err != nil:
@@ -133,7 +145,7 @@ func (l *Lock) TTL(ctx context.Context) (time.Duration, error) {
 		l.lease.MarkLost(fmt.Errorf("%w: held on %d of %d nodes, fewer than a majority", ErrLost, len(ttls), len(c.nodes)))
 		return 0, l.wrap(l.lease.Err())
 	}
-	return 0, l.wrap(fmt.Errorf("ttl: %w", c.quorumError(len(ttls), causes)))
+	return 0, c.quorumError("ttl", l.key, len(ttls), causes)
 }
 
 // Refresh sets the lock's ttl to ttl on every node that still holds it, which must be a majority, and moves the
@@ -161,7 +173,7 @@ func (l *Lock) Release(ctx context.Context) error {
 
 // refresh is the lease's refresh operation: PEXPIRE on every node that holds the lock, decided at a majority.
 func (l *Lock) refresh(ctx context.Context, ttl time.Duration) (bool, error) {
-	return l.quorumOp(ctx, "refresh", l.opts.timeout(ttl), func(ctx context.Context, _ int, rdb redis.Scripter) (bool, error) {
+	return l.quorumOp(ctx, "refresh", l.c.opts.timeout(ttl), func(ctx context.Context, _ int, rdb redis.Scripter) (bool, error) {
 		return script.Refresh(ctx, rdb, l.names, l.value, ttl)
 	})
 }
@@ -173,12 +185,12 @@ func (l *Lock) refresh(ctx context.Context, ttl time.Duration) (bool, error) {
 func (l *Lock) release(ctx context.Context) (bool, error) {
 	c := l.c
 	defer l.doneOnce.Do(func() { close(l.done) }) // the waiter that waits for this holder goes on
-	timeout := l.opts.timeout(l.ttl)
-	next := script.Next{Window: l.opts.ClaimWindow, Fence: l.fence, HolderTTL: l.ttl}
+	timeout := c.opts.timeout(l.ttl)
+	next := script.Next{Window: c.opts.ClaimWindow, Fence: l.fence, HolderTTL: l.ttl}
 	c.mu.Lock()
 	ln := c.lines[l.names.Lock]
 	if ln != nil && len(ln.waiters) > 0 {
-		next.Reserve, next.Cohort = c.id, ln.cohort < l.opts.Cohort
+		next.Reserve, next.Cohort = c.id, ln.cohort < c.opts.Cohort
 	}
 	c.mu.Unlock()
 	var own atomic.Int32
@@ -196,15 +208,24 @@ func (l *Lock) release(ctx context.Context) (bool, error) {
 		}
 		return out != script.NotHeld, err
 	})
+	handedOff := int(own.Load()) >= c.quorum
+	if handedOff {
+		c.handOffs.Add(1)
+	}
 	if ln != nil {
 		c.mu.Lock()
-		if int(own.Load()) >= c.quorum {
+		if handedOff {
 			ln.cohort++
 		} else {
 			ln.cohort = 0
 		}
 		c.mu.Unlock()
 	}
+	e := keyward.Event{Kind: keyward.Released, Key: l.names.Lock, Fence: l.fence, Held: time.Since(l.since), Err: err}
+	if err == nil && !held {
+		e.Err = fmt.Errorf("redlock %q: %w: expired or taken by another holder before release", l.key, ErrNotHeld)
+	}
+	c.emit(ctx, e)
 	return held, err
 }
 
@@ -214,25 +235,25 @@ func (l *Lock) release(ctx context.Context) (bool, error) {
 func (l *Lock) quorumOp(ctx context.Context, name string, timeout time.Duration,
 	op func(ctx context.Context, i int, rdb redis.Scripter) (bool, error)) (bool, error) {
 	c := l.c
-	if err := c.begin(); err != nil {
-		return false, err
-	}
-	defer c.end()
-	t := c.vote(ctx, timeout, c.all, c.quorum, op)
+	g := c.hold()
+	defer g.Done()
+	t := c.vote(ctx, g, timeout, c.all, c.quorum, op)
 	switch {
 	case t.yes >= c.quorum:
 		return true, nil
 	case t.no > len(c.nodes)-c.quorum:
 		return false, nil
-	case t.err != nil:
-		return false, t.err
+	case t.ended:
+		return false, errs.Context(ctx, name, l.key)
 	}
-	return false, fmt.Errorf("%s: %w", name, c.quorumError(t.yes, t.causes))
+	return false, c.quorumError(name, l.key, t.yes, t.causes)
 }
 
+// wrap names the lock in an error of the lease's; the errors that name it already (a context's, a quorum's) are
+// returned as they are.
 func (l *Lock) wrap(err error) error {
-	if err == nil {
-		return nil
+	if _, ok := err.(*quorumError); ok || err == nil || errs.IsContext(err) {
+		return err
 	}
 	return fmt.Errorf("redlock %q: %w", l.key, err)
 }

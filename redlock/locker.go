@@ -7,8 +7,7 @@ import (
 
 // Locker returns the Client as a [keyward.Locker], with opts applied to every lock it takes, so that code written
 // for one Redis (lock.Client.Locker) runs on the quorum unchanged. Keys that belong with its locks (an election's
-// record) go under the same prefix ([WithPrefix], the Client's or the one in opts).
-func (c *Client) Locker(opts ...Option) keyward.Locker {
-	o, _ := c.opts.with(opts) // an invalid option is reported by every call, with its error
-	return locker.New[*Lock](c, opts, o.Prefix)
+// record) go under the Client's prefix ([WithPrefix]).
+func (c *Client) Locker(opts ...ObtainOption) keyward.Locker {
+	return locker.New[*Lock](c, opts, c.opts.Prefix)
 }

@@ -2,6 +2,7 @@ package redlock
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -9,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/errs"
 	"github.com/keyward/keyward/internal/lease"
 	"github.com/keyward/keyward/internal/retry"
 	"github.com/keyward/keyward/internal/script"
@@ -20,9 +23,10 @@ import (
 const watchWait = 100 * time.Millisecond
 
 // Obtain takes the lock key for ttl as TryObtain does, waiting as long as ctx allows while another holder has
-// it. It returns ctx's error (matching its cause too) when ctx ends first, an error matching ErrInvalid and
-// ErrClosed when the Client is closed meanwhile, and the errors that will not pass at once: ErrInvalid,
-// ErrWrongType or ErrNoPermission (from any node).
+// it. When ctx ends first, it returns an error that matches ctx's error and its cause (see [context.Cause]) and
+// names the key; when the Client is closed meanwhile (or before), one matching ErrClosed; and at once the errors
+// that will not pass: ErrInvalid, ErrWrongType or ErrNoPermission (from any node, in an ErrQuorum error with a
+// [keyward.NodeError] for each node that failed).
 //
 // Obtain rides out errors that may pass: a try that gets no majority because nodes are down, restarting or
 // refusing for a while (an ErrQuorum error) is tried again after a backoff (10 ms doubling to 1 s, jittered)
@@ -44,19 +48,52 @@ const watchWait = 100 * time.Millisecond
 // Client has waiters has the lock reserved for its Client instead, up to [WithCohort] times in a row while
 // other processes wait. When contenders split the nodes between them and no one got a majority, each backs off
 // for a random time of the order of a try before trying again.
-func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts ...Option) (*Lock, error) {
-	if err := c.begin(); err != nil {
+//
+// An Obtain that finds the lock taken tells the observer ([WithObserver]) a [keyward.WaitStarted] event, and a
+// [keyward.WaitEnded] one when it stops waiting.
+func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts ...ObtainOption) (*Lock, error) {
+	const op = "obtain"
+	if err := c.begin(op, key); err != nil {
 		return nil, err
 	}
 	defer c.end()
-	a, err := c.newAttempt(ctx, key, ttl, opts)
+	a, err := c.newAttempt(ctx, op, key, ttl, opts)
 	if err != nil {
 		return nil, err
 	}
+	l, err := a.obtain(ctx)
+	if err != nil {
+		return nil, err
+	}
+	a.obtained(ctx, l)
+	return l, nil
+}
+
+// obtain is Obtain's work, once the attempt is set up.
+func (a *attempt) obtain(ctx context.Context) (_ *Lock, err error) {
+	c := a.c
+	// waitStart is when the call began to wait because the lock was taken (zero: it has not).
+	var waitStart time.Time
+	startWait := func() {
+		if waitStart.IsZero() {
+			waitStart = time.Now()
+			c.emit(ctx, keyward.Event{Kind: keyward.WaitStarted, Key: a.names.Lock})
+		}
+	}
+	defer func() {
+		if !waitStart.IsZero() {
+			c.emit(ctx, keyward.Event{Kind: keyward.WaitEnded, Key: a.names.Lock, Wait: time.Since(waitStart), Err: err})
+		}
+	}()
 	ln, w := c.join(a.names.Lock)
 	defer c.leave(ln, w, a)
-	if err := c.await(ctx, w.turn, nil); err != nil {
-		return nil, a.wrapWait(err)
+	select {
+	case <-w.turn:
+	default:
+		startWait() // another goroutine of this Client is ahead in line
+		if err := c.await(ctx, w.turn, nil); err != nil {
+			return nil, a.stopped(ctx, err, nil)
+		}
 	}
 	// try is a try of this waiter; a queued one joins the nodes' queues where the lock is taken, and claims it
 	// where a release reserved it for this Client.
@@ -70,9 +107,9 @@ func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts
 	}
 	// A goroutine of this Client holds the lock: contending with it would only fail. Its release may reserve
 	// the lock for this Client on the nodes (within the cohort), which only a queued try claims.
-	waited, err := c.awaitHolder(ctx, ln)
+	waited, err := c.awaitHolder(ctx, ln, startWait)
 	if err != nil {
-		return nil, a.wrapWait(err)
+		return nil, a.stopped(ctx, err, nil)
 	}
 	// failed is the error of the last try when it failed in a way that may pass (too few nodes answered: they are
 	// down or restarting): the next try waits a backoff. backOff waits it, or says why Obtain ends.
@@ -84,17 +121,14 @@ func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts
 	backOff := func(res tried) error {
 		switch {
 		case ctx.Err() != nil:
-			return a.wrapWait(retry.GaveUp(ctx, failed))
+			return a.stopped(ctx, errCtx, failed)
 		case retry.Permanent(res.err):
 			return res.err
 		}
 		failed = res.err
 		pause.Reset(backoff.Next())
 		if err := c.await(ctx, nil, pause.C); err != nil {
-			if ctx.Err() != nil {
-				err = retry.GaveUp(ctx, failed)
-			}
-			return a.wrapWait(err)
+			return a.stopped(ctx, err, failed)
 		}
 		return nil
 	}
@@ -109,6 +143,7 @@ func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts
 				return l, nil
 			}
 			if res.retry {
+				startWait()
 				break
 			}
 			if err := backOff(res); err != nil {
@@ -121,7 +156,7 @@ func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts
 
 	ws, err := c.watchSet(ctx, ln)
 	if err != nil {
-		return nil, a.wrapWait(err)
+		return nil, a.stopped(ctx, err, nil)
 	}
 	ears := ws.listen(c.quorum)
 	timer := time.NewTimer(time.Hour)
@@ -130,7 +165,7 @@ func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts
 	for {
 		select {
 		case <-c.closing:
-			return nil, a.wrapWait(errClosed)
+			return nil, a.stopped(ctx, errClosedInternal, nil)
 		default:
 		}
 		// Whatever was heard before the try is answered by the try itself.
@@ -145,6 +180,7 @@ func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts
 			}
 			continue
 		}
+		startWait()
 		failed = nil
 		backoff.Reset()
 		var deadline time.Time
@@ -167,9 +203,9 @@ func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts
 			case <-timer.C:
 				woken = true
 			case <-ctx.Done():
-				return nil, a.wrapWait(retry.CtxErr(ctx))
+				return nil, a.stopped(ctx, errCtx, nil)
 			case <-c.closing:
-				return nil, a.wrapWait(errClosed)
+				return nil, a.stopped(ctx, errClosedInternal, nil)
 			}
 		}
 		if res.split {
@@ -179,10 +215,23 @@ func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts
 			timer.Stop()
 			timer.Reset(rand.N(3*res.took + time.Millisecond))
 			if err := c.await(ctx, nil, timer.C); err != nil {
-				return nil, a.wrapWait(err)
+				return nil, a.stopped(ctx, err, nil)
 			}
 		}
 	}
+}
+
+// stopped returns the error of an Obtain that stopped because of why (errCtx: ctx ended; errClosedInternal: the
+// Client was closed); last is the error of the last try when it failed in a way that may pass.
+func (a *attempt) stopped(ctx context.Context, why, last error) error {
+	if errors.Is(why, errClosedInternal) {
+		return errs.Closed(a.op, a.key)
+	}
+	err := errs.Context(ctx, a.op, a.key)
+	if last == nil {
+		return err
+	}
+	return fmt.Errorf("%w (the last try failed: %w)", err, last)
 }
 
 // arm sets timer to fire a little after at (the key has expired on the server by then), with a random jitter
@@ -201,7 +250,7 @@ func arm(timer *time.Timer, deadline, at time.Time) time.Time {
 // Do obtains the lock key as Obtain does, with auto-refresh, and runs fn while holding it. fn's context is
 // cancelled the moment the lock is lost, with a cause matching ErrLost (see context.Cause). The lock is released
 // when fn returns, also when fn panics. Do returns fn's error joined with the release's, or the error of Obtain.
-func (c *Client) Do(ctx context.Context, key string, ttl time.Duration, fn func(ctx context.Context) error, opts ...Option) error {
+func (c *Client) Do(ctx context.Context, key string, ttl time.Duration, fn func(ctx context.Context) error, opts ...ObtainOption) error {
 	l, err := c.Obtain(ctx, key, ttl, append(slices.Clip(opts), WithAutoRefresh())...)
 	if err != nil {
 		return err
@@ -209,21 +258,17 @@ func (c *Client) Do(ctx context.Context, key string, ttl time.Duration, fn func(
 	return l.wrap(lease.Run(ctx, l.lease, fn))
 }
 
-// await waits for a or b (either may be nil), ctx or Close.
+// await waits for a or b (either may be nil), ctx (errCtx) or Close (errClosedInternal).
 func (c *Client) await(ctx context.Context, a <-chan struct{}, b <-chan time.Time) error {
 	select {
 	case <-a:
 	case <-b:
 	case <-ctx.Done():
-		return retry.CtxErr(ctx)
+		return errCtx
 	case <-c.closing:
-		return errClosed
+		return errClosedInternal
 	}
 	return nil
-}
-
-func (a *attempt) wrapWait(err error) error {
-	return fmt.Errorf("redlock %q: %w", a.key, err)
 }
 
 // line is a Client's queue of goroutines in Obtain for one lock key, in arrival order: only the first contends
@@ -245,6 +290,16 @@ type line struct {
 type waiter struct {
 	turn chan struct{} // capacity 1: signalled when the waiter is first in line
 	lock *Lock         // the lock the waiter leaves the line with, if any
+}
+
+// isDone reports whether ch is closed.
+func isDone(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 func signal(ch chan struct{}) {
@@ -294,28 +349,31 @@ func (c *Client) leave(ln *line, w *waiter, a *attempt) {
 		done.stop()
 		if w.lock == nil && ln.queued.Load() {
 			for _, n := range c.all {
-				c.spawn(func() { a.giveBack(context.Background(), n) })
+				c.spawn(&c.work, func() { a.giveBack(context.Background(), n) })
 			}
 		}
 	}
 }
 
 // awaitHolder waits, when a goroutine of this Client holds the lock through the line, until it released it or
-// lost it, and reports whether it waited.
-func (c *Client) awaitHolder(ctx context.Context, ln *line) (bool, error) {
+// lost it, and reports whether it waited; it calls waiting before it blocks.
+func (c *Client) awaitHolder(ctx context.Context, ln *line, waiting func()) (bool, error) {
 	c.mu.Lock()
 	h := ln.holder
 	c.mu.Unlock()
 	if h == nil {
 		return false, nil
 	}
+	if !isDone(h.done) && !isDone(h.Lost()) {
+		waiting()
+	}
 	select {
 	case <-h.done:
 	case <-h.Lost():
 	case <-ctx.Done():
-		return true, retry.CtxErr(ctx)
+		return true, errCtx
 	case <-c.closing:
-		return true, errClosed
+		return true, errClosedInternal
 	}
 	c.mu.Lock()
 	if ln.holder == h {
@@ -467,12 +525,18 @@ func (c *Client) watchSet(ctx context.Context, ln *line) (*watches, error) {
 		case <-timer.C:
 			return ws, nil
 		case <-ctx.Done():
-			return nil, retry.CtxErr(ctx)
+			return nil, errCtx
 		case <-c.closing:
-			return nil, errClosed
+			return nil, errClosedInternal
 		}
 	}
 	return ws, nil
+}
+
+// watchFailed reports that a waiter cannot listen on node i for the lock key (it relies on its timers there).
+func (c *Client) watchFailed(i int, key string, err error) {
+	c.emit(context.Background(), keyward.Event{Kind: keyward.Error, Key: key,
+		Err: fmt.Errorf("redlock: watching %q: %w", key, c.nodeError(i, err))})
 }
 
 // watchNode subscribes on node i and counts its events until ctx ends or the Watcher is closed. It signals
@@ -487,6 +551,9 @@ func (c *Client) watchNode(ctx context.Context, i int, key string, ws *watches, 
 	wt, err := w.Watch(ctx, key)
 	confirmed <- struct{}{}
 	if err != nil {
+		if ctx.Err() == nil && !errors.Is(err, keyward.ErrClosed) {
+			c.watchFailed(i, key, err)
+		}
 		return
 	}
 	defer wt.Close()
@@ -512,6 +579,9 @@ func (c *Client) watchNode(ctx context.Context, i int, key string, ws *watches, 
 				default:
 					// A Failed watch (the server refused its subscription) hears nothing more either.
 					closed = closed || e.Kind == watch.Closed || e.Kind == watch.Failed
+					if e.Kind == watch.Failed {
+						c.watchFailed(i, key, e.Err)
+					}
 					ws.other()
 				}
 			}

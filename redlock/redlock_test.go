@@ -30,8 +30,8 @@ func TestObtainAndRelease(t *testing.T) {
 	l, err := locks.TryObtain(ctx, "report", 10*time.Second)
 	require.NoError(t, err)
 	assert.Equal(t, "report", l.Key())
-	assert.Contains(t, l.Token(), "pid="+strconv.Itoa(os.Getpid()), "the token carries the holder's pid")
-	assert.GreaterOrEqual(t, holders(ms, "locks:report", l.Token()), 2, "a majority holds the token")
+	assert.Contains(t, l.Value(), "pid="+strconv.Itoa(os.Getpid()), "the token carries the holder's pid")
+	assert.GreaterOrEqual(t, holders(ms, "locks:report", l.Value()), 2, "a majority holds the token")
 	assert.Positive(t, l.Fence())
 	assert.False(t, l.Until().Before(start.Add(10*time.Second-102*time.Millisecond)), "ttl − drift, from before the acquire")
 	assert.True(t, l.Until().Before(time.Now().Add(10*time.Second)))
@@ -101,22 +101,20 @@ func TestBadInput(t *testing.T) {
 		ctx  context.Context
 		key  string
 		ttl  time.Duration
-		opts []redlock.Option
 		want error
 	}{
-		{"empty key", ctx, "", time.Second, nil, redlock.ErrInvalid},
-		{"zero ttl", ctx, "k", 0, nil, redlock.ErrInvalid},
-		{"ttl within the drift margin", ctx, "k", 2 * time.Millisecond, nil, redlock.ErrInvalid},
-		{"ttl above MaxTTL", ctx, "k", redlock.MaxTTL + time.Millisecond, nil, redlock.ErrInvalid},
-		{"ttl whose doubling overflows", ctx, "k", math.MaxInt64, nil, redlock.ErrInvalid},
-		{"bad option in the call", ctx, "k", time.Second, []redlock.Option{redlock.WithNodeTimeout(-time.Second)}, redlock.ErrInvalid},
-		{"cancelled context", cancelled, "k", time.Second, nil, context.Canceled},
+		{"empty key", ctx, "", time.Second, redlock.ErrInvalid},
+		{"zero ttl", ctx, "k", 0, redlock.ErrInvalid},
+		{"ttl within the drift margin", ctx, "k", 2 * time.Millisecond, redlock.ErrInvalid},
+		{"ttl above MaxTTL", ctx, "k", redlock.MaxTTL + time.Millisecond, redlock.ErrInvalid},
+		{"ttl whose doubling overflows", ctx, "k", math.MaxInt64, redlock.ErrInvalid},
+		{"cancelled context", cancelled, "k", time.Second, context.Canceled},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			l, err := locks.TryObtain(tt.ctx, tt.key, tt.ttl, tt.opts...)
+			l, err := locks.TryObtain(tt.ctx, tt.key, tt.ttl)
 			assert.ErrorIs(t, err, tt.want)
 			assert.Nil(t, l)
-			l, err = locks.Obtain(tt.ctx, tt.key, tt.ttl, tt.opts...)
+			l, err = locks.Obtain(tt.ctx, tt.key, tt.ttl)
 			assert.ErrorIs(t, err, tt.want)
 			assert.Nil(t, l)
 		})
@@ -132,8 +130,12 @@ func TestBadInput(t *testing.T) {
 
 	require.NoError(t, locks.Close())
 	_, err = locks.TryObtain(ctx, "other", time.Second)
-	assert.ErrorIs(t, err, redlock.ErrInvalid, "closed")
-	assert.ErrorIs(t, l.Release(ctx), redlock.ErrInvalid, "a closed Client sends nothing")
+	assert.ErrorIs(t, err, redlock.ErrClosed)
+	assert.NotErrorIs(t, err, redlock.ErrInvalid)
+	assert.NoError(t, l.Release(ctx), "a lock held at Close stays usable until released")
+	for _, m := range ms {
+		assert.False(t, m.Exists("k"))
+	}
 }
 
 func TestWrongTypeOnSomeNodes(t *testing.T) {
@@ -250,7 +252,7 @@ func TestReleaseAfterTheLockWasTaken(t *testing.T) {
 		l, err := locks.TryObtain(ctx, "job", 10*time.Second)
 		require.NoError(t, err)
 		synctest.Wait() // the node that answered after the majority has its key too
-		require.Equal(t, 3, holders(b.ms, "job", l.Token()), "the late node keeps the lock")
+		require.Equal(t, 3, holders(b.ms, "job", l.Value()), "the late node keeps the lock")
 
 		// The lock expired on two nodes and another holder took them.
 		b.ms[0].Set("job", "next holder")

@@ -8,12 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-redsync/redsync/v4"
-	redsyncredis "github.com/go-redsync/redsync/v4/redis"
-	"github.com/go-redsync/redsync/v4/redis/goredis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/redlock"
 )
 
@@ -83,25 +81,32 @@ func TestMajorityDownFailsFast(t *testing.T) {
 			warm, err := locks.TryObtain(ctx, "warm", 10*time.Second) // connections open, scripts loaded
 			require.NoError(t, err)
 			require.NoError(t, warm.Release(ctx))
+			// A Client on the same (warm) node clients, with a short node timeout.
+			fast := newClient(t, universal(clients), redlock.WithNodeTimeout(50*time.Millisecond))
 			for _, s := range servers[:tt.down] {
 				s.Kill(t)
 			}
 			start := time.Now()
-			_, err = locks.TryObtain(ctx, "job", 10*time.Second, redlock.WithNodeTimeout(50*time.Millisecond))
+			_, err = fast.TryObtain(ctx, "job", 10*time.Second)
 			took := time.Since(start)
 			require.ErrorIs(t, err, redlock.ErrQuorum)
 			assert.NotErrorIs(t, err, redlock.ErrNotObtained)
 			assert.Contains(t, err.Error(), fmt.Sprintf("of %d nodes (need %d)", tt.nodes, tt.nodes/2+1))
 			assert.Contains(t, err.Error(), servers[0].Addr(), "the causes name the nodes")
+			var ne *keyward.NodeError
+			require.ErrorAs(t, err, &ne)
+			assert.Equal(t, 0, ne.Node)
+			assert.Equal(t, servers[0].Addr(), ne.Addr)
 			// Bounded by the node timeout (50 ms) and the live nodes' clean-up; the benchmark has the exact cost.
 			assert.Less(t, took, 2*time.Second)
 
 			// Obtain rides the outage out until its ctx ends, and then says what went wrong last.
 			octx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 			defer cancel()
-			_, err = locks.Obtain(octx, "another", 10*time.Second, redlock.WithNodeTimeout(50*time.Millisecond))
+			_, err = fast.Obtain(octx, "another", 10*time.Second)
 			require.ErrorIs(t, err, context.DeadlineExceeded)
 			require.ErrorIs(t, err, redlock.ErrQuorum)
+			assert.Contains(t, err.Error(), `obtain "another"`)
 		})
 	}
 }
@@ -194,34 +199,4 @@ func TestRestartedNode(t *testing.T) {
 		assert.Greater(t, second.Fence(), first.Fence(), "fences still grow: storage refuses the first holder")
 		require.NoError(t, second.Release(ctx))
 	})
-}
-
-// redsync and redlock use the same key, a random value and SET NX PX on each node: they exclude each other, so
-// services can move from one to the other replica by replica.
-func TestRedsyncAndRedlockExcludeEachOther(t *testing.T) {
-	_, clients := realNodes(t, 3)
-	ctx := context.Background()
-	var pools []redsyncredis.Pool
-	for _, c := range clients {
-		pools = append(pools, goredis.NewPool(c))
-	}
-	rs := redsync.New(pools...)
-	locks := newClient(t, universal(clients))
-
-	mutex := rs.NewMutex("shared", redsync.WithExpiry(10*time.Second), redsync.WithTries(1))
-	require.NoError(t, mutex.LockContext(ctx))
-	_, err := locks.TryObtain(ctx, "shared", 10*time.Second)
-	require.ErrorIs(t, err, redlock.ErrNotObtained, "redsync holds it")
-	ok, err := mutex.UnlockContext(ctx)
-	require.NoError(t, err)
-	require.True(t, ok)
-
-	l, err := locks.TryObtain(ctx, "shared", 10*time.Second)
-	require.NoError(t, err)
-	other := rs.NewMutex("shared", redsync.WithExpiry(10*time.Second), redsync.WithTries(1))
-	require.Error(t, other.LockContext(ctx), "redlock holds it")
-	require.NoError(t, l.Release(ctx))
-	require.NoError(t, other.LockContext(ctx), "free again")
-	_, err = other.UnlockContext(ctx)
-	require.NoError(t, err)
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/redistest"
 	"github.com/keyward/keyward/redlock"
 )
@@ -47,13 +46,13 @@ func TestAutoRefreshKeepsTheLockForManyTTLs(t *testing.T) {
 		ttl, err := l.TTL(ctx)
 		require.NoError(t, err)
 		assert.Greater(t, ttl, time.Second/2)
-		assert.Equal(t, 3, holders(b.ms, "job", l.Token()))
+		assert.Equal(t, 3, holders(b.ms, "job", l.Value()))
 		_, err = locks.TryObtain(ctx, "job", time.Second)
 		require.ErrorIs(t, err, redlock.ErrNotObtained)
 
 		require.NoError(t, l.Release(ctx))
 		synctest.Wait()
-		assert.Zero(t, holders(b.ms, "job", l.Token()))
+		assert.Zero(t, holders(b.ms, "job", l.Value()))
 	})
 }
 
@@ -77,7 +76,7 @@ func TestHungMinorityDoesNotStall(t *testing.T) {
 				require.NoError(t, locks.Close()) // the hung nodes' operations end at the node timeout
 				assert.Equal(t, 100*time.Millisecond, time.Since(start),
 					"acquire, then the release that waited for its answer: 50 ms each")
-				assert.Zero(t, holders(b.ms, "job", l.Token()))
+				assert.Zero(t, holders(b.ms, "job", l.Value()))
 			})
 		})
 	}
@@ -198,13 +197,13 @@ func TestLateAnswers(t *testing.T) {
 			require.NoError(t, err)
 			assert.Zero(t, time.Since(start))
 			time.Sleep(1500 * time.Millisecond)
-			assert.Equal(t, 3, holders(b.ms, "job", l.Token()), "the lock lives on every node that granted it")
+			assert.Equal(t, 3, holders(b.ms, "job", l.Value()), "the lock lives on every node that granted it")
 
 			b.ms[0].Del("job") // a node of the first majority loses it: the lock goes on with the late node
 			require.NoError(t, l.Refresh(ctx, time.Minute))
 			require.NoError(t, l.Release(ctx))
 			time.Sleep(2 * time.Second)
-			assert.Zero(t, holders(b.ms, "job", l.Token()))
+			assert.Zero(t, holders(b.ms, "job", l.Value()))
 		})
 	})
 }
@@ -309,10 +308,10 @@ func TestObtainGivesUp(t *testing.T) {
 		synctest.Wait()
 		require.NoError(t, locks.Close())
 		err = <-errc
-		require.ErrorIs(t, err, redlock.ErrInvalid, "closed")
-		require.ErrorIs(t, err, keyward.ErrClosed, "as lock's waiters report it")
+		require.ErrorIs(t, err, redlock.ErrClosed)
+		assert.NotErrorIs(t, err, redlock.ErrInvalid)
 		assert.Equal(t, 5*time.Second, time.Since(start), "at once")
-		require.ErrorIs(t, held.Release(ctx), redlock.ErrInvalid, "closed")
+		require.NoError(t, held.Release(ctx), "a lock held at Close stays usable until released")
 	})
 }
 

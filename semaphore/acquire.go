@@ -8,13 +8,14 @@ import (
 	"time"
 
 	"github.com/keyward/keyward"
-	"github.com/keyward/keyward/internal/lease"
+	"github.com/keyward/keyward/internal/errs"
 	"github.com/keyward/keyward/internal/retry"
 	"github.com/keyward/keyward/internal/watch"
 )
 
-// Acquire takes a permit for ttl, waiting as long as ctx allows when the semaphore is full. It returns ctx's
-// error (matching its cause too) when ctx ends first, and leaves no goroutine behind.
+// Acquire takes a permit for ttl, waiting as long as ctx allows when the semaphore is full. When ctx ends first it
+// returns an error matching ctx's error and its cause, naming the semaphore, and leaves no goroutine behind. After
+// Close, and to calls waiting when Close runs, it returns an error matching ErrClosed.
 //
 // Acquire rides out errors that may pass (the server restarting or unreachable for a while, a dropped
 // connection, a failover): it tries again after a backoff (10 ms doubling to 1 s, jittered) until ctx ends, and
@@ -32,19 +33,24 @@ import (
 // Hand-off is fair across processes: a release reserves its place for the first process in line for a short
 // claim window and wakes only it. A holder whose own Semaphore has waiters hands its permit to the first of them in
 // the release's round trip, up to [WithCohort] times in a row while other processes wait.
-func (s *Semaphore) Acquire(ctx context.Context, ttl time.Duration) (*Permit, error) {
-	return s.acquire(ctx, ttl, s.opts.AutoRefresh)
+//
+// An Acquire that has to wait tells the observer WaitStarted and, when the wait is over, WaitEnded; Obtained when
+// it returns a permit.
+func (s *Semaphore) Acquire(ctx context.Context, ttl time.Duration, opts ...AcquireOption) (*Permit, error) {
+	return s.acquire(ctx, ttl, acquireSettings(opts).autoRefresh)
 }
 
-// Do takes a permit as Acquire does, with auto-refresh, and runs fn while holding it. fn's context is cancelled
-// the moment the permit is lost, with a cause matching ErrLost (see context.Cause). The permit is released when fn
-// returns, also when fn panics. Do returns fn's error joined with the release's, or the error of Acquire.
-func (s *Semaphore) Do(ctx context.Context, ttl time.Duration, fn func(ctx context.Context) error) error {
+// Do takes a permit as Acquire does, with auto-refresh (whatever opts say), and runs fn while holding it. fn's
+// context is cancelled the moment the permit is lost, with a cause matching ErrLost (see context.Cause). The
+// permit is released when fn returns, also when fn panics. Do returns fn's error joined with the release's, or the
+// error of Acquire.
+func (s *Semaphore) Do(ctx context.Context, ttl time.Duration, fn func(ctx context.Context) error,
+	opts ...AcquireOption) error {
 	p, err := s.acquire(ctx, ttl, true)
 	if err != nil {
 		return err
 	}
-	return p.wrap(lease.Run(ctx, p.lease, fn))
+	return p.run(ctx, fn)
 }
 
 // waiter is one goroutine in Acquire.
@@ -59,9 +65,10 @@ type waiter struct {
 	abandoned bool    // the waiter gave up while handing was true
 
 	// Only the waiter's own goroutine uses these:
-	failed  error         // the error of its last try, when that failed without an answer (nil after an answer)
-	retryAt time.Time     // when it tries again after failed
-	backoff retry.Backoff // spaces out tries that fail
+	failed    error         // the error of its last try, when that failed without an answer (nil after an answer)
+	retryAt   time.Time     // when it tries again after failed
+	backoff   retry.Backoff // spaces out tries that fail
+	waitStart time.Time     // when it began to wait; zero while it has not
 }
 
 // fail records a try that failed with err, which may pass: the next try waits a backoff.
@@ -83,8 +90,12 @@ func signal(ch chan struct{}) {
 	}
 }
 
+// acquireOp names Acquire and Do in their errors.
+const acquireOp = "acquire"
+
 func (s *Semaphore) acquire(ctx context.Context, ttl time.Duration, autoRefresh bool) (*Permit, error) {
-	a, err := s.newAttempt(ctx, ttl, autoRefresh)
+	start := time.Now()
+	a, err := s.newAttempt(ctx, acquireOp, ttl, autoRefresh)
 	if err != nil {
 		return nil, err
 	}
@@ -92,11 +103,27 @@ func (s *Semaphore) acquire(ctx context.Context, ttl time.Duration, autoRefresh 
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return nil, fmt.Errorf("semaphore %q: %w", s.name, ErrClosed)
+		return nil, errs.Closed(acquireOp, s.name)
 	}
 	s.waiters = append(s.waiters, w)
 	s.mu.Unlock()
-	return s.wait(ctx, w)
+	p, err := s.wait(ctx, w)
+	if !w.waitStart.IsZero() {
+		s.emit(ctx, keyward.Event{Kind: keyward.WaitEnded, Wait: time.Since(w.waitStart), Err: err})
+	}
+	if p != nil {
+		s.obtained(ctx, p, start)
+	}
+	return p, err
+}
+
+// startWait tells the observer that w began to wait, the first time it is called for w. It runs on w's goroutine,
+// without s.mu.
+func (s *Semaphore) startWait(ctx context.Context, w *waiter) {
+	if w.waitStart.IsZero() {
+		w.waitStart = time.Now()
+		s.emit(ctx, keyward.Event{Kind: keyward.WaitStarted})
+	}
 }
 
 // contenderLocked returns the waiter that may contend at Redis: the first one.
@@ -133,7 +160,7 @@ func (s *Semaphore) wait(ctx context.Context, w *waiter) (*Permit, error) {
 		}
 		if s.closed || s.line.closed {
 			s.mu.Unlock()
-			return s.leave(ctx, w, fmt.Errorf("semaphore %q: %w", s.name, ErrClosed))
+			return s.leave(ctx, w, errs.Closed(acquireOp, s.name))
 		}
 		if err := s.line.failed; err != nil {
 			// The watches ended: the next wait subscribes again, which fails at once or, when the permission is
@@ -172,8 +199,10 @@ func (s *Semaphore) wait(ctx context.Context, w *waiter) (*Permit, error) {
 			if p, err := s.contend(ctx, w); p != nil || err != nil {
 				return p, err
 			}
+			s.startWait(ctx, w) // no room (or an error that may pass): this call waits
 			continue
 		}
+		s.startWait(ctx, w)
 
 		var fire <-chan time.Time
 		if !deadline.IsZero() {
@@ -219,7 +248,7 @@ func (s *Semaphore) contend(ctx context.Context, w *waiter) (*Permit, error) {
 		s.mu.Unlock()
 		switch {
 		case ctx.Err() != nil:
-			return s.leave(ctx, w, retry.GaveUp(ctx, w.failed))
+			return s.leave(ctx, w, s.ctxErr(ctx, acquireOp, w.failed))
 		case retry.Permanent(err):
 			return s.leave(ctx, w, err)
 		}
@@ -251,7 +280,7 @@ func (s *Semaphore) contend(ctx context.Context, w *waiter) (*Permit, error) {
 	watch, own, err := s.subscribe(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
-			err = retry.GaveUp(ctx, w.failed)
+			err = s.ctxErr(ctx, acquireOp, w.failed)
 		}
 		return s.leave(ctx, w, err)
 	}
@@ -273,13 +302,21 @@ func (s *Semaphore) contend(ctx context.Context, w *waiter) (*Permit, error) {
 // line must watch).
 func (s *Semaphore) subscribe(ctx context.Context) (all, own *watch.Watch, err error) {
 	if all, err = s.watcher.Watch(ctx, s.keys.Holders); err != nil {
-		return nil, nil, fmt.Errorf("semaphore %q: %w", s.name, err)
+		return nil, nil, s.watchErr(err)
 	}
 	if own, err = s.watcher.WatchChannel(ctx, s.keys.WaiterChannel(s.id)); err != nil {
 		all.Close()
-		return nil, nil, fmt.Errorf("semaphore %q: %w", s.name, err)
+		return nil, nil, s.watchErr(err)
 	}
 	return all, own, nil
+}
+
+// watchErr is the error of a subscription that failed with err: ErrClosed when the Watcher was closed.
+func (s *Semaphore) watchErr(err error) error {
+	if errors.Is(err, keyward.ErrClosed) {
+		return errs.Closed(acquireOp, s.name)
+	}
+	return fmt.Errorf("semaphore %q: %w", s.name, err)
 }
 
 // leave takes w out of the line with err, passing its turn on.
@@ -302,7 +339,7 @@ func (s *Semaphore) leave(ctx context.Context, w *waiter, err error) (*Permit, e
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
 	if handed != nil {
-		_ = handed.Release(rctx)
+		s.cleanedUp(rctx, handed.fence, handed.lease.Release(rctx))
 	}
 	if maybeHeld {
 		s.cleanUp(rctx, w.a)
@@ -315,5 +352,5 @@ func (s *Semaphore) leave(ctx context.Context, w *waiter, err error) (*Permit, e
 
 // abandon takes w out of the line because ctx ended. A permit handed to w meanwhile is released.
 func (s *Semaphore) abandon(ctx context.Context, w *waiter) (*Permit, error) {
-	return s.leave(ctx, w, retry.GaveUp(ctx, w.failed))
+	return s.leave(ctx, w, s.ctxErr(ctx, acquireOp, w.failed))
 }

@@ -74,7 +74,7 @@ func TestHandOffWithinASemaphore(t *testing.T) {
 		synctest.Wait() // both wait: one subscribed, the other in the Semaphore's line
 		require.NoError(t, first.Release(ctx))
 		second := <-got
-		assert.Equal(t, []string{second.Token()}, holders(t, rdb, "pool"), "handed over in the release's round trip")
+		assert.Equal(t, []string{second.Value()}, holders(t, rdb, "pool"), "handed over in the release's round trip")
 		require.NoError(t, second.Release(ctx))
 		third := <-got
 		require.NoError(t, third.Release(ctx))

@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/benchstat"
 	"github.com/keyward/keyward/internal/redistest"
 	"github.com/keyward/keyward/semaphore"
@@ -74,7 +75,7 @@ func runContention(b *testing.B, srv *redistest.Server, w contention) {
 		b.Fatal(err)
 	}
 	scriptsBefore := scriptTime(b, admin)
-	statsBefore := make([]semaphore.Stats, len(sems))
+	statsBefore := make([]keyward.Stats, len(sems))
 	for i, s := range sems {
 		statsBefore[i] = s.Stats()
 	}

@@ -32,8 +32,8 @@ func TestClusterFailover(t *testing.T) {
 func permitsThroughFailover(t *testing.T, holderRdb, waiterRdb redis.UniversalClient, name string, failover func(t *testing.T)) {
 	const ttl = 30 * time.Second
 	ctx := withTimeout(t, time.Minute)
-	holder := newSem(t, holderRdb, name, 1, semaphore.WithFencing(), semaphore.WithAutoRefresh())
-	held, err := holder.Acquire(ctx, ttl)
+	holder := newSem(t, holderRdb, name, 1, semaphore.WithFencing())
+	held, err := holder.Acquire(ctx, ttl, semaphore.WithAutoRefresh())
 	require.NoError(t, err)
 
 	hook, subscribed := waiting(2)

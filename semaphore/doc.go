@@ -24,9 +24,15 @@
 //
 // Waiting costs no polling: waiting processes queue in Redis, and a release reserves its place for the first of
 // them for a short claim window and wakes only it, with a message on that process's own channel (through the
-// pub/sub connection the client shares with every lock, semaphore and election on it); a timer at the earliest expiry covers holders that crashed, and keyspace notifications a
-// semaphore deleted by another tool. Within a process, Acquire calls of one Semaphore queue locally, only the
-// first contends at Redis, and a release hands its permit to the next one in the same round trip.
+// pub/sub connection the client shares with every lock, semaphore and election on it); a timer at the earliest
+// expiry covers holders that crashed, and keyspace notifications a semaphore deleted by another tool. Within a
+// process, Acquire calls of one Semaphore queue locally, only the first contends at Redis, and a release hands
+// its permit to the next one in the same round trip.
+//
+// [WithObserver] (or [WithLogger]) hears what happens to the permits: obtained (with the wait), released, waits,
+// auto-refreshes that failed, losses; [Semaphore.Stats] counts tries and hand-offs. Errors have keyward's shared
+// shape: a call stopped by its ctx matches ctx's error and its cause; after [Semaphore.Close], taking a permit
+// fails with an error matching ErrClosed.
 //
 // What a permit promises: while its [Permit.Until] has not passed, it is one of at most limit permits held on the
 // server, provided the server did not lose the data (a failover to a replica that had not received it, a restart

@@ -24,7 +24,6 @@ var (
 	ErrNoPermission = keyward.ErrNoPermission
 	// ErrOutOfMemory: the server refused the write because it reached maxmemory.
 	ErrOutOfMemory = keyward.ErrOutOfMemory
+	// ErrClosed: the Semaphore was closed before or while TryAcquire, Acquire or Do ran.
+	ErrClosed = keyward.ErrClosed
 )
-
-// ErrClosed is returned by Acquire and Do, also to callers already waiting, once the Semaphore was closed.
-var ErrClosed = keyward.ErrClosed

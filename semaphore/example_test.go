@@ -9,6 +9,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/semaphore"
 )
 
@@ -59,4 +60,24 @@ func ExampleSemaphore_Do() {
 	// Output:
 	// training on one of 4 GPUs
 	// done: <nil>
+}
+
+// An observer hears what happens to the permits, for logs and metrics: here, how long a holder waited and held.
+// WithLogger(slog.Default()) logs the same events.
+func ExampleWithObserver() {
+	srv, _ := miniredis.Run()
+	defer srv.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer rdb.Close()
+
+	events := keyward.ObserverFunc(func(_ context.Context, e keyward.Event) {
+		fmt.Println(e.Source, e.Key, e.Kind, e.Err)
+	})
+	pool, _ := semaphore.New(rdb, "pool", 1, semaphore.WithObserver(events))
+	defer pool.Close()
+	p, _ := pool.Acquire(context.Background(), time.Minute, semaphore.WithAutoRefresh())
+	_ = p.Release(context.Background())
+	// Output:
+	// semaphore pool obtained <nil>
+	// semaphore pool released <nil>
 }

@@ -1,17 +1,22 @@
 package semaphore
 
 import (
+	"log/slog"
 	"time"
 
+	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/lockopt"
+	"github.com/keyward/keyward/internal/observe"
 )
 
-// An Option changes how a [Semaphore] works. Options are given to [New] and hold for every permit it hands out.
+// An Option changes how a [Semaphore] works. Options are given to [New] and hold for every permit it hands out;
+// what changes one acquisition is an [AcquireOption].
 type Option func(*config)
 
 type config struct {
-	lock    []lockopt.Option
-	fencing bool
+	lock     []lockopt.Option
+	fencing  bool
+	observer keyward.Observer
 }
 
 // WithPrefix puts prefix in front of the semaphore's name to make its Redis key, e.g. "semaphores:". Default: no
@@ -29,11 +34,6 @@ func WithDrift(factor float64, fixed time.Duration) Option {
 	return lockOption(lockopt.Drift(factor, fixed))
 }
 
-// WithAutoRefresh keeps every permit alive until it is released: it is refreshed at a third of its ttl, a failed
-// refresh is retried until the validity deadline, and if the permit cannot be kept, [Permit.Lost] is closed.
-// Default: off, except in [Semaphore.Do].
-func WithAutoRefresh() Option { return lockOption(lockopt.AutoRefresh()) }
-
 // WithFencing hands out a fencing token with every permit ([Permit.Fence]): larger than that of every earlier
 // permit of the semaphore on the same server, even across a restart that lost the data. It costs the acquire a
 // counter update. Default: off (Fence returns 0).
@@ -49,11 +49,50 @@ func WithClaimWindow(d time.Duration) Option { return lockOption(lockopt.ClaimWi
 // next process in line. 0 gives every released place to the next process. Default: 4.
 func WithCohort(n int) Option { return lockOption(lockopt.Cohort(n)) }
 
+// WithObserver makes the Semaphore tell o what happens to its permits, with Source "semaphore" and Key the
+// semaphore's name: Obtained (with the wait), Released (with the time held), RefreshFailed and Lost (auto-refresh),
+// WaitStarted and WaitEnded (an Acquire that found no room), CleanedUp (a permit nobody will use given back: an
+// acquire whose answer was lost, a permit handed to a waiter that gave up) and Error (a background error, such as
+// a failed leave of the Redis queue). Given more than once, every observer hears every event. Default: none.
+func WithObserver(o keyward.Observer) Option {
+	return func(c *config) { c.observer = observe.Join(c.observer, o) }
+}
+
+// WithLogger logs the Semaphore's events to l, as [keyward.LogObserver] does: losses, failed refreshes and
+// background errors at Warn, the rest at Debug. It adds to an observer given with WithObserver. A nil l logs
+// nothing.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) { c.observer = observe.Join(c.observer, keyward.LogObserver(l)) }
+}
+
 func lockOption(o lockopt.Option) Option {
 	return func(c *config) { c.lock = append(c.lock, o) }
 }
 
-// MaxTTL is the longest ttl a permit may be acquired or refreshed with (24 h); a longer one is an ErrInvalid error. A ttl is how long
-// a holder that died keeps the others out; a holder that needs it longer keeps it with refreshes
-// ([WithAutoRefresh]).
-const MaxTTL = lockopt.MaxTTL
+// An AcquireOption changes one acquisition: a call of [Semaphore.TryAcquire], [Semaphore.Acquire] or
+// [Semaphore.Do]. What holds for every permit is an [Option] of New.
+type AcquireOption func(*acquireConfig)
+
+type acquireConfig struct {
+	autoRefresh bool
+}
+
+// WithAutoRefresh keeps the permit alive until it is released: it is refreshed at a third of its ttl, a failed
+// refresh is retried until the validity deadline, and if the permit cannot be kept, [Permit.Lost] is closed.
+// Default: off, except in [Semaphore.Do], which always refreshes.
+func WithAutoRefresh() AcquireOption { return func(c *acquireConfig) { c.autoRefresh = true } }
+
+func acquireSettings(opts []AcquireOption) acquireConfig {
+	var c acquireConfig
+	for _, o := range opts {
+		if o != nil {
+			o(&c)
+		}
+	}
+	return c
+}
+
+// MaxTTL is the longest ttl a permit may be acquired or refreshed with (24 h); a longer one is an ErrInvalid
+// error. A ttl is how long a holder that died keeps the others out; a holder that needs it longer keeps it with
+// refreshes ([WithAutoRefresh]).
+const MaxTTL = keyward.MaxTTL

@@ -19,8 +19,8 @@ import (
 func TestStoppedServerWithDefaultOptions(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := redistest.NewClient(t, &redis.Options{Addr: srv.Addr()}) // go-redis's defaults
-	sem := newSem(t, rdb, "pool", 1, semaphore.WithAutoRefresh())
-	p, err := sem.Acquire(context.Background(), 600*time.Millisecond)
+	sem := newSem(t, rdb, "pool", 1)
+	p, err := sem.Acquire(context.Background(), 600*time.Millisecond, semaphore.WithAutoRefresh())
 	require.NoError(t, err)
 
 	srv.Pause(t)

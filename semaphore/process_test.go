@@ -19,7 +19,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/sys/unix"
 
 	"github.com/keyward/keyward/internal/redistest"
 	"github.com/keyward/keyward/internal/token"
@@ -44,11 +43,11 @@ const (
 // monotonic reads CLOCK_MONOTONIC, which every process on the machine shares (time.Now's monotonic reading is
 // only comparable within one process).
 func monotonic() int64 {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+	d, err := redistest.Monotonic()
+	if err != nil {
 		panic(err)
 	}
-	return ts.Nano()
+	return int64(d)
 }
 
 // TestHelperProcess is not a test: it is the code of the child processes, which run the test binary again with
@@ -238,6 +237,6 @@ func TestCrashedProcess(t *testing.T) {
 	ctx := withTimeout(t, 30*time.Second)
 	p, err := newSem(t, rdb, "shared", 1).Acquire(ctx, time.Minute)
 	require.NoError(t, err, "the dead process's permit expired and was reclaimed")
-	assert.Equal(t, []string{p.Token()}, holders(t, rdb, "shared"))
+	assert.Equal(t, []string{p.Value()}, holders(t, rdb, "shared"))
 	require.NoError(t, p.Release(ctx))
 }

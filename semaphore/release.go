@@ -2,8 +2,10 @@ package semaphore
 
 import (
 	"context"
+	"fmt"
 	"time"
 
+	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/script"
 )
 
@@ -20,7 +22,12 @@ func (s *Semaphore) leaveQueueLocked() {
 func (s *Semaphore) leaveQueue(ctx context.Context) {
 	g := s.giveBack("")
 	g.Waiter = s.id
-	_, _ = script.SemaphoreRelease(ctx, s.rdb, s.keys, g)
+	if _, err := script.SemaphoreRelease(ctx, s.rdb, s.keys, g); err != nil {
+		// The queue forgets this Semaphore when its entry expires; until then a place may be reserved for it in
+		// vain, for a claim window.
+		s.emit(ctx, keyward.Event{Kind: keyward.Error,
+			Err: fmt.Errorf("semaphore %q: leave the queue: %w", s.name, err)})
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.leaving--
@@ -102,7 +109,8 @@ func (s *Semaphore) release(ctx context.Context, p *Permit) (bool, error) {
 	}
 	s.mu.Unlock()
 	if abandoned != nil {
-		_ = abandoned.Release(ctx)
+		// Handed to a waiter that gave up meanwhile: nobody will use it.
+		s.cleanedUp(ctx, abandoned.fence, abandoned.lease.Release(ctx))
 	}
 	if stray {
 		s.leaveQueue(ctx)

@@ -2,6 +2,7 @@ package semaphore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -11,8 +12,11 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/bound"
+	"github.com/keyward/keyward/internal/errs"
 	"github.com/keyward/keyward/internal/lease"
 	"github.com/keyward/keyward/internal/lockopt"
+	"github.com/keyward/keyward/internal/observe"
+	"github.com/keyward/keyward/internal/retry"
 	"github.com/keyward/keyward/internal/script"
 	"github.com/keyward/keyward/internal/token"
 	"github.com/keyward/keyward/internal/watch"
@@ -27,13 +31,14 @@ type Semaphore struct {
 	// rdb runs the scripts on client so that they return when their ctx ends, whatever client's options
 	// (internal/bound): a refresh must not keep a permit "held" past its deadline on a server that stopped
 	// answering.
-	rdb     redis.Scripter
-	name    string
-	keys    script.SemaphoreKeys
-	opts    lockopt.Settings
-	fencing bool
-	publish script.Publish
-	id      string // this Semaphore's name in the Redis queue
+	rdb      redis.Scripter
+	name     string
+	keys     script.SemaphoreKeys
+	opts     lockopt.Settings
+	fencing  bool
+	observer keyward.Observer // nil: nobody listens
+	publish  script.Publish
+	id       string // this Semaphore's name in the Redis queue
 
 	watcher *watch.Handle // the Semaphore's use of the pub/sub connection of its client, shared with the other users
 
@@ -79,18 +84,19 @@ func New(rdb redis.UniversalClient, name string, limit int, opts ...Option) (*Se
 		return nil, fmt.Errorf("semaphore %q: %w", name, err)
 	}
 	s := &Semaphore{
-		client:  rdb,
-		rdb:     bound.New(rdb).Scripter(),
-		name:    name,
-		keys:    script.SemaphoreKeysFor(settings.Prefix + name),
-		opts:    settings,
-		fencing: cfg.fencing,
-		publish: script.PublishPlain,
-		id:      token.New(""),
-		limit:   limit,
-		done:    make(chan struct{}),
+		client:   rdb,
+		rdb:      bound.New(rdb).Scripter(),
+		name:     name,
+		keys:     script.SemaphoreKeysFor(settings.Prefix + name),
+		opts:     settings,
+		fencing:  cfg.fencing,
+		observer: cfg.observer,
+		publish:  script.PublishPlain,
+		id:       token.New(""),
+		limit:    limit,
+		done:     make(chan struct{}),
 	}
-	s.watcher = watch.Attach(rdb, nil)
+	s.watcher = watch.Attach(rdb, cfg.observer) // its Reconnected and Error events go to the observer too
 	return s, nil
 }
 
@@ -130,10 +136,10 @@ func (s *Semaphore) SetLimit(limit int) error {
 	return nil
 }
 
-// Close closes the Semaphore's subscriptions and ends its use of its client's pub/sub connection (the connection
-// is closed when no other semaphore, lock.Client, election or keyspace.Watcher of the same client uses it).
-// Acquire calls still waiting return an error matching ErrClosed. Held permits are not released, and TryAcquire
-// still works.
+// Close closes the Semaphore's subscriptions and ends its use of its client's pub/sub connection, which it shares
+// with every other user of the same client (the connection is closed when none is left). From then on TryAcquire,
+// Acquire and Do return an error matching ErrClosed, and so do Acquire calls still waiting. Held permits are not
+// released and stay usable: Release, Refresh and auto-refresh work as before. A second Close returns nil.
 func (s *Semaphore) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -153,35 +159,44 @@ func (s *Semaphore) Close() error {
 	return s.watcher.Close()
 }
 
-// Stats are counts of a Semaphore's work, for monitoring and benchmarks.
-type Stats struct {
-	// Tries counts acquire attempts sent to Redis (TryAcquire, and Acquire's tries).
-	Tries int64
-	// FailedTries counts those that found no room.
-	FailedTries int64
-	// HandOffs counts permits handed to a waiter of this Semaphore in a release's round trip, without a try.
-	HandOffs int64
+// Stats returns the Semaphore's counts so far: acquire attempts sent to Redis (TryAcquire, and Acquire's tries),
+// those that found no room, and permits handed to a waiter of this Semaphore in a release's round trip, without a
+// try.
+func (s *Semaphore) Stats() keyward.Stats {
+	return keyward.Stats{Tries: s.tries.Load(), FailedTries: s.failedTries.Load(), HandOffs: s.handOffs.Load()}
 }
 
-// Stats returns the Semaphore's counts so far.
-func (s *Semaphore) Stats() Stats {
-	return Stats{Tries: s.tries.Load(), FailedTries: s.failedTries.Load(), HandOffs: s.handOffs.Load()}
+func (s *Semaphore) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
 }
 
 // TryAcquire takes a permit for ttl if the semaphore has room, in one round trip. It returns an error matching
 // ErrNotObtained when limit permits are held (or reserved for waiting processes), and never waits. A ttl must
-// exceed the drift margin (a ttl ≤ 0 is an ErrInvalid error).
+// exceed the drift margin (a ttl ≤ 0 is an ErrInvalid error). After Close it returns an error matching ErrClosed;
+// when ctx ends first, an error matching ctx's error and its cause.
 //
 // If the attempt fails without an answer from the server (a timeout, a dropped connection, a cancelled ctx), the
 // permit may have been taken on the server all the same: TryAcquire then sends a best-effort release for it, so
-// it does not hold a place until its ttl, and returns the error, never a permit.
-func (s *Semaphore) TryAcquire(ctx context.Context, ttl time.Duration) (*Permit, error) {
-	a, err := s.newAttempt(ctx, ttl, s.opts.AutoRefresh)
+// it does not hold a place until its ttl (the observer hears of it: CleanedUp), and returns the error, never a
+// permit.
+func (s *Semaphore) TryAcquire(ctx context.Context, ttl time.Duration, opts ...AcquireOption) (*Permit, error) {
+	const op = "try acquire"
+	start := time.Now()
+	a, err := s.newAttempt(ctx, op, ttl, acquireSettings(opts).autoRefresh)
 	if err != nil {
 		return nil, err
 	}
 	p, _, err := s.try(ctx, a, "", false)
-	return p, err
+	if err != nil {
+		if ctx.Err() != nil && !errors.Is(err, keyward.ErrNotObtained) && !retry.Permanent(err) {
+			err = s.ctxErr(ctx, op, err)
+		}
+		return nil, err
+	}
+	s.obtained(ctx, p, start)
+	return p, nil
 }
 
 // attempt is one caller's attempt to take a permit, with the value it will store.
@@ -191,15 +206,55 @@ type attempt struct {
 	autoRefresh bool
 }
 
-func (s *Semaphore) newAttempt(ctx context.Context, ttl time.Duration, autoRefresh bool) (*attempt, error) {
+// newAttempt checks an acquisition (op) before anything is sent: its ttl, the Semaphore not closed, ctx not ended.
+func (s *Semaphore) newAttempt(ctx context.Context, op string, ttl time.Duration, autoRefresh bool) (*attempt, error) {
 	ttl, err := s.opts.TTL(ttl)
 	if err != nil {
 		return nil, fmt.Errorf("semaphore %q: %w", s.name, err)
 	}
-	if err := context.Cause(ctx); err != nil {
-		return nil, err
+	if s.isClosed() {
+		return nil, errs.Closed(op, s.name)
+	}
+	if ctx.Err() != nil {
+		return nil, errs.Context(ctx, op, s.name)
 	}
 	return &attempt{value: token.New(s.opts.Metadata), ttl: ttl, autoRefresh: autoRefresh}, nil
+}
+
+// ctxErr returns the error of op, stopped because ctx ended: it matches ctx's error and cause (errs.Context) and,
+// when it says more than ctx's error, last, the error of the last attempt.
+func (s *Semaphore) ctxErr(ctx context.Context, op string, last error) error {
+	err := errs.Context(ctx, op, s.name)
+	if last == nil || errors.Is(last, ctx.Err()) || errs.IsContext(last) {
+		return err
+	}
+	return fmt.Errorf("%w (the last attempt failed: %w)", err, last)
+}
+
+// emit tells the observer e, from this semaphore.
+func (s *Semaphore) emit(ctx context.Context, e keyward.Event) {
+	if s.observer == nil {
+		return
+	}
+	e.Source, e.Key = "semaphore", s.name
+	observe.Emit(ctx, s.observer, e)
+}
+
+// obtained tells the observer that p was obtained by a call that started at start.
+func (s *Semaphore) obtained(ctx context.Context, p *Permit, start time.Time) {
+	s.emit(ctx, keyward.Event{Kind: keyward.Obtained, Fence: p.fence, Wait: time.Since(start)})
+}
+
+// cleanedUp tells the observer that a permit nobody will use was given back (fence: its fencing token, 0 when
+// unknown); err is the release's error. A permit found not held left nothing behind: no error then.
+func (s *Semaphore) cleanedUp(ctx context.Context, fence int64, err error) {
+	if errors.Is(err, keyward.ErrNotHeld) {
+		err = nil
+	}
+	if err != nil {
+		err = fmt.Errorf("semaphore %q: clean up: %w", s.name, err)
+	}
+	s.emit(ctx, keyward.Event{Kind: keyward.CleanedUp, Fence: fence, Err: err})
 }
 
 // try runs the acquire script once: a plain try when waiter is "", else the try of the waiting process waiter,
@@ -243,7 +298,8 @@ func queueTTL(ttl time.Duration) time.Duration { return 2*ttl + time.Second }
 func (s *Semaphore) cleanUp(ctx context.Context, a *attempt) {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(a.ttl, 2*time.Second))
 	defer cancel()
-	_, _ = script.SemaphoreRelease(cctx, s.rdb, s.keys, s.giveBack(a.value))
+	_, err := script.SemaphoreRelease(cctx, s.rdb, s.keys, s.giveBack(a.value))
+	s.cleanedUp(cctx, 0, err)
 }
 
 // giveBack describes the release of value that passes nothing to this Semaphore's waiters and leaves its place in
@@ -255,8 +311,8 @@ func (s *Semaphore) giveBack(value string) script.SemaphoreGiveBack {
 }
 
 func (s *Semaphore) newPermit(a *attempt, start time.Time, fence int64) *Permit {
-	p := &Permit{s: s, value: a.value, fence: fence}
-	p.lease = lease.New(lease.Config{
+	p := &Permit{s: s, value: a.value, fence: fence, obtained: time.Now()}
+	cfg := lease.Config{
 		Start:       start,
 		TTL:         a.ttl,
 		Drift:       s.opts.Drift,
@@ -269,6 +325,17 @@ func (s *Semaphore) newPermit(a *attempt, start time.Time, fence int64) *Permit 
 				return s.release(ctx, p)
 			},
 		},
-	})
+	}
+	if s.observer != nil {
+		cfg.OnRefreshFailed = func(err error) {
+			s.emit(context.Background(), keyward.Event{Kind: keyward.RefreshFailed, Fence: fence,
+				Err: fmt.Errorf("semaphore %q: auto-refresh: %w", s.name, err)})
+		}
+		cfg.OnLost = func(cause error) {
+			s.emit(context.Background(), keyward.Event{Kind: keyward.Lost, Fence: fence,
+				Held: time.Since(p.obtained), Err: fmt.Errorf("semaphore %q: %w", s.name, cause)})
+		}
+	}
+	p.lease = lease.New(cfg)
 	return p
 }

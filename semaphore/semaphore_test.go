@@ -75,12 +75,12 @@ func TestAcquireAndRelease(t *testing.T) {
 
 		a, err := sem.TryAcquire(ctx, 10*time.Second)
 		require.NoError(t, err)
-		assert.Contains(t, a.Token(), "pid="+strconv.Itoa(os.Getpid()), "the token carries the holder's pid")
+		assert.Contains(t, a.Value(), "pid="+strconv.Itoa(os.Getpid()), "the token carries the holder's pid")
 		assert.WithinDuration(t, time.Now().Add(10*time.Second), a.Until(), 200*time.Millisecond)
 		assert.Zero(t, a.Fence(), "no fencing asked for")
 		b, err := sem.Acquire(ctx, 10*time.Second)
 		require.NoError(t, err, "the second place is free: Acquire does not wait")
-		assert.ElementsMatch(t, []string{a.Token(), b.Token()}, holders(t, rdb, "sem:exports"))
+		assert.ElementsMatch(t, []string{a.Value(), b.Value()}, holders(t, rdb, "sem:exports"))
 
 		_, err = sem.TryAcquire(ctx, 10*time.Second)
 		require.ErrorIs(t, err, semaphore.ErrNotObtained)
@@ -204,7 +204,7 @@ func TestReleaseOfAPermitNoLongerHeld(t *testing.T) {
 			require.ErrorIs(t, err, semaphore.ErrNotHeld)
 			require.ErrorIs(t, err, semaphore.ErrLost)
 			assert.Contains(t, err.Error(), `semaphore "s"`)
-			assert.Equal(t, []string{second.Token()}, holders(t, rdb, "s"), "the late release left the next holder alone")
+			assert.Equal(t, []string{second.Value()}, holders(t, rdb, "s"), "the late release left the next holder alone")
 			require.NoError(t, second.Release(ctx))
 		})
 	})
@@ -249,8 +249,8 @@ func TestLostAtTheDeadlineNotBefore(t *testing.T) {
 func TestAutoRefreshKeepsThePermitForManyTTLs(t *testing.T) {
 	inBubble(t, func(t *testing.T, _ *miniredis.Miniredis, rdb *redis.Client) {
 		ctx := context.Background()
-		sem := bubbleSem(t, rdb, "s", 1, semaphore.WithAutoRefresh())
-		p, err := sem.TryAcquire(ctx, time.Second)
+		sem := bubbleSem(t, rdb, "s", 1)
+		p, err := sem.TryAcquire(ctx, time.Second, semaphore.WithAutoRefresh())
 		require.NoError(t, err)
 
 		time.Sleep(20 * time.Second)
@@ -269,9 +269,9 @@ func TestAutoRefreshKeepsThePermitForManyTTLs(t *testing.T) {
 func TestAutoRefreshReportsLoss(t *testing.T) {
 	inBubble(t, func(t *testing.T, m *miniredis.Miniredis, rdb *redis.Client) {
 		ctx := context.Background()
-		p, err := bubbleSem(t, rdb, "s", 2, semaphore.WithAutoRefresh()).TryAcquire(ctx, 3*time.Second)
+		p, err := bubbleSem(t, rdb, "s", 2).TryAcquire(ctx, 3*time.Second, semaphore.WithAutoRefresh())
 		require.NoError(t, err)
-		_, err = m.ZRem("s", p.Token()) // an operator removes the permit
+		_, err = m.ZRem("s", p.Value()) // an operator removes the permit
 		require.NoError(t, err)
 		start := time.Now()
 		<-p.Lost()
@@ -393,7 +393,7 @@ func TestLostHandOverAnswer(t *testing.T) {
 		p := <-got
 		require.NotNil(t, p)
 		assert.Zero(t, time.Since(released), "at once, not when the place would have expired")
-		assert.Equal(t, []string{p.Token()}, holders(t, rdb, "pool"), "the waiter holds the place it was handed")
+		assert.Equal(t, []string{p.Value()}, holders(t, rdb, "pool"), "the waiter holds the place it was handed")
 		assert.Equal(t, int64(2), sem.Stats().FailedTries, "its first try after the release renewed it")
 		require.ErrorIs(t, held.Release(ctx), semaphore.ErrNotHeld, "the first release did reach the server")
 		require.NoError(t, p.Release(ctx))

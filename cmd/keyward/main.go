@@ -10,7 +10,7 @@ import (
 	"context"
 	"os"
 
-	"github.com/keyward/keyward/internal/cli"
+	"github.com/keyward/keyward/cmd/keyward/internal/cli"
 )
 
 // version is keyward's version, set at build time with -ldflags "-X main.version=v1.2.3"; when empty, the

@@ -266,7 +266,7 @@ func TestStatus(t *testing.T) {
 	require.Len(t, states, 2)
 	assert.Equal(t, "held", states[0]["state"])
 	assert.Contains(t, states[0]["holder"], pid)
-	assert.Equal(t, held.Token(), states[0]["value"])
+	assert.Equal(t, held.Value(), states[0]["value"])
 	assert.NotContains(t, states[0], "fence")
 	assert.Equal(t, "free", states[1]["state"])
 

@@ -3,7 +3,7 @@ package benchstat
 import (
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/keyward/keyward/internal/redistest"
 )
 
 // Clock reads CLOCK_MONOTONIC, which every process on a host shares, so that the spans of holders in different
@@ -22,14 +22,14 @@ func NewClock() (*Clock, error) {
 	bracket := time.Duration(-1)
 	for range 32 {
 		before := time.Now()
-		var ts unix.Timespec
-		if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		mono, err := redistest.Monotonic()
+		if err != nil {
 			return nil, err
 		}
 		after := time.Now()
 		if d := after.Sub(before); bracket < 0 || d < bracket {
 			bracket = d
-			best = Clock{base: before.Add(d / 2), mono: time.Duration(ts.Nano())}
+			best = Clock{base: before.Add(d / 2), mono: mono}
 		}
 	}
 	return &best, nil

@@ -40,7 +40,7 @@ func (d Drift) Of(ttl time.Duration) time.Duration {
 // every derived duration stays exact: the queue's ttl (2 × ttl + 1 s) and the fencing counter's (2 × ttl) cannot
 // overflow time.Duration, which a ttl above 146 years did (the negative PEXPIRE then deleted the queue on every
 // join), and every ttl is far below what Redis accepts for PX and in sorted-set scores.
-const MaxTTL = 24 * time.Hour
+const MaxTTL = keyward.MaxTTL
 
 // CheckTTL returns an ErrInvalid error unless a lock with this ttl is valid for some time after the drift margin,
 // and the ttl is at most MaxTTL.
@@ -77,6 +77,14 @@ type Config struct {
 	AutoRefresh bool
 	// Ops are the refresh and release operations.
 	Ops Ops
+	// OnRefreshFailed, when not nil, is told of every failed auto-refresh (the lease tries again until the
+	// validity deadline), with the refresh's error. It is called on the auto-refresh goroutine, without the
+	// lease's lock held.
+	OnRefreshFailed func(err error)
+	// OnLost, when not nil, is told once when the lease is lost, with why (an error matching keyward.ErrLost). It
+	// is called on the goroutine that found the loss (the expiry timer's, the auto-refresh's, or a caller's),
+	// without the lease's lock held.
+	OnLost func(cause error)
 }
 
 type state int
@@ -87,10 +95,17 @@ const (
 	released
 )
 
+// hooks are Config's OnRefreshFailed and OnLost.
+type hooks struct {
+	refreshFailed func(error)
+	lost          func(error)
+}
+
 // A Lease is one held lock. Its methods are safe for concurrent use.
 type Lease struct {
 	ops   Ops
 	drift Drift
+	hooks hooks
 
 	mu      sync.Mutex
 	state   state
@@ -109,6 +124,7 @@ func New(cfg Config) *Lease {
 	l := &Lease{
 		ops:   cfg.Ops,
 		drift: cfg.Drift,
+		hooks: hooks{refreshFailed: cfg.OnRefreshFailed, lost: cfg.OnLost},
 		ttl:   cfg.TTL,
 		until: cfg.Start.Add(cfg.TTL - cfg.Drift.Of(cfg.TTL)),
 		lost:  make(chan struct{}),
@@ -148,11 +164,14 @@ func (l *Lease) Err() error {
 // Check returns nil while the lock is held and within its validity deadline, and the reason otherwise.
 func (l *Lease) Check() error {
 	l.mu.Lock()
-	defer l.mu.Unlock()
+	var lostNow error
 	if l.state == held && !time.Now().Before(l.until) {
-		l.loseLocked(fmt.Errorf("%w: validity deadline passed", keyward.ErrLost))
+		lostNow = l.loseLocked(fmt.Errorf("%w: validity deadline passed", keyward.ErrLost))
 	}
-	return l.endedLocked()
+	err := l.endedLocked()
+	l.mu.Unlock()
+	l.told(lostNow)
+	return err
 }
 
 // endedLocked returns why the lease is no longer held, or nil while it is. A lease that was lost stays reported
@@ -186,18 +205,21 @@ func (l *Lease) Refresh(ctx context.Context, ttl time.Duration) error {
 		return err
 	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
+	var lostNow error
 	if !ok {
-		l.loseLocked(fmt.Errorf("%w: key expired or was taken by another holder", keyward.ErrLost))
+		lostNow = l.loseLocked(fmt.Errorf("%w: key expired or was taken by another holder", keyward.ErrLost))
 	}
 	if err := l.endedLocked(); err != nil {
 		// Found gone, or lost or released while the refresh was in flight (a Release that won the race makes
 		// the server's "not held" true, not a loss): the deadline that passed stays passed.
+		l.mu.Unlock()
+		l.told(lostNow)
 		return err
 	}
 	l.ttl = ttl
 	l.until = start.Add(ttl - l.drift.Of(ttl))
 	l.expiry.Reset(time.Until(l.until))
+	l.mu.Unlock()
 	return nil
 }
 
@@ -217,10 +239,12 @@ func (l *Lease) Release(ctx context.Context) error {
 	}
 	// The expiry timer may not have fired yet for a deadline that has passed (a holder that resumes after a
 	// pause runs before the timer's goroutine): the clock decides, not the timer.
+	var lostNow error
 	if l.state == held && !time.Now().Before(l.until) {
-		l.loseLocked(fmt.Errorf("%w: validity deadline passed before release", keyward.ErrLost))
+		lostNow = l.loseLocked(fmt.Errorf("%w: validity deadline passed before release", keyward.ErrLost))
 	}
 	l.mu.Unlock()
+	l.told(lostNow)
 	l.stopWatchdog()
 
 	ok, err := l.ops.Release(ctx)
@@ -248,18 +272,29 @@ func (l *Lease) MarkLost(cause error) { l.markLost(cause) }
 
 func (l *Lease) markLost(cause error) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.loseLocked(cause)
+	lostNow := l.loseLocked(cause)
+	l.mu.Unlock()
+	l.told(lostNow)
 }
 
-func (l *Lease) loseLocked(cause error) {
+// loseLocked marks a held lease lost, and returns cause when it did (nil when the lease was not held): the caller
+// passes it to told once it has unlocked l.mu.
+func (l *Lease) loseLocked(cause error) error {
 	if l.state != held {
-		return
+		return nil
 	}
 	l.state = lost
 	l.cause = cause
 	l.expiry.Stop()
 	close(l.lost)
+	return cause
+}
+
+// told tells OnLost of a loss that loseLocked reported (nothing for nil). l.mu must not be held.
+func (l *Lease) told(lostNow error) {
+	if lostNow != nil && l.hooks.lost != nil {
+		l.hooks.lost(lostNow)
+	}
 }
 
 func (l *Lease) stopWatchdog() {
@@ -308,11 +343,18 @@ func (l *Lease) watchdog() {
 			if err == nil {
 				break
 			}
-			if errors.Is(err, keyward.ErrNotHeld) || errors.Is(err, keyward.ErrInvalid) {
+			if errors.Is(err, keyward.ErrNotHeld) {
+				return // lost (OnLost was told) or released
+			}
+			if !time.Now().Before(until) && !errors.Is(err, keyward.ErrInvalid) {
+				// The deadline, which also ends the refresh's ctx, passed: that is the loss, not a failed refresh.
+				l.markLost(fmt.Errorf("%w: refresh failed until the validity deadline: %w", keyward.ErrLost, err))
 				return
 			}
-			if !time.Now().Before(until) {
-				l.markLost(fmt.Errorf("%w: refresh failed until the validity deadline: %w", keyward.ErrLost, err))
+			if l.hooks.refreshFailed != nil {
+				l.hooks.refreshFailed(err)
+			}
+			if errors.Is(err, keyward.ErrInvalid) {
 				return
 			}
 			if !wait(min(time.Until(until), max(min(ttl/10, time.Second), time.Millisecond))) {

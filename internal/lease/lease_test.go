@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -384,5 +385,155 @@ func TestNotHeldStaysNotHeldAfterRelease(t *testing.T) {
 		require.ErrorIs(t, released, keyward.ErrNotHeld)
 		assert.EqualError(t, l.Refresh(t.Context(), ttl), released.Error())
 		assert.EqualError(t, l.Release(t.Context()), released.Error())
+	})
+}
+
+func TestHooksTellRefreshFailuresThenTheLoss(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		netErr := errors.New("connection refused")
+		srv := &server{held: true, fail: netErr}
+		var mu sync.Mutex
+		var heard []string
+		var lease atomic.Pointer[Lease]
+		l := New(Config{Start: time.Now(), TTL: ttl, Drift: DefaultDrift, AutoRefresh: true, Ops: srv.ops(),
+			OnRefreshFailed: func(err error) {
+				assert.ErrorIs(t, err, netErr)
+				mu.Lock()
+				heard = append(heard, "refresh failed")
+				mu.Unlock()
+			},
+			OnLost: func(cause error) {
+				assert.ErrorIs(t, cause, keyward.ErrLost)
+				l := lease.Load()
+				assert.True(t, isClosed(l.Lost()), "told after Lost is closed")
+				assert.ErrorIs(t, l.Err(), keyward.ErrLost, "told without the lease's mutex held")
+				mu.Lock()
+				heard = append(heard, "lost")
+				mu.Unlock()
+			}})
+		lease.Store(l)
+		<-l.Lost()
+		synctest.Wait()
+		srv.set(func(s *server) { s.fail = nil })
+		assert.ErrorIs(t, l.Release(t.Context()), keyward.ErrLost)
+		mu.Lock()
+		defer mu.Unlock()
+		require.NotEmpty(t, heard)
+		assert.Equal(t, "lost", heard[len(heard)-1], "the loss comes last, once")
+		assert.Equal(t, 1, len(heard)-countOf(heard, "refresh failed"))
+		assert.GreaterOrEqual(t, countOf(heard, "refresh failed"), 6, "every failed refresh is told")
+	})
+}
+
+func TestOnLostIsToldOnce(t *testing.T) {
+	for name, find := range map[string]func(l *Lease){
+		"deadline": func(l *Lease) { <-l.Lost() },
+		"refresh":  func(l *Lease) { _ = l.Refresh(context.Background(), ttl) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				srv := &server{held: true}
+				var told []error
+				l := New(Config{Start: time.Now(), TTL: ttl, Drift: DefaultDrift, Ops: srv.ops(),
+					OnLost: func(cause error) { told = append(told, cause) }})
+				if name == "refresh" {
+					srv.set(func(s *server) { s.held = false }) // found taken
+				} else {
+					time.Sleep(ttl) // past the deadline
+				}
+				find(l)
+				synctest.Wait()
+				_ = l.Check()
+				_ = l.Refresh(context.Background(), ttl)
+				_ = l.Release(context.Background())
+				require.Len(t, told, 1)
+				assert.ErrorIs(t, told[0], keyward.ErrLost)
+			})
+		})
+	}
+}
+
+func countOf(s []string, v string) int {
+	n := 0
+	for _, x := range s {
+		if x == v {
+			n++
+		}
+	}
+	return n
+}
+
+// recorder records what the hooks what it heard, in order.
+type recorder struct {
+	mu     sync.Mutex
+	events []string
+	errs   []error
+}
+
+// into sets cfg's hooks to r's.
+func (r *recorder) into(cfg Config) Config {
+	add := func(kind string) func(error) {
+		return func(err error) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.events = append(r.events, kind)
+			r.errs = append(r.errs, err)
+		}
+	}
+	cfg.OnRefreshFailed, cfg.OnLost = add("refresh failed"), add("lost")
+	return cfg
+}
+
+func (r *recorder) heard() ([]string, []error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.events...), append([]error(nil), r.errs...)
+}
+
+func TestHooksHearEveryWayOfLosing(t *testing.T) {
+	for name, lose := range map[string]func(l *Lease, srv *server){
+		"deadline": func(l *Lease, _ *server) { time.Sleep(ttl) },
+		"refresh finds it taken": func(l *Lease, srv *server) {
+			srv.set(func(s *server) { s.held = false })
+			_ = l.Refresh(context.Background(), ttl)
+		},
+		"marked lost": func(l *Lease, _ *server) { l.MarkLost(keyward.ErrLost) },
+		"check after the deadline": func(l *Lease, _ *server) {
+			l.expiry.Stop() // as if the timer had not had its turn yet
+			time.Sleep(ttl)
+			_ = l.Check()
+		},
+		"release after the deadline": func(l *Lease, _ *server) {
+			l.expiry.Stop()
+			time.Sleep(ttl)
+			_ = l.Release(context.Background())
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				srv := &server{held: true}
+				rec := &recorder{}
+				l := New(rec.into(Config{Start: time.Now(), TTL: ttl, Drift: DefaultDrift, Ops: srv.ops()}))
+				lose(l, srv)
+				synctest.Wait()
+				_ = l.Release(context.Background())
+				events, errs := rec.heard()
+				assert.Equal(t, []string{"lost"}, events)
+				assert.ErrorIs(t, errs[0], keyward.ErrLost)
+			})
+		})
+	}
+}
+
+func TestNoHooksAfterACleanRelease(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := &recorder{}
+		l := New(rec.into(Config{Start: time.Now(), TTL: ttl, Drift: DefaultDrift, AutoRefresh: true,
+			Ops: (&server{held: true}).ops()}))
+		require.NoError(t, l.Release(context.Background()))
+		time.Sleep(2 * ttl)
+		synctest.Wait()
+		events, _ := rec.heard()
+		assert.Empty(t, events)
 	})
 }

@@ -3,6 +3,7 @@
 package lockopt
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"time"
@@ -127,3 +128,22 @@ func CheckClient(rdb redis.UniversalClient) error { return nilness.CheckClient(r
 
 // IsNil reports whether v is nil or an interface holding a nil pointer, map, slice, channel or function.
 func IsNil(v any) bool { return nilness.Is(v) }
+
+// callMetadata is the context key of CallMetadata.
+type callMetadata struct{}
+
+// CallMetadata returns ctx carrying metadata that the lock package stores after the random token of a lock taken
+// with ctx, instead of the client's metadata. It is not part of the public API: the fault harness needs it, whose
+// goroutines share one client (its in-process queue and hand-overs are under test) and must tell their locks
+// apart by value, while metadata is a client option.
+func CallMetadata(ctx context.Context, metadata string) context.Context {
+	return context.WithValue(ctx, callMetadata{}, metadata)
+}
+
+// MetadataFor returns the metadata of a lock taken with ctx: the one CallMetadata put in ctx, else s.Metadata.
+func (s Settings) MetadataFor(ctx context.Context) string {
+	if m, ok := ctx.Value(callMetadata{}).(string); ok {
+		return m
+	}
+	return s.Metadata
+}

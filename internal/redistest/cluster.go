@@ -22,11 +22,6 @@ const (
 	// each.
 	clusterMasters  = 3
 	clusterReplicas = 1
-	// clusterNodeTimeout is cluster-node-timeout in milliseconds: how long
-	// a node must not answer to be seen as failing. Small so that a killed
-	// master is replaced within a few seconds, not so small that a busy
-	// test machine makes nodes look dead.
-	clusterNodeTimeout = 2000
 	// clusterSlots is the number of hash slots of Redis Cluster.
 	clusterSlots = 16384
 	// manualFailoverTimeout is a bit more than the time after which a
@@ -68,11 +63,7 @@ func StartCluster(t testing.TB, opts ...Option) *Cluster {
 	if err != nil {
 		t.Fatalf("redistest: %v", err)
 	}
-	conf := append(slices.Clone(dataNodeConf),
-		"cluster-node-timeout "+strconv.Itoa(clusterNodeTimeout),
-		"cluster-replica-validity-factor 0",
-	)
-	nodeOpts := append([]Option{WithCluster(), withConf(conf...)}, opts...)
+	nodeOpts := append([]Option{WithCluster(), withConf(dataNodeConf, clusterNodeConf)}, opts...)
 	c := &Cluster{nodes: make([]*Server, n)}
 	for i := range c.nodes {
 		c.nodes[i] = newServer(t, nodeOpts)

@@ -17,6 +17,10 @@
 //   - In-memory miniredis instances (Miniredis, SynctestClient): fast, no
 //     process, and usable inside a testing/synctest bubble with a fake clock.
 //
+// The config files of the deployments' servers are in testdata/ (embedded):
+// data-node.conf, cluster-node.conf and sentinel.conf, each with what its
+// settings are for.
+//
 // Every resource is released with t.Cleanup, so tests using these helpers
 // can run under go.uber.org/goleak.
 package redistest

@@ -271,3 +271,23 @@ func TestNewClientSettlesRedial(t *testing.T) {
 		}
 	}
 }
+
+// Monotonic counts nanoseconds at the pace of time.Now: a unit or clock mix-up shows as a factor of 1000 or an
+// offset.
+func TestMonotonic(t *testing.T) {
+	m0, err := Monotonic()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for time.Since(start) < 20*time.Millisecond { // let both clocks move (no wait for an event: a busy loop)
+	}
+	m1, err := Monotonic()
+	elapsed := time.Since(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := m1 - m0; d < elapsed-5*time.Millisecond || d > elapsed+5*time.Millisecond {
+		t.Fatalf("CLOCK_MONOTONIC moved %v while time.Now moved %v", d, elapsed)
+	}
+}

@@ -1,6 +1,7 @@
 package redistest
 
 import (
+	_ "embed"
 	"errors"
 	"fmt"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"text/template"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -17,32 +19,20 @@ import (
 // SentinelGroup monitor its master (FailoverOptions.MasterName).
 const SentinelMasterName = "kwmaster"
 
-// Sentinel settings of the group, small so that failures are detected and
-// handled within a few seconds.
-const (
-	// sentinelDownAfter is down-after-milliseconds: how long the master
-	// (or a replica, or a sentinel) must not answer to be seen as down. It
-	// must stay well above one second: after a failover a sentinel makes a
-	// new link to the new master and first dials it up to a second later
-	// (its reconnect period), counting the time from the link's creation.
-	// With 500 ms every sentinel sees each new master as down before it even
-	// dialled it, and they fail over back and forth until the stale views
-	// happen to agree.
-	sentinelDownAfter = 1500
-	// sentinelFailoverTimeout is failover-timeout in milliseconds: among
-	// other things, a sentinel waits twice that long before it tries
-	// again a failover of the same master that did not complete.
-	sentinelFailoverTimeout = 3000
-	// sentinelCount and sentinelQuorum: three sentinels, two of which must
-	// agree the master is down.
-	sentinelCount  = 3
-	sentinelQuorum = 2
-)
+// sentinelCount is the number of sentinels of a group (testdata/sentinel.conf has their settings: two must
+// agree that the master is down).
+const sentinelCount = 3
 
-// dataNodeConf is what the data nodes of a SentinelGroup and of a Cluster
-// have in their config file: a full sync starts at once rather than after the
-// 5 s that a diskless sync waits by default for more replicas to come.
-var dataNodeConf = []string{"repl-diskless-sync-delay 0"}
+// The config files of the rig's deployments (see the files for what each setting is for).
+var (
+	//go:embed testdata/data-node.conf
+	dataNodeConf string
+	//go:embed testdata/cluster-node.conf
+	clusterNodeConf string
+	//go:embed testdata/sentinel.conf
+	sentinelConfText string
+	sentinelConfTmpl = template.Must(template.New("sentinel.conf").Parse(sentinelConfText))
+)
 
 // SentinelGroup is a Redis Sentinel deployment owned by a test: one master
 // and one replica (the data nodes) and three sentinels that monitor the
@@ -50,7 +40,8 @@ var dataNodeConf = []string{"repl-diskless-sync-delay 0"}
 // on free loopback ports. The sentinels run as `redis-server <conf>
 // --sentinel` with a config file of their own, which they rewrite (see
 // Server.Restart). The sentinels detect a master that does not answer for
-// 1.5 s (down-after-milliseconds) and have a failover-timeout of 3 s.
+// 1.5 s (down-after-milliseconds) and have a failover-timeout of 3 s
+// (testdata/sentinel.conf).
 //
 // Which data node is the master changes with failovers: ask Master and
 // Replica each time. Every process is killed when the test ends. The methods
@@ -84,8 +75,12 @@ func StartSentinel(t testing.TB, opts ...Option) *SentinelGroup {
 	waitUntil(t, "replica in sync", func() error { return inSync(master, replica) })
 
 	g.sentinels = make([]*Server, sentinelCount)
+	conf, err := sentinelConf(master.Port())
+	if err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
 	for i := range g.sentinels {
-		g.sentinels[i] = newServer(t, []Option{func(c *config) { c.sentinel = true }, withConf(sentinelConf(master.Port())...)})
+		g.sentinels[i] = newServer(t, []Option{func(c *config) { c.sentinel = true }, withConf(conf)})
 	}
 	errs := make([]error, sentinelCount)
 	var wg sync.WaitGroup
@@ -103,20 +98,18 @@ func StartSentinel(t testing.TB, opts ...Option) *SentinelGroup {
 // dataNodeOpts returns the options of a data node: the rig's config lines,
 // then the test's options (whose WithArgs override them).
 func dataNodeOpts(opts []Option, conf ...string) []Option {
-	return append([]Option{withConf(append(slices.Clone(dataNodeConf), conf...)...)}, opts...)
+	return append([]Option{withConf(append([]string{dataNodeConf}, conf...)...)}, opts...)
 }
 
 // sentinelConf is the config file of a sentinel monitoring the master on
 // port.
-func sentinelConf(port int) []string {
-	name := SentinelMasterName
-	return []string{
-		"sentinel resolve-hostnames no",
-		fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d %d", name, port, sentinelQuorum),
-		fmt.Sprintf("sentinel down-after-milliseconds %s %d", name, sentinelDownAfter),
-		fmt.Sprintf("sentinel failover-timeout %s %d", name, sentinelFailoverTimeout),
-		fmt.Sprintf("sentinel parallel-syncs %s 1", name),
-	}
+func sentinelConf(port int) (string, error) {
+	var b strings.Builder
+	err := sentinelConfTmpl.Execute(&b, struct {
+		Name string
+		Port int
+	}{SentinelMasterName, port})
+	return b.String(), err
 }
 
 // SentinelAddrs returns the addresses of the three sentinels.

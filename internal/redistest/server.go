@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"golang.org/x/sys/unix"
 )
 
 const (
@@ -544,18 +543,6 @@ func (s *Server) Pause(t testing.TB) {
 		t.Fatalf("redistest: Pause: waiting for pid %d to stop: %v", p.cmd.Process.Pid, err)
 	}
 	p.paused = true
-}
-
-// WaitStopped blocks until child pid has stopped (after a SIGSTOP), consuming that report (waitid WSTOPPED, no
-// poll). Exits are not reported to it, so it does not interfere with the Wait of os/exec.
-func WaitStopped(pid int) error {
-	for {
-		var info unix.Siginfo
-		err := unix.Waitid(unix.P_PID, pid, &info, unix.WSTOPPED, nil)
-		if err != unix.EINTR {
-			return err
-		}
-	}
 }
 
 // Resume sends SIGCONT to a paused server, which then answers what it

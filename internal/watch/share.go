@@ -162,12 +162,24 @@ func (w *Watcher) observers() []keyward.Observer {
 	return w.observersLocked()
 }
 
+// An observer given by several users (a program that passes one to its lock.Client, its semaphores and its
+// election) hears each event once, when it can be compared (a pointer, a comparable value); one that cannot (a
+// func, observe.Join's list) is called once per user that gave it.
 func (w *Watcher) observersLocked() []keyward.Observer {
 	var os []keyward.Observer
+	seen := map[keyward.Observer]bool{}
 	for h := range w.users {
-		if h.obs != nil {
-			os = append(os, h.obs)
+		o := h.obs
+		if o == nil {
+			continue
 		}
+		if hashable(o) {
+			if seen[o] {
+				continue
+			}
+			seen[o] = true
+		}
+		os = append(os, o)
 	}
 	return os
 }
@@ -194,6 +206,21 @@ func (w *Watcher) flush() {
 	for _, p := range out {
 		notify(p.to, p.kind, p.err)
 	}
+}
+
+// hashable reports whether o can be a map key: a comparable type whose value holds nothing that is not (a struct
+// of comparable type can hold a func in an interface field, and hashing it panics).
+func hashable(o keyward.Observer) (ok bool) {
+	if !reflect.TypeOf(o).Comparable() {
+		return false
+	}
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	_ = map[keyward.Observer]struct{}{o: {}}
+	return true
 }
 
 // emit passes an event of kind with err to the observer of every user. It must not be called with w.mu held.

@@ -273,3 +273,33 @@ type uncomparable struct {
 	*redis.Client
 	_ []int
 }
+
+// An observer that several users of the client gave hears each event once; observers that cannot be compared
+// (funcs, or values that hold one) are called once per user, without a panic.
+func TestAnObserverGivenTwiceHearsOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	admin, rdb := srv.Client(t), srv.Client(t)
+	r := newRecorder()
+	a := attach(t, rdb, r)
+	attach(t, rdb, r)
+	calls := make(chan struct{}, 8)
+	f := keyward.ObserverFunc(func(context.Context, keyward.Event) { calls <- struct{}{} })
+	attach(t, rdb, f)
+	attach(t, rdb, wrapped{f})
+	handleWatch(t, a, "job")
+
+	require.NoError(t, admin.Do(context.Background(), "CLIENT", "KILL", "TYPE", "pubsub").Err())
+	r.next(t, keyward.Reconnected)
+	for range 2 {
+		select {
+		case <-calls:
+		case <-time.After(10 * time.Second):
+			t.Fatal("an observer that cannot be compared was not called")
+		}
+	}
+	handleWatch(t, a, "sync") // the reconnect is over: its events were sent before the new subscription
+	r.none(t, keyward.Reconnected)
+}
+
+// wrapped is a comparable type that holds a func: it cannot be a map key.
+type wrapped struct{ keyward.Observer }

@@ -266,7 +266,7 @@ func test(r result, dir string, args []string, cfg runConfig) result {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GOFLAGS=")
+	cmd.Env = append(os.Environ(), "GOFLAGS=", "GOWORK=off")
 	ownGroup(cmd)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -440,6 +440,7 @@ func copyFile(from, to string) error {
 func output(dir, name string, args ...string) (string, error) {
 	cmd := exec.Command(name, args...)
 	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GOWORK=off") // the library's module alone, as its users build it
 	var buf bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &buf, &buf
 	err := cmd.Run()

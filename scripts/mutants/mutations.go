@@ -234,8 +234,8 @@ var mutations = []mutation{
 		Name: "redlock-validity-unchecked",
 		Bug:  "redlock hands out a lock whose acquisition took longer than its validity",
 		File: "redlock/acquire.go",
-		Old:  "if fail == nil && !time.Now().Before(start.Add(a.ttl-a.opts.Drift.Of(a.ttl))) {",
-		New:  "if false && fail == nil && !time.Now().Before(start.Add(a.ttl-a.opts.Drift.Of(a.ttl))) {",
+		Old:  "if drift := c.opts.Drift.Of(a.ttl); fail == nil && !time.Now().Before(start.Add(a.ttl-drift)) {",
+		New:  "if drift := c.opts.Drift.Of(a.ttl); false && fail == nil && !time.Now().Before(start.Add(a.ttl-drift)) {",
 		Pkgs: []string{pRedlock},
 	},
 

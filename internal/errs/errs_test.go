@@ -1,0 +1,55 @@
+package errs_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/errs"
+)
+
+func TestContextMatchesTheContextErrorAndTheCause(t *testing.T) {
+	cause := errors.New("shutting down")
+	ctx, cancel := context.WithCancelCause(context.Background())
+	if err := errs.Context(ctx, "obtain", "k"); err != nil {
+		t.Fatalf("live ctx: got %v, want nil", err)
+	}
+	cancel(cause)
+	err := errs.Context(ctx, "obtain", "jobs:nightly")
+	for _, target := range []error{context.Canceled, cause} {
+		if !errors.Is(err, target) {
+			t.Errorf("errors.Is(%v, %v) = false", err, target)
+		}
+	}
+	if !strings.Contains(err.Error(), `"jobs:nightly"`) || !strings.Contains(err.Error(), "shutting down") {
+		t.Errorf("text %q does not name the key and the cause", err)
+	}
+	if !errs.IsContext(err) {
+		t.Error("IsContext = false")
+	}
+}
+
+func TestContextWithoutACauseHasOneCause(t *testing.T) {
+	ctx, cancel := context.WithDeadline(context.Background(), time.Unix(0, 0))
+	defer cancel()
+	err := errs.Context(ctx, "refresh", "k")
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("errors.Is(%v, DeadlineExceeded) = false", err)
+	}
+	if got := strings.Count(err.Error(), "deadline exceeded"); got != 1 {
+		t.Errorf("text %q repeats the error %d times", err, got)
+	}
+}
+
+func TestClosedMatchesErrClosed(t *testing.T) {
+	err := errs.Closed("try obtain", "k")
+	if !errors.Is(err, keyward.ErrClosed) || !strings.Contains(err.Error(), `"k"`) {
+		t.Fatalf("got %v", err)
+	}
+	if errs.IsContext(err) {
+		t.Error("IsContext(Closed) = true")
+	}
+}

@@ -1,0 +1,316 @@
+package redlock_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/redlock"
+)
+
+// recorder is an Observer that keeps every event.
+type recorder struct {
+	mu     sync.Mutex
+	events []keyward.Event
+}
+
+func (r *recorder) Observe(_ context.Context, e keyward.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, e)
+}
+
+// all returns the events so far.
+func (r *recorder) all() []keyward.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]keyward.Event(nil), r.events...)
+}
+
+// kinds returns the kinds of the events so far, in order.
+func (r *recorder) kinds() []keyward.EventKind {
+	var ks []keyward.EventKind
+	for _, e := range r.all() {
+		ks = append(ks, e.Kind)
+	}
+	return ks
+}
+
+// of returns the events of kind k so far.
+func (r *recorder) of(k keyward.EventKind) []keyward.Event {
+	var es []keyward.Event
+	for _, e := range r.all() {
+		if e.Kind == k {
+			es = append(es, e)
+		}
+	}
+	return es
+}
+
+// only returns the one event of kind k, failing the test unless there is exactly one.
+func (r *recorder) only(t *testing.T, k keyward.EventKind) keyward.Event {
+	t.Helper()
+	es := r.of(k)
+	require.Len(t, es, 1, "one %v event in %v", k, r.kinds())
+	assert.Equal(t, "redlock", es[0].Source)
+	return es[0]
+}
+
+func TestObserverHearsObtainedAndReleased(t *testing.T) {
+	inBubble(t, 3, func(t *testing.T, b *bubble) {
+		ctx := context.Background()
+		rec := &recorder{}
+		locks := b.client(t, redlock.WithPrefix("p:"), redlock.WithObserver(rec))
+		defer locks.Close()
+
+		l, err := locks.TryObtain(ctx, "job", time.Minute)
+		require.NoError(t, err)
+		e := rec.only(t, keyward.Obtained)
+		assert.Equal(t, "p:job", e.Key, "the key on the nodes, with the prefix")
+		assert.Equal(t, l.Fence(), e.Fence)
+
+		time.Sleep(time.Second)
+		require.NoError(t, l.Release(ctx))
+		e = rec.only(t, keyward.Released)
+		assert.Equal(t, "p:job", e.Key)
+		assert.Equal(t, l.Fence(), e.Fence)
+		assert.GreaterOrEqual(t, e.Held, time.Second)
+		assert.NoError(t, e.Err)
+
+		require.NoError(t, l.Release(ctx))
+		assert.Len(t, rec.of(keyward.Released), 1, "a second Release sends nothing, and tells nothing")
+		assert.Equal(t, []keyward.EventKind{keyward.Obtained, keyward.Released}, rec.kinds(), "no wait, no clean-up")
+	})
+}
+
+func TestObserverHearsAWait(t *testing.T) {
+	inBubble(t, 3, func(t *testing.T, b *bubble) {
+		ctx := context.Background()
+		rec := &recorder{}
+		p, q := b.client(t), b.client(t, redlock.WithObserver(rec))
+		defer p.Close()
+		defer q.Close()
+		held, err := p.TryObtain(ctx, "job", time.Minute)
+		require.NoError(t, err)
+		synctest.Wait()
+
+		got := obtainAsync(t, q, ctx)
+		assert.Equal(t, []keyward.EventKind{keyward.WaitStarted}, rec.kinds())
+		time.Sleep(time.Second)
+		l := handOff(t, held, got, nil, "")
+		assert.Equal(t, []keyward.EventKind{keyward.WaitStarted, keyward.WaitEnded, keyward.Obtained}, rec.kinds())
+		ended := rec.only(t, keyward.WaitEnded)
+		assert.NoError(t, ended.Err, "the wait ended with the lock")
+		assert.GreaterOrEqual(t, ended.Wait, time.Second)
+		assert.Equal(t, "job", ended.Key)
+		obtained := rec.only(t, keyward.Obtained)
+		assert.GreaterOrEqual(t, obtained.Wait, ended.Wait, "since the call started")
+		assert.Equal(t, l.Fence(), obtained.Fence)
+
+		// A wait that ends without the lock: the ctx's deadline, behind a holder of the same Client.
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		_, err = q.Obtain(wctx, "job", time.Minute)
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		ends := rec.of(keyward.WaitEnded)
+		require.Len(t, ends, 2, "%v", rec.kinds())
+		assert.ErrorIs(t, ends[1].Err, context.DeadlineExceeded)
+		assert.Equal(t, 2*time.Second, ends[1].Wait)
+		assert.Len(t, rec.of(keyward.WaitStarted), 2)
+		require.NoError(t, l.Release(ctx))
+	})
+}
+
+func TestObserverHearsARefreshFailingThenTheLoss(t *testing.T) {
+	inBubble(t, 3, func(t *testing.T, b *bubble) {
+		ctx := context.Background()
+		rec := &recorder{}
+		locks := b.client(t, redlock.WithObserver(rec))
+		defer locks.Close()
+		l, err := locks.TryObtain(ctx, "job", 3*time.Second, redlock.WithAutoRefresh())
+		require.NoError(t, err)
+		synctest.Wait()
+		b.ms[1].SetError("LOADING Redis is loading the dataset in memory")
+		b.ms[2].SetError("LOADING Redis is loading the dataset in memory")
+
+		select {
+		case <-l.Lost():
+		case <-time.After(time.Minute):
+			t.Fatalf("the lock was not lost: refreshes on one node of three kept it (events: %v)", rec.kinds())
+		}
+		synctest.Wait()
+		kinds := rec.kinds()
+		require.Equal(t, keyward.Lost, kinds[len(kinds)-1], "%v", kinds)
+		failed := rec.of(keyward.RefreshFailed)
+		require.NotEmpty(t, failed, "every failed refresh is told, until the deadline: %v", kinds)
+		for _, e := range failed {
+			assert.Equal(t, "job", e.Key)
+			assert.Equal(t, l.Fence(), e.Fence)
+			require.ErrorIs(t, e.Err, redlock.ErrQuorum)
+			var ne *keyward.NodeError
+			require.ErrorAs(t, e.Err, &ne)
+			assert.Contains(t, []int{1, 2}, ne.Node)
+		}
+		lost := rec.only(t, keyward.Lost)
+		assert.ErrorIs(t, lost.Err, redlock.ErrLost)
+		assert.Equal(t, l.Err(), errors.Unwrap(lost.Err), "the lock's own loss error, with the key")
+		assert.Contains(t, lost.Err.Error(), `"job"`)
+		assert.Equal(t, l.Fence(), lost.Fence)
+		assert.InDelta(t, 3*time.Second, lost.Held, float64(50*time.Millisecond), "held until the validity deadline")
+
+		b.ms[1].SetError("")
+		b.ms[2].SetError("")
+		require.ErrorIs(t, l.Release(ctx), redlock.ErrLost)
+		assert.Len(t, rec.of(keyward.Lost), 1, "a loss is told once")
+	})
+}
+
+func TestObserverHearsCleanUps(t *testing.T) {
+	t.Run("a minority taken, released", func(t *testing.T) {
+		inBubble(t, 3, func(t *testing.T, b *bubble) {
+			rec := &recorder{}
+			locks := b.client(t, redlock.WithObserver(rec))
+			for _, m := range b.ms[1:] {
+				require.NoError(t, m.Set("job", "another holder"))
+				m.SetTTL("job", time.Minute)
+			}
+			_, err := locks.TryObtain(context.Background(), "job", time.Minute)
+			require.ErrorIs(t, err, redlock.ErrNotObtained)
+			require.NoError(t, locks.Close())
+			e := rec.only(t, keyward.CleanedUp)
+			assert.Equal(t, "job", e.Key)
+			assert.NoError(t, e.Err, "node 0, released")
+			assert.False(t, b.ms[0].Exists("job"))
+		})
+	})
+	t.Run("ambiguous acquires on hung nodes", func(t *testing.T) {
+		inBubble(t, 3, func(t *testing.T, b *bubble) {
+			b.hang(1)
+			b.hang(2)
+			rec := &recorder{}
+			locks := b.client(t, redlock.WithObserver(rec))
+			_, err := locks.TryObtain(context.Background(), "job", 10*time.Second)
+			require.ErrorIs(t, err, redlock.ErrQuorum)
+			require.NoError(t, locks.Close()) // waits for the clean-ups of the hung nodes, bounded
+			cleaned := rec.of(keyward.CleanedUp)
+			require.Len(t, cleaned, 3, "one per node the attempt may hold")
+			failed := map[int]bool{}
+			for _, e := range cleaned {
+				if e.Err == nil {
+					continue
+				}
+				var ne *keyward.NodeError
+				require.ErrorAs(t, e.Err, &ne)
+				assert.Equal(t, "miniredis", ne.Addr)
+				assert.Contains(t, ne.Error(), "no answer within the node timeout")
+				failed[ne.Node] = true
+			}
+			assert.Equal(t, map[int]bool{1: true, 2: true}, failed, "node 0 released, the hung ones not")
+		})
+	})
+}
+
+func TestObserverHearsBackgroundErrors(t *testing.T) {
+	inBubble(t, 3, func(t *testing.T, b *bubble) {
+		ctx := context.Background()
+		rec := &recorder{}
+		p := b.client(t)
+		defer p.Close()
+		held, err := p.TryObtain(ctx, "job", time.Minute)
+		require.NoError(t, err)
+		synctest.Wait()
+		waiter := b.client(t, redlock.WithObserver(rec), redlock.WithLogger(nil))
+		defer waiter.Close()
+
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		errc := make(chan error, 1)
+		go func() {
+			_, err := waiter.Obtain(wctx, "job", time.Minute)
+			errc <- err
+		}()
+		synctest.Wait() // in every node's queue
+		b.ms[2].SetError("ERR node 2 refuses everything")
+		require.ErrorIs(t, <-errc, context.DeadlineExceeded)
+		synctest.Wait() // the give-backs, in the background
+		e := rec.only(t, keyward.Error)
+		assert.Equal(t, "job", e.Key)
+		var ne *keyward.NodeError
+		require.ErrorAs(t, e.Err, &ne, "leaving node 2's queue failed")
+		assert.Equal(t, 2, ne.Node)
+		assert.Contains(t, e.Err.Error(), "refuses everything")
+		b.ms[2].SetError("")
+		require.NoError(t, held.Release(ctx))
+	})
+}
+
+func TestObserversAddUp(t *testing.T) {
+	inBubble(t, 3, func(t *testing.T, b *bubble) {
+		first, second := &recorder{}, &recorder{}
+		locks := b.client(t, redlock.WithObserver(first), redlock.WithObserver(nil), redlock.WithObserver(second))
+		defer locks.Close()
+		l, err := locks.TryObtain(context.Background(), "job", time.Minute)
+		require.NoError(t, err)
+		require.NoError(t, l.Release(context.Background()))
+		assert.Equal(t, []keyward.EventKind{keyward.Obtained, keyward.Released}, first.kinds())
+		assert.Equal(t, first.kinds(), second.kinds())
+	})
+}
+
+func TestStats(t *testing.T) {
+	inBubble(t, 3, func(t *testing.T, b *bubble) {
+		ctx := context.Background()
+		a, other := b.client(t, redlock.WithCohort(1)), b.client(t)
+		defer a.Close()
+		defer other.Close()
+		assert.Equal(t, keyward.Stats{}, a.Stats())
+
+		a1, err := a.TryObtain(ctx, "job", time.Minute)
+		require.NoError(t, err)
+		synctest.Wait()
+		assert.Equal(t, keyward.Stats{Tries: 1}, a.Stats())
+		_, err = other.TryObtain(ctx, "job", time.Minute)
+		require.ErrorIs(t, err, redlock.ErrNotObtained)
+		assert.Equal(t, keyward.Stats{Tries: 1, FailedTries: 1}, other.Stats())
+
+		// a's release reserves the lock for a's own waiter while another process waits: a hand-off.
+		gotA2 := obtainAsync(t, a, ctx)
+		gotB := obtainAsync(t, other, ctx)
+		a2 := handOff(t, a1, gotA2, gotB, "within the cohort")
+		s := a.Stats()
+		assert.Equal(t, int64(1), s.HandOffs)
+		// a2's plain try and its first queued try found the lock taken (a1 came from TryObtain, so a2 did not
+		// know it as its Client's holder), and a third claimed the reservation.
+		assert.Equal(t, keyward.Stats{Tries: 4, FailedTries: 2, HandOffs: 1}, s)
+		lb := handOff(t, a2, gotB, nil, "")
+		assert.Equal(t, int64(1), a.Stats().HandOffs, "the cohort (1) was used up: the next process's turn")
+		require.NoError(t, lb.Release(ctx))
+		assert.Positive(t, other.Stats().FailedTries)
+	})
+}
+
+func TestLoggerLogsTheEvents(t *testing.T) {
+	inBubble(t, 3, func(t *testing.T, b *bubble) {
+		var buf bytes.Buffer
+		logger := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		rec := &recorder{}
+		locks := b.client(t, redlock.WithLogger(logger), redlock.WithObserver(rec), redlock.WithPrefix("p:"))
+		defer locks.Close()
+		l, err := locks.TryObtain(context.Background(), "job", time.Minute)
+		require.NoError(t, err)
+		require.NoError(t, l.Release(context.Background()))
+		out := buf.String()
+		assert.Contains(t, out, `msg="keyward: obtained" source=redlock key=p:job`)
+		assert.Contains(t, out, `msg="keyward: released" source=redlock key=p:job`)
+		assert.Len(t, rec.all(), 2, "the observer hears them too")
+	})
+}
