@@ -40,7 +40,7 @@ func (e *Election) Observe(ctx context.Context) (<-chan Leader, error) {
 		return nil, e.errNoRedis("Observe")
 	}
 	if ctx.Err() != nil {
-		return nil, errs.Context(ctx, op, e.name)
+		return nil, errs.Context(ctx, "election", op, e.name)
 	}
 	w, own := e.watcher, false
 	if w == nil {
@@ -55,7 +55,7 @@ func (e *Election) Observe(ctx context.Context) (<-chan Leader, error) {
 		case ctx.Err() != nil:
 			return nil, e.ctxErr(ctx, op, err)
 		case closed(err):
-			return nil, errs.Closed(op, e.name)
+			return nil, errs.Closed("election", op, e.name)
 		}
 		return nil, e.wrap(err)
 	}
