@@ -63,7 +63,7 @@ func (e *Election) campaign(ctx, parent context.Context) (*Leadership, error) {
 		return nil
 	}
 	if ctx.Err() != nil {
-		return nil, errs.Context(ctx, campaignOp, e.name)
+		return nil, errs.Context(ctx, "election", campaignOp, e.name)
 	}
 	for {
 		l, err := e.locker.Obtain(ctx, e.name, e.ttl)

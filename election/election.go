@@ -143,7 +143,7 @@ func (e *Election) Leader(ctx context.Context) (Leader, error) {
 		return Leader{}, e.errNoRedis("Leader")
 	}
 	if ctx.Err() != nil {
-		return Leader{}, errs.Context(ctx, "leader", e.name)
+		return Leader{}, errs.Context(ctx, "election", "leader", e.name)
 	}
 	l, ok, err := e.record.read(ctx, e.rdb)
 	if err != nil {
@@ -190,9 +190,9 @@ func (e *Election) ctxErr(ctx context.Context, op string, last error) error {
 	case last != nil && errs.IsContext(last):
 		return e.wrap(fmt.Errorf("%s: %w", op, last))
 	case last == nil || last == ctx.Err() || last == context.Cause(ctx):
-		return errs.Context(ctx, op, e.name)
+		return errs.Context(ctx, "election", op, e.name)
 	}
-	return fmt.Errorf("%w (the last attempt failed: %w)", errs.Context(ctx, op, e.name), last)
+	return fmt.Errorf("%w (the last attempt failed: %w)", errs.Context(ctx, "election", op, e.name), last)
 }
 
 // permanent reports whether err will not pass by trying again: retry.Permanent's errors, and a closed client.

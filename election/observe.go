@@ -32,7 +32,7 @@ func (e *Election) Observe(ctx context.Context) (<-chan Leader, error) {
 		return nil, e.errNoRedis("Observe")
 	}
 	if ctx.Err() != nil {
-		return nil, errs.Context(ctx, op, e.name)
+		return nil, errs.Context(ctx, "election", op, e.name)
 	}
 	// The pub/sub connection of e.rdb, shared with every other user of that client; its Reconnected and Error
 	// events go to the Election's observer.
@@ -44,7 +44,7 @@ func (e *Election) Observe(ctx context.Context) (<-chan Leader, error) {
 		case ctx.Err() != nil:
 			return nil, e.ctxErr(ctx, op, err)
 		case closed(err):
-			return nil, errs.Closed(op, e.name)
+			return nil, errs.Closed("election", op, e.name)
 		}
 		return nil, e.wrap(err)
 	}

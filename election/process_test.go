@@ -138,10 +138,12 @@ func runCandidate(t *testing.T) {
 }
 
 // assertCleanExit checks what a candidate's Run returned when its ctx ended: ctx's error and no other, from Run
-// when the candidate led (it resigned cleanly), from its campaign when it did not.
+// when the candidate led (it resigned cleanly), from its campaign when it did not (ended before or while its lock
+// client waited).
 func assertCleanExit(t *testing.T, r report) {
 	t.Helper()
-	assert.Contains(t, []string{`keyward: run "report": context canceled`, `keyward: campaign "report": context canceled`},
+	assert.Contains(t, []string{`election "report": run: context canceled`, `election "report": campaign: context canceled`,
+		`election "report": campaign: lock "report": obtain: context canceled`},
 		r.details, "%s exited", r.from.id)
 }
 

@@ -86,9 +86,9 @@ func (e *Election) serve(ctx context.Context, lead *Leadership, fn func(context.
 	switch {
 	case ctx.Err() != nil:
 		if err != nil {
-			return true, fmt.Errorf("%w (and the resignation failed: %w)", errs.Context(ctx, runOp, e.name), err)
+			return true, fmt.Errorf("%w (and the resignation failed: %w)", errs.Context(ctx, "election", runOp, e.name), err)
 		}
-		return true, errs.Context(ctx, runOp, e.name)
+		return true, errs.Context(ctx, "election", runOp, e.name)
 	case errors.Is(cause, keyward.ErrNotHeld): // lost (ErrLost matches ErrNotHeld)
 		return false, nil // fn's error, if any, was about the loss: campaign again
 	case fnErr != nil:

@@ -45,7 +45,7 @@ func TestRunCampaignsAgainAfterALossAndResignsWhenCtxEnds(t *testing.T) {
 			return leaderCtx.Err()
 		})
 		assert.ErrorIs(t, err, context.Canceled, "a Run whose ctx ended returns ctx's error")
-		assert.EqualError(t, err, `keyward: run "report": context canceled: shutting down`, "and no other")
+		assert.EqualError(t, err, `election "report": run: context canceled: shutting down`, "and no other")
 		require.Len(t, terms, 2)
 		assert.Greater(t, terms[1], terms[0])
 		require.Len(t, started, 2)

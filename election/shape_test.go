@@ -103,7 +103,7 @@ func TestShapeCtxCancelledWithACause(t *testing.T) {
 			return nil
 		})
 		assertCtxErr(t, err, context.Canceled, errShutdown)
-		assert.Equal(t, `keyward: run "report": context canceled: shutting down`, err.Error())
+		assert.Equal(t, `election "report": run: context canceled: shutting down`, err.Error())
 	})
 }
 
@@ -226,7 +226,7 @@ func TestShapeQuorumLost(t *testing.T) {
 			// What redlock's Obtain returns: ctx's error, with the quorum its last attempt failed to get.
 			e := stubElection(t, func(ctx context.Context, key string) error {
 				<-ctx.Done()
-				return fmt.Errorf("%w (the last attempt failed: %w)", errs.Context(ctx, "obtain", key), quorumErr(down))
+				return fmt.Errorf("%w (the last attempt failed: %w)", errs.Context(ctx, "election", "obtain", key), quorumErr(down))
 			})
 			for _, name := range waits {
 				ctx, cancel := context.WithTimeoutCause(context.Background(), time.Second, errShutdown)

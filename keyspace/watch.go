@@ -74,7 +74,7 @@ func (x *Watch) Wait(ctx context.Context) (Event, error) {
 		case <-x.more:
 		case <-x.done:
 		case <-ctx.Done():
-			return 0, errs.Context(ctx, "wait", x.wt.Key())
+			return 0, errs.Context(ctx, "keyspace", "wait", x.wt.Key())
 		}
 	}
 }
@@ -85,7 +85,7 @@ func (x *Watch) next() (Event, bool, error) {
 	defer x.mu.Unlock()
 	for {
 		if x.closed {
-			return 0, true, errs.Closed("wait", x.wt.Key())
+			return 0, true, errs.Closed("keyspace", "wait", x.wt.Key())
 		}
 		if x.err != nil {
 			return 0, true, x.err
@@ -114,7 +114,7 @@ func (x *Watch) next() (Event, bool, error) {
 		case watch.Reconnected:
 			return Reconnected, true, nil
 		case watch.Closed:
-			x.err = errs.Closed("wait", x.wt.Key())
+			x.err = errs.Closed("keyspace", "wait", x.wt.Key())
 		case watch.Failed:
 			if x.err = e.Err; x.err == nil {
 				x.err = fmt.Errorf("%w: subscription refused", keyward.ErrNoPermission)

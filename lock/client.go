@@ -154,10 +154,10 @@ func (c *Client) newAttempt(ctx context.Context, op, key string, ttl time.Durati
 		return nil, fmt.Errorf("lock %q: %w", key, err)
 	}
 	if c.isClosed() {
-		return nil, errs.Closed(op, key)
+		return nil, errs.Closed("lock", op, key)
 	}
 	if ctx.Err() != nil {
-		return nil, errs.Context(ctx, op, key)
+		return nil, errs.Context(ctx, "lock", op, key)
 	}
 	return &attempt{
 		c:           c,
@@ -184,7 +184,7 @@ func (c *Client) isClosed() bool {
 // ctxEnded returns the error of op on key, which stopped because ctx ended: errs.Context's, joined with last (the
 // error the operation met as ctx ended, or the last failed try of a waiter) when it is more than ctx's own.
 func ctxEnded(ctx context.Context, op, key string, last error) error {
-	err := errs.Context(ctx, op, key)
+	err := errs.Context(ctx, "lock", op, key)
 	if last == nil || errors.Is(last, context.Canceled) || errors.Is(last, context.DeadlineExceeded) ||
 		errors.Is(last, context.Cause(ctx)) {
 		return err

@@ -59,7 +59,7 @@ func (c *Client) obtain(ctx context.Context, a *attempt) (*Lock, error) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		return nil, errs.Closed(a.op, a.key)
+		return nil, errs.Closed("lock", a.op, a.key)
 	}
 	q := c.queueLocked(a.names.Lock)
 	q.waiters = append(q.waiters, w)
@@ -557,7 +557,7 @@ func (c *Client) quit(ctx context.Context, q *queue, w *waiter, err error) (*Loc
 	case ctx.Err() != nil:
 		err = ctxEnded(ctx, w.a.op, w.a.key, w.failed)
 	case c.isClosed():
-		err = errs.Closed(w.a.op, w.a.key)
+		err = errs.Closed("lock", w.a.op, w.a.key)
 	}
 	c.mu.Lock()
 	handed := w.lock

@@ -118,7 +118,7 @@ func (a *attempt) try(ctx context.Context, queued bool) (*Lock, tried) {
 	var fence int64
 	switch {
 	case nHeld < q && errors.Is(stopped, errCtx):
-		fail = errs.Context(ctx, a.op, a.key)
+		fail = errs.Context(ctx, "redlock", a.op, a.key)
 	case nHeld < q && nTaken > n-q:
 		fail = fmt.Errorf("redlock %q: %w", a.key, ErrNotObtained)
 	case nHeld < q:
@@ -301,7 +301,7 @@ func (a *attempt) agree(ctx context.Context, state []nodeState, fences []int64) 
 	case t.yes >= need:
 		return fence, nil
 	case t.ended:
-		return 0, errs.Context(ctx, a.op, a.key)
+		return 0, errs.Context(ctx, "redlock", a.op, a.key)
 	}
 	return 0, c.quorumError("agreeing on the fence", a.key, atFence+t.yes, t.causes)
 }

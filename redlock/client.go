@@ -193,7 +193,7 @@ func (c *Client) begin(op, key string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return errs.Closed(op, key)
+		return errs.Closed("redlock", op, key)
 	}
 	c.work.Add(1)
 	return nil
@@ -288,7 +288,7 @@ func (c *Client) newAttempt(ctx context.Context, op, key string, ttl time.Durati
 	if ttl, err = c.opts.TTL(ttl); err != nil {
 		return nil, fmt.Errorf("redlock %q: %w", key, err)
 	}
-	if err := errs.Context(ctx, op, key); err != nil {
+	if err := errs.Context(ctx, "redlock", op, key); err != nil {
 		return nil, err
 	}
 	o := obtainWith(opts)

@@ -125,7 +125,7 @@ func (l *Lock) TTL(ctx context.Context) (time.Duration, error) {
 			break
 		}
 		if err != nil {
-			return 0, errs.Context(ctx, "ttl", l.key)
+			return 0, errs.Context(ctx, "redlock", "ttl", l.key)
 		}
 		switch {
 		case a.err != nil:
@@ -244,7 +244,7 @@ func (l *Lock) quorumOp(ctx context.Context, name string, timeout time.Duration,
 	case t.no > len(c.nodes)-c.quorum:
 		return false, nil
 	case t.ended:
-		return false, errs.Context(ctx, name, l.key)
+		return false, errs.Context(ctx, "redlock", name, l.key)
 	}
 	return false, c.quorumError(name, l.key, t.yes, t.causes)
 }

@@ -225,9 +225,9 @@ func (a *attempt) obtain(ctx context.Context) (_ *Lock, err error) {
 // Client was closed); last is the error of the last try when it failed in a way that may pass.
 func (a *attempt) stopped(ctx context.Context, why, last error) error {
 	if errors.Is(why, errClosedInternal) {
-		return errs.Closed(a.op, a.key)
+		return errs.Closed("redlock", a.op, a.key)
 	}
-	err := errs.Context(ctx, a.op, a.key)
+	err := errs.Context(ctx, "redlock", a.op, a.key)
 	if last == nil {
 		return err
 	}

@@ -103,7 +103,7 @@ func (s *Semaphore) acquire(ctx context.Context, ttl time.Duration, autoRefresh 
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return nil, errs.Closed(acquireOp, s.name)
+		return nil, errs.Closed("semaphore", acquireOp, s.name)
 	}
 	s.waiters = append(s.waiters, w)
 	s.mu.Unlock()
@@ -160,7 +160,7 @@ func (s *Semaphore) wait(ctx context.Context, w *waiter) (*Permit, error) {
 		}
 		if s.closed || s.line.closed {
 			s.mu.Unlock()
-			return s.leave(ctx, w, errs.Closed(acquireOp, s.name))
+			return s.leave(ctx, w, errs.Closed("semaphore", acquireOp, s.name))
 		}
 		if err := s.line.failed; err != nil {
 			// The watches ended: the next wait subscribes again, which fails at once or, when the permission is
@@ -314,7 +314,7 @@ func (s *Semaphore) subscribe(ctx context.Context) (all, own *watch.Watch, err e
 // watchErr is the error of a subscription that failed with err: ErrClosed when the Watcher was closed.
 func (s *Semaphore) watchErr(err error) error {
 	if errors.Is(err, keyward.ErrClosed) {
-		return errs.Closed(acquireOp, s.name)
+		return errs.Closed("semaphore", acquireOp, s.name)
 	}
 	return fmt.Errorf("semaphore %q: %w", s.name, err)
 }

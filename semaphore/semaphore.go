@@ -213,10 +213,10 @@ func (s *Semaphore) newAttempt(ctx context.Context, op string, ttl time.Duration
 		return nil, fmt.Errorf("semaphore %q: %w", s.name, err)
 	}
 	if s.isClosed() {
-		return nil, errs.Closed(op, s.name)
+		return nil, errs.Closed("semaphore", op, s.name)
 	}
 	if ctx.Err() != nil {
-		return nil, errs.Context(ctx, op, s.name)
+		return nil, errs.Context(ctx, "semaphore", op, s.name)
 	}
 	return &attempt{value: token.New(s.opts.Metadata), ttl: ttl, autoRefresh: autoRefresh}, nil
 }
@@ -224,7 +224,7 @@ func (s *Semaphore) newAttempt(ctx context.Context, op string, ttl time.Duration
 // ctxErr returns the error of op, stopped because ctx ended: it matches ctx's error and cause (errs.Context) and,
 // when it says more than ctx's error, last, the error of the last attempt.
 func (s *Semaphore) ctxErr(ctx context.Context, op string, last error) error {
-	err := errs.Context(ctx, op, s.name)
+	err := errs.Context(ctx, "semaphore", op, s.name)
 	if last == nil || errors.Is(last, ctx.Err()) || errs.IsContext(last) {
 		return err
 	}

@@ -1,6 +1,6 @@
 // Package errs builds the errors that every package of the library returns for the same situations, so that they
-// have one shape: the operation and the key in the text, a keyward sentinel (or the context's error) and the
-// cause, all matchable with errors.Is.
+// have one shape: `<package> "<key>": <operation>: <error>`, the way every package wraps its errors, with a keyward
+// sentinel (or the context's error) and the cause, all matchable with errors.Is.
 package errs
 
 import (
@@ -11,24 +11,24 @@ import (
 	"github.com/keyward/keyward"
 )
 
-// Context returns the error of an operation (op, e.g. "obtain") on key that stopped because ctx ended: it
-// matches ctx.Err() (context.Canceled or context.DeadlineExceeded) and context.Cause(ctx) when a cause was set,
-// and names the key. It returns nil while ctx has not ended.
-func Context(ctx context.Context, op, key string) error {
+// Context returns the error of an operation (op, e.g. "obtain") of package pkg (e.g. "lock") on key that stopped
+// because ctx ended: it matches ctx.Err() (context.Canceled or context.DeadlineExceeded) and context.Cause(ctx)
+// when a cause was set, and names the key. It returns nil while ctx has not ended.
+func Context(ctx context.Context, pkg, op, key string) error {
 	err := ctx.Err()
 	if err == nil {
 		return nil
 	}
-	return &ctxError{op: op, key: key, err: err, cause: context.Cause(ctx)}
+	return &ctxError{pkg: pkg, op: op, key: key, err: err, cause: context.Cause(ctx)}
 }
 
 type ctxError struct {
-	op, key    string
-	err, cause error
+	pkg, op, key string
+	err, cause   error
 }
 
 func (e *ctxError) Error() string {
-	s := fmt.Sprintf("keyward: %s %q: %v", e.op, e.key, e.err)
+	s := fmt.Sprintf("%s %q: %s: %v", e.pkg, e.key, e.op, e.err)
 	if e.cause != nil && e.cause != e.err {
 		s += ": " + e.cause.Error()
 	}
@@ -48,8 +48,8 @@ func IsContext(err error) bool {
 	return errors.As(err, &ce)
 }
 
-// Closed returns the error of an operation (op) on key after Close: it matches keyward.ErrClosed and names the
-// key.
-func Closed(op, key string) error {
-	return fmt.Errorf("%w: %s %q", keyward.ErrClosed, op, key)
+// Closed returns the error of an operation (op) of package pkg on key after Close: it matches keyward.ErrClosed
+// and names the key.
+func Closed(pkg, op, key string) error {
+	return fmt.Errorf("%s %q: %s: %w", pkg, key, op, keyward.ErrClosed)
 }

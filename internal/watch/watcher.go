@@ -346,7 +346,7 @@ func (w *Watcher) watch(ctx context.Context, key string, h *Handle, channel bool
 			select {
 			case <-d:
 			case <-ctx.Done():
-				return nil, errs.Context(ctx, "watch", key)
+				return nil, errs.Context(ctx, Source, "watch", key)
 			}
 			w.mu.Lock()
 		}
@@ -376,7 +376,7 @@ func (w *Watcher) watch(ctx context.Context, key string, h *Handle, channel bool
 
 // closedErr is the error of a watch of key that ended, or could not begin, because the Watcher or its user was
 // closed.
-func closedErr(key string) error { return errs.Closed("watch", key) }
+func closedErr(key string) error { return errs.Closed(Source, "watch", key) }
 
 // closedOr returns err, or the error of a Watch of key on a closed Watcher when err says it was closed.
 func closedOr(err error, key string) error {
@@ -425,7 +425,7 @@ func (w *Watcher) await(ctx context.Context, wt *Watch) (*Watch, error) {
 			interrupted = true
 		case <-ctx.Done():
 			wt.Close()
-			return nil, errs.Context(ctx, "watch", wt.key)
+			return nil, errs.Context(ctx, Source, "watch", wt.key)
 		}
 	}
 }
