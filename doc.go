@@ -11,8 +11,9 @@
 //   - [github.com/keyward/keyward/semaphore]: at most N holders at a time, each permit with its own ttl.
 //   - [github.com/keyward/keyward/election]: one leader among many replicas, with a term that fences its writes,
 //     and a way to observe who leads.
-//   - [github.com/keyward/keyward/keyspace]: the watcher that wakes waiters, without polling, when a key they
-//     wait for may have become free.
+//   - [github.com/keyward/keyward/keyspace]: waiting without polling until a key of one's own may have changed
+//     (a lock on it released, the key deleted, expired or evicted), on the pub/sub connection that every lock,
+//     semaphore and election of the same client shares.
 //
 // The command github.com/keyward/keyward/cmd/keyward (a module of its own) runs a program under a lock from the
 // shell, shows, releases and watches locks, and runs the demo.
