@@ -30,6 +30,9 @@ var registry = struct {
 // does. It is for the fault harness, whose waiters hear releases on a path that its faults do not slow. undo
 // removes the redirection for later users; users attached meanwhile keep to's Watcher until they close.
 func Redirect(from, to redis.UniversalClient) (undo func()) {
+	if nilness.Is(from) || !hashable(from) {
+		return func() {}
+	}
 	registry.mu.Lock()
 	defer registry.mu.Unlock()
 	registry.routes[from] = to
@@ -62,10 +65,10 @@ type Handle struct {
 // user merged (the most watchful: see WithNotifications, WithHealthCheck, WithProbe), from the moment they
 // attach until they close. A nil rdb (or an interface holding a nil client) gives a Handle whose every Watch
 // returns an error matching keyward.ErrInvalid. A client whose type cannot be a map key (a user's own
-// implementation of redis.UniversalClient as a struct value) gets a Watcher of the Handle's own.
+// implementation of redis.UniversalClient as a struct value holding a slice) gets a Watcher of the Handle's own.
 func Attach(rdb redis.UniversalClient, o keyward.Observer, opts ...Option) *Handle {
 	h := &Handle{obs: o, prefs: newPrefs(opts), watches: map[*Watch]struct{}{}}
-	if nilness.CheckClient(rdb) != nil || !reflect.TypeOf(rdb).Comparable() {
+	if nilness.CheckClient(rdb) != nil || !hashable(rdb) {
 		h.w, h.private = newWatcher(rdb), true
 		h.w.join(h)
 		return h
@@ -208,10 +211,10 @@ func (w *Watcher) flush() {
 	}
 }
 
-// hashable reports whether o can be a map key: a comparable type whose value holds nothing that is not (a struct
-// of comparable type can hold a func in an interface field, and hashing it panics).
-func hashable(o keyward.Observer) (ok bool) {
-	if !reflect.TypeOf(o).Comparable() {
+// hashable reports whether v can be a map key: a comparable type whose value holds nothing that is not (a struct
+// of comparable type can hold a func or a slice in an interface field, and hashing it panics).
+func hashable(v any) (ok bool) {
+	if !reflect.TypeOf(v).Comparable() {
 		return false
 	}
 	defer func() {
@@ -219,7 +222,7 @@ func hashable(o keyward.Observer) (ok bool) {
 			ok = false
 		}
 	}()
-	_ = map[keyward.Observer]struct{}{o: {}}
+	_ = map[any]struct{}{v: {}}
 	return true
 }
 

@@ -260,12 +260,25 @@ func TestAttachUnsharableClients(t *testing.T) {
 	require.NoError(t, mini.Publish(context.Background(), keys.For("job").Channel, "z").Err())
 	nextKind(t, wt, watch.Released)
 
+	// A comparable type that holds a slice in an interface field: hashing it would panic.
+	v := holder{Client: mini, extra: []int{1}}
+	hv := attach(t, v, nil)
+	wv := handleWatch(t, hv, "job")
+	require.NoError(t, mini.Publish(context.Background(), keys.For("job").Channel, "v").Err())
+	nextKind(t, wv, watch.Released)
+
 	for _, rdb := range []redis.UniversalClient{nil, (*redis.Client)(nil)} {
 		h := watch.Attach(rdb, nil)
 		_, err := h.Watch(context.Background(), "job")
 		assert.ErrorIs(t, err, keyward.ErrInvalid)
 		assert.NoError(t, h.Close())
 	}
+}
+
+// holder is a user's own UniversalClient of a comparable type whose value may not be (extra holds a slice).
+type holder struct {
+	*redis.Client
+	extra any
 }
 
 // uncomparable is a user's own UniversalClient that cannot be compared (it holds a slice).
