@@ -13,6 +13,7 @@ import (
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/lease"
 	"github.com/keyward/keyward/internal/nilness"
+	"github.com/keyward/keyward/internal/script"
 	"github.com/keyward/keyward/internal/token"
 	"github.com/keyward/keyward/keyspace"
 )
@@ -42,12 +43,12 @@ type Settings struct {
 type Option func(*Settings)
 
 // Defaults returns the default settings: no prefix, "host=<hostname> pid=<pid>" metadata, 1 % + 2 ms drift,
-// no auto-refresh, a 20 ms claim window, cohorts of 4.
+// no auto-refresh, the scripts' default claim window (20 ms), cohorts of 4.
 func Defaults() Settings {
 	return Settings{
 		Metadata:    token.DefaultMetadata(),
 		Drift:       lease.DefaultDrift,
-		ClaimWindow: 20 * time.Millisecond,
+		ClaimWindow: script.DefaultClaimWindow,
 		Cohort:      4,
 	}
 }
