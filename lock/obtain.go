@@ -452,7 +452,7 @@ func (c *Client) tryAsWaiter(ctx context.Context, q *queue, w *waiter, watch *ke
 	c.mu.Unlock()
 	c.tries.Add(1)
 	start := time.Now()
-	res, err := script.AcquireQueued(ctx, c.rdb, w.a.names, w.a.value, w.a.ttl, c.id, queueTTL(w.a.ttl))
+	res, err := script.AcquireQueued(ctx, c.rdb, w.a.names, w.a.value, w.a.ttl, c.id, script.QueueTTL(w.a.ttl))
 	c.endTry(w)
 	if err != nil {
 		if !script.IsReply(err) {
@@ -513,10 +513,6 @@ func arm(timer *time.Timer, d time.Duration) {
 	}
 	timer.Reset(d + time.Millisecond + rand.N(time.Millisecond))
 }
-
-// queueTTL is how long the Redis queue lives after its last join: every waiter tries again at least once per
-// holder's ttl, which renews it, so only a queue nobody waits in expires.
-func queueTTL(ttl time.Duration) time.Duration { return 2*ttl + time.Second }
 
 // subscribe returns the queue's subscription, creating it (confirmed by the server) for the first contender.
 func (c *Client) subscribe(ctx context.Context, q *queue) (*keyspace.Watch, error) {
@@ -632,7 +628,7 @@ func (c *Client) release(ctx context.Context, l *Lock) (bool, error) {
 
 	n := script.Next{Window: c.opts.ClaimWindow, Waiter: c.id, Fence: l.fence, HolderTTL: l.ttl}
 	if next != nil {
-		n.Successor, n.TTL, n.Cohort, n.QueueTTL = next.a.value, next.a.ttl, cohort, queueTTL(next.a.ttl)
+		n.Successor, n.TTL, n.Cohort, n.QueueTTL = next.a.value, next.a.ttl, cohort, script.QueueTTL(next.a.ttl)
 	}
 	start := time.Now()
 	out, fence, err := c.releaseNext(ctx, l, n)

@@ -278,7 +278,7 @@ func (s *Semaphore) try(ctx context.Context, a *attempt, waiter string, requeue 
 		TTL:      a.ttl,
 		Limit:    s.Limit(),
 		Waiter:   waiter,
-		QueueTTL: queueTTL(a.ttl),
+		QueueTTL: script.QueueTTL(a.ttl),
 		Requeue:  requeue,
 		Fencing:  s.fencing,
 		Publish:  s.publish,
@@ -295,12 +295,6 @@ func (s *Semaphore) try(ctx context.Context, a *attempt, waiter string, requeue 
 	}
 	return s.newPermit(a, start, st.Fence), st, nil
 }
-
-// queueTTL is how long the Redis queue lives after a join by a waiter with ttl (every join renews the whole
-// queue, and never shortens it). Only a queue nobody joins for that long expires; the processes that were in it
-// then hear of free places as everyone does (a release with nobody in line announces them), which is slower,
-// never wrong.
-func queueTTL(ttl time.Duration) time.Duration { return 2*ttl + time.Second }
 
 // cleanUp releases the permit in case an acquire whose answer was lost did take it. It uses a context of its own,
 // since ctx may be what ended the acquire.
