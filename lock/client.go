@@ -170,14 +170,8 @@ func (c *Client) newAttempt(ctx context.Context, op, key string, ttl time.Durati
 	if err != nil {
 		return nil, err
 	}
-	if ttl, err = c.opts.TTL(ttl); err != nil {
-		return nil, fmt.Errorf("lock %q: %w", key, err)
-	}
-	if c.isClosed() {
-		return nil, errs.Closed(op, key)
-	}
-	if ctx.Err() != nil {
-		return nil, errs.Context(ctx, op, key)
+	if ttl, err = c.opts.Check(ctx, "lock", op, key, ttl, c.isClosed); err != nil {
+		return nil, err
 	}
 	return &attempt{
 		c:           c,

@@ -217,15 +217,9 @@ type attempt struct {
 
 // newAttempt checks an acquisition (op) before anything is sent: its ttl, the Semaphore not closed, ctx not ended.
 func (s *Semaphore) newAttempt(ctx context.Context, op string, ttl time.Duration, autoRefresh bool) (*attempt, error) {
-	ttl, err := s.opts.TTL(ttl)
+	ttl, err := s.opts.Check(ctx, "semaphore", op, s.name, ttl, s.isClosed)
 	if err != nil {
-		return nil, fmt.Errorf("semaphore %q: %w", s.name, err)
-	}
-	if s.isClosed() {
-		return nil, errs.Closed(op, s.name)
-	}
-	if ctx.Err() != nil {
-		return nil, errs.Context(ctx, op, s.name)
+		return nil, err
 	}
 	return &attempt{value: token.New(s.opts.Metadata), ttl: ttl, autoRefresh: autoRefresh}, nil
 }
