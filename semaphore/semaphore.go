@@ -19,6 +19,7 @@ import (
 	"github.com/keyward/keyward/internal/retry"
 	"github.com/keyward/keyward/internal/script"
 	"github.com/keyward/keyward/internal/token"
+	"github.com/keyward/keyward/internal/waitq"
 	"github.com/keyward/keyward/keyspace"
 )
 
@@ -47,10 +48,10 @@ type Semaphore struct {
 	mu      sync.Mutex
 	limit   int
 	closed  bool
-	done    chan struct{}   // closed by Close
-	waiters []*waiter       // Acquire calls, in arrival order; the first is the contender
-	watch   *keyspace.Watch // on the semaphore's channel; nil until the first wait
-	own     *keyspace.Watch // on this Semaphore's own channel; set with watch
+	done    chan struct{}       // closed by Close
+	waiters waitq.Line[*waiter] // Acquire calls, in arrival order; the first is the contender
+	watch   *keyspace.Watch     // on the semaphore's channel; nil until the first wait
+	own     *keyspace.Watch     // on this Semaphore's own channel; set with watch
 	line    line
 	cohort  int // hand-offs to this Semaphore's own waiters since a place last went through Redis
 	leaving int // leaves of the Redis queue on their way; no try starts meanwhile
@@ -133,9 +134,7 @@ func (s *Semaphore) SetLimit(limit int) error {
 	defer s.mu.Unlock()
 	if limit > s.limit {
 		s.line.stale = true
-		if w := s.contenderLocked(); w != nil {
-			signal(w.wake)
-		}
+		s.waiters.SignalFirst()
 	}
 	s.limit = limit
 	return nil
