@@ -101,7 +101,7 @@ func (c *Client) Close() error {
 	c.closed = true
 	close(c.done)
 	for _, q := range c.queues {
-		if len(q.waiters) == 0 && q.holder == nil {
+		if q.waiters.Len() == 0 && q.holder == nil {
 			c.dropLocked(q) // a subscription kept for watchLinger
 		}
 	}
