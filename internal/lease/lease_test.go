@@ -490,7 +490,6 @@ func (r *recorder) heard() ([]string, []error) {
 	return append([]string(nil), r.events...), append([]error(nil), r.errs...)
 }
 
-
 func TestHooksHearEveryWayOfLosing(t *testing.T) {
 	for name, lose := range map[string]func(l *Lease, srv *server){
 		"deadline": func(l *Lease, _ *server) { time.Sleep(ttl) },
