@@ -97,7 +97,7 @@ func (c *Client) Close() error {
 	c.closed = true
 	close(c.done)
 	for _, q := range c.queues {
-		if len(q.waiters) == 0 && q.holder == nil {
+		if q.waiters.Len() == 0 && q.holder == nil {
 			c.dropLocked(q) // a subscription kept for watchLinger
 		}
 	}
@@ -150,14 +150,8 @@ func (c *Client) newAttempt(ctx context.Context, op, key string, ttl time.Durati
 	if err != nil {
 		return nil, err
 	}
-	if ttl, err = c.opts.TTL(ttl); err != nil {
-		return nil, fmt.Errorf("lock %q: %w", key, err)
-	}
-	if c.isClosed() {
-		return nil, errs.Closed("lock", op, key)
-	}
-	if ctx.Err() != nil {
-		return nil, errs.Context(ctx, "lock", op, key)
+	if ttl, err = c.opts.Check(ctx, "lock", op, key, ttl, c.isClosed); err != nil {
+		return nil, err
 	}
 	return &attempt{
 		c:           c,

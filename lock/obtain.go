@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/keyward/keyward/internal/lease"
 	"github.com/keyward/keyward/internal/retry"
 	"github.com/keyward/keyward/internal/script"
+	"github.com/keyward/keyward/internal/waitq"
 	"github.com/keyward/keyward/internal/watch"
 )
 
@@ -55,19 +55,19 @@ func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts
 
 // obtain is Obtain once its arguments are checked.
 func (c *Client) obtain(ctx context.Context, a *attempt) (*Lock, error) {
-	w := &waiter{a: a, wake: make(chan struct{}, 1)}
+	w := &waiter{Entry: waitq.NewEntry(), a: a}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		return nil, errs.Closed("lock", a.op, a.key)
 	}
 	q := c.queueLocked(a.names.Lock)
-	q.waiters = append(q.waiters, w)
+	q.waiters.Add(w)
 	// With a subscription in place (it outlives the last waiter by watchLinger: the key was contended a moment
 	// ago), the first try is the waiting one, which joins the Redis queue: it comes after a confirmed
 	// subscription, so no second try is needed.
 	first := q.contenderLocked() == w && q.watch == nil
-	w.trying = first
+	w.Trying = first
 	c.mu.Unlock()
 
 	if first {
@@ -82,7 +82,7 @@ func (c *Client) obtain(ctx context.Context, a *attempt) (*Lock, error) {
 			if ctx.Err() != nil || retry.Permanent(err) {
 				return c.quit(ctx, q, w, err)
 			}
-			w.fail(err) // the server may be restarting: wait a backoff, then try again
+			w.Fail(err) // the server may be restarting: wait a backoff, then try again
 		}
 	}
 	c.emit(ctx, keyward.Event{Kind: keyward.WaitStarted, Key: a.names.Lock})
@@ -119,7 +119,7 @@ func FenceFrom(ctx context.Context) (int64, bool) {
 // queue is a Client's line of goroutines waiting for one lock key. Its fields are guarded by Client.mu.
 type queue struct {
 	key     string
-	waiters []*waiter    // in arrival order
+	waiters waitq.Line[*waiter]
 	holder  *Lock        // a lock on this key held through this Client, if any
 	cohort  int          // hand-offs to this Client's own waiters since the lock last went through Redis
 	joined  bool         // a waiter sent a try that joins the Redis queue: the last to give up leaves it
@@ -133,42 +133,15 @@ type queue struct {
 // key contended in the last second.
 const watchLinger = time.Second
 
-// waiter is one goroutine in Obtain.
+// waiter is one goroutine in Obtain. It is woken when it became the contender, or was handed the lock.
 type waiter struct {
-	a    *attempt
-	wake chan struct{} // capacity 1: became the contender, or was handed the lock
+	waitq.Entry // its place in the queue, guarded by Client.mu
+	a           *attempt
 	// Guarded by Client.mu:
-	lock      *Lock // the lock handed over by a releasing holder
-	handing   bool  // a release is handing the lock to this waiter right now: it must not try
-	abandoned bool  // the waiter gave up while handing was true
-	// trying: an acquire with this waiter's value is on its way to Redis, so a release must not hand it the lock:
-	// the try would find the hand-over's value, its own, and take the lock a second time (two Locks on one value),
-	// or fail and leave the waiter without the lock it was handed (held by nobody, and refreshed for ever by an
-	// auto-refresh).
-	trying bool
-	// maybeHeld: a release whose answer was lost may have handed the lock to this waiter; one that gives up
-	// releases its value.
-	maybeHeld bool
+	lock *Lock // the lock handed over by a releasing holder
 	// queued: a release by this Client put it back in the Redis queue, after the waiter's subscription was
 	// confirmed; its next try could only fail, so it waits for the next event instead.
 	queued bool
-
-	// Only the waiter's own goroutine uses these:
-	failed  error         // the error of its last try, when that failed without an answer (nil after an answer)
-	retryAt time.Time     // when it tries again after failed
-	backoff retry.Backoff // spaces out tries that fail
-}
-
-// fail records a try that failed with err, which may pass: the next try waits a backoff.
-func (w *waiter) fail(err error) {
-	w.failed = err
-	w.retryAt = time.Now().Add(w.backoff.Next())
-}
-
-// answered records a try that got an answer.
-func (w *waiter) answered() {
-	w.failed = nil
-	w.backoff.Reset()
 }
 
 // errBackOff is tryAsWaiter's report of a try that failed with an error that may pass: the waiter backs off.
@@ -183,25 +156,18 @@ var errNoTry = errors.New("no try")
 func (c *Client) startTry(q *queue, w *waiter) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if w.handing || w.lock != nil || q.contenderLocked() != w {
+	if w.Handing || w.lock != nil || q.contenderLocked() != w {
 		return false
 	}
-	w.trying = true
+	w.Trying = true
 	return true
 }
 
 // endTry marks w's try as answered (or failed).
 func (c *Client) endTry(w *waiter) {
 	c.mu.Lock()
-	w.trying = false
+	w.Trying = false
 	c.mu.Unlock()
-}
-
-func signal(ch chan struct{}) {
-	select {
-	case ch <- struct{}{}:
-	default:
-	}
 }
 
 func (c *Client) queueLocked(key string) *queue {
@@ -220,25 +186,16 @@ func (c *Client) queueLocked(key string) *queue {
 // contenderLocked returns the waiter that may contend at Redis: the first one, unless a lock held through this
 // Client will be handed to it.
 func (q *queue) contenderLocked() *waiter {
-	if len(q.waiters) == 0 || (q.holder != nil && q.holder.Err() == nil) {
+	if q.holder != nil && q.holder.Err() == nil {
 		return nil
 	}
-	return q.waiters[0]
-}
-
-func (q *queue) removeLocked(w *waiter) {
-	for i, x := range q.waiters {
-		if x == w {
-			q.waiters = append(q.waiters[:i], q.waiters[i+1:]...)
-			return
-		}
-	}
+	return q.waiters.First()
 }
 
 // tidyLocked drops the queue once nobody waits and nothing is held through it; a queue with a subscription is
 // dropped with it after watchLinger, unless somebody waits for the key again before (or at once after Close).
 func (c *Client) tidyLocked(q *queue) {
-	if len(q.waiters) > 0 || q.holder != nil || q.linger != nil {
+	if q.waiters.Len() > 0 || q.holder != nil || q.linger != nil {
 		return
 	}
 	if q.watch == nil || c.closed {
@@ -275,7 +232,7 @@ func (c *Client) dropLocked(q *queue) {
 func (c *Client) obtained(q *queue, w *waiter, l *Lock) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	q.removeLocked(w)
+	q.waiters.Remove(w)
 	q.holder = l
 }
 
@@ -295,7 +252,7 @@ func (c *Client) wait(ctx context.Context, q *queue, w *waiter) (*Lock, error) {
 			c.mu.Unlock()
 			return c.quit(ctx, q, w, nil)
 		}
-		contend := q.contenderLocked() == w && !w.handing
+		contend := q.contenderLocked() == w && !w.Handing
 		var holderLost <-chan struct{}
 		if q.holder != nil {
 			holderLost = q.holder.Lost()
@@ -303,7 +260,7 @@ func (c *Client) wait(ctx context.Context, q *queue, w *waiter) (*Lock, error) {
 		c.mu.Unlock()
 		if !contend {
 			select {
-			case <-w.wake:
+			case <-w.Wake():
 			case <-holderLost:
 			case <-c.done:
 			case <-ctx.Done():
@@ -312,7 +269,7 @@ func (c *Client) wait(ctx context.Context, q *queue, w *waiter) (*Lock, error) {
 			continue // handed the lock, or the contender now, or closed
 		}
 
-		if w.failed != nil {
+		if w.Failed != nil {
 			l, err, again := c.retry(ctx, q, w, timer)
 			if l != nil || err != nil {
 				return l, err
@@ -337,11 +294,11 @@ func (c *Client) wait(ctx context.Context, q *queue, w *waiter) (*Lock, error) {
 // once without a subscription, which cannot be confirmed while the server is away. It returns the lock, an error,
 // or neither; again when the waiter must start its turn over (woken, or the try failed again).
 func (c *Client) retry(ctx context.Context, q *queue, w *waiter, timer *time.Timer) (_ *Lock, _ error, again bool) {
-	if d := time.Until(w.retryAt); d > 0 {
+	if d := time.Until(w.RetryAt); d > 0 {
 		timer.Reset(d)
 		select {
 		case <-timer.C:
-		case <-w.wake:
+		case <-w.Wake():
 			timer.Stop()
 			return nil, nil, true // handed the lock, or no longer the contender
 		case <-c.done:
@@ -361,7 +318,7 @@ func (c *Client) retry(ctx context.Context, q *queue, w *waiter, timer *time.Tim
 	}
 	if !c.startTry(q, w) {
 		select { // a release is handing the lock to w, or w is no longer the contender
-		case <-w.wake:
+		case <-w.Wake():
 			return nil, nil, true
 		case <-c.done:
 			return nil, nil, true
@@ -377,13 +334,13 @@ func (c *Client) retry(ctx context.Context, q *queue, w *waiter, timer *time.Tim
 		c.obtained(q, w, l)
 		return l, nil, false
 	case errors.Is(err, keyward.ErrNotObtained):
-		w.answered() // the server is back: subscribe, then try as a waiter
+		w.Answered() // the server is back: subscribe, then try as a waiter
 		return nil, nil, false
 	case ctx.Err() != nil || retry.Permanent(err):
 		l, err := c.quit(ctx, q, w, err)
 		return l, err, true
 	}
-	w.fail(err)
+	w.Fail(err)
 	return nil, nil, true
 }
 
@@ -416,9 +373,9 @@ func (c *Client) contend(ctx context.Context, q *queue, w *waiter, watch *watch.
 				waiting = !now
 			case <-timer.C:
 				waiting = false
-			case <-w.wake:
+			case <-w.Wake():
 				c.mu.Lock()
-				still := q.contenderLocked() == w && !w.handing && w.lock == nil
+				still := q.contenderLocked() == w && !w.Handing && w.lock == nil
 				c.mu.Unlock()
 				if !still {
 					return nil, nil // handed the lock, or a holder of this Client will hand it over
@@ -452,7 +409,7 @@ func (c *Client) tryAsWaiter(ctx context.Context, q *queue, w *waiter, watch *wa
 	c.mu.Unlock()
 	c.tries.Add(1)
 	start := time.Now()
-	res, err := script.AcquireQueued(ctx, c.rdb, w.a.names, w.a.value, w.a.ttl, c.id, queueTTL(w.a.ttl))
+	res, err := script.AcquireQueued(ctx, c.rdb, w.a.names, w.a.value, w.a.ttl, c.id, script.QueueTTL(w.a.ttl))
 	c.endTry(w)
 	if err != nil {
 		if !script.IsReply(err) {
@@ -462,10 +419,10 @@ func (c *Client) tryAsWaiter(ctx context.Context, q *queue, w *waiter, watch *wa
 		if ctx.Err() != nil || retry.Permanent(err) {
 			return c.quit(ctx, q, w, err)
 		}
-		w.fail(err)
+		w.Fail(err)
 		return nil, errBackOff
 	}
-	w.answered()
+	w.Answered()
 	if res.OK {
 		l := c.newLock(w.a, start, res.Fence)
 		c.obtained(q, w, l)
@@ -503,20 +460,16 @@ func (c *Client) tryNow(events []watch.Event, timer *time.Timer) (now bool, err 
 	return now, nil
 }
 
-// arm sets the timer to fire after d plus a little (so the key has expired on the server) and a random
-// jitter (so processes whose timers were set by the same event do not all try at once). A negative d (the key
-// has no expiry) leaves the timer stopped.
+// arm sets the timer to fire a little after d (see waitq.Late: the key has expired on the server by then, and
+// processes whose timers were set by the same event do not all try at once). A negative d (the key has no expiry)
+// leaves the timer stopped.
 func arm(timer *time.Timer, d time.Duration) {
 	timer.Stop()
 	if d < 0 {
 		return
 	}
-	timer.Reset(d + time.Millisecond + rand.N(time.Millisecond))
+	timer.Reset(waitq.Late(d))
 }
-
-// queueTTL is how long the Redis queue lives after its last join: every waiter tries again at least once per
-// holder's ttl, which renews it, so only a queue nobody waits in expires.
-func queueTTL(ttl time.Duration) time.Duration { return 2*ttl + time.Second }
 
 // subscribe returns the queue's subscription, creating it (confirmed by the server) for the first contender.
 func (c *Client) subscribe(ctx context.Context, q *queue) (*watch.Watch, error) {
@@ -555,21 +508,21 @@ func (c *Client) subscribe(ctx context.Context, q *queue) (*watch.Watch, error) 
 func (c *Client) quit(ctx context.Context, q *queue, w *waiter, err error) (*Lock, error) {
 	switch {
 	case ctx.Err() != nil:
-		err = ctxEnded(ctx, w.a.op, w.a.key, w.failed)
+		err = ctxEnded(ctx, w.a.op, w.a.key, w.Failed)
 	case c.isClosed():
 		err = errs.Closed("lock", w.a.op, w.a.key)
 	}
 	c.mu.Lock()
 	handed := w.lock
-	if handed == nil && w.handing {
-		w.abandoned = true // the releasing holder releases what it hands over
+	if handed == nil && w.Handing {
+		w.Abandoned = true // the releasing holder releases what it hands over
 	}
-	maybeHeld := handed == nil && !w.handing && w.maybeHeld
-	q.removeLocked(w)
+	maybeHeld := handed == nil && !w.Handing && w.MaybeHeld
+	q.waiters.Remove(w)
 	if n := q.contenderLocked(); n != nil {
-		signal(n.wake)
+		n.Signal()
 	}
-	lastOut := len(q.waiters) == 0
+	lastOut := q.waiters.Len() == 0
 	giveBack := lastOut && q.joined
 	if giveBack {
 		q.joined = false
@@ -611,14 +564,8 @@ func (c *Client) release(ctx context.Context, l *Lock) (bool, error) {
 	q := c.queues[l.names.Lock]
 	var next *waiter
 	if q != nil && !c.closed { // after Close, the waiters are leaving
-		// The first waiter that is not trying at Redis (see waiter.trying); it does not try while handing is set.
-		for _, w := range q.waiters {
-			if !w.trying && !w.handing {
-				next = w
-				next.handing = true
-				break
-			}
-		}
+		// The first waiter that is not trying at Redis; it does not try while Handing is set.
+		next = q.waiters.NextForHandOver()
 	}
 	cohort := q != nil && q.cohort < c.opts.Cohort
 	// Only a waiter whose subscription was confirmed before the script runs will hear of the lock's next
@@ -628,7 +575,7 @@ func (c *Client) release(ctx context.Context, l *Lock) (bool, error) {
 
 	n := script.Next{Window: c.opts.ClaimWindow, Waiter: c.id, Fence: l.fence, HolderTTL: l.ttl}
 	if next != nil {
-		n.Successor, n.TTL, n.Cohort, n.QueueTTL = next.a.value, next.a.ttl, cohort, queueTTL(next.a.ttl)
+		n.Successor, n.TTL, n.Cohort, n.QueueTTL = next.a.value, next.a.ttl, cohort, script.QueueTTL(next.a.ttl)
 	}
 	start := time.Now()
 	out, fence, err := c.releaseNext(ctx, l, n)
@@ -640,23 +587,23 @@ func (c *Client) release(ctx context.Context, l *Lock) (bool, error) {
 			q.holder = nil
 		}
 		if next != nil {
-			next.handing = false
+			next.Handing = false
 			// A lost answer may hide a hand-over: next's next try takes the lock over (it holds next's value), and
 			// next releases its value if it gives up instead.
-			next.maybeHeld = next.maybeHeld || err != nil
+			next.MaybeHeld = next.MaybeHeld || err != nil
 		}
 		switch {
 		case err == nil && out == script.HandedOver:
 			nl := c.newLock(next.a, start, fence)
 			c.handOffs.Add(1)
 			q.cohort++
-			q.removeLocked(next)
-			if next.abandoned {
+			q.waiters.Remove(next)
+			if next.Abandoned {
 				abandoned = nl
 			} else {
 				next.lock = nl
 				q.holder = nl
-				signal(next.wake)
+				next.Signal()
 			}
 		default:
 			// Freed, reserved for another process, not held, or unknown: the first waiter contends at Redis
@@ -664,7 +611,7 @@ func (c *Client) release(ctx context.Context, l *Lock) (bool, error) {
 			q.cohort = 0
 			if w := q.contenderLocked(); w != nil {
 				w.queued = err == nil && out == script.Requeued && subscribed
-				signal(w.wake)
+				w.Signal()
 			}
 		}
 		c.tidyLocked(q)

@@ -67,7 +67,7 @@ func (a *attempt) try(ctx context.Context, queued bool) (*Lock, tried) {
 		waiter = c.id
 	}
 	f := fanOut(ctx, c, &c.work, a.timeout, c.all, func(ctx context.Context, _ int, rdb redis.Scripter) (script.Acquired, error) {
-		return script.AcquireAbove(ctx, rdb, a.names, value, a.ttl, floor, waiter, queueTTL(a.ttl))
+		return script.AcquireAbove(ctx, rdb, a.names, value, a.ttl, floor, waiter, script.QueueTTL(a.ttl))
 	})
 
 	state := make([]nodeState, n)
@@ -256,10 +256,6 @@ func (a *attempt) leaveQueue(ctx context.Context, i int) {
 		a.failedInBackground(i, "leaving the queue", script.Classify(err))
 	}
 }
-
-// queueTTL is how long a node's queue lives after its last join: a waiter tries again at least once per
-// holder's ttl, which renews it, so only a queue nobody waits in expires.
-func queueTTL(ttl time.Duration) time.Duration { return 2*ttl + time.Second }
 
 // cleanupTimeout bounds a release that cleans up after a failed try on one node: the node timeout, or longer,
 // up to the ttl (past it the key is gone anyway) and at most maxCleanup.

@@ -285,10 +285,7 @@ func (c *Client) newAttempt(ctx context.Context, op, key string, ttl time.Durati
 	if err != nil {
 		return nil, err
 	}
-	if ttl, err = c.opts.TTL(ttl); err != nil {
-		return nil, fmt.Errorf("redlock %q: %w", key, err)
-	}
-	if err := errs.Context(ctx, "redlock", op, key); err != nil {
+	if ttl, err = c.opts.Check(ctx, "redlock", op, key, ttl, nil); err != nil { // begin checked Close
 		return nil, err
 	}
 	o := obtainWith(opts)

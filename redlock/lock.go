@@ -189,7 +189,7 @@ func (l *Lock) release(ctx context.Context) (bool, error) {
 	next := script.Next{Window: c.opts.ClaimWindow, Fence: l.fence, HolderTTL: l.ttl}
 	c.mu.Lock()
 	ln := c.lines[l.names.Lock]
-	if ln != nil && len(ln.waiters) > 0 {
+	if ln != nil && ln.waiters.Len() > 0 {
 		next.Reserve, next.Cohort = c.id, ln.cohort < c.opts.Cohort
 	}
 	c.mu.Unlock()

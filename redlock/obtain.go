@@ -15,6 +15,7 @@ import (
 	"github.com/keyward/keyward/internal/lease"
 	"github.com/keyward/keyward/internal/retry"
 	"github.com/keyward/keyward/internal/script"
+	"github.com/keyward/keyward/internal/waitq"
 	"github.com/keyward/keyward/internal/watch"
 )
 
@@ -88,10 +89,10 @@ func (a *attempt) obtain(ctx context.Context) (_ *Lock, err error) {
 	ln, w := c.join(a.names.Lock)
 	defer c.leave(ln, w, a)
 	select {
-	case <-w.turn:
+	case <-w.Wake():
 	default:
 		startWait() // another goroutine of this Client is ahead in line
-		if err := c.await(ctx, w.turn, nil); err != nil {
+		if err := c.await(ctx, w.Wake(), nil); err != nil {
 			return nil, a.stopped(ctx, err, nil)
 		}
 	}
@@ -111,24 +112,22 @@ func (a *attempt) obtain(ctx context.Context) (_ *Lock, err error) {
 	if err != nil {
 		return nil, a.stopped(ctx, err, nil)
 	}
-	// failed is the error of the last try when it failed in a way that may pass (too few nodes answered: they are
-	// down or restarting): the next try waits a backoff. backOff waits it, or says why Obtain ends.
-	var failed error
-	var backoff retry.Backoff
+	// w.Failed is the error of the last try when it failed in a way that may pass (too few nodes answered: they
+	// are down or restarting): the next try waits a backoff. backOff waits it, or says why Obtain ends.
 	pause := time.NewTimer(time.Hour)
 	pause.Stop()
 	defer pause.Stop()
 	backOff := func(res tried) error {
 		switch {
 		case ctx.Err() != nil:
-			return a.stopped(ctx, errCtx, failed)
+			return a.stopped(ctx, errCtx, w.Failed)
 		case retry.Permanent(res.err):
 			return res.err
 		}
-		failed = res.err
-		pause.Reset(backoff.Next())
+		w.Fail(res.err)
+		pause.Reset(time.Until(w.RetryAt))
 		if err := c.await(ctx, nil, pause.C); err != nil {
-			return a.stopped(ctx, err, failed)
+			return a.stopped(ctx, err, w.Failed)
 		}
 		return nil
 	}
@@ -150,8 +149,7 @@ func (a *attempt) obtain(ctx context.Context) (_ *Lock, err error) {
 				return nil, err
 			}
 		}
-		failed = nil
-		backoff.Reset()
+		w.Answered()
 	}
 
 	ws, err := c.watchSet(ctx, ln)
@@ -181,8 +179,7 @@ func (a *attempt) obtain(ctx context.Context) (_ *Lock, err error) {
 			continue
 		}
 		startWait()
-		failed = nil
-		backoff.Reset()
+		w.Answered()
 		var deadline time.Time
 		if res.wait >= 0 {
 			// SET NX sees an expired key as absent at once, while the expiry event comes when Redis gets to
@@ -234,11 +231,11 @@ func (a *attempt) stopped(ctx context.Context, why, last error) error {
 	return fmt.Errorf("%w (the last try failed: %w)", err, last)
 }
 
-// arm sets timer to fire a little after at (the key has expired on the server by then), with a random jitter
-// below a millisecond (waiters whose timers were set by the same event do not all try at once), unless it is
-// already set to fire before: deadline is when it is set to fire (zero: not set). It returns the new deadline.
+// arm sets timer to fire a little after at (see waitq.Late: the key has expired on the server by then, and
+// waiters whose timers were set by the same event do not all try at once), unless it is already set to fire
+// before: deadline is when it is set to fire (zero: not set). It returns the new deadline.
 func arm(timer *time.Timer, deadline, at time.Time) time.Time {
-	at = at.Add(time.Millisecond + rand.N(time.Millisecond))
+	at = at.Add(waitq.Late(0))
 	if !deadline.IsZero() && !at.Before(deadline) {
 		return deadline
 	}
@@ -275,7 +272,7 @@ func (c *Client) await(ctx context.Context, a <-chan struct{}, b <-chan time.Tim
 // at the nodes. Its fields are guarded by Client.mu.
 type line struct {
 	key     string
-	waiters []*waiter
+	waiters waitq.Line[*waiter]
 	watches *watches // the subscriptions the first waiter waits on; kept for the next one while the line lasts
 	// queued: a waiter of the line joined the nodes' queues (it may still be in them).
 	queued atomic.Bool
@@ -286,10 +283,10 @@ type line struct {
 	cohort int
 }
 
-// waiter is one goroutine in Obtain.
+// waiter is one goroutine in Obtain. It is woken when it is first in line.
 type waiter struct {
-	turn chan struct{} // capacity 1: signalled when the waiter is first in line
-	lock *Lock         // the lock the waiter leaves the line with, if any
+	waitq.Entry       // its place in the line; also its backoff after tries that failed without an answer
+	lock        *Lock // the lock the waiter leaves the line with, if any
 }
 
 // isDone reports whether ch is closed.
@@ -302,13 +299,6 @@ func isDone(ch <-chan struct{}) bool {
 	}
 }
 
-func signal(ch chan struct{}) {
-	select {
-	case ch <- struct{}{}:
-	default:
-	}
-}
-
 func (c *Client) join(key string) (*line, *waiter) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -317,10 +307,9 @@ func (c *Client) join(key string) (*line, *waiter) {
 		ln = &line{key: key}
 		c.lines[key] = ln
 	}
-	w := &waiter{turn: make(chan struct{}, 1)}
-	ln.waiters = append(ln.waiters, w)
-	if len(ln.waiters) == 1 {
-		signal(w.turn)
+	w := &waiter{Entry: waitq.NewEntry()}
+	if ln.waiters.Add(w) {
+		w.Signal()
 	}
 	return ln, w
 }
@@ -331,18 +320,17 @@ func (c *Client) join(key string) (*line, *waiter) {
 // claim window.
 func (c *Client) leave(ln *line, w *waiter, a *attempt) {
 	c.mu.Lock()
-	i := slices.Index(ln.waiters, w)
-	ln.waiters = slices.Delete(ln.waiters, i, i+1)
+	i := ln.waiters.Remove(w)
 	if w.lock != nil {
 		ln.holder = w.lock
 	}
 	var done *watches
 	switch {
-	case len(ln.waiters) == 0:
+	case ln.waiters.Len() == 0:
 		done, ln.watches = ln.watches, nil
 		delete(c.lines, ln.key)
 	case i == 0:
-		signal(ln.waiters[0].turn)
+		ln.waiters.SignalFirst()
 	}
 	c.mu.Unlock()
 	if done != nil {
@@ -558,7 +546,7 @@ func (c *Client) watchNode(ctx context.Context, i int, key string, ws *watches, 
 	}
 	defer wt.Close()
 	ws.other()
-	signal(ws.wake)
+	waitq.Signal(ws.wake)
 	for {
 		select {
 		case <-wt.Ready():
@@ -585,7 +573,7 @@ func (c *Client) watchNode(ctx context.Context, i int, key string, ws *watches, 
 					ws.other()
 				}
 			}
-			signal(ws.wake)
+			waitq.Signal(ws.wake)
 			if closed {
 				return
 			}

@@ -133,9 +133,15 @@ func TestBadInput(t *testing.T) {
 	assert.ErrorIs(t, err, redlock.ErrClosed)
 	assert.NotErrorIs(t, err, redlock.ErrInvalid)
 	assert.NoError(t, l.Release(ctx), "a lock held at Close stays usable until released")
+	// Release returns once a majority gave the lock back; after Close, the release of the last node runs on and
+	// nothing waits for it.
+	freed := 0
 	for _, m := range ms {
-		assert.False(t, m.Exists("k"))
+		if !m.Exists("k") {
+			freed++
+		}
 	}
+	assert.GreaterOrEqual(t, freed, locks.Quorum(), "released on a majority")
 }
 
 func TestWrongTypeOnSomeNodes(t *testing.T) {

@@ -106,7 +106,7 @@ func TestMajorityDownFailsFast(t *testing.T) {
 			_, err = fast.Obtain(octx, "another", 10*time.Second)
 			require.ErrorIs(t, err, context.DeadlineExceeded)
 			require.ErrorIs(t, err, redlock.ErrQuorum)
-			assert.Contains(t, err.Error(), `obtain "another"`)
+			assert.Contains(t, err.Error(), `redlock "another": obtain:`)
 		})
 	}
 }

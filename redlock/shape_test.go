@@ -94,7 +94,7 @@ func TestShapeDeadline(t *testing.T) {
 		_, err = locks.Obtain(ctx, "job", time.Minute)
 		t.Logf("%-40s %v", "Obtain, deadline while it waits", err)
 		require.ErrorIs(t, err, context.DeadlineExceeded)
-		assert.Contains(t, err.Error(), `obtain "job"`)
+		assert.Contains(t, err.Error(), `redlock "job": obtain:`)
 		notOther(t, err)
 
 		why := errors.New("the request's budget ran out")

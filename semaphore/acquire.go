@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/errs"
 	"github.com/keyward/keyward/internal/retry"
+	"github.com/keyward/keyward/internal/waitq"
 	"github.com/keyward/keyward/internal/watch"
 )
 
@@ -53,41 +53,13 @@ func (s *Semaphore) Do(ctx context.Context, ttl time.Duration, fn func(ctx conte
 	return p.run(ctx, fn)
 }
 
-// waiter is one goroutine in Acquire.
+// waiter is one goroutine in Acquire. It is woken when it became the contender, was handed a permit, or a
+// hand-off to it fell through.
 type waiter struct {
-	a    *attempt
-	wake chan struct{} // capacity 1: became the contender, was handed a permit, or a hand-off to it fell through
-	// Guarded by Semaphore.mu:
-	permit    *Permit // handed over by a releasing holder
-	trying    bool    // an acquire with this waiter's value is on its way to Redis: it cannot be handed a permit
-	handing   bool    // a release is handing a permit to this waiter right now: it must not try
-	maybeHeld bool    // a release that handed a permit to this waiter may have done so: its answer was lost
-	abandoned bool    // the waiter gave up while handing was true
-
-	// Only the waiter's own goroutine uses these:
-	failed    error         // the error of its last try, when that failed without an answer (nil after an answer)
-	retryAt   time.Time     // when it tries again after failed
-	backoff   retry.Backoff // spaces out tries that fail
-	waitStart time.Time     // when it began to wait; zero while it has not
-}
-
-// fail records a try that failed with err, which may pass: the next try waits a backoff.
-func (w *waiter) fail(err error) {
-	w.failed = err
-	w.retryAt = time.Now().Add(w.backoff.Next())
-}
-
-// answered records a try that got an answer.
-func (w *waiter) answered() {
-	w.failed = nil
-	w.backoff.Reset()
-}
-
-func signal(ch chan struct{}) {
-	select {
-	case ch <- struct{}{}:
-	default:
-	}
+	waitq.Entry // its place in the Semaphore's line, guarded by Semaphore.mu
+	a           *attempt
+	permit      *Permit   // handed over by a releasing holder; guarded by Semaphore.mu
+	waitStart   time.Time // when it began to wait; zero while it has not (only its own goroutine uses it)
 }
 
 // acquireOp names Acquire and Do in their errors.
@@ -99,13 +71,13 @@ func (s *Semaphore) acquire(ctx context.Context, ttl time.Duration, autoRefresh 
 	if err != nil {
 		return nil, err
 	}
-	w := &waiter{a: a, wake: make(chan struct{}, 1)}
+	w := &waiter{Entry: waitq.NewEntry(), a: a}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return nil, errs.Closed("semaphore", acquireOp, s.name)
 	}
-	s.waiters = append(s.waiters, w)
+	s.waiters.Add(w)
 	s.mu.Unlock()
 	p, err := s.wait(ctx, w)
 	if !w.waitStart.IsZero() {
@@ -127,23 +99,12 @@ func (s *Semaphore) startWait(ctx context.Context, w *waiter) {
 }
 
 // contenderLocked returns the waiter that may contend at Redis: the first one.
-func (s *Semaphore) contenderLocked() *waiter {
-	if len(s.waiters) == 0 {
-		return nil
-	}
-	return s.waiters[0]
-}
+func (s *Semaphore) contenderLocked() *waiter { return s.waiters.First() }
 
+// removeLocked takes w out of the line and wakes the contender.
 func (s *Semaphore) removeLocked(w *waiter) {
-	for i, x := range s.waiters {
-		if x == w {
-			s.waiters = append(s.waiters[:i], s.waiters[i+1:]...)
-			break
-		}
-	}
-	if c := s.contenderLocked(); c != nil {
-		signal(c.wake)
-	}
+	s.waiters.Remove(w)
+	s.waiters.SignalFirst()
 }
 
 // wait runs w's turn: it waits in line until it is handed a permit, or until it is the contender, which tries at
@@ -174,23 +135,23 @@ func (s *Semaphore) wait(ctx context.Context, w *waiter) (*Permit, error) {
 			}
 			return s.leave(ctx, w, fmt.Errorf("semaphore %q: %w", s.name, err))
 		}
-		contender := s.contenderLocked() == w && !w.handing && s.leaving == 0
+		contender := s.contenderLocked() == w && !w.Handing && s.leaving == 0
 		// After a try that failed without an answer, the contender waits a backoff, then tries again.
-		backingOff := contender && w.failed != nil && time.Now().Before(w.retryAt)
-		mustTry := contender && !backingOff && (s.watch == nil || !s.line.queued || s.line.stale || w.failed != nil)
+		backingOff := contender && w.BackingOff()
+		mustTry := contender && !backingOff && (s.watch == nil || !s.line.queued || s.line.stale || w.Failed != nil)
 		var ready, mine <-chan struct{}
 		var deadline time.Time
 		if mustTry {
 			// Whatever the watches reported before this try is answered by the try itself.
 			s.hearLocked(time.Now())
-			w.trying, s.line.stale = true, false
+			w.Trying, s.line.stale = true, false
 		} else if contender {
 			if s.watch != nil {
 				ready, mine = s.watch.Ready(), s.own.Ready()
 				deadline = s.line.deadline()
 			}
 			if backingOff {
-				deadline = w.retryAt
+				deadline = w.RetryAt
 			}
 		}
 		s.mu.Unlock()
@@ -206,13 +167,12 @@ func (s *Semaphore) wait(ctx context.Context, w *waiter) (*Permit, error) {
 
 		var fire <-chan time.Time
 		if !deadline.IsZero() {
-			// A little after the deadline, so that the permit has expired on the server, and with a jitter, so
-			// that processes whose timers were set by the same event do not all try at once.
-			timer.Reset(time.Until(deadline) + time.Millisecond + rand.N(time.Millisecond))
+			// A little after the deadline, so that the permit has expired on the server, with a jitter.
+			timer.Reset(waitq.Late(time.Until(deadline)))
 			fire = timer.C
 		}
 		select {
-		case <-w.wake:
+		case <-w.Wake():
 		case <-ready:
 			s.mu.Lock()
 			s.hearLocked(time.Now())
@@ -237,30 +197,30 @@ func (s *Semaphore) wait(ctx context.Context, w *waiter) (*Permit, error) {
 // the Redis queue, subscribed.
 func (s *Semaphore) contend(ctx context.Context, w *waiter) (*Permit, error) {
 	s.mu.Lock()
-	requeue := len(s.waiters) > 1
+	requeue := s.waiters.Len() > 1
 	s.mu.Unlock()
 	p, st, err := s.try(ctx, w.a, s.id, requeue)
 	received := time.Now()
 
 	s.mu.Lock()
-	w.trying = false
+	w.Trying = false
 	if err != nil && !errors.Is(err, keyward.ErrNotObtained) {
 		s.mu.Unlock()
 		switch {
 		case ctx.Err() != nil:
-			return s.leave(ctx, w, s.ctxErr(ctx, acquireOp, w.failed))
+			return s.leave(ctx, w, s.ctxErr(ctx, acquireOp, w.Failed))
 		case retry.Permanent(err):
 			return s.leave(ctx, w, err)
 		}
-		w.fail(err) // the server may be restarting: wait a backoff, then try again
+		w.Fail(err) // the server may be restarting: wait a backoff, then try again
 		return nil, nil
 	}
-	w.answered()
+	w.Answered()
 	s.line.learn(st, received, w.a.ttl)
 	if p != nil {
 		s.line.queued = requeue
 		s.removeLocked(w)
-		stray := len(s.waiters) == 0 && s.line.queued // the others gave up during the try
+		stray := s.waiters.Len() == 0 && s.line.queued // the others gave up during the try
 		if stray {
 			s.leaveQueueLocked()
 		}
@@ -280,7 +240,7 @@ func (s *Semaphore) contend(ctx context.Context, w *waiter) (*Permit, error) {
 	watch, own, err := s.subscribe(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
-			err = s.ctxErr(ctx, acquireOp, w.failed)
+			err = s.ctxErr(ctx, acquireOp, w.Failed)
 		}
 		return s.leave(ctx, w, err)
 	}
@@ -324,11 +284,11 @@ func (s *Semaphore) leave(ctx context.Context, w *waiter, err error) (*Permit, e
 	s.mu.Lock()
 	var handed *Permit
 	if handed = w.permit; handed == nil {
-		w.abandoned = w.handing // the releasing holder releases what it hands over
+		w.Abandoned = w.Handing // the releasing holder releases what it hands over
 		s.removeLocked(w)
 	}
-	maybeHeld := handed == nil && w.maybeHeld
-	last := len(s.waiters) == 0 && s.line.queued
+	maybeHeld := handed == nil && w.MaybeHeld
+	last := s.waiters.Len() == 0 && s.line.queued
 	if last {
 		s.leaveQueueLocked()
 	}
@@ -352,5 +312,5 @@ func (s *Semaphore) leave(ctx context.Context, w *waiter, err error) (*Permit, e
 
 // abandon takes w out of the line because ctx ended. A permit handed to w meanwhile is released.
 func (s *Semaphore) abandon(ctx context.Context, w *waiter) (*Permit, error) {
-	return s.leave(ctx, w, s.ctxErr(ctx, acquireOp, w.failed))
+	return s.leave(ctx, w, s.ctxErr(ctx, acquireOp, w.Failed))
 }

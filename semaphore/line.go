@@ -35,7 +35,7 @@ func (l *line) learn(st script.SemaphoreState, now time.Time, ttl time.Duration)
 	l.know(st.SemaphoreWait, now)
 	// A process that is not first relies on the first to watch reservations; should everyone ahead of it have
 	// died, it looks again after the time the queue would keep its place.
-	l.backstop = now.Add(queueTTL(ttl))
+	l.backstop = now.Add(script.QueueTTL(ttl))
 }
 
 // know records what a waiter needs to know to wait, learned at now.

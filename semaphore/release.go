@@ -31,9 +31,7 @@ func (s *Semaphore) leaveQueue(ctx context.Context) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.leaving--
-	if c := s.contenderLocked(); c != nil {
-		signal(c.wake)
-	}
+	s.waiters.SignalFirst()
 }
 
 // release is the release operation of every Permit of this Semaphore: it hands the permit to the first waiter of
@@ -41,23 +39,16 @@ func (s *Semaphore) leaveQueue(ctx context.Context) {
 // which reserves it for the next waiting process.
 func (s *Semaphore) release(ctx context.Context, p *Permit) (bool, error) {
 	s.mu.Lock()
-	var next *waiter
-	for _, w := range s.waiters {
-		if !w.trying && !w.handing {
-			next = w
-			break
-		}
-	}
+	next := s.waiters.NextForHandOver() // marked Handing
 	g := s.giveBackLocked(p.value)
 	g.Waiter = s.id
 	if next != nil {
-		next.handing = true
 		g.Successor, g.TTL, g.Cohort = next.a.value, next.a.ttl, s.cohort < s.opts.Cohort
 	}
 	// The Semaphore leaves the Redis queue when its last waiter is handed the permit. No try of this Semaphore can
 	// be on its way then (that waiter is the contender, and does not try while it is being handed a permit), so
 	// the line stays as the contender's tries left it.
-	g.More = len(s.waiters) > 1
+	g.More = s.waiters.Len() > 1
 	s.mu.Unlock()
 
 	start := time.Now()
@@ -68,14 +59,14 @@ func (s *Semaphore) release(ctx context.Context, p *Permit) (bool, error) {
 	var abandoned *Permit
 	stray := false
 	if next != nil {
-		next.handing = false
+		next.Handing = false
 	}
 	if err != nil {
 		// Unknown outcome: the contender finds out where things stand with its next try, which renews the
 		// permit the release may have handed to next.
 		s.line.stale = true
 		if next != nil {
-			next.maybeHeld = true
+			next.MaybeHeld = true
 		}
 	} else {
 		if out == script.HandedOver && !g.More {
@@ -88,14 +79,14 @@ func (s *Semaphore) release(ctx context.Context, p *Permit) (bool, error) {
 		np := s.newPermit(next.a, start, res.Fence)
 		s.cohort++
 		s.handOffs.Add(1)
-		if next.abandoned {
+		if next.Abandoned {
 			abandoned = np
 		} else {
 			next.permit = np
-			signal(next.wake)
+			next.Signal()
 		}
 		s.removeLocked(next)
-		if stray = len(s.waiters) == 0 && s.line.queued; stray {
+		if stray = s.waiters.Len() == 0 && s.line.queued; stray {
 			// The process was kept in line for waiters that were served meanwhile by tries of their own.
 			s.leaveQueueLocked()
 		}
@@ -104,7 +95,7 @@ func (s *Semaphore) release(ctx context.Context, p *Permit) (bool, error) {
 			s.cohort = 0
 		}
 		if next != nil {
-			signal(next.wake) // the hand-off fell through: back to waiting, or contending
+			next.Signal() // the hand-off fell through: back to waiting, or contending
 		}
 	}
 	s.mu.Unlock()

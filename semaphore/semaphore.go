@@ -19,6 +19,7 @@ import (
 	"github.com/keyward/keyward/internal/retry"
 	"github.com/keyward/keyward/internal/script"
 	"github.com/keyward/keyward/internal/token"
+	"github.com/keyward/keyward/internal/waitq"
 	"github.com/keyward/keyward/internal/watch"
 )
 
@@ -45,10 +46,10 @@ type Semaphore struct {
 	mu      sync.Mutex
 	limit   int
 	closed  bool
-	done    chan struct{} // closed by Close
-	waiters []*waiter     // Acquire calls, in arrival order; the first is the contender
-	watch   *watch.Watch  // on the semaphore's channel; nil until the first wait
-	own     *watch.Watch  // on this Semaphore's own channel; set with watch
+	done    chan struct{}       // closed by Close
+	waiters waitq.Line[*waiter] // Acquire calls, in arrival order; the first is the contender
+	watch   *watch.Watch        // on the semaphore's channel; nil until the first wait
+	own     *watch.Watch        // on this Semaphore's own channel; set with watch
 	line    line
 	cohort  int // hand-offs to this Semaphore's own waiters since a place last went through Redis
 	leaving int // leaves of the Redis queue on their way; no try starts meanwhile
@@ -128,9 +129,7 @@ func (s *Semaphore) SetLimit(limit int) error {
 	defer s.mu.Unlock()
 	if limit > s.limit {
 		s.line.stale = true
-		if w := s.contenderLocked(); w != nil {
-			signal(w.wake)
-		}
+		s.waiters.SignalFirst()
 	}
 	s.limit = limit
 	return nil
@@ -208,15 +207,9 @@ type attempt struct {
 
 // newAttempt checks an acquisition (op) before anything is sent: its ttl, the Semaphore not closed, ctx not ended.
 func (s *Semaphore) newAttempt(ctx context.Context, op string, ttl time.Duration, autoRefresh bool) (*attempt, error) {
-	ttl, err := s.opts.TTL(ttl)
+	ttl, err := s.opts.Check(ctx, "semaphore", op, s.name, ttl, s.isClosed)
 	if err != nil {
-		return nil, fmt.Errorf("semaphore %q: %w", s.name, err)
-	}
-	if s.isClosed() {
-		return nil, errs.Closed("semaphore", op, s.name)
-	}
-	if ctx.Err() != nil {
-		return nil, errs.Context(ctx, "semaphore", op, s.name)
+		return nil, err
 	}
 	return &attempt{value: token.New(s.opts.Metadata), ttl: ttl, autoRefresh: autoRefresh}, nil
 }
@@ -269,7 +262,7 @@ func (s *Semaphore) try(ctx context.Context, a *attempt, waiter string, requeue 
 		TTL:      a.ttl,
 		Limit:    s.Limit(),
 		Waiter:   waiter,
-		QueueTTL: queueTTL(a.ttl),
+		QueueTTL: script.QueueTTL(a.ttl),
 		Requeue:  requeue,
 		Fencing:  s.fencing,
 		Publish:  s.publish,
@@ -286,12 +279,6 @@ func (s *Semaphore) try(ctx context.Context, a *attempt, waiter string, requeue 
 	}
 	return s.newPermit(a, start, st.Fence), st, nil
 }
-
-// queueTTL is how long the Redis queue lives after a join by a waiter with ttl (every join renews the whole
-// queue, and never shortens it). Only a queue nobody joins for that long expires; the processes that were in it
-// then hear of free places as everyone does (a release with nobody in line announces them), which is slower,
-// never wrong.
-func queueTTL(ttl time.Duration) time.Duration { return 2*ttl + time.Second }
 
 // cleanUp releases the permit in case an acquire whose answer was lost did take it. It uses a context of its own,
 // since ctx may be what ended the acquire.

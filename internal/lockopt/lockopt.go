@@ -1,5 +1,6 @@
-// Package lockopt holds the settings that lock/ and redlock/ share, with their defaults and validation. Each
-// public package exposes them through its own documented With… functions.
+// Package lockopt holds the settings that lock/, redlock/ and semaphore/ share, with their defaults and validation,
+// and the checks of a call that come before anything is sent. Each public package exposes them through its own
+// documented With… functions.
 package lockopt
 
 import (
@@ -11,8 +12,10 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/errs"
 	"github.com/keyward/keyward/internal/lease"
 	"github.com/keyward/keyward/internal/nilness"
+	"github.com/keyward/keyward/internal/script"
 	"github.com/keyward/keyward/internal/token"
 )
 
@@ -39,12 +42,12 @@ type Settings struct {
 type Option func(*Settings)
 
 // Defaults returns the default settings: no prefix, "host=<hostname> pid=<pid>" metadata, 1 % + 2 ms drift,
-// no auto-refresh, a 20 ms claim window, cohorts of 4.
+// no auto-refresh, the scripts' default claim window (20 ms), cohorts of 4.
 func Defaults() Settings {
 	return Settings{
 		Metadata:    token.DefaultMetadata(),
 		Drift:       lease.DefaultDrift,
-		ClaimWindow: 20 * time.Millisecond,
+		ClaimWindow: script.DefaultClaimWindow,
 		Cohort:      4,
 	}
 }
@@ -74,6 +77,23 @@ func (s Settings) TTL(ttl time.Duration) (time.Duration, error) {
 		return 0, err
 	}
 	return ttl.Truncate(time.Millisecond), nil
+}
+
+// Check checks a call (op, e.g. "obtain") of package pkg on key before anything is sent, in this order: its ttl
+// (TTL; the error names pkg and key), that the caller is not closed (closed may be nil: not checked here; the
+// error matches keyward.ErrClosed), and that ctx has not ended (errs.Context). It returns the ttl TTL returns.
+func (s Settings) Check(ctx context.Context, pkg, op, key string, ttl time.Duration, closed func() bool) (time.Duration, error) {
+	ttl, err := s.TTL(ttl)
+	if err != nil {
+		return 0, fmt.Errorf("%s %q: %w", pkg, key, err)
+	}
+	if closed != nil && closed() {
+		return 0, errs.Closed(pkg, op, key)
+	}
+	if err := errs.Context(ctx, pkg, op, key); err != nil {
+		return 0, err
+	}
+	return ttl, nil
 }
 
 // Prefix sets Settings.Prefix.

@@ -106,6 +106,13 @@ func acquire(ctx context.Context, c redis.Scripter, n keys.Names, value string, 
 	return Acquired{PTTL: time.Duration(res[1]) * time.Millisecond}, nil
 }
 
+// QueueTTL is how long a queue of waiting processes (a lock's, on each node for Redlock, or a semaphore's) lives
+// after a join by a waiter whose ttl is ttl; every join renews the whole queue and never shortens it. A waiter
+// tries again at least once per holder's ttl, which renews the queue, so only a queue nobody waits in expires. The
+// processes that were in it then hear of free places as everyone does (a release with nobody in line announces
+// them), which is slower, never wrong.
+func QueueTTL(ttl time.Duration) time.Duration { return 2*ttl + time.Second }
+
 // DefaultClaimWindow is how long a released lock stays reserved for the first waiting process before anyone may
 // take it: the longest a process that died while first in line can hold the others up.
 const DefaultClaimWindow = 20 * time.Millisecond

@@ -9,6 +9,7 @@ const (
 	pSemaphore = "./semaphore/"
 	pElection  = "./election/"
 	pKeyspace  = "./internal/watch/"
+	pWaitq     = "./internal/waitq/"
 )
 
 // mutations is the list of injected bugs: each a small, realistic mistake in a place where a mistake costs
@@ -213,6 +214,15 @@ var mutations = []mutation{
 		Pkgs: []string{pLock},
 	},
 
+	{
+		Name: "handover-to-trying-waiter",
+		Bug:  "a release hands the lock or permit to a waiter whose own try is on its way",
+		File: "internal/waitq/waitq.go",
+		Old:  "if e := w.entry(); !e.Trying && !e.Handing {",
+		New:  "if e := w.entry(); !e.Handing {",
+		Pkgs: []string{pWaitq, pLock, pSemaphore},
+	},
+
 	// Redlock.
 	{
 		Name: "redlock-quorum-half",
@@ -254,7 +264,7 @@ var mutations = []mutation{
 		Name: "election-loss-not-noticed",
 		Bug:  "a leader whose lock was lost keeps leading (its context is not cancelled)",
 		File: "election/campaign.go",
-		Old:  "lead.ctx.cancel(lead.e.wrap(lead.lock.Err()))",
+		Old:  "lead.lose(lead.e.wrap(lead.lock.Err()))",
 		New:  "",
 		Pkgs: []string{pElection},
 	},
