@@ -1,11 +1,9 @@
 package keyspace_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -15,20 +13,6 @@ import (
 	"github.com/keyward/keyward/lock"
 	"github.com/keyward/keyward/semaphore"
 )
-
-// aclUser creates the ACL user name on srv with every command and key and the given channel rules, and returns a
-// client for it built with go-redis's default options.
-func aclUser(t *testing.T, srv *redistest.Server, name string, channels ...string) *redis.Client {
-	t.Helper()
-	args := []any{"ACL", "SETUSER", name, "on", ">pw", "~*", "+@all", "resetchannels"}
-	for _, c := range channels {
-		args = append(args, c)
-	}
-	require.NoError(t, srv.Client(t).Do(context.Background(), args...).Err())
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: name, Password: "pw"})
-	t.Cleanup(func() { _ = rdb.Close() })
-	return rdb
-}
 
 // What users saw: Obtain and Acquire hung until their context ended (forever without a deadline), although the
 // lock was free after 150 ms. They return the permission error now.
@@ -41,7 +25,7 @@ func TestObtainAndAcquireWithoutChannelPermission(t *testing.T) {
 	_, err = admin.TryObtain(ctx, "job", 150*time.Millisecond)
 	require.NoError(t, err)
 
-	rdb := aclUser(t, srv, "nochannels")
+	rdb := srv.ChannelUser(t, "nochannels")
 	locks, err := lock.New(rdb)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = locks.Close() })
@@ -64,7 +48,7 @@ func TestObtainAndAcquireWithoutChannelPermission(t *testing.T) {
 // naming the channel.
 func TestWatchWithoutChannelPermission(t *testing.T) {
 	srv := redistest.Start(t)
-	w := newWatcher(t, aclUser(t, srv, "nochannels"))
+	w := newWatcher(t, srv.ChannelUser(t, "nochannels"))
 	_, err := w.Watch(withTimeout(t, 10*time.Second), "job")
 	require.ErrorIs(t, err, keyward.ErrNoPermission)
 	assert.Contains(t, err.Error(), keys.For("job").Channel)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/errs"
+	"github.com/keyward/keyward/internal/lease"
 	"github.com/keyward/keyward/internal/retry"
 	"github.com/keyward/keyward/internal/waitq"
 	"github.com/keyward/keyward/internal/watch"
@@ -50,7 +51,7 @@ func (s *Semaphore) Do(ctx context.Context, ttl time.Duration, fn func(ctx conte
 	if err != nil {
 		return err
 	}
-	return p.run(ctx, fn)
+	return lease.Run(ctx, p, fn)
 }
 
 // waiter is one goroutine in Acquire. It is woken when it became the contender, was handed a permit, or a

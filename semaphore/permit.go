@@ -79,31 +79,3 @@ func (p *Permit) wrap(ctx context.Context, op string, err error) error {
 	}
 	return fmt.Errorf("semaphore %q: %w", p.s.name, err)
 }
-
-// releaseTimeout bounds the release that Do sends after fn returns, on a context that the caller's cancellation
-// does not end (a cancelled caller still wants its permit given back).
-const releaseTimeout = 5 * time.Second
-
-// run runs fn while p is held: fn's context is cancelled with p's loss error as its cause the moment p is lost,
-// and p is released when fn returns, also when fn panics (the panic then goes on after the release). It returns
-// fn's error joined with the release's.
-func (p *Permit) run(ctx context.Context, fn func(context.Context) error) (err error) {
-	fnCtx, cancel := context.WithCancelCause(ctx)
-	watching := make(chan struct{})
-	go func() {
-		defer close(watching)
-		select {
-		case <-p.Lost():
-			cancel(p.Err())
-		case <-fnCtx.Done():
-		}
-	}()
-	defer func() {
-		cancel(context.Canceled)
-		<-watching
-		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
-		defer rcancel()
-		err = errors.Join(err, p.Release(rctx))
-	}()
-	return fn(fnCtx)
-}

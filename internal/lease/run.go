@@ -10,10 +10,18 @@ import (
 // cancellation does not end (a cancelled caller still wants its lock given back).
 const releaseTimeout = 5 * time.Second
 
+// Held is what Run needs of a held lock or permit: a *Lease, or a package's own wrapper of one (whose Release
+// also tells the package's observer).
+type Held interface {
+	Lost() <-chan struct{}
+	Err() error
+	Release(ctx context.Context) error
+}
+
 // Run runs fn while l is held: fn's context is cancelled with l's loss error as its cause (context.Cause tells
-// "lock lost") the moment the lease is lost, and the lease is released when fn returns, also when fn panics
-// (the panic then goes on after the release). It returns fn's error joined with the release's.
-func Run(ctx context.Context, l *Lease, fn func(context.Context) error) (err error) {
+// "lock lost") the moment it is lost, and l is released when fn returns, also when fn panics (the panic then goes
+// on after the release). It returns fn's error joined with the release's.
+func Run(ctx context.Context, l Held, fn func(context.Context) error) (err error) {
 	fnCtx, cancel := context.WithCancelCause(ctx)
 	watching := make(chan struct{})
 	go func() {

@@ -49,6 +49,14 @@ func (s *Server) OpenUser(t testing.TB, name, password string) *redis.Client {
 	return s.User(t, name, password, []string{"on", ">" + password, "~*", "+@all", "resetchannels", "&*"})
 }
 
+// ChannelUser creates (or resets) the ACL user name on s, allowed every command and key but only the channels
+// given (ACL channel rules such as "&keyward:probe:*"; none: no channel at all), and returns a client for it built
+// with go-redis's default options and password "pw", closed when the test ends.
+func (s *Server) ChannelUser(t testing.TB, name string, channels ...string) *redis.Client {
+	t.Helper()
+	return s.User(t, name, "pw", append([]string{"on", ">pw", "~*", "+@all", "resetchannels"}, channels...))
+}
+
 // RevokeChannels takes from the ACL user name every channel but keyward's probe channels ("keyward:probe:*"): the
 // server closes the subscriptions it holds, and refuses new ones.
 func (s *Server) RevokeChannels(t testing.TB, name string) {

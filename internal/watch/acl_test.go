@@ -17,20 +17,6 @@ import (
 	"github.com/keyward/keyward/internal/watch"
 )
 
-// aclUser creates the ACL user name on srv with every command and key and the given channel rules, and returns a
-// client for it built with go-redis's default options.
-func aclUser(t *testing.T, srv *redistest.Server, name string, channels ...string) *redis.Client {
-	t.Helper()
-	args := []any{"ACL", "SETUSER", name, "on", ">pw", "~*", "+@all", "resetchannels"}
-	for _, c := range channels {
-		args = append(args, c)
-	}
-	require.NoError(t, srv.Client(t).Do(context.Background(), args...).Err())
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: name, Password: "pw"})
-	t.Cleanup(func() { _ = rdb.Close() })
-	return rdb
-}
-
 func withTimeout(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
@@ -42,7 +28,7 @@ func withTimeout(t *testing.T, d time.Duration) context.Context {
 // a confirmation that never comes.
 func TestWatchRefused(t *testing.T) {
 	srv := redistest.Start(t)
-	rdb := aclUser(t, srv, "nochannels")
+	rdb := srv.ChannelUser(t, "nochannels")
 	w := newWatcher(t, rdb)
 	_, err := w.Watch(withTimeout(t, 10*time.Second), "job")
 	require.ErrorIs(t, err, keyward.ErrNoPermission)
@@ -57,7 +43,7 @@ func TestWatchRefused(t *testing.T) {
 // A user allowed the release channels but not the keyspace channels watches without keyspace notifications.
 func TestKeyspaceChannelRefused(t *testing.T) {
 	srv := redistest.Start(t, redistest.WithNotify("Kgx"))
-	rdb := aclUser(t, srv, "releases", "&*:released", "&keyward:probe:*")
+	rdb := srv.ChannelUser(t, "releases", "&*:released", "&keyward:probe:*")
 	w := newWatcher(t, rdb)
 	wt := mustWatch(t, w, "job")
 	assert.False(t, w.KeyEvents(), "refused: as if the server had them off")
@@ -75,7 +61,7 @@ func TestKeyspaceChannelRefused(t *testing.T) {
 // is sent again one channel at a time), the probe is off, and watching works.
 func TestProbeChannelRefused(t *testing.T) {
 	srv := redistest.Start(t)
-	rdb := aclUser(t, srv, "releases", "&*:released")
+	rdb := srv.ChannelUser(t, "releases", "&*:released")
 	w := newWatcher(t, rdb)
 	wt := mustWatch(t, w, "job")
 	ctx := context.Background()
@@ -91,7 +77,7 @@ func TestPermissionRevokedWhileWatching(t *testing.T) {
 	srv := redistest.Start(t)
 	admin := srv.Client(t)
 	ctx := context.Background()
-	rdb := aclUser(t, srv, "u", "&*")
+	rdb := srv.ChannelUser(t, "u", "&*")
 	w := newWatcher(t, rdb)
 	a := mustWatch(t, w, "a")
 	b := mustWatch(t, w, "b")

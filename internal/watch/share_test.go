@@ -213,7 +213,7 @@ func TestObserversHearBackgroundErrors(t *testing.T) {
 	})
 	t.Run("probe refused", func(t *testing.T) {
 		srv := redistest.Start(t)
-		rdb := aclUser(t, srv, "releases", "&*:released")
+		rdb := srv.ChannelUser(t, "releases", "&*:released")
 		r := newRecorder()
 		h := attach(t, rdb, r)
 		handleWatch(t, h, "job")
