@@ -8,7 +8,8 @@ type Stats struct {
 	Tries int64
 	// FailedTries counts those that found the lock taken (or the semaphore full).
 	FailedTries int64
-	// HandOffs counts locks or permits handed to a waiter of this client within a release's round trip,
-	// without a try of its own.
+	// HandOffs counts locks or permits a release passed to a waiter of this client within its round trip: handed
+	// over (lock, semaphore: the waiter makes no try of its own), or reserved for it on a majority (redlock: the
+	// waiter claims the reservation with a try, which no other process can take from it).
 	HandOffs int64
 }
