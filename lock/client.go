@@ -205,7 +205,7 @@ func (a *attempt) try(ctx context.Context) (*Lock, time.Duration, error) {
 		if ctx.Err() != nil {
 			return nil, 0, ctxEnded(ctx, a.op, a.key, err)
 		}
-		return nil, 0, fmt.Errorf("lock %q: acquire: %w", a.key, err)
+		return nil, 0, fmt.Errorf("lock %q: %s: %w", a.key, a.op, err)
 	}
 	if !res.OK {
 		a.c.failedTries.Add(1)

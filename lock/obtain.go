@@ -415,7 +415,7 @@ func (c *Client) tryAsWaiter(ctx context.Context, q *queue, w *waiter, watch *wa
 		if !script.IsReply(err) {
 			w.a.cleanUp(ctx)
 		}
-		err = fmt.Errorf("lock %q: acquire: %w", w.a.key, err)
+		err = fmt.Errorf("lock %q: %s: %w", w.a.key, w.a.op, err)
 		if ctx.Err() != nil || retry.Permanent(err) {
 			return c.quit(ctx, q, w, err)
 		}

@@ -101,7 +101,7 @@ func TestObtainGivesUpWithTheLastCause(t *testing.T) {
 		assert.Equal(t, 3*time.Second, time.Since(start), "returns when ctx ends")
 		assert.ErrorIs(t, err, context.DeadlineExceeded)
 		assert.ErrorIs(t, err, syscall.ECONNREFUSED)
-		assert.ErrorContains(t, err, `lock "job": acquire`)
+		assert.ErrorContains(t, err, `(the last attempt failed: lock "job": obtain: dial tcp`)
 		down.Off()
 		assert.Empty(t, m.Keys(), "nothing left behind")
 	})

@@ -122,12 +122,12 @@ func (a *attempt) try(ctx context.Context, queued bool) (*Lock, tried) {
 	case nHeld < q && nTaken > n-q:
 		fail = fmt.Errorf("redlock %q: %w", a.key, ErrNotObtained)
 	case nHeld < q:
-		fail = c.quorumError("acquire", a.key, nHeld, causes)
+		fail = c.quorumError(a.op, a.key, nHeld, causes)
 	default:
 		fence, fail = a.agree(ctx, state, fences)
 		if drift := c.opts.Drift.Of(a.ttl); fail == nil && !time.Now().Before(start.Add(a.ttl-drift)) {
-			fail = fmt.Errorf("redlock %q: acquire: %w: a majority took %v, longer than the validity of ttl %v − drift %v",
-				a.key, ErrQuorum, time.Since(start).Round(time.Microsecond), a.ttl, drift)
+			fail = fmt.Errorf("redlock %q: %s: %w: a majority took %v, longer than the validity of ttl %v − drift %v",
+				a.key, a.op, ErrQuorum, time.Since(start).Round(time.Microsecond), a.ttl, drift)
 		}
 	}
 	if fail == nil {

@@ -200,6 +200,7 @@ func (s *Semaphore) TryAcquire(ctx context.Context, ttl time.Duration, opts ...A
 
 // attempt is one caller's attempt to take a permit, with the value it will store.
 type attempt struct {
+	op          string // the caller's operation, for errors: "try acquire" or "acquire"
 	value       string
 	ttl         time.Duration
 	autoRefresh bool
@@ -211,7 +212,7 @@ func (s *Semaphore) newAttempt(ctx context.Context, op string, ttl time.Duration
 	if err != nil {
 		return nil, err
 	}
-	return &attempt{value: token.New(s.opts.Metadata), ttl: ttl, autoRefresh: autoRefresh}, nil
+	return &attempt{op: op, value: token.New(s.opts.Metadata), ttl: ttl, autoRefresh: autoRefresh}, nil
 }
 
 // ctxErr returns the error of op, stopped because ctx ended: it matches ctx's error and cause (errs.Context) and,
@@ -271,7 +272,7 @@ func (s *Semaphore) try(ctx context.Context, a *attempt, waiter string, requeue 
 		if !script.IsReply(err) {
 			s.cleanUp(ctx, a)
 		}
-		return nil, st, fmt.Errorf("semaphore %q: acquire: %w", s.name, err)
+		return nil, st, fmt.Errorf("semaphore %q: %s: %w", s.name, a.op, err)
 	}
 	if !st.OK {
 		s.failedTries.Add(1)
