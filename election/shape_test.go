@@ -17,6 +17,7 @@ import (
 	"github.com/keyward/keyward/election"
 	"github.com/keyward/keyward/internal/acl"
 	"github.com/keyward/keyward/internal/errs"
+	"github.com/keyward/keyward/internal/observe"
 	"github.com/keyward/keyward/internal/redistest"
 	"github.com/keyward/keyward/lock"
 )
@@ -239,7 +240,7 @@ func TestShapeQuorumLost(t *testing.T) {
 	})
 	t.Run("ridden out by the election until ctx ends", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			rec := &recorder{}
+			rec := &observe.Recorder{}
 			e := stubElection(t, func(context.Context, string) error { return quorumErr(down) },
 				election.WithObserver(rec))
 			for _, name := range waits {
@@ -248,7 +249,7 @@ func TestShapeQuorumLost(t *testing.T) {
 				cancel()
 				assertCtxErr(t, err, context.DeadlineExceeded, errShutdown)
 				assertNodes(t, err, down)
-				events := rec.take(t)
+				events := take(t, rec)
 				require.NotEmpty(t, events)
 				for _, ev := range events {
 					assert.Equal(t, keyward.Error, ev.Kind)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/acl"
+	"github.com/keyward/keyward/internal/observe"
 	"github.com/keyward/keyward/internal/redistest"
 	"github.com/keyward/keyward/lock"
 )
@@ -210,14 +211,14 @@ func TestShapeAfterClose(t *testing.T) {
 				defer func() { assert.NoError(t, other.Close()) }()
 				held, err := other.TryObtain(context.Background(), "job", time.Minute)
 				require.NoError(t, err)
-				rec := newRecorder()
+				rec := &observe.Recorder{}
 				locks := newClient(t, rdb, lock.WithObserver(rec))
 				done := make(chan error)
 				go func() { done <- call(context.Background(), locks) }()
 				synctest.Wait() // waiting
 				require.NoError(t, locks.Close())
 				assertShape(t, <-done, lock.ErrClosed)
-				assert.ErrorIs(t, rec.wait(t, keyward.WaitEnded).Err, lock.ErrClosed)
+				assert.ErrorIs(t, wait(t, rec, keyward.WaitEnded).Err, lock.ErrClosed)
 				require.NoError(t, held.Release(context.Background()))
 			})
 		})
