@@ -54,6 +54,26 @@ func shapeBubble(t *testing.T, test func(t *testing.T, locks *lock.Client)) {
 	})
 }
 
+// heldBubble runs test in a synctest bubble with a miniredis and a Client that holds "job" for a minute, then
+// releases the lock: the release works, or finds the lock gone (a Release that test cut short may have reached
+// the server all the same).
+func heldBubble(t *testing.T, test func(t *testing.T, l *lock.Lock)) {
+	synctest.Test(t, func(t *testing.T) {
+		m := miniredis.NewMiniRedis()
+		defer m.Close()
+		rdb := redistest.SynctestClient(m)
+		defer rdb.Close()
+		locks := newClient(t, rdb)
+		defer func() { assert.NoError(t, locks.Close()) }()
+		l, err := locks.TryObtain(context.Background(), "job", time.Minute)
+		require.NoError(t, err)
+		test(t, l)
+		if err := l.Release(context.Background()); err != nil {
+			assert.ErrorIs(t, err, lock.ErrNotHeld)
+		}
+	})
+}
+
 // waitingCalls are the calls that wait for "job" (held by another process in shapeBubble), each returning its error.
 var waitingCalls = map[string]func(ctx context.Context, locks *lock.Client) error{
 	"Obtain": func(ctx context.Context, locks *lock.Client) error {
@@ -110,23 +130,11 @@ func TestShapeCancelledWithACause(t *testing.T) {
 	}
 	for name, call := range heldCalls {
 		t.Run(name, func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				m := miniredis.NewMiniRedis()
-				defer m.Close()
-				rdb := redistest.SynctestClient(m)
-				defer rdb.Close()
-				locks := newClient(t, rdb)
-				defer func() { assert.NoError(t, locks.Close()) }()
-				l, err := locks.TryObtain(context.Background(), "job", time.Minute)
-				require.NoError(t, err)
+			heldBubble(t, func(t *testing.T, l *lock.Lock) {
 				ctx, cancel := context.WithCancelCause(context.Background())
 				cancel(cause)
 				assertShape(t, call(ctx, l), context.Canceled, cause)
 				assert.NoError(t, l.Err(), "an operation cut short by its ctx does not lose the lock")
-				err = l.Release(context.Background())
-				if err != nil { // the cancelled Release may have reached the server all the same
-					assert.ErrorIs(t, err, lock.ErrNotHeld)
-				}
 			})
 		})
 	}
@@ -155,22 +163,10 @@ func TestShapeDeadline(t *testing.T) {
 	}
 	for name, call := range heldCalls {
 		t.Run(name, func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				m := miniredis.NewMiniRedis()
-				defer m.Close()
-				rdb := redistest.SynctestClient(m)
-				defer rdb.Close()
-				locks := newClient(t, rdb)
-				defer func() { assert.NoError(t, locks.Close()) }()
-				l, err := locks.TryObtain(context.Background(), "job", time.Minute)
-				require.NoError(t, err)
+			heldBubble(t, func(t *testing.T, l *lock.Lock) {
 				ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
 				defer cancel()
 				assertShape(t, call(ctx, l), context.DeadlineExceeded)
-				err = l.Release(context.Background())
-				if err != nil {
-					assert.ErrorIs(t, err, lock.ErrNotHeld)
-				}
 			})
 		})
 	}
