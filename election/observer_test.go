@@ -16,61 +16,39 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/election"
+	"github.com/keyward/keyward/internal/observe"
 )
 
-// recorder is an Observer that keeps every event it hears.
-type recorder struct {
-	mu     sync.Mutex
-	events []keyward.Event
-}
-
-func (r *recorder) Observe(_ context.Context, e keyward.Event) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.events = append(r.events, e)
-}
-
-// take returns the events heard since the last take, and checks that each comes from the election "report".
-func (r *recorder) take(t *testing.T) []keyward.Event {
+// take returns the events rec heard since the last take, and checks that each comes from the election "report".
+func take(t *testing.T, rec *observe.Recorder) []keyward.Event {
 	t.Helper()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	e := r.events
-	r.events = nil
-	for _, ev := range e {
-		assert.Equal(t, "election", ev.Source, "%v", ev.Kind)
-		assert.Equal(t, name, ev.Key, "%v", ev.Kind)
+	es := rec.Take()
+	for _, e := range es {
+		assert.Equal(t, "election", e.Source, "%v", e.Kind)
+		assert.Equal(t, name, e.Key, "%v", e.Kind)
 	}
-	return e
-}
-
-func kinds(events []keyward.Event) []keyward.EventKind {
-	var k []keyward.EventKind
-	for _, e := range events {
-		k = append(k, e.Kind)
-	}
-	return k
+	return es
 }
 
 func TestObserverHearsTerms(t *testing.T) {
 	inBubble(t, func(t *testing.T, _ *miniredis.Miniredis, client func(...redis.Hook) *redis.Client) {
 		ctx := context.Background()
-		rec := &recorder{}
+		rec := &observe.Recorder{}
 		a := newCandidate(t, client(), "replica-a", election.WithObserver(rec))
 		b := newCandidate(t, client(), "replica-b")
 
 		lead, err := a.Campaign(ctx)
 		require.NoError(t, err)
 		assert.Equal(t, []keyward.Event{{Kind: keyward.Obtained, Source: "election", Key: name, Fence: lead.Term()}},
-			rec.take(t), "elected at once")
+			take(t, rec), "elected at once")
 
 		time.Sleep(5 * time.Second) // renewals tell nothing
-		assert.Empty(t, rec.take(t))
+		assert.Empty(t, take(t, rec))
 		require.NoError(t, lead.Resign(ctx))
 		assert.Equal(t, []keyward.Event{{Kind: keyward.Released, Source: "election", Key: name, Fence: lead.Term(),
-			Held: 5 * time.Second}}, rec.take(t))
+			Held: 5 * time.Second}}, take(t, rec))
 		require.NoError(t, lead.Resign(ctx))
-		assert.Empty(t, rec.take(t), "a second Resign tells nothing")
+		assert.Empty(t, take(t, rec), "a second Resign tells nothing")
 
 		// A campaign that waits for another leader.
 		other, err := b.Campaign(ctx)
@@ -85,9 +63,9 @@ func TestObserverHearsTerms(t *testing.T) {
 		require.NoError(t, other.Resign(ctx))
 		second := <-got
 		assert.Equal(t, []keyward.Event{{Kind: keyward.Obtained, Source: "election", Key: name,
-			Fence: second.Term(), Wait: 3 * time.Second}}, rec.take(t))
+			Fence: second.Term(), Wait: 3 * time.Second}}, take(t, rec))
 		require.NoError(t, second.Resign(ctx))
-		assert.Equal(t, []keyward.EventKind{keyward.Released}, kinds(rec.take(t)))
+		assert.Equal(t, []keyward.EventKind{keyward.Released}, observe.Kinds(take(t, rec)))
 	})
 }
 
@@ -95,19 +73,19 @@ func TestObserverHearsTerms(t *testing.T) {
 func TestObserverHearsATermLost(t *testing.T) {
 	inBubble(t, func(t *testing.T, _ *miniredis.Miniredis, client func(...redis.Hook) *redis.Client) {
 		ctx := context.Background()
-		rec := &recorder{}
+		rec := &observe.Recorder{}
 		crashed := newCrash()
 		a := newCandidate(t, client(crashed), "replica-a", election.WithObserver(rec))
 		lead, err := a.Campaign(ctx)
 		require.NoError(t, err)
 		elected := time.Now()
-		assert.Equal(t, []keyward.EventKind{keyward.Obtained}, kinds(rec.take(t)))
+		assert.Equal(t, []keyward.EventKind{keyward.Obtained}, observe.Kinds(take(t, rec)))
 
 		crashed.On() // Redis can no longer be reached: no renewal succeeds
 		<-lead.Done()
 		synctest.Wait()
-		events := rec.take(t)
-		require.GreaterOrEqual(t, len(events), 2, "%v", kinds(events))
+		events := take(t, rec)
+		require.GreaterOrEqual(t, len(events), 2, "%v", observe.Kinds(events))
 		for _, e := range events[:len(events)-1] {
 			assert.Equal(t, keyward.RefreshFailed, e.Kind)
 			assert.ErrorIs(t, e.Err, errCrashed)
@@ -123,8 +101,8 @@ func TestObserverHearsATermLost(t *testing.T) {
 		crashed.Off()
 		err = lead.Resign(ctx)
 		require.ErrorIs(t, err, election.ErrLost)
-		events = rec.take(t)
-		assert.Equal(t, []keyward.EventKind{keyward.Released}, kinds(events), "the loss is told once")
+		events = take(t, rec)
+		assert.Equal(t, []keyward.EventKind{keyward.Released}, observe.Kinds(events), "the loss is told once")
 		assert.Equal(t, err, events[0].Err)
 	})
 }
@@ -132,7 +110,7 @@ func TestObserverHearsATermLost(t *testing.T) {
 // A term found taken at a renewal is lost, with no failed renewal before it; Run campaigns again.
 func TestObserverHearsRunsTerms(t *testing.T) {
 	inBubble(t, func(t *testing.T, m *miniredis.Miniredis, client func(...redis.Hook) *redis.Client) {
-		rec := &recorder{}
+		rec := &observe.Recorder{}
 		a := newCandidate(t, client(), "replica-a", election.WithObserver(rec))
 		ctx, cancel := context.WithCancel(context.Background())
 		var terms []int64
@@ -149,9 +127,9 @@ func TestObserverHearsRunsTerms(t *testing.T) {
 		})
 		require.ErrorIs(t, err, context.Canceled)
 		require.Len(t, terms, 2)
-		events := rec.take(t)
+		events := take(t, rec)
 		assert.Equal(t, []keyward.EventKind{keyward.Obtained, keyward.Lost, keyward.Released, keyward.Obtained,
-			keyward.Released}, kinds(events))
+			keyward.Released}, observe.Kinds(events))
 		assert.Equal(t, terms[0], events[1].Fence)
 		assert.ErrorIs(t, events[1].Err, election.ErrLost)
 		assert.Equal(t, time.Second/3, events[1].Held, "found taken at the first renewal")
@@ -165,7 +143,7 @@ func TestObserverHearsRunsTerms(t *testing.T) {
 // The errors Run rides out, which OnError used to hear, are Error events.
 func TestObserverHearsErrorsRunRidesOut(t *testing.T) {
 	inBubble(t, func(t *testing.T, m *miniredis.Miniredis, client func(...redis.Hook) *redis.Client) {
-		rec := &recorder{}
+		rec := &observe.Recorder{}
 		a := newCandidate(t, client(&failRecordWrite{err: loadingError{}}), "replica-a", election.WithObserver(rec))
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
@@ -174,8 +152,8 @@ func TestObserverHearsErrorsRunRidesOut(t *testing.T) {
 			return nil
 		})
 		require.ErrorIs(t, err, context.Canceled)
-		events := rec.take(t)
-		assert.Equal(t, []keyward.EventKind{keyward.Error, keyward.Obtained, keyward.Released}, kinds(events))
+		events := take(t, rec)
+		assert.Equal(t, []keyward.EventKind{keyward.Error, keyward.Obtained, keyward.Released}, observe.Kinds(events))
 		assert.ErrorContains(t, events[0].Err, "LOADING")
 		assert.ErrorContains(t, events[0].Err, `"report"`)
 	})
@@ -190,13 +168,13 @@ func TestWithLogger(t *testing.T) {
 			defer mu.Unlock()
 			return buf.Write(p)
 		}), &slog.HandlerOptions{Level: slog.LevelDebug}))
-		rec := &recorder{}
+		rec := &observe.Recorder{}
 		a := newCandidate(t, client(), "replica-a", election.WithLogger(logger), election.WithObserver(rec),
 			election.WithLogger(nil))
 		lead, err := a.Campaign(context.Background())
 		require.NoError(t, err)
 		require.NoError(t, lead.Resign(context.Background()))
-		assert.Len(t, rec.take(t), 2, "the observer hears everything too")
+		assert.Len(t, take(t, rec), 2, "the observer hears everything too")
 		mu.Lock()
 		defer mu.Unlock()
 		assert.Contains(t, buf.String(), `msg="keyward: obtained" source=election key=report`)

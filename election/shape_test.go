@@ -17,6 +17,7 @@ import (
 	"github.com/keyward/keyward/election"
 	"github.com/keyward/keyward/internal/acl"
 	"github.com/keyward/keyward/internal/errs"
+	"github.com/keyward/keyward/internal/observe"
 	"github.com/keyward/keyward/internal/redistest"
 	"github.com/keyward/keyward/lock"
 )
@@ -29,19 +30,11 @@ import (
 // errShutdown is the cause a caller gives its context.
 var errShutdown = errors.New("shutting down")
 
-// assertCtxErr checks the shape of the error of a call stopped by its ctx: it matches ctx's error and its cause,
-// is the shared context error, names the election, and is not an ErrInvalid.
+// assertCtxErr checks the shape of the error of a call stopped by its ctx (redistest.AssertCtxErr): it names the
+// election "report".
 func assertCtxErr(t *testing.T, err, ctxErr, cause error) {
 	t.Helper()
-	require.Error(t, err)
-	assert.ErrorIs(t, err, ctxErr)
-	if cause != nil {
-		assert.ErrorIs(t, err, cause)
-	}
-	assert.True(t, errs.IsContext(err), "the shared context error: %v", err)
-	assert.NotErrorIs(t, err, keyward.ErrInvalid)
-	assert.NotErrorIs(t, err, keyward.ErrClosed)
-	assert.Contains(t, err.Error(), `"report"`)
+	redistest.AssertCtxErr(t, err, "report", ctxErr, cause)
 }
 
 // calls are the election's calls that take a ctx, each returning its error (a leadership it won is resigned).
@@ -239,7 +232,7 @@ func TestShapeQuorumLost(t *testing.T) {
 	})
 	t.Run("ridden out by the election until ctx ends", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			rec := &recorder{}
+			rec := &observe.Recorder{}
 			e := stubElection(t, func(context.Context, string) error { return quorumErr(down) },
 				election.WithObserver(rec))
 			for _, name := range waits {
@@ -248,7 +241,7 @@ func TestShapeQuorumLost(t *testing.T) {
 				cancel()
 				assertCtxErr(t, err, context.DeadlineExceeded, errShutdown)
 				assertNodes(t, err, down)
-				events := rec.take(t)
+				events := take(t, rec)
 				require.NotEmpty(t, events)
 				for _, ev := range events {
 					assert.Equal(t, keyward.Error, ev.Kind)

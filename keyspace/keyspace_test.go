@@ -14,6 +14,7 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/keys"
+	"github.com/keyward/keyward/internal/observe"
 	"github.com/keyward/keyward/internal/redistest"
 	"github.com/keyward/keyward/keyspace"
 	"github.com/keyward/keyward/lock"
@@ -266,27 +267,20 @@ func TestEventsAreKeptAndShared(t *testing.T) {
 func TestObserverHearsReconnected(t *testing.T) {
 	srv := redistest.Start(t)
 	admin, rdb := srv.Client(t), srv.Client(t)
-	events := make(chan keyward.Event, 16)
-	w := newWatcher(t, rdb, keyspace.WithObserver(keyward.ObserverFunc(func(_ context.Context, e keyward.Event) {
-		select {
-		case events <- e:
-		default:
-		}
-	})))
+	rec := &observe.Recorder{}
+	w := newWatcher(t, rdb, keyspace.WithObserver(rec))
 	watch(t, w, "warm")
 	locks, err := lock.New(rdb) // another user of the client
 	require.NoError(t, err)
 	t.Cleanup(func() { assert.NoError(t, locks.Close()) })
 
 	require.NoError(t, admin.Do(context.Background(), "CLIENT", "KILL", "TYPE", "pubsub").Err())
-	select {
-	case e := <-events:
-		assert.Equal(t, keyward.Reconnected, e.Kind)
-		assert.Equal(t, "keyspace", e.Source)
-		assert.Error(t, e.Err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("the observer did not hear the reconnect")
-	}
+	_, err = rec.Wait(withTimeout(t, 10*time.Second), keyward.Reconnected)
+	require.NoError(t, err, "the observer did not hear the reconnect")
+	e := rec.All()[0]
+	assert.Equal(t, keyward.Reconnected, e.Kind, "the first event")
+	assert.Equal(t, "keyspace", e.Source)
+	assert.Error(t, e.Err)
 }
 
 func TestEventNames(t *testing.T) {

@@ -2,6 +2,7 @@ package keyspace_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/election"
+	"github.com/keyward/keyward/internal/observe"
 	"github.com/keyward/keyward/internal/redistest"
 	"github.com/keyward/keyward/keyspace"
 	"github.com/keyward/keyward/lock"
@@ -18,28 +20,15 @@ import (
 	"github.com/keyward/keyward/semaphore"
 )
 
-// events is an Observer that keeps the events of the shared connection (Source "keyspace") on a channel.
-type events chan keyward.Event
-
-func (ev events) Observe(_ context.Context, e keyward.Event) {
-	if e.Source != "keyspace" {
-		return
-	}
-	select {
-	case ev <- e:
-	default:
-	}
-}
-
 // Every package passes the observer given to its WithObserver to the shared connection of its client: a
 // rebuilt connection is told to each, with Source "keyspace", whichever user's watches it carried.
 func TestEveryPackagesObserverHearsTheSharedConnection(t *testing.T) {
 	srv := redistest.Start(t)
 	admin, rdb := srv.Client(t), srv.Client(t)
 	ctx := withTimeout(t, 20*time.Second)
-	heard := map[string]events{}
+	heard := map[string]*observe.Recorder{}
 	for _, name := range []string{"lock", "redlock", "semaphore", "election", "keyspace"} {
-		heard[name] = make(events, 16)
+		heard[name] = &observe.Recorder{}
 	}
 
 	locks, err := lock.New(rdb, lock.WithObserver(heard["lock"]))
@@ -71,13 +60,11 @@ func TestEveryPackagesObserverHearsTheSharedConnection(t *testing.T) {
 	}
 
 	require.NoError(t, admin.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err())
-	for name, ev := range heard {
-		select {
-		case e := <-ev:
-			assert.Equal(t, keyward.Reconnected, e.Kind, name)
-			assert.Error(t, e.Err, name)
-		case <-ctx.Done():
-			t.Fatalf("%s's observer did not hear the reconnect", name)
-		}
+	for name, rec := range heard {
+		_, err := rec.Wait(ctx, keyward.Reconnected)
+		require.NoError(t, err, "%s's observer did not hear the reconnect", name)
+		shared := slices.DeleteFunc(rec.All(), func(e keyward.Event) bool { return e.Source != "keyspace" })
+		assert.Equal(t, keyward.Reconnected, shared[0].Kind, "%s: the shared connection's first event", name)
+		assert.Error(t, shared[0].Err, name)
 	}
 }

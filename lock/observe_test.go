@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -21,78 +20,25 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/acl"
+	"github.com/keyward/keyward/internal/observe"
 	"github.com/keyward/keyward/internal/redistest"
 	"github.com/keyward/keyward/lock"
 )
 
-// recorder is an Observer that keeps every event it hears, in order, and lets a test wait for one.
-type recorder struct {
-	mu     sync.Mutex
-	events []keyward.Event
-	heard  chan struct{} // signalled after each event
-}
-
-func newRecorder() *recorder { return &recorder{heard: make(chan struct{}, 1)} }
-
-func (r *recorder) Observe(_ context.Context, e keyward.Event) {
-	r.mu.Lock()
-	r.events = append(r.events, e)
-	r.mu.Unlock()
-	select {
-	case r.heard <- struct{}{}:
-	default:
-	}
-}
-
-// all returns the events heard so far.
-func (r *recorder) all() []keyward.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.events)
-}
-
-// kinds returns the kinds of the events heard so far, in order.
-func (r *recorder) kinds() []keyward.EventKind {
-	var ks []keyward.EventKind
-	for _, e := range r.all() {
-		ks = append(ks, e.Kind)
-	}
-	return ks
-}
-
-// of returns the events of kind heard so far.
-func (r *recorder) of(kind keyward.EventKind) []keyward.Event {
-	var es []keyward.Event
-	for _, e := range r.all() {
-		if e.Kind == kind {
-			es = append(es, e)
-		}
-	}
-	return es
-}
-
-// wait returns the first event of kind, waiting for it for up to 10 s (of the bubble's clock in a synctest bubble).
-func (r *recorder) wait(t *testing.T, kind keyward.EventKind) keyward.Event {
+// wait returns the first event of kind rec heard, waiting for it for up to 10 s (of the bubble's clock in a
+// synctest bubble).
+func wait(t *testing.T, rec *observe.Recorder, kind keyward.EventKind) keyward.Event {
 	t.Helper()
-	deadline := time.NewTimer(10 * time.Second)
-	defer deadline.Stop()
-	for {
-		if es := r.of(kind); len(es) > 0 {
-			return es[0]
-		}
-		select {
-		case <-r.heard:
-		case <-deadline.C:
-			t.Fatalf("no %v event; heard %v", kind, r.kinds())
-		}
-	}
+	e, err := rec.Wait(withTimeout(t, 10*time.Second), kind)
+	require.NoError(t, err)
+	return e
 }
 
 // observed runs test in a synctest bubble with a miniredis and a Client with prefix "p:" that reports to a
 // recorder.
-func observed(t *testing.T, test func(t *testing.T, m *miniredis.Miniredis, locks *lock.Client, rec *recorder)) {
+func observed(t *testing.T, test func(t *testing.T, m *miniredis.Miniredis, locks *lock.Client, rec *observe.Recorder)) {
 	synctest.Test(t, func(t *testing.T) {
-		rec := newRecorder() // its channel in the bubble: waiting on it is durably blocking
+		rec := &observe.Recorder{} // waited on in the bubble: durably blocking
 		m := miniredis.NewMiniRedis()
 		defer m.Close()
 		rdb := redistest.SynctestClient(m)
@@ -104,7 +50,7 @@ func observed(t *testing.T, test func(t *testing.T, m *miniredis.Miniredis, lock
 }
 
 func TestObserverHearsObtainedAndReleased(t *testing.T) {
-	observed(t, func(t *testing.T, _ *miniredis.Miniredis, locks *lock.Client, rec *recorder) {
+	observed(t, func(t *testing.T, _ *miniredis.Miniredis, locks *lock.Client, rec *observe.Recorder) {
 		ctx := context.Background()
 		l, err := locks.TryObtain(ctx, "job", time.Minute)
 		require.NoError(t, err)
@@ -116,7 +62,7 @@ func TestObserverHearsObtainedAndReleased(t *testing.T) {
 		require.NoError(t, err)
 		require.NoError(t, l.Release(ctx))
 
-		events := rec.all()
+		events := rec.All()
 		require.Len(t, events, 4, "no wait events: nobody waited")
 		obtained, released := events[0], events[1]
 		assert.Equal(t, keyward.Obtained, obtained.Kind)
@@ -129,13 +75,13 @@ func TestObserverHearsObtainedAndReleased(t *testing.T) {
 		assert.Equal(t, obtained.Fence, released.Fence)
 		assert.Equal(t, 3*time.Second, released.Held)
 		assert.NoError(t, released.Err)
-		assert.Equal(t, []keyward.EventKind{keyward.Obtained, keyward.Released}, rec.kinds()[2:])
+		assert.Equal(t, []keyward.EventKind{keyward.Obtained, keyward.Released}, rec.Kinds()[2:])
 		assert.Equal(t, l.Fence(), events[2].Fence)
 	})
 }
 
 func TestObserverHearsAWait(t *testing.T) {
-	observed(t, func(t *testing.T, _ *miniredis.Miniredis, locks *lock.Client, rec *recorder) {
+	observed(t, func(t *testing.T, _ *miniredis.Miniredis, locks *lock.Client, rec *observe.Recorder) {
 		ctx := context.Background()
 		held, err := locks.TryObtain(ctx, "job", time.Minute)
 		require.NoError(t, err)
@@ -146,19 +92,19 @@ func TestObserverHearsAWait(t *testing.T) {
 			assert.NoError(t, err)
 			got <- l
 		}()
-		rec.wait(t, keyward.WaitStarted)
+		wait(t, rec, keyward.WaitStarted)
 		time.Sleep(2 * time.Second)
 		require.NoError(t, held.Release(ctx)) // handed over in the release's round trip
 		l := <-got
 		require.NoError(t, l.Release(ctx))
 
 		// The holder's Released and the waiter's WaitEnded come from two goroutines, in either order.
-		kinds := rec.kinds()
+		kinds := rec.Kinds()
 		require.Len(t, kinds, 6)
 		assert.Equal(t, []keyward.EventKind{keyward.Obtained, keyward.WaitStarted}, kinds[:2])
 		assert.ElementsMatch(t, []keyward.EventKind{keyward.Released, keyward.WaitEnded}, kinds[2:4])
 		assert.Equal(t, []keyward.EventKind{keyward.Obtained, keyward.Released}, kinds[4:])
-		started, ended, obtained := rec.of(keyward.WaitStarted)[0], rec.of(keyward.WaitEnded)[0], rec.of(keyward.Obtained)[1]
+		started, ended, obtained := rec.Of(keyward.WaitStarted)[0], rec.Of(keyward.WaitEnded)[0], rec.Of(keyward.Obtained)[1]
 		assert.Equal(t, "p:job", started.Key)
 		assert.Equal(t, "lock", started.Source)
 		assert.Equal(t, 2*time.Second, ended.Wait)
@@ -170,7 +116,7 @@ func TestObserverHearsAWait(t *testing.T) {
 }
 
 func TestObserverHearsAWaitThatEndsWithoutTheLock(t *testing.T) {
-	observed(t, func(t *testing.T, _ *miniredis.Miniredis, locks *lock.Client, rec *recorder) {
+	observed(t, func(t *testing.T, _ *miniredis.Miniredis, locks *lock.Client, rec *observe.Recorder) {
 		ctx := context.Background()
 		held, err := locks.TryObtain(ctx, "job", time.Minute)
 		require.NoError(t, err)
@@ -181,36 +127,36 @@ func TestObserverHearsAWaitThatEndsWithoutTheLock(t *testing.T) {
 			_, err := locks.Obtain(wctx, "job", time.Minute)
 			done <- err
 		}()
-		rec.wait(t, keyward.WaitStarted)
+		wait(t, rec, keyward.WaitStarted)
 		time.Sleep(time.Second)
 		cancel(cause)
 		err = <-done
 		require.ErrorIs(t, err, cause)
-		ended := rec.wait(t, keyward.WaitEnded)
+		ended := wait(t, rec, keyward.WaitEnded)
 		assert.Equal(t, time.Second, ended.Wait)
 		assert.ErrorIs(t, ended.Err, cause)
 		assert.ErrorIs(t, ended.Err, context.Canceled)
-		assert.Len(t, rec.of(keyward.Obtained), 1, "only the holder's")
+		assert.Len(t, rec.Of(keyward.Obtained), 1, "only the holder's")
 		require.NoError(t, held.Release(ctx))
 	})
 }
 
 // The background case: an auto-refresh that fails is reported each time it fails, and then the loss.
 func TestObserverHearsFailingRefreshesThenTheLoss(t *testing.T) {
-	observed(t, func(t *testing.T, m *miniredis.Miniredis, locks *lock.Client, rec *recorder) {
+	observed(t, func(t *testing.T, m *miniredis.Miniredis, locks *lock.Client, rec *observe.Recorder) {
 		ctx := context.Background()
 		l, err := locks.TryObtain(ctx, "job", time.Second, lock.WithAutoRefresh())
 		require.NoError(t, err)
 		time.Sleep(2 * time.Second)
 		synctest.Wait()
-		assert.Empty(t, rec.of(keyward.RefreshFailed), "refreshes work")
+		assert.Empty(t, rec.Of(keyward.RefreshFailed), "refreshes work")
 
 		m.SetError("LOADING Redis is loading the dataset in memory")
 		<-l.Lost()
 		synctest.Wait()
 		m.SetError("")
 		time.Sleep(time.Second) // the key expires on the server too
-		failed, lost := rec.of(keyward.RefreshFailed), rec.of(keyward.Lost)
+		failed, lost := rec.Of(keyward.RefreshFailed), rec.Of(keyward.Lost)
 		require.NotEmpty(t, failed)
 		for _, e := range failed {
 			assert.Equal(t, "p:job", e.Key)
@@ -223,18 +169,18 @@ func TestObserverHearsFailingRefreshesThenTheLoss(t *testing.T) {
 		assert.ErrorIs(t, lost[0].Err, lock.ErrLost)
 		assert.Equal(t, l.Fence(), lost[0].Fence)
 		assert.Positive(t, lost[0].Held)
-		kinds := rec.kinds()
+		kinds := rec.Kinds()
 		assert.Equal(t, keyward.Lost, kinds[len(kinds)-1], "the loss comes after the failed refreshes")
 
 		assert.ErrorIs(t, l.Release(ctx), lock.ErrLost)
-		released := rec.wait(t, keyward.Released)
+		released := wait(t, rec, keyward.Released)
 		assert.ErrorIs(t, released.Err, lock.ErrNotHeld, "the key had expired")
 	})
 }
 
 // A lock found gone by TTL (or Refresh, or Guard) is lost: the observer hears it once.
 func TestObserverHearsALossFoundByACall(t *testing.T) {
-	observed(t, func(t *testing.T, m *miniredis.Miniredis, locks *lock.Client, rec *recorder) {
+	observed(t, func(t *testing.T, m *miniredis.Miniredis, locks *lock.Client, rec *observe.Recorder) {
 		ctx := context.Background()
 		l, err := locks.TryObtain(ctx, "job", time.Minute)
 		require.NoError(t, err)
@@ -243,7 +189,7 @@ func TestObserverHearsALossFoundByACall(t *testing.T) {
 		_, err = l.TTL(ctx)
 		require.ErrorIs(t, err, lock.ErrLost)
 		require.ErrorIs(t, l.Refresh(ctx, time.Minute), lock.ErrLost)
-		lost := rec.of(keyward.Lost)
+		lost := rec.Of(keyward.Lost)
 		require.Len(t, lost, 1)
 		assert.Equal(t, time.Second, lost[0].Held)
 		assert.ErrorIs(t, lost[0].Err, lock.ErrLost)
@@ -275,28 +221,28 @@ func (failEvalsha) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 func TestObserverHearsCleanUps(t *testing.T) {
 	t.Run("clean-up worked", func(t *testing.T) {
 		_, rdb := redistest.Miniredis(t)
-		rec := newRecorder()
+		rec := &observe.Recorder{}
 		locks := newClient(t, rdb, lock.WithObserver(rec))
 		closeClient(t, locks)
 		rdb.AddHook(&redistest.LostReply{Name: "evalsha"})
 		_, err := locks.TryObtain(context.Background(), "upload", 10*time.Second)
 		require.Error(t, err)
-		assert.Equal(t, []keyward.EventKind{keyward.CleanedUp}, rec.kinds())
-		e := rec.all()[0]
+		assert.Equal(t, []keyward.EventKind{keyward.CleanedUp}, rec.Kinds())
+		e := rec.All()[0]
 		assert.Equal(t, "upload", e.Key)
 		assert.Equal(t, "lock", e.Source)
 		assert.NoError(t, e.Err)
 	})
 	t.Run("clean-up failed", func(t *testing.T) {
 		_, rdb := redistest.Miniredis(t)
-		rec := newRecorder()
+		rec := &observe.Recorder{}
 		locks := newClient(t, rdb, lock.WithObserver(rec))
 		closeClient(t, locks)
 		rdb.AddHook(failEvalsha{})
 		_, err := locks.TryObtain(context.Background(), "upload", 10*time.Second)
 		require.Error(t, err)
-		assert.Equal(t, []keyward.EventKind{keyward.CleanedUp}, rec.kinds())
-		e := rec.all()[0]
+		assert.Equal(t, []keyward.EventKind{keyward.CleanedUp}, rec.Kinds())
+		e := rec.All()[0]
 		assert.ErrorIs(t, e.Err, os.ErrDeadlineExceeded)
 		assert.Contains(t, e.Err.Error(), `"upload"`)
 	})
@@ -312,7 +258,7 @@ func TestObserverHearsABackgroundError(t *testing.T) {
 	require.NoError(t, err)
 
 	hook, subscribed := waiting(2)
-	rec := newRecorder()
+	rec := &observe.Recorder{}
 	waiter := newClient(t, srv.DocumentedUser(t, acl.Without(acl.Lock, "+zrem"), hook), lock.WithPrefix(acl.Prefix),
 		lock.WithObserver(rec))
 	closeClient(t, waiter)
@@ -323,7 +269,7 @@ func TestObserverHearsABackgroundError(t *testing.T) {
 	}()
 	_, err = waiter.Obtain(wctx, "job", time.Minute)
 	require.ErrorIs(t, err, context.Canceled)
-	e := rec.wait(t, keyward.Error)
+	e := wait(t, rec, keyward.Error)
 	assert.Equal(t, acl.Prefix+"job", e.Key)
 	assert.Equal(t, "lock", e.Source)
 	assert.ErrorIs(t, e.Err, lock.ErrNoPermission)
@@ -381,7 +327,7 @@ func TestWithLogger(t *testing.T) {
 	var buf bytes.Buffer
 	var mu sync.Mutex
 	logger := slog.New(slog.NewTextHandler(lockedWriter{&mu, &buf}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	rec := newRecorder()
+	rec := &observe.Recorder{}
 	locks := newClient(t, rdb, lock.WithLogger(logger), lock.WithObserver(rec), lock.WithLogger(nil),
 		lock.WithObserver(nil))
 	closeClient(t, locks)
@@ -396,7 +342,7 @@ func TestWithLogger(t *testing.T) {
 	require.Len(t, lines, 2)
 	assert.Contains(t, lines[0], `msg="keyward: obtained" source=lock key=job`)
 	assert.Contains(t, lines[1], `msg="keyward: released" source=lock key=job`)
-	assert.Equal(t, []keyward.EventKind{keyward.Obtained, keyward.Released}, rec.kinds(),
+	assert.Equal(t, []keyward.EventKind{keyward.Obtained, keyward.Released}, rec.Kinds(),
 		"the logger and the observer both hear every event")
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/acl"
+	"github.com/keyward/keyward/internal/observe"
 	"github.com/keyward/keyward/internal/redistest"
 	"github.com/keyward/keyward/lock"
 )
@@ -50,6 +51,26 @@ func shapeBubble(t *testing.T, test func(t *testing.T, locks *lock.Client)) {
 		defer func() { assert.NoError(t, locks.Close()) }()
 		test(t, locks)
 		require.NoError(t, held.Release(context.Background()))
+	})
+}
+
+// heldBubble runs test in a synctest bubble with a miniredis and a Client that holds "job" for a minute, then
+// releases the lock: the release works, or finds the lock gone (a Release that test cut short may have reached
+// the server all the same).
+func heldBubble(t *testing.T, test func(t *testing.T, l *lock.Lock)) {
+	synctest.Test(t, func(t *testing.T) {
+		m := miniredis.NewMiniRedis()
+		defer m.Close()
+		rdb := redistest.SynctestClient(m)
+		defer rdb.Close()
+		locks := newClient(t, rdb)
+		defer func() { assert.NoError(t, locks.Close()) }()
+		l, err := locks.TryObtain(context.Background(), "job", time.Minute)
+		require.NoError(t, err)
+		test(t, l)
+		if err := l.Release(context.Background()); err != nil {
+			assert.ErrorIs(t, err, lock.ErrNotHeld)
+		}
 	})
 }
 
@@ -109,23 +130,11 @@ func TestShapeCancelledWithACause(t *testing.T) {
 	}
 	for name, call := range heldCalls {
 		t.Run(name, func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				m := miniredis.NewMiniRedis()
-				defer m.Close()
-				rdb := redistest.SynctestClient(m)
-				defer rdb.Close()
-				locks := newClient(t, rdb)
-				defer func() { assert.NoError(t, locks.Close()) }()
-				l, err := locks.TryObtain(context.Background(), "job", time.Minute)
-				require.NoError(t, err)
+			heldBubble(t, func(t *testing.T, l *lock.Lock) {
 				ctx, cancel := context.WithCancelCause(context.Background())
 				cancel(cause)
 				assertShape(t, call(ctx, l), context.Canceled, cause)
 				assert.NoError(t, l.Err(), "an operation cut short by its ctx does not lose the lock")
-				err = l.Release(context.Background())
-				if err != nil { // the cancelled Release may have reached the server all the same
-					assert.ErrorIs(t, err, lock.ErrNotHeld)
-				}
 			})
 		})
 	}
@@ -154,22 +163,10 @@ func TestShapeDeadline(t *testing.T) {
 	}
 	for name, call := range heldCalls {
 		t.Run(name, func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				m := miniredis.NewMiniRedis()
-				defer m.Close()
-				rdb := redistest.SynctestClient(m)
-				defer rdb.Close()
-				locks := newClient(t, rdb)
-				defer func() { assert.NoError(t, locks.Close()) }()
-				l, err := locks.TryObtain(context.Background(), "job", time.Minute)
-				require.NoError(t, err)
+			heldBubble(t, func(t *testing.T, l *lock.Lock) {
 				ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
 				defer cancel()
 				assertShape(t, call(ctx, l), context.DeadlineExceeded)
-				err = l.Release(context.Background())
-				if err != nil {
-					assert.ErrorIs(t, err, lock.ErrNotHeld)
-				}
 			})
 		})
 	}
@@ -210,14 +207,14 @@ func TestShapeAfterClose(t *testing.T) {
 				defer func() { assert.NoError(t, other.Close()) }()
 				held, err := other.TryObtain(context.Background(), "job", time.Minute)
 				require.NoError(t, err)
-				rec := newRecorder()
+				rec := &observe.Recorder{}
 				locks := newClient(t, rdb, lock.WithObserver(rec))
 				done := make(chan error)
 				go func() { done <- call(context.Background(), locks) }()
 				synctest.Wait() // waiting
 				require.NoError(t, locks.Close())
 				assertShape(t, <-done, lock.ErrClosed)
-				assert.ErrorIs(t, rec.wait(t, keyward.WaitEnded).Err, lock.ErrClosed)
+				assert.ErrorIs(t, wait(t, rec, keyward.WaitEnded).Err, lock.ErrClosed)
 				require.NoError(t, held.Release(context.Background()))
 			})
 		})

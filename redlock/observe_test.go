@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -14,53 +13,16 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/observe"
 	"github.com/keyward/keyward/redlock"
 )
 
-// recorder is an Observer that keeps every event.
-type recorder struct {
-	mu     sync.Mutex
-	events []keyward.Event
-}
-
-func (r *recorder) Observe(_ context.Context, e keyward.Event) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.events = append(r.events, e)
-}
-
-// all returns the events so far.
-func (r *recorder) all() []keyward.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]keyward.Event(nil), r.events...)
-}
-
-// kinds returns the kinds of the events so far, in order.
-func (r *recorder) kinds() []keyward.EventKind {
-	var ks []keyward.EventKind
-	for _, e := range r.all() {
-		ks = append(ks, e.Kind)
-	}
-	return ks
-}
-
-// of returns the events of kind k so far.
-func (r *recorder) of(k keyward.EventKind) []keyward.Event {
-	var es []keyward.Event
-	for _, e := range r.all() {
-		if e.Kind == k {
-			es = append(es, e)
-		}
-	}
-	return es
-}
-
-// only returns the one event of kind k, failing the test unless there is exactly one.
-func (r *recorder) only(t *testing.T, k keyward.EventKind) keyward.Event {
+// only returns the one event of kind k rec heard, failing the test unless there is exactly one, and checks that
+// it comes from redlock.
+func only(t *testing.T, rec *observe.Recorder, k keyward.EventKind) keyward.Event {
 	t.Helper()
-	es := r.of(k)
-	require.Len(t, es, 1, "one %v event in %v", k, r.kinds())
+	es := rec.Of(k)
+	require.Len(t, es, 1, "one %v event in %v", k, rec.Kinds())
 	assert.Equal(t, "redlock", es[0].Source)
 	return es[0]
 }
@@ -68,34 +30,34 @@ func (r *recorder) only(t *testing.T, k keyward.EventKind) keyward.Event {
 func TestObserverHearsObtainedAndReleased(t *testing.T) {
 	inBubble(t, 3, func(t *testing.T, b *bubble) {
 		ctx := context.Background()
-		rec := &recorder{}
+		rec := &observe.Recorder{}
 		locks := b.client(t, redlock.WithPrefix("p:"), redlock.WithObserver(rec))
 		defer locks.Close()
 
 		l, err := locks.TryObtain(ctx, "job", time.Minute)
 		require.NoError(t, err)
-		e := rec.only(t, keyward.Obtained)
+		e := only(t, rec, keyward.Obtained)
 		assert.Equal(t, "p:job", e.Key, "the key on the nodes, with the prefix")
 		assert.Equal(t, l.Fence(), e.Fence)
 
 		time.Sleep(time.Second)
 		require.NoError(t, l.Release(ctx))
-		e = rec.only(t, keyward.Released)
+		e = only(t, rec, keyward.Released)
 		assert.Equal(t, "p:job", e.Key)
 		assert.Equal(t, l.Fence(), e.Fence)
 		assert.GreaterOrEqual(t, e.Held, time.Second)
 		assert.NoError(t, e.Err)
 
 		require.NoError(t, l.Release(ctx))
-		assert.Len(t, rec.of(keyward.Released), 1, "a second Release sends nothing, and tells nothing")
-		assert.Equal(t, []keyward.EventKind{keyward.Obtained, keyward.Released}, rec.kinds(), "no wait, no clean-up")
+		assert.Len(t, rec.Of(keyward.Released), 1, "a second Release sends nothing, and tells nothing")
+		assert.Equal(t, []keyward.EventKind{keyward.Obtained, keyward.Released}, rec.Kinds(), "no wait, no clean-up")
 	})
 }
 
 func TestObserverHearsAWait(t *testing.T) {
 	inBubble(t, 3, func(t *testing.T, b *bubble) {
 		ctx := context.Background()
-		rec := &recorder{}
+		rec := &observe.Recorder{}
 		p, q := b.client(t), b.client(t, redlock.WithObserver(rec))
 		defer p.Close()
 		defer q.Close()
@@ -104,15 +66,15 @@ func TestObserverHearsAWait(t *testing.T) {
 		synctest.Wait()
 
 		got := obtainAsync(t, q, ctx)
-		assert.Equal(t, []keyward.EventKind{keyward.WaitStarted}, rec.kinds())
+		assert.Equal(t, []keyward.EventKind{keyward.WaitStarted}, rec.Kinds())
 		time.Sleep(time.Second)
 		l := handOff(t, held, got, nil, "")
-		assert.Equal(t, []keyward.EventKind{keyward.WaitStarted, keyward.WaitEnded, keyward.Obtained}, rec.kinds())
-		ended := rec.only(t, keyward.WaitEnded)
+		assert.Equal(t, []keyward.EventKind{keyward.WaitStarted, keyward.WaitEnded, keyward.Obtained}, rec.Kinds())
+		ended := only(t, rec, keyward.WaitEnded)
 		assert.NoError(t, ended.Err, "the wait ended with the lock")
 		assert.GreaterOrEqual(t, ended.Wait, time.Second)
 		assert.Equal(t, "job", ended.Key)
-		obtained := rec.only(t, keyward.Obtained)
+		obtained := only(t, rec, keyward.Obtained)
 		assert.GreaterOrEqual(t, obtained.Wait, ended.Wait, "since the call started")
 		assert.Equal(t, l.Fence(), obtained.Fence)
 
@@ -121,11 +83,11 @@ func TestObserverHearsAWait(t *testing.T) {
 		defer cancel()
 		_, err = q.Obtain(wctx, "job", time.Minute)
 		require.ErrorIs(t, err, context.DeadlineExceeded)
-		ends := rec.of(keyward.WaitEnded)
-		require.Len(t, ends, 2, "%v", rec.kinds())
+		ends := rec.Of(keyward.WaitEnded)
+		require.Len(t, ends, 2, "%v", rec.Kinds())
 		assert.ErrorIs(t, ends[1].Err, context.DeadlineExceeded)
 		assert.Equal(t, 2*time.Second, ends[1].Wait)
-		assert.Len(t, rec.of(keyward.WaitStarted), 2)
+		assert.Len(t, rec.Of(keyward.WaitStarted), 2)
 		require.NoError(t, l.Release(ctx))
 	})
 }
@@ -133,7 +95,7 @@ func TestObserverHearsAWait(t *testing.T) {
 func TestObserverHearsARefreshFailingThenTheLoss(t *testing.T) {
 	inBubble(t, 3, func(t *testing.T, b *bubble) {
 		ctx := context.Background()
-		rec := &recorder{}
+		rec := &observe.Recorder{}
 		locks := b.client(t, redlock.WithObserver(rec))
 		defer locks.Close()
 		l, err := locks.TryObtain(ctx, "job", 3*time.Second, redlock.WithAutoRefresh())
@@ -145,12 +107,12 @@ func TestObserverHearsARefreshFailingThenTheLoss(t *testing.T) {
 		select {
 		case <-l.Lost():
 		case <-time.After(time.Minute):
-			t.Fatalf("the lock was not lost: refreshes on one node of three kept it (events: %v)", rec.kinds())
+			t.Fatalf("the lock was not lost: refreshes on one node of three kept it (events: %v)", rec.Kinds())
 		}
 		synctest.Wait()
-		kinds := rec.kinds()
+		kinds := rec.Kinds()
 		require.Equal(t, keyward.Lost, kinds[len(kinds)-1], "%v", kinds)
-		failed := rec.of(keyward.RefreshFailed)
+		failed := rec.Of(keyward.RefreshFailed)
 		require.NotEmpty(t, failed, "every failed refresh is told, until the deadline: %v", kinds)
 		for _, e := range failed {
 			assert.Equal(t, "job", e.Key)
@@ -160,7 +122,7 @@ func TestObserverHearsARefreshFailingThenTheLoss(t *testing.T) {
 			require.ErrorAs(t, e.Err, &ne)
 			assert.Contains(t, []int{1, 2}, ne.Node)
 		}
-		lost := rec.only(t, keyward.Lost)
+		lost := only(t, rec, keyward.Lost)
 		assert.ErrorIs(t, lost.Err, redlock.ErrLost)
 		assert.Equal(t, l.Err(), errors.Unwrap(lost.Err), "the lock's own loss error, with the key")
 		assert.Contains(t, lost.Err.Error(), `"job"`)
@@ -170,14 +132,14 @@ func TestObserverHearsARefreshFailingThenTheLoss(t *testing.T) {
 		b.ms[1].SetError("")
 		b.ms[2].SetError("")
 		require.ErrorIs(t, l.Release(ctx), redlock.ErrLost)
-		assert.Len(t, rec.of(keyward.Lost), 1, "a loss is told once")
+		assert.Len(t, rec.Of(keyward.Lost), 1, "a loss is told once")
 	})
 }
 
 func TestObserverHearsCleanUps(t *testing.T) {
 	t.Run("a minority taken, released", func(t *testing.T) {
 		inBubble(t, 3, func(t *testing.T, b *bubble) {
-			rec := &recorder{}
+			rec := &observe.Recorder{}
 			locks := b.client(t, redlock.WithObserver(rec))
 			for _, m := range b.ms[1:] {
 				require.NoError(t, m.Set("job", "another holder"))
@@ -186,7 +148,7 @@ func TestObserverHearsCleanUps(t *testing.T) {
 			_, err := locks.TryObtain(context.Background(), "job", time.Minute)
 			require.ErrorIs(t, err, redlock.ErrNotObtained)
 			require.NoError(t, locks.Close())
-			e := rec.only(t, keyward.CleanedUp)
+			e := only(t, rec, keyward.CleanedUp)
 			assert.Equal(t, "job", e.Key)
 			assert.NoError(t, e.Err, "node 0, released")
 			assert.False(t, b.ms[0].Exists("job"))
@@ -196,12 +158,12 @@ func TestObserverHearsCleanUps(t *testing.T) {
 		inBubble(t, 3, func(t *testing.T, b *bubble) {
 			b.hang(1)
 			b.hang(2)
-			rec := &recorder{}
+			rec := &observe.Recorder{}
 			locks := b.client(t, redlock.WithObserver(rec))
 			_, err := locks.TryObtain(context.Background(), "job", 10*time.Second)
 			require.ErrorIs(t, err, redlock.ErrQuorum)
 			require.NoError(t, locks.Close()) // waits for the clean-ups of the hung nodes, bounded
-			cleaned := rec.of(keyward.CleanedUp)
+			cleaned := rec.Of(keyward.CleanedUp)
 			require.Len(t, cleaned, 3, "one per node the attempt may hold")
 			failed := map[int]bool{}
 			for _, e := range cleaned {
@@ -222,7 +184,7 @@ func TestObserverHearsCleanUps(t *testing.T) {
 func TestObserverHearsBackgroundErrors(t *testing.T) {
 	inBubble(t, 3, func(t *testing.T, b *bubble) {
 		ctx := context.Background()
-		rec := &recorder{}
+		rec := &observe.Recorder{}
 		p := b.client(t)
 		defer p.Close()
 		held, err := p.TryObtain(ctx, "job", time.Minute)
@@ -242,7 +204,7 @@ func TestObserverHearsBackgroundErrors(t *testing.T) {
 		b.ms[2].SetError("ERR node 2 refuses everything")
 		require.ErrorIs(t, <-errc, context.DeadlineExceeded)
 		synctest.Wait() // the give-backs, in the background
-		e := rec.only(t, keyward.Error)
+		e := only(t, rec, keyward.Error)
 		assert.Equal(t, "job", e.Key)
 		var ne *keyward.NodeError
 		require.ErrorAs(t, e.Err, &ne, "leaving node 2's queue failed")
@@ -255,14 +217,14 @@ func TestObserverHearsBackgroundErrors(t *testing.T) {
 
 func TestObserversAddUp(t *testing.T) {
 	inBubble(t, 3, func(t *testing.T, b *bubble) {
-		first, second := &recorder{}, &recorder{}
+		first, second := &observe.Recorder{}, &observe.Recorder{}
 		locks := b.client(t, redlock.WithObserver(first), redlock.WithObserver(nil), redlock.WithObserver(second))
 		defer locks.Close()
 		l, err := locks.TryObtain(context.Background(), "job", time.Minute)
 		require.NoError(t, err)
 		require.NoError(t, l.Release(context.Background()))
-		assert.Equal(t, []keyward.EventKind{keyward.Obtained, keyward.Released}, first.kinds())
-		assert.Equal(t, first.kinds(), second.kinds())
+		assert.Equal(t, []keyward.EventKind{keyward.Obtained, keyward.Released}, first.Kinds())
+		assert.Equal(t, first.Kinds(), second.Kinds())
 	})
 }
 
@@ -302,7 +264,7 @@ func TestLoggerLogsTheEvents(t *testing.T) {
 	inBubble(t, 3, func(t *testing.T, b *bubble) {
 		var buf bytes.Buffer
 		logger := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-		rec := &recorder{}
+		rec := &observe.Recorder{}
 		locks := b.client(t, redlock.WithLogger(logger), redlock.WithObserver(rec), redlock.WithPrefix("p:"))
 		defer locks.Close()
 		l, err := locks.TryObtain(context.Background(), "job", time.Minute)
@@ -311,6 +273,6 @@ func TestLoggerLogsTheEvents(t *testing.T) {
 		out := buf.String()
 		assert.Contains(t, out, `msg="keyward: obtained" source=redlock key=p:job`)
 		assert.Contains(t, out, `msg="keyward: released" source=redlock key=p:job`)
-		assert.Len(t, rec.all(), 2, "the observer hears them too")
+		assert.Len(t, rec.All(), 2, "the observer hears them too")
 	})
 }

@@ -18,49 +18,16 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/observe"
 	"github.com/keyward/keyward/internal/redistest"
 	"github.com/keyward/keyward/semaphore"
 )
 
-// recorder is an Observer that keeps every event it hears.
-type recorder struct {
-	mu     sync.Mutex
-	events []keyward.Event
-}
-
-func (r *recorder) Observe(_ context.Context, e keyward.Event) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.events = append(r.events, e)
-}
-
-// take returns the events heard since the last take.
-func (r *recorder) take() []keyward.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	e := r.events
-	r.events = nil
-	return e
-}
-
-func kinds(events []keyward.Event) []keyward.EventKind {
-	var k []keyward.EventKind
-	for _, e := range events {
-		k = append(k, e.Kind)
-	}
-	return k
-}
-
 // find returns the one event of kind among events.
 func find(t *testing.T, events []keyward.Event, kind keyward.EventKind) keyward.Event {
 	t.Helper()
-	var found []keyward.Event
-	for _, e := range events {
-		if e.Kind == kind {
-			found = append(found, e)
-		}
-	}
-	require.Len(t, found, 1, "one %v event among %v", kind, kinds(events))
+	found := observe.Select(events, kind)
+	require.Len(t, found, 1, "one %v event among %v", kind, observe.Kinds(events))
 	return found[0]
 }
 
@@ -76,12 +43,12 @@ func fromPool(t *testing.T, events []keyward.Event) {
 func TestObserverHearsAcquireWaitAndRelease(t *testing.T) {
 	inBubble(t, func(t *testing.T, _ *miniredis.Miniredis, rdb *redis.Client) {
 		ctx := context.Background()
-		rec := &recorder{}
+		rec := &observe.Recorder{}
 		sem := bubbleSem(t, rdb, "pool", 1, semaphore.WithFencing(), semaphore.WithObserver(rec))
 
 		held, err := sem.TryAcquire(ctx, time.Minute)
 		require.NoError(t, err)
-		events := rec.take()
+		events := rec.Take()
 		fromPool(t, events)
 		assert.Equal(t, []keyward.Event{{Kind: keyward.Obtained, Source: "semaphore", Key: "pool",
 			Fence: held.Fence(), Wait: 0}}, events, "TryAcquire does not wait")
@@ -93,16 +60,16 @@ func TestObserverHearsAcquireWaitAndRelease(t *testing.T) {
 			got <- p
 		}()
 		synctest.Wait()
-		assert.Equal(t, []keyward.EventKind{keyward.WaitStarted}, kinds(rec.take()))
+		assert.Equal(t, []keyward.EventKind{keyward.WaitStarted}, observe.Kinds(rec.Take()))
 
 		time.Sleep(5 * time.Second)
 		require.NoError(t, held.Release(ctx))
 		p := <-got
 		synctest.Wait()
-		events = rec.take()
+		events = rec.Take()
 		fromPool(t, events)
 		assert.ElementsMatch(t, []keyward.EventKind{keyward.Released, keyward.WaitEnded, keyward.Obtained},
-			kinds(events))
+			observe.Kinds(events))
 		released := find(t, events, keyward.Released)
 		assert.Equal(t, 5*time.Second, released.Held)
 		assert.Equal(t, held.Fence(), released.Fence)
@@ -116,22 +83,22 @@ func TestObserverHearsAcquireWaitAndRelease(t *testing.T) {
 		assert.Greater(t, p.Fence(), held.Fence())
 
 		require.NoError(t, held.Release(ctx))
-		assert.Empty(t, rec.take(), "a second Release tells nothing new")
+		assert.Empty(t, rec.Take(), "a second Release tells nothing new")
 
 		// A wait that ends without a permit.
 		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
 		_, err = sem.Acquire(wctx, time.Minute)
 		require.ErrorIs(t, err, context.DeadlineExceeded)
-		events = rec.take()
+		events = rec.Take()
 		fromPool(t, events)
-		assert.Equal(t, []keyward.EventKind{keyward.WaitStarted, keyward.WaitEnded}, kinds(events))
+		assert.Equal(t, []keyward.EventKind{keyward.WaitStarted, keyward.WaitEnded}, observe.Kinds(events))
 		assert.Equal(t, 2*time.Second, events[1].Wait)
 		assert.ErrorIs(t, events[1].Err, context.DeadlineExceeded)
 		assert.Equal(t, err, events[1].Err, "the error Acquire returned")
 
 		require.NoError(t, p.Release(ctx))
-		assert.Equal(t, []keyward.EventKind{keyward.Released}, kinds(rec.take()))
+		assert.Equal(t, []keyward.EventKind{keyward.Released}, observe.Kinds(rec.Take()))
 	})
 }
 
@@ -139,17 +106,17 @@ func TestObserverHearsAcquireWaitAndRelease(t *testing.T) {
 func TestObserverHearsAFailingAutoRefreshThenTheLoss(t *testing.T) {
 	inBubble(t, func(t *testing.T, m *miniredis.Miniredis, rdb *redis.Client) {
 		ctx := context.Background()
-		rec := &recorder{}
+		rec := &observe.Recorder{}
 		sem := bubbleSem(t, rdb, "pool", 1, semaphore.WithObserver(rec))
 		p, err := sem.TryAcquire(ctx, 3*time.Second, semaphore.WithAutoRefresh())
 		require.NoError(t, err)
 		obtained := time.Now()
-		assert.Equal(t, []keyward.EventKind{keyward.Obtained}, kinds(rec.take()))
+		assert.Equal(t, []keyward.EventKind{keyward.Obtained}, observe.Kinds(rec.Take()))
 
 		m.SetError("ERR the server is having a bad day")
 		<-p.Lost()
 		synctest.Wait()
-		events := rec.take()
+		events := rec.Take()
 		fromPool(t, events)
 		require.GreaterOrEqual(t, len(events), 2)
 		last := events[len(events)-1]
@@ -166,7 +133,7 @@ func TestObserverHearsAFailingAutoRefreshThenTheLoss(t *testing.T) {
 		m.SetError("")
 		err = p.Release(ctx)
 		require.ErrorIs(t, err, semaphore.ErrLost)
-		released := find(t, rec.take(), keyward.Released)
+		released := find(t, rec.Take(), keyward.Released)
 		assert.Equal(t, err, released.Err, "the release reports the loss")
 	})
 }
@@ -175,7 +142,7 @@ func TestObserverHearsAFailingAutoRefreshThenTheLoss(t *testing.T) {
 func TestObserverHearsAPermitFoundGone(t *testing.T) {
 	inBubble(t, func(t *testing.T, m *miniredis.Miniredis, rdb *redis.Client) {
 		ctx := context.Background()
-		rec := &recorder{}
+		rec := &observe.Recorder{}
 		p, err := bubbleSem(t, rdb, "pool", 2, semaphore.WithObserver(rec)).
 			TryAcquire(ctx, 3*time.Second, semaphore.WithAutoRefresh())
 		require.NoError(t, err)
@@ -183,8 +150,8 @@ func TestObserverHearsAPermitFoundGone(t *testing.T) {
 		require.NoError(t, err)
 		<-p.Lost()
 		synctest.Wait()
-		events := rec.take()
-		assert.Equal(t, []keyward.EventKind{keyward.Obtained, keyward.Lost}, kinds(events))
+		events := rec.Take()
+		assert.Equal(t, []keyward.EventKind{keyward.Obtained, keyward.Lost}, observe.Kinds(events))
 		assert.Equal(t, time.Second, events[1].Held, "found at the first refresh")
 		assert.ErrorIs(t, events[1].Err, semaphore.ErrLost)
 	})
@@ -194,19 +161,19 @@ func TestObserverHearsAPermitFoundGone(t *testing.T) {
 func TestObserverHearsACleanUp(t *testing.T) {
 	inBubble(t, func(t *testing.T, _ *miniredis.Miniredis, rdb *redis.Client) {
 		ctx := context.Background()
-		rec := &recorder{}
+		rec := &observe.Recorder{}
 		sem := bubbleSem(t, rdb, "pool", 1, semaphore.WithObserver(rec))
 		warm, err := sem.TryAcquire(ctx, time.Second) // loads the scripts
 		require.NoError(t, err)
 		require.NoError(t, warm.Release(ctx))
-		rec.take()
+		rec.Take()
 
 		rdb.AddHook(&redistest.LostReply{Name: "evalsha"})
 		_, err = sem.TryAcquire(ctx, time.Minute)
 		require.ErrorIs(t, err, os.ErrDeadlineExceeded)
-		events := rec.take()
+		events := rec.Take()
 		fromPool(t, events)
-		assert.Equal(t, []keyward.EventKind{keyward.CleanedUp}, kinds(events))
+		assert.Equal(t, []keyward.EventKind{keyward.CleanedUp}, observe.Kinds(events))
 		assert.NoError(t, events[0].Err, "the permit the server added was released")
 		assert.Empty(t, holders(t, rdb, "pool"))
 	})
@@ -216,7 +183,7 @@ func TestObserverHearsACleanUp(t *testing.T) {
 func TestObserverHearsAHandedPermitGivenBack(t *testing.T) {
 	inBubble(t, func(t *testing.T, _ *miniredis.Miniredis, rdb *redis.Client) {
 		ctx := context.Background()
-		rec := &recorder{}
+		rec := &observe.Recorder{}
 		sem := bubbleSem(t, rdb, "pool", 1, semaphore.WithObserver(rec))
 		held, err := sem.TryAcquire(ctx, time.Minute)
 		require.NoError(t, err)
@@ -235,11 +202,11 @@ func TestObserverHearsAHandedPermitGivenBack(t *testing.T) {
 		require.NoError(t, held.Release(ctx))
 		require.ErrorIs(t, <-done, context.Canceled)
 		synctest.Wait()
-		events := rec.take()
+		events := rec.Take()
 		fromPool(t, events)
-		assert.Contains(t, kinds(events), keyward.CleanedUp)
+		assert.Contains(t, observe.Kinds(events), keyward.CleanedUp)
 		assert.NoError(t, find(t, events, keyward.CleanedUp).Err)
-		assert.NotContains(t, kinds(events)[1:], keyward.Obtained, "the waiter did not obtain it")
+		assert.NotContains(t, observe.Kinds(events)[1:], keyward.Obtained, "the waiter did not obtain it")
 		assert.Empty(t, holders(t, rdb, "pool"), "nobody holds the handed permit")
 	})
 }
@@ -308,13 +275,13 @@ func TestObserverMayCallTheSemaphore(t *testing.T) {
 func TestWithLogger(t *testing.T) {
 	inBubble(t, func(t *testing.T, _ *miniredis.Miniredis, rdb *redis.Client) {
 		var buf syncBuffer
-		rec := &recorder{}
+		rec := &observe.Recorder{}
 		sem := bubbleSem(t, rdb, "pool", 1, semaphore.WithObserver(rec),
 			semaphore.WithLogger(slogTo(&buf)), semaphore.WithLogger(nil))
 		p, err := sem.TryAcquire(context.Background(), time.Minute)
 		require.NoError(t, err)
 		require.NoError(t, p.Release(context.Background()))
-		assert.Len(t, rec.take(), 2, "the observer still hears everything")
+		assert.Len(t, rec.Take(), 2, "the observer still hears everything")
 		assert.Contains(t, buf.String(), `msg="keyward: obtained" source=semaphore key=pool`)
 		assert.Contains(t, buf.String(), `msg="keyward: released" source=semaphore key=pool`)
 	})

@@ -26,19 +26,11 @@ import (
 // errShutdown is the cause a caller gives its context.
 var errShutdown = errors.New("shutting down")
 
-// assertCtxErr checks the shape of the error of a call stopped by its ctx: it matches ctx's error and its cause,
-// is the shared context error, names the semaphore, and is not an ErrInvalid.
+// assertCtxErr checks the shape of the error of a call stopped by its ctx (redistest.AssertCtxErr): it names the
+// semaphore "pool".
 func assertCtxErr(t *testing.T, err, ctxErr, cause error) {
 	t.Helper()
-	require.Error(t, err)
-	assert.ErrorIs(t, err, ctxErr)
-	if cause != nil {
-		assert.ErrorIs(t, err, cause)
-	}
-	assert.True(t, errs.IsContext(err), "the shared context error: %v", err)
-	assert.NotErrorIs(t, err, keyward.ErrInvalid)
-	assert.NotErrorIs(t, err, keyward.ErrClosed)
-	assert.Contains(t, err.Error(), `"pool"`)
+	redistest.AssertCtxErr(t, err, "pool", ctxErr, cause)
 }
 
 // calls are the semaphore's calls that take a permit, each returning its error (a permit it took is released).

@@ -8,22 +8,18 @@ import (
 	"github.com/keyward/keyward/internal/observe"
 )
 
-type recorder struct{ got []keyward.Event }
-
-func (r *recorder) Observe(_ context.Context, e keyward.Event) { r.got = append(r.got, e) }
-
 func TestJoinPassesEachEventToEveryObserverInOrder(t *testing.T) {
 	var order []string
 	a := keyward.ObserverFunc(func(context.Context, keyward.Event) { order = append(order, "a") })
 	b := keyward.ObserverFunc(func(context.Context, keyward.Event) { order = append(order, "b") })
-	c := &recorder{}
+	c := &observe.Recorder{}
 	o := observe.Join(observe.Join(a, nil), nil, b, c)
 	observe.Emit(context.Background(), o, keyward.Event{Kind: keyward.Lost, Key: "k"})
 	if len(order) != 2 || order[0] != "a" || order[1] != "b" {
 		t.Fatalf("order = %v, want [a b]", order)
 	}
-	if len(c.got) != 1 || c.got[0].Kind != keyward.Lost || c.got[0].Key != "k" {
-		t.Fatalf("recorder got %+v", c.got)
+	if got := c.All(); len(got) != 1 || got[0].Kind != keyward.Lost || got[0].Key != "k" {
+		t.Fatalf("recorder got %+v", got)
 	}
 }
 
@@ -31,13 +27,13 @@ func TestJoinOfNothingIsNilAndOfOneIsItself(t *testing.T) {
 	if o := observe.Join(nil, nil); o != nil {
 		t.Fatalf("Join(nil, nil) = %v, want nil", o)
 	}
-	r := &recorder{}
+	r := &observe.Recorder{}
 	if o := observe.Join(nil, r); o != keyward.Observer(r) {
 		t.Fatalf("Join(nil, r) = %v, want r", o)
 	}
 	observe.Emit(context.Background(), nil, keyward.Event{Kind: keyward.Obtained}) // no observer: nothing, no panic
 	observe.Emit(nil, r, keyward.Event{Kind: keyward.Obtained})
-	if len(r.got) != 1 {
-		t.Fatalf("got %d events, want 1", len(r.got))
+	if got := r.All(); len(got) != 1 {
+		t.Fatalf("got %d events, want 1", len(got))
 	}
 }

@@ -12,49 +12,17 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/keys"
+	"github.com/keyward/keyward/internal/observe"
 	"github.com/keyward/keyward/internal/redistest"
 	"github.com/keyward/keyward/internal/watch"
 )
 
-// recorder is an Observer that passes every event on a channel, for the test to wait on.
-type recorder chan keyward.Event
-
-func newRecorder() recorder { return make(recorder, 64) }
-
-func (r recorder) Observe(_ context.Context, e keyward.Event) {
-	select {
-	case r <- e:
-	default: // a test that stops listening must not block the Watcher
-	}
-}
-
-// next waits (at most 10 s) for an event of kind k, skipping others.
-func (r recorder) next(t *testing.T, k keyward.EventKind) keyward.Event {
+// next waits (at most 10 s) for an event of kind k, and returns the first rec heard.
+func next(t *testing.T, rec *observe.Recorder, k keyward.EventKind) keyward.Event {
 	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		select {
-		case e := <-r:
-			if e.Kind == k {
-				return e
-			}
-		case <-deadline:
-			t.Fatalf("no %v event within 10s", k)
-		}
-	}
-}
-
-// none fails when an event of kind k is pending.
-func (r recorder) none(t *testing.T, k keyward.EventKind) {
-	t.Helper()
-	for {
-		select {
-		case e := <-r:
-			assert.NotEqual(t, k, e.Kind, "unexpected event %+v", e)
-		default:
-			return
-		}
-	}
+	e, err := rec.Wait(withTimeout(t, 10*time.Second), k)
+	require.NoError(t, err)
+	return e
 }
 
 func attach(t *testing.T, rdb redis.UniversalClient, o keyward.Observer, opts ...watch.Option) *watch.Handle {
@@ -178,7 +146,7 @@ func TestCloseDuringWatch(t *testing.T) {
 func TestObserversHearReconnected(t *testing.T) {
 	srv := redistest.Start(t)
 	admin, rdb := srv.Client(t), srv.Client(t)
-	ra, rb, rc := newRecorder(), newRecorder(), newRecorder()
+	ra, rb, rc := &observe.Recorder{}, &observe.Recorder{}, &observe.Recorder{}
 	a, b := attach(t, rdb, ra), attach(t, rdb, rb)
 	attach(t, rdb, nil) // a user without an observer
 	c := watch.Attach(rdb, rc)
@@ -187,8 +155,8 @@ func TestObserversHearReconnected(t *testing.T) {
 	require.NoError(t, c.Close())
 
 	require.NoError(t, admin.Do(context.Background(), "CLIENT", "KILL", "TYPE", "pubsub").Err())
-	for _, r := range []recorder{ra, rb} {
-		e := r.next(t, keyward.Reconnected)
+	for _, r := range []*observe.Recorder{ra, rb} {
+		e := next(t, r, keyward.Reconnected)
 		assert.Equal(t, watch.Source, e.Source)
 		assert.Empty(t, e.Key)
 		assert.Error(t, e.Err, "why the connection was rebuilt")
@@ -196,7 +164,7 @@ func TestObserversHearReconnected(t *testing.T) {
 	}
 	nextKind(t, wt, watch.Reconnected)
 	nextKind(t, wt, watch.Reconnected) // subscribed again
-	rc.none(t, keyward.Reconnected)
+	assert.Empty(t, rc.Of(keyward.Reconnected), "a closed user's observer hears nothing")
 }
 
 // The background problems a Watcher used to drop reach the observers as Error events: notifications asked for on
@@ -204,20 +172,20 @@ func TestObserversHearReconnected(t *testing.T) {
 func TestObserversHearBackgroundErrors(t *testing.T) {
 	t.Run("notifications refused", func(t *testing.T) {
 		_, mini := redistest.Miniredis(t) // no CONFIG command at all
-		r := newRecorder()
+		r := &observe.Recorder{}
 		h := attach(t, mini, r, watch.WithNotifications())
 		handleWatch(t, h, "job")
-		e := r.next(t, keyward.Error)
+		e := next(t, r, keyward.Error)
 		assert.Equal(t, watch.Source, e.Source)
 		assert.ErrorContains(t, e.Err, "notify-keyspace-events")
 	})
 	t.Run("probe refused", func(t *testing.T) {
 		srv := redistest.Start(t)
 		rdb := srv.ChannelUser(t, "releases", "&*:released")
-		r := newRecorder()
+		r := &observe.Recorder{}
 		h := attach(t, rdb, r)
 		handleWatch(t, h, "job")
-		e := r.next(t, keyward.Error)
+		e := next(t, r, keyward.Error)
 		assert.ErrorIs(t, e.Err, keyward.ErrNoPermission)
 		assert.ErrorContains(t, e.Err, "probe")
 	})
@@ -292,7 +260,7 @@ type uncomparable struct {
 func TestAnObserverGivenTwiceHearsOnce(t *testing.T) {
 	srv := redistest.Start(t)
 	admin, rdb := srv.Client(t), srv.Client(t)
-	r := newRecorder()
+	r := &observe.Recorder{}
 	a := attach(t, rdb, r)
 	attach(t, rdb, r)
 	calls := make(chan struct{}, 8)
@@ -302,7 +270,7 @@ func TestAnObserverGivenTwiceHearsOnce(t *testing.T) {
 	handleWatch(t, a, "job")
 
 	require.NoError(t, admin.Do(context.Background(), "CLIENT", "KILL", "TYPE", "pubsub").Err())
-	r.next(t, keyward.Reconnected)
+	next(t, r, keyward.Reconnected)
 	for range 2 {
 		select {
 		case <-calls:
@@ -311,7 +279,7 @@ func TestAnObserverGivenTwiceHearsOnce(t *testing.T) {
 		}
 	}
 	handleWatch(t, a, "sync") // the reconnect is over: its events were sent before the new subscription
-	r.none(t, keyward.Reconnected)
+	assert.Len(t, r.Of(keyward.Reconnected), 1, "heard once")
 }
 
 // wrapped is a comparable type that holds a func: it cannot be a map key.
