@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/redistest"
 	"github.com/keyward/keyward/lock"
 	"github.com/keyward/keyward/redlock"
@@ -23,7 +24,6 @@ import (
 // services can move from one to the other replica by replica.
 func TestRedsyncAndRedlockExcludeEachOther(t *testing.T) {
 	servers := redistest.StartN(t, 3)
-	ctx := context.Background()
 	var pools []redsyncredis.Pool
 	var nodes []redis.UniversalClient
 	for _, s := range servers {
@@ -31,43 +31,30 @@ func TestRedsyncAndRedlockExcludeEachOther(t *testing.T) {
 		pools = append(pools, goredis.NewPool(c))
 		nodes = append(nodes, c)
 	}
-	rs := redsync.New(pools...)
 	locks, err := redlock.New(nodes, redlock.WithNodeTimeout(2*time.Second))
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, locks.Close()) })
-
-	mutex := rs.NewMutex("shared", redsync.WithExpiry(10*time.Second), redsync.WithTries(1))
-	require.NoError(t, mutex.LockContext(ctx))
-	_, err = locks.TryObtain(ctx, "shared", 10*time.Second)
-	require.ErrorIs(t, err, redlock.ErrNotObtained, "redsync holds it")
-	ok, err := mutex.UnlockContext(ctx)
-	require.NoError(t, err)
-	require.True(t, ok)
-
-	l, err := locks.TryObtain(ctx, "shared", 10*time.Second)
-	require.NoError(t, err)
-	other := rs.NewMutex("shared", redsync.WithExpiry(10*time.Second), redsync.WithTries(1))
-	require.Error(t, other.LockContext(ctx), "redlock holds it")
-	require.NoError(t, l.Release(ctx))
-	require.NoError(t, other.LockContext(ctx), "free again")
-	_, err = other.UnlockContext(ctx)
-	require.NoError(t, err)
+	excludeEachOther(t, redsync.New(pools...), locks.Locker())
 }
 
 // The single-node lock's key is the lock's name too: a redsync mutex on one server excludes it, and the other
 // way round.
 func TestRedsyncAndLockExcludeEachOther(t *testing.T) {
 	rdb := redistest.Start(t).Client(t)
-	ctx := context.Background()
-	rs := redsync.New(goredis.NewPool(rdb))
 	locks, err := lock.New(rdb)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, locks.Close()) })
+	excludeEachOther(t, redsync.New(goredis.NewPool(rdb)), locks.Locker())
+}
 
+// excludeEachOther checks that a redsync mutex and keyward's locker keep each other out of the lock "shared".
+func excludeEachOther(t *testing.T, rs *redsync.Redsync, locks keyward.Locker) {
+	t.Helper()
+	ctx := context.Background()
 	mutex := rs.NewMutex("shared", redsync.WithExpiry(10*time.Second), redsync.WithTries(1))
 	require.NoError(t, mutex.LockContext(ctx))
-	_, err = locks.TryObtain(ctx, "shared", 10*time.Second)
-	require.ErrorIs(t, err, lock.ErrNotObtained, "redsync holds it")
+	_, err := locks.TryObtain(ctx, "shared", 10*time.Second)
+	require.ErrorIs(t, err, keyward.ErrNotObtained, "redsync holds it")
 	ok, err := mutex.UnlockContext(ctx)
 	require.NoError(t, err)
 	require.True(t, ok)
@@ -75,7 +62,7 @@ func TestRedsyncAndLockExcludeEachOther(t *testing.T) {
 	l, err := locks.TryObtain(ctx, "shared", 10*time.Second)
 	require.NoError(t, err)
 	other := rs.NewMutex("shared", redsync.WithExpiry(10*time.Second), redsync.WithTries(1))
-	require.Error(t, other.LockContext(ctx), "the lock holds it")
+	require.Error(t, other.LockContext(ctx), "keyward holds it")
 	require.NoError(t, l.Release(ctx))
 	require.NoError(t, other.LockContext(ctx), "free again")
 	_, err = other.UnlockContext(ctx)

@@ -121,12 +121,7 @@ func load(j job, out *json.Encoder, in *json.Decoder, res *result) (locker, erro
 	if err != nil {
 		return l, err
 	}
-	g, err := readyThenGo(out, in)
-	if err != nil {
-		return l, err
-	}
-	start, end := time.Unix(0, g.Start), time.Unix(0, g.End)
-	stop, err := profile(j.CPUProfile)
+	start, end, stop, err := readyThenGo(out, in, j.CPUProfile)
 	if err != nil {
 		return l, err
 	}

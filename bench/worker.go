@@ -175,12 +175,7 @@ func runJob(j job, out *json.Encoder, in *json.Decoder) (res result, err error) 
 		}
 	}
 
-	g, err := readyThenGo(out, in)
-	if err != nil {
-		return res, err
-	}
-	start, end := time.Unix(0, g.Start), time.Unix(0, g.End)
-	stop, err := profile(j.CPUProfile)
+	start, end, stop, err := readyThenGo(out, in, j.CPUProfile)
 	if err != nil {
 		return res, err
 	}
@@ -227,16 +222,18 @@ func profile(path string) (stop func(), err error) {
 	}, nil
 }
 
-// readyThenGo tells the parent the worker is ready, and returns when to start and end.
-func readyThenGo(out *json.Encoder, in *json.Decoder) (goMsg, error) {
+// readyThenGo tells the parent the worker is ready, and returns when to start and end, with a CPU profile into
+// cpuProfile started (none for "") and the function that stops it.
+func readyThenGo(out *json.Encoder, in *json.Decoder, cpuProfile string) (start, end time.Time, stop func(), err error) {
 	var g goMsg
 	if err := out.Encode(readyMsg{Ready: true}); err != nil {
-		return g, err
+		return start, end, nil, err
 	}
 	if err := in.Decode(&g); err != nil {
-		return g, fmt.Errorf("waiting for the start: %w", err)
+		return start, end, nil, fmt.Errorf("waiting for the start: %w", err)
 	}
-	return g, nil
+	stop, err = profile(cpuProfile)
+	return time.Unix(0, g.Start), time.Unix(0, g.End), stop, err
 }
 
 // warmUp dials the connections and loads the scripts, on a key of its own.
@@ -323,11 +320,12 @@ func interleaved(j job, out *json.Encoder, in *json.Decoder, res *result) error 
 	if err != nil {
 		return err
 	}
-	g, err := readyThenGo(out, in)
+	start, _, stop, err := readyThenGo(out, in, "")
 	if err != nil {
 		return err
 	}
-	time.Sleep(clock.Until(time.Unix(0, g.Start)))
+	defer stop()
+	time.Sleep(clock.Until(start))
 	res.Members = make([]memberResult, len(members))
 	for i := range res.Members {
 		res.Members[i] = memberResult{Pings: make([]time.Duration, 0, j.Pairs), Pairs: make([]time.Duration, 0, j.Pairs)}

@@ -35,35 +35,27 @@ func assertShape(t *testing.T, err error, want ...error) {
 	assert.NotErrorIs(t, err, lock.ErrInvalid)
 }
 
-// shapeBubble runs test in a synctest bubble with a miniredis, a Client, and a second Client (another process)
-// that holds "job" for a minute.
+// shapeBubble runs test in a synctest bubble (inBubble) with a Client, and a second Client (another process) that
+// holds "job" for a minute.
 func shapeBubble(t *testing.T, test func(t *testing.T, locks *lock.Client)) {
-	synctest.Test(t, func(t *testing.T) {
-		m := miniredis.NewMiniRedis()
-		defer m.Close()
-		rdb := redistest.SynctestClient(m)
+	inBubble(t, func(t *testing.T, m *miniredis.Miniredis, locks *lock.Client) {
+		defer func() { assert.NoError(t, locks.Close()) }()
+		rdb := redistest.SynctestClient(m) // another process's connection
 		defer rdb.Close()
 		other := newClient(t, rdb)
 		defer func() { assert.NoError(t, other.Close()) }()
 		held, err := other.TryObtain(context.Background(), "job", time.Minute)
 		require.NoError(t, err)
-		locks := newClient(t, rdb)
-		defer func() { assert.NoError(t, locks.Close()) }()
 		test(t, locks)
 		require.NoError(t, held.Release(context.Background()))
 	})
 }
 
-// heldBubble runs test in a synctest bubble with a miniredis and a Client that holds "job" for a minute, then
-// releases the lock: the release works, or finds the lock gone (a Release that test cut short may have reached
-// the server all the same).
+// heldBubble runs test in a synctest bubble (inBubble) with a Client that holds "job" for a minute, then releases
+// the lock: the release works, or finds the lock gone (a Release that test cut short may have reached the server
+// all the same).
 func heldBubble(t *testing.T, test func(t *testing.T, l *lock.Lock)) {
-	synctest.Test(t, func(t *testing.T) {
-		m := miniredis.NewMiniRedis()
-		defer m.Close()
-		rdb := redistest.SynctestClient(m)
-		defer rdb.Close()
-		locks := newClient(t, rdb)
+	inBubble(t, func(t *testing.T, _ *miniredis.Miniredis, locks *lock.Client) {
 		defer func() { assert.NoError(t, locks.Close()) }()
 		l, err := locks.TryObtain(context.Background(), "job", time.Minute)
 		require.NoError(t, err)

@@ -13,9 +13,6 @@ import (
 	"sync"
 )
 
-// randomLen is the length of the random part: 16 bytes in unpadded base64url.
-const randomLen = 22
-
 // New returns a fresh value: a random token, then " " + metadata when metadata is not empty.
 func New(metadata string) string {
 	var b [16]byte
