@@ -53,7 +53,7 @@ func (e *Election) campaign(ctx, parent context.Context) (*Leadership, error) {
 			return e.ctxErr(ctx, campaignOp, err)
 		}
 		err = e.wrap(fmt.Errorf("campaign: %w", err))
-		if permanent(err) {
+		if retry.Permanent(err) {
 			return err
 		}
 		e.emitError(0, err)

@@ -12,7 +12,6 @@ import (
 	"github.com/keyward/keyward/internal/errs"
 	"github.com/keyward/keyward/internal/locker"
 	"github.com/keyward/keyward/internal/observe"
-	"github.com/keyward/keyward/internal/retry"
 	"github.com/keyward/keyward/internal/token"
 )
 
@@ -193,16 +192,6 @@ func (e *Election) ctxErr(ctx context.Context, op string, last error) error {
 		return errs.Context(ctx, "election", op, e.name)
 	}
 	return fmt.Errorf("%w (the last attempt failed: %w)", errs.Context(ctx, "election", op, e.name), last)
-}
-
-// permanent reports whether err will not pass by trying again: retry.Permanent's errors, and a closed client.
-func permanent(err error) bool {
-	return retry.Permanent(err) || errors.Is(err, keyward.ErrClosed)
-}
-
-// closed reports whether err says a Watcher (or a client) was closed.
-func closed(err error) bool {
-	return errors.Is(err, keyward.ErrClosed)
 }
 
 // emit tells the observer e, from this election.

@@ -2,9 +2,11 @@ package election
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/errs"
 	"github.com/keyward/keyward/internal/retry"
 	"github.com/keyward/keyward/internal/watch"
@@ -43,7 +45,7 @@ func (e *Election) Observe(ctx context.Context) (<-chan Leader, error) {
 		switch {
 		case ctx.Err() != nil:
 			return nil, e.ctxErr(ctx, op, err)
-		case closed(err):
+		case errors.Is(err, keyward.ErrClosed):
 			return nil, errs.Closed("election", op, e.name)
 		}
 		return nil, e.wrap(err)

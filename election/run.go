@@ -119,7 +119,7 @@ func (e *Election) observeForCallbacks(ctx context.Context) (stop func()) {
 		for {
 			leaders, err := e.Observe(octx)
 			if err != nil {
-				if octx.Err() != nil || closed(err) {
+				if octx.Err() != nil || errors.Is(err, keyward.ErrClosed) {
 					return
 				}
 				e.emitError(0, err)
