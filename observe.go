@@ -23,23 +23,52 @@ type ObserverFunc func(ctx context.Context, e Event)
 // Observe calls f(ctx, e).
 func (f ObserverFunc) Observe(ctx context.Context, e Event) { f(ctx, e) }
 
+// A CallObserver is an Observer that also hears each call begin, and may give the call a context of its own: the
+// hook for traces, whose span must be the parent of what the call does. The calls are TryObtain, Obtain and Do
+// of lock and redlock, TryAcquire, Acquire and Do of semaphore, and each campaign of election (Campaign's, and
+// those of Run). Every call that begins ends with an Ended event, on the context StartCall returned.
+//
+// Observers passed together (several WithObserver options) are all asked, in order, each given the context the
+// one before it returned.
+type CallObserver interface {
+	Observer
+	// StartCall is called when a call begins, before its arguments are checked. It must return ctx or a context
+	// derived from it (one that ends when ctx ends), and must not block. The call runs on the returned context
+	// from then on: it sends its Redis commands with it, passes it with the events of the call (the last of them
+	// Ended), and Do derives fn's context from it.
+	StartCall(ctx context.Context, c Call) context.Context
+}
+
+// A Call is what a CallObserver hears of a call that begins.
+type Call struct {
+	// Source is the package of the call: "lock", "redlock", "semaphore" or "election".
+	Source string
+	// Op is the call: "try obtain", "obtain", "do", "try acquire", "acquire" or "campaign".
+	Op string
+	// Key is the lock key (with its prefix), the semaphore's or the election's name.
+	Key string
+}
+
 // An Event is one thing an Observer hears. Which fields are set depends on Kind.
 type Event struct {
 	// Kind says what happened.
 	Kind EventKind
 	// Source is the package the event comes from: "lock", "redlock", "semaphore", "election" or "keyspace".
 	Source string
+	// Op is the call that ended, for Ended: "try obtain", "obtain", "do", "try acquire", "acquire" or
+	// "campaign" (see Call).
+	Op string
 	// Key is the lock key (with its prefix), the semaphore's or the election's name; "" for a watcher's events.
 	Key string
 	// Fence is the fencing token of the lock, permit or term concerned; 0 when there is none.
 	Fence int64
-	// Wait is how long the caller waited, for Obtained and WaitEnded.
+	// Wait is how long the caller waited, for Obtained and WaitEnded; how long the call took, for Ended.
 	Wait time.Duration
 	// Held is how long the lock was held, for Released and Lost.
 	Held time.Duration
 	// Err is the cause, for RefreshFailed, Lost, CleanedUp (nil when the clean-up worked), WaitEnded (nil when
-	// the wait obtained), Released (nil when the release worked), Reconnected (what broke the connection) and
-	// Error.
+	// the wait obtained), Released (nil when the release worked), Reconnected (what broke the connection),
+	// Error, and Ended (the call's error: nil when it obtained).
 	Err error
 }
 
@@ -70,12 +99,18 @@ const (
 	// Error: an error keyward handled in the background and would otherwise not report (a resignation that
 	// failed, a watcher that could not be closed cleanly). Err says what it was.
 	Error
+	// Ended: a call ended (see CallObserver for which calls): Op says which, Wait how long it took, Fence the
+	// fence of the lock, permit or term it obtained, and Err the error it returned: nil when it obtained (for Do,
+	// when fn and the release succeeded), an error matching ErrNotObtained for a Try… that found no room, ctx's
+	// error when ctx ended first, ErrClosed after Close, and so on. Observers count outcomes from it, and a
+	// CallObserver ends the span it began.
+	Ended
 )
 
 var eventKindNames = [...]string{
 	Obtained: "obtained", Released: "released", RefreshFailed: "refresh failed", Lost: "lost",
 	WaitStarted: "wait started", WaitEnded: "wait ended", CleanedUp: "cleaned up", Reconnected: "reconnected",
-	Error: "error",
+	Error: "error", Ended: "ended",
 }
 
 // String returns the kind's name in lower case, e.g. "refresh failed".
@@ -88,7 +123,8 @@ func (k EventKind) String() string {
 
 // LogObserver returns an Observer that logs every event to l with the message "keyward: <kind>" and the
 // event's fields as attributes: Lost, RefreshFailed, Error and failed Released or CleanedUp at Warn level,
-// Reconnected at Info, the rest at Debug. A nil l returns nil (no observer).
+// Reconnected at Info, the rest at Debug, except Ended events without an error (the call was logged as Obtained).
+// A nil l returns nil (no observer).
 func LogObserver(l *slog.Logger) Observer {
 	if l == nil {
 		return nil
@@ -108,18 +144,21 @@ func (o logObserver) Observe(ctx context.Context, e Event) {
 	case e.Kind == Reconnected:
 		level = slog.LevelInfo
 	}
-	if !o.l.Enabled(ctx, level) {
-		return
+	if e.Kind == Ended && e.Err == nil || !o.l.Enabled(ctx, level) {
+		return // a call that obtained was logged as Obtained
 	}
-	attrs := make([]slog.Attr, 0, 6)
+	attrs := make([]slog.Attr, 0, 7)
 	attrs = append(attrs, slog.String("source", e.Source))
+	if e.Op != "" {
+		attrs = append(attrs, slog.String("op", e.Op))
+	}
 	if e.Key != "" {
 		attrs = append(attrs, slog.String("key", e.Key))
 	}
 	if e.Fence != 0 {
 		attrs = append(attrs, slog.Int64("fence", e.Fence))
 	}
-	if e.Kind == Obtained || e.Kind == WaitEnded {
+	if e.Kind == Obtained || e.Kind == WaitEnded || e.Kind == Ended {
 		attrs = append(attrs, slog.Duration("wait", e.Wait))
 	}
 	if e.Held != 0 {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/errs"
+	"github.com/keyward/keyward/internal/observe"
 	"github.com/keyward/keyward/internal/retry"
 )
 
@@ -44,7 +45,15 @@ const campaignOp = "campaign"
 
 // campaign is Campaign with the parent of the leadership's context: Run's ctx, so that a leader's fn stops when
 // Run's ctx ends; Campaign's ctx without its cancellation, so that the leadership outlives the wait.
-func (e *Election) campaign(ctx, parent context.Context) (*Leadership, error) {
+func (e *Election) campaign(ctx, parent context.Context) (lead *Leadership, err error) {
+	ctx, call := observe.Start(ctx, e.observer, "election", campaignOp, e.name)
+	defer func() {
+		var term int64
+		if lead != nil {
+			term = lead.Term()
+		}
+		call.End(term, err)
+	}()
 	start := time.Now()
 	var backoff retry.Backoff
 	// again reports err, which may pass, and waits a backoff; a non-nil result ends the campaign.

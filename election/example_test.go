@@ -78,6 +78,7 @@ func ExampleWithObserver() {
 	_ = lead.Resign(context.Background())
 	// Output:
 	// election reports obtained first term: true <nil>
+	// election reports ended first term: true <nil>
 	// election reports released first term: true <nil>
 }
 

@@ -39,7 +39,8 @@ func TestObserverHearsTerms(t *testing.T) {
 
 		lead, err := a.Campaign(ctx)
 		require.NoError(t, err)
-		assert.Equal(t, []keyward.Event{{Kind: keyward.Obtained, Source: "election", Key: name, Fence: lead.Term()}},
+		assert.Equal(t, []keyward.Event{{Kind: keyward.Obtained, Source: "election", Key: name, Fence: lead.Term()},
+			{Kind: keyward.Ended, Source: "election", Op: "campaign", Key: name, Fence: lead.Term()}},
 			take(t, rec), "elected at once")
 
 		time.Sleep(5 * time.Second) // renewals tell nothing
@@ -63,7 +64,8 @@ func TestObserverHearsTerms(t *testing.T) {
 		require.NoError(t, other.Resign(ctx))
 		second := <-got
 		assert.Equal(t, []keyward.Event{{Kind: keyward.Obtained, Source: "election", Key: name,
-			Fence: second.Term(), Wait: 3 * time.Second}}, take(t, rec))
+			Fence: second.Term(), Wait: 3 * time.Second}, {Kind: keyward.Ended, Source: "election", Op: "campaign",
+			Key: name, Fence: second.Term(), Wait: 3 * time.Second}}, take(t, rec))
 		require.NoError(t, second.Resign(ctx))
 		assert.Equal(t, []keyward.EventKind{keyward.Released}, observe.Kinds(take(t, rec)))
 	})
@@ -79,7 +81,7 @@ func TestObserverHearsATermLost(t *testing.T) {
 		lead, err := a.Campaign(ctx)
 		require.NoError(t, err)
 		elected := time.Now()
-		assert.Equal(t, []keyward.EventKind{keyward.Obtained}, observe.Kinds(take(t, rec)))
+		assert.Equal(t, []keyward.EventKind{keyward.Obtained, keyward.Ended}, observe.Kinds(take(t, rec)))
 
 		crashed.On() // Redis can no longer be reached: no renewal succeeds
 		<-lead.Done()
@@ -128,15 +130,16 @@ func TestObserverHearsRunsTerms(t *testing.T) {
 		require.ErrorIs(t, err, context.Canceled)
 		require.Len(t, terms, 2)
 		events := take(t, rec)
-		assert.Equal(t, []keyward.EventKind{keyward.Obtained, keyward.Lost, keyward.Released, keyward.Obtained,
-			keyward.Released}, observe.Kinds(events))
-		assert.Equal(t, terms[0], events[1].Fence)
-		assert.ErrorIs(t, events[1].Err, election.ErrLost)
-		assert.Equal(t, time.Second/3, events[1].Held, "found taken at the first renewal")
-		assert.ErrorIs(t, events[2].Err, election.ErrLost, "the lost term's resignation reports the loss")
-		assert.Equal(t, terms[1], events[3].Fence)
-		assert.GreaterOrEqual(t, events[3].Wait, 2*time.Second-time.Second/3, "waited for the other holder")
-		assert.NoError(t, events[4].Err)
+		assert.Equal(t, []keyward.EventKind{keyward.Obtained, keyward.Ended, keyward.Lost, keyward.Released,
+			keyward.Obtained, keyward.Ended, keyward.Released}, observe.Kinds(events))
+		assert.Equal(t, terms[0], events[2].Fence)
+		assert.ErrorIs(t, events[2].Err, election.ErrLost)
+		assert.Equal(t, time.Second/3, events[2].Held, "found taken at the first renewal")
+		assert.ErrorIs(t, events[3].Err, election.ErrLost, "the lost term's resignation reports the loss")
+		assert.Equal(t, terms[1], events[4].Fence)
+		assert.GreaterOrEqual(t, events[4].Wait, 2*time.Second-time.Second/3, "waited for the other holder")
+		assert.Equal(t, "campaign", events[5].Op, "each of Run's campaigns is a call")
+		assert.NoError(t, events[6].Err)
 	})
 }
 
@@ -153,7 +156,9 @@ func TestObserverHearsErrorsRunRidesOut(t *testing.T) {
 		})
 		require.ErrorIs(t, err, context.Canceled)
 		events := take(t, rec)
-		assert.Equal(t, []keyward.EventKind{keyward.Error, keyward.Obtained, keyward.Released}, observe.Kinds(events))
+		assert.Equal(t, []keyward.EventKind{keyward.Error, keyward.Obtained, keyward.Ended, keyward.Released},
+			observe.Kinds(events))
+		assert.NoError(t, events[2].Err, "the campaign rode the error out")
 		assert.ErrorContains(t, events[0].Err, "LOADING")
 		assert.ErrorContains(t, events[0].Err, `"report"`)
 	})
@@ -174,7 +179,7 @@ func TestWithLogger(t *testing.T) {
 		lead, err := a.Campaign(context.Background())
 		require.NoError(t, err)
 		require.NoError(t, lead.Resign(context.Background()))
-		assert.Len(t, take(t, rec), 2, "the observer hears everything too")
+		assert.Len(t, take(t, rec), 3, "the observer hears everything too: obtained, ended, released")
 		mu.Lock()
 		defer mu.Unlock()
 		assert.Contains(t, buf.String(), `msg="keyward: obtained" source=election key=report`)

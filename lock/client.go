@@ -118,17 +118,25 @@ func (c *Client) Stats() keyward.Stats {
 // If the attempt fails without an answer from the server (a timeout, a dropped connection, a cancelled ctx),
 // the lock may have been taken on the server all the same: TryObtain then sends a best-effort release for its
 // token, so the key is not left behind (a CleanedUp event), and returns the error, never a lock.
-func (c *Client) TryObtain(ctx context.Context, key string, ttl time.Duration, opts ...ObtainOption) (*Lock, error) {
+func (c *Client) TryObtain(ctx context.Context, key string, ttl time.Duration, opts ...ObtainOption) (l *Lock, err error) {
+	ctx, call := c.start(ctx, "try obtain", key)
+	defer func() { call.End(l.fenceOr0(), err) }()
 	a, err := c.newAttempt(ctx, "try obtain", key, ttl, opts)
 	if err != nil {
 		return nil, err
 	}
-	l, _, err := a.try(ctx)
+	l, _, err = a.try(ctx)
 	if err != nil {
 		return nil, err
 	}
 	c.emit(ctx, keyward.Event{Kind: keyward.Obtained, Key: a.names.Lock, Fence: l.fence, Wait: time.Since(a.start)})
 	return l, nil
+}
+
+// start begins the call op on key for the observer (see keyward.CallObserver): the call runs on the context it
+// returns, and ends with the Call's End.
+func (c *Client) start(ctx context.Context, op, key string) (context.Context, observe.Call) {
+	return observe.Start(ctx, c.opts.observer, "lock", op, c.opts.Prefix+key)
 }
 
 // attempt is one caller's attempt to take a lock, with the value it will store.

@@ -148,6 +148,10 @@ func ExampleWithObserver() {
 	ctx := context.Background()
 
 	observer := keyward.ObserverFunc(func(_ context.Context, e keyward.Event) {
+		if e.Kind == keyward.Ended { // e.g. a counter of calls by e.Op and outcome
+			fmt.Println(e.Source, e.Op, "ended:", e.Err)
+			return
+		}
 		fmt.Println(e.Source, e.Kind, e.Key) // e.g. a histogram of e.Wait for Obtained, of e.Held for Released
 	})
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -158,6 +162,8 @@ func ExampleWithObserver() {
 	fmt.Println("done:", err)
 	// Output:
 	// lock obtained jobs:reindex
+	// lock obtain ended: <nil>
 	// lock released jobs:reindex
+	// lock do ended: <nil>
 	// done: <nil>
 }

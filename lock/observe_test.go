@@ -63,20 +63,24 @@ func TestObserverHearsObtainedAndReleased(t *testing.T) {
 		require.NoError(t, l.Release(ctx))
 
 		events := rec.All()
-		require.Len(t, events, 4, "no wait events: nobody waited")
-		obtained, released := events[0], events[1]
+		require.Len(t, events, 6, "no wait events: nobody waited")
+		obtained, ended, released := events[0], events[1], events[2]
 		assert.Equal(t, keyward.Obtained, obtained.Kind)
 		assert.Equal(t, "lock", obtained.Source)
 		assert.Equal(t, "p:job", obtained.Key, "the key with the Client's prefix")
 		assert.Positive(t, obtained.Fence)
 		assert.Zero(t, obtained.Wait, "no time passes in the bubble while it runs")
+		assert.Equal(t, keyward.Event{Kind: keyward.Ended, Source: "lock", Op: "try obtain", Key: "p:job",
+			Fence: obtained.Fence}, ended, "the call ended with the lock")
 		assert.Equal(t, keyward.Released, released.Kind)
 		assert.Equal(t, "p:job", released.Key)
 		assert.Equal(t, obtained.Fence, released.Fence)
 		assert.Equal(t, 3*time.Second, released.Held)
 		assert.NoError(t, released.Err)
-		assert.Equal(t, []keyward.EventKind{keyward.Obtained, keyward.Released}, rec.Kinds()[2:])
-		assert.Equal(t, l.Fence(), events[2].Fence)
+		assert.Equal(t, []keyward.EventKind{keyward.Obtained, keyward.Ended, keyward.Released}, rec.Kinds()[3:])
+		assert.Equal(t, l.Fence(), events[3].Fence)
+		assert.Equal(t, "obtain", events[4].Op)
+		assert.Equal(t, l.Fence(), events[4].Fence)
 	})
 }
 
@@ -100,10 +104,14 @@ func TestObserverHearsAWait(t *testing.T) {
 
 		// The holder's Released and the waiter's WaitEnded come from two goroutines, in either order.
 		kinds := rec.Kinds()
-		require.Len(t, kinds, 6)
-		assert.Equal(t, []keyward.EventKind{keyward.Obtained, keyward.WaitStarted}, kinds[:2])
-		assert.ElementsMatch(t, []keyward.EventKind{keyward.Released, keyward.WaitEnded}, kinds[2:4])
-		assert.Equal(t, []keyward.EventKind{keyward.Obtained, keyward.Released}, kinds[4:])
+		require.Len(t, kinds, 8)
+		assert.Equal(t, []keyward.EventKind{keyward.Obtained, keyward.Ended, keyward.WaitStarted}, kinds[:3])
+		assert.ElementsMatch(t, []keyward.EventKind{keyward.Released, keyward.WaitEnded}, kinds[3:5])
+		assert.Equal(t, []keyward.EventKind{keyward.Obtained, keyward.Ended, keyward.Released}, kinds[5:])
+		waited := rec.Of(keyward.Ended)[1]
+		assert.Equal(t, "obtain", waited.Op)
+		assert.Equal(t, 2*time.Second, waited.Wait, "the whole call")
+		assert.NoError(t, waited.Err)
 		started, ended, obtained := rec.Of(keyward.WaitStarted)[0], rec.Of(keyward.WaitEnded)[0], rec.Of(keyward.Obtained)[1]
 		assert.Equal(t, "p:job", started.Key)
 		assert.Equal(t, "lock", started.Source)
@@ -227,7 +235,8 @@ func TestObserverHearsCleanUps(t *testing.T) {
 		rdb.AddHook(&redistest.LostReply{Name: "evalsha"})
 		_, err := locks.TryObtain(context.Background(), "upload", 10*time.Second)
 		require.Error(t, err)
-		assert.Equal(t, []keyward.EventKind{keyward.CleanedUp}, rec.Kinds())
+		assert.Equal(t, []keyward.EventKind{keyward.CleanedUp, keyward.Ended}, rec.Kinds())
+		assert.Equal(t, err, rec.All()[1].Err, "the call ended with its error")
 		e := rec.All()[0]
 		assert.Equal(t, "upload", e.Key)
 		assert.Equal(t, "lock", e.Source)
@@ -241,7 +250,7 @@ func TestObserverHearsCleanUps(t *testing.T) {
 		rdb.AddHook(failEvalsha{})
 		_, err := locks.TryObtain(context.Background(), "upload", 10*time.Second)
 		require.Error(t, err)
-		assert.Equal(t, []keyward.EventKind{keyward.CleanedUp}, rec.Kinds())
+		assert.Equal(t, []keyward.EventKind{keyward.CleanedUp, keyward.Ended}, rec.Kinds())
 		e := rec.All()[0]
 		assert.ErrorIs(t, e.Err, os.ErrDeadlineExceeded)
 		assert.Contains(t, e.Err.Error(), `"upload"`)
@@ -342,8 +351,8 @@ func TestWithLogger(t *testing.T) {
 	require.Len(t, lines, 2)
 	assert.Contains(t, lines[0], `msg="keyward: obtained" source=lock key=job`)
 	assert.Contains(t, lines[1], `msg="keyward: released" source=lock key=job`)
-	assert.Equal(t, []keyward.EventKind{keyward.Obtained, keyward.Released}, rec.Kinds(),
-		"the logger and the observer both hear every event")
+	assert.Equal(t, []keyward.EventKind{keyward.Obtained, keyward.Ended, keyward.Released}, rec.Kinds(),
+		"the logger and the observer both hear every event (the logger skips a call's end without an error)")
 }
 
 type lockedWriter struct {

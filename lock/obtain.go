@@ -10,6 +10,7 @@ import (
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/errs"
 	"github.com/keyward/keyward/internal/lease"
+	"github.com/keyward/keyward/internal/observe"
 	"github.com/keyward/keyward/internal/retry"
 	"github.com/keyward/keyward/internal/script"
 	"github.com/keyward/keyward/internal/waitq"
@@ -40,12 +41,14 @@ import (
 //
 // The observer hears Obtained (Wait: since the call began), and, when the call had to wait, WaitStarted and
 // WaitEnded.
-func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts ...ObtainOption) (*Lock, error) {
+func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts ...ObtainOption) (l *Lock, err error) {
+	ctx, call := c.start(ctx, "obtain", key)
+	defer func() { call.End(l.fenceOr0(), err) }()
 	a, err := c.newAttempt(ctx, "obtain", key, ttl, opts)
 	if err != nil {
 		return nil, err
 	}
-	l, err := c.obtain(ctx, a)
+	l, err = c.obtain(ctx, a)
 	if err != nil {
 		return nil, err
 	}
@@ -97,11 +100,15 @@ func (c *Client) obtain(ctx context.Context, a *attempt) (*Lock, error) {
 // fencing token (FenceFrom). The lock is released when fn returns, also when fn panics. Do returns fn's error
 // joined with the release's, or the error of Obtain (matching ErrClosed after Close, ctx's error and cause when
 // ctx ended first).
-func (c *Client) Do(ctx context.Context, key string, ttl time.Duration, fn func(ctx context.Context) error, opts ...ObtainOption) error {
+func (c *Client) Do(ctx context.Context, key string, ttl time.Duration, fn func(ctx context.Context) error, opts ...ObtainOption) (err error) {
+	ctx, call := c.start(ctx, "do", key)
+	var fence int64
+	defer func() { call.End(fence, err) }()
 	l, err := c.Obtain(ctx, key, ttl, append(slices.Clip(opts), WithAutoRefresh())...)
 	if err != nil {
 		return err
 	}
+	fence, err = l.fence, observe.ErrPanicked // what Ended reports if fn panics
 	return l.wrap(lease.Run(context.WithValue(ctx, fenceKey{}, l.fence), l.lease, fn))
 }
 

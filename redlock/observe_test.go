@@ -50,7 +50,11 @@ func TestObserverHearsObtainedAndReleased(t *testing.T) {
 
 		require.NoError(t, l.Release(ctx))
 		assert.Len(t, rec.Of(keyward.Released), 1, "a second Release sends nothing, and tells nothing")
-		assert.Equal(t, []keyward.EventKind{keyward.Obtained, keyward.Released}, rec.Kinds(), "no wait, no clean-up")
+		assert.Equal(t, []keyward.EventKind{keyward.Obtained, keyward.Ended, keyward.Released}, rec.Kinds(),
+			"no wait, no clean-up")
+		e = only(t, rec, keyward.Ended)
+		assert.Equal(t, keyward.Event{Kind: keyward.Ended, Source: "redlock", Op: "try obtain", Key: "p:job",
+			Fence: l.Fence()}, e, "the call ended with the lock")
 	})
 }
 
@@ -69,7 +73,8 @@ func TestObserverHearsAWait(t *testing.T) {
 		assert.Equal(t, []keyward.EventKind{keyward.WaitStarted}, rec.Kinds())
 		time.Sleep(time.Second)
 		l := handOff(t, held, got, nil, "")
-		assert.Equal(t, []keyward.EventKind{keyward.WaitStarted, keyward.WaitEnded, keyward.Obtained}, rec.Kinds())
+		assert.Equal(t, []keyward.EventKind{keyward.WaitStarted, keyward.WaitEnded, keyward.Obtained, keyward.Ended},
+			rec.Kinds())
 		ended := only(t, rec, keyward.WaitEnded)
 		assert.NoError(t, ended.Err, "the wait ended with the lock")
 		assert.GreaterOrEqual(t, ended.Wait, time.Second)
@@ -88,6 +93,12 @@ func TestObserverHearsAWait(t *testing.T) {
 		assert.ErrorIs(t, ends[1].Err, context.DeadlineExceeded)
 		assert.Equal(t, 2*time.Second, ends[1].Wait)
 		assert.Len(t, rec.Of(keyward.WaitStarted), 2)
+		calls := rec.Of(keyward.Ended)
+		require.Len(t, calls, 2)
+		assert.Equal(t, "obtain", calls[1].Op)
+		assert.Equal(t, err, calls[1].Err, "the call ended with its error")
+		assert.Equal(t, 2*time.Second, calls[1].Wait)
+		assert.Zero(t, calls[1].Fence)
 		require.NoError(t, l.Release(ctx))
 	})
 }
@@ -223,7 +234,7 @@ func TestObserversAddUp(t *testing.T) {
 		l, err := locks.TryObtain(context.Background(), "job", time.Minute)
 		require.NoError(t, err)
 		require.NoError(t, l.Release(context.Background()))
-		assert.Equal(t, []keyward.EventKind{keyward.Obtained, keyward.Released}, first.Kinds())
+		assert.Equal(t, []keyward.EventKind{keyward.Obtained, keyward.Ended, keyward.Released}, first.Kinds())
 		assert.Equal(t, first.Kinds(), second.Kinds())
 	})
 }
@@ -273,6 +284,7 @@ func TestLoggerLogsTheEvents(t *testing.T) {
 		out := buf.String()
 		assert.Contains(t, out, `msg="keyward: obtained" source=redlock key=p:job`)
 		assert.Contains(t, out, `msg="keyward: released" source=redlock key=p:job`)
-		assert.Len(t, rec.All(), 2, "the observer hears them too")
+		assert.NotContains(t, out, "keyward: ended", "a call that obtained is logged once, as obtained")
+		assert.Len(t, rec.All(), 3, "the observer hears them too, and the call's end")
 	})
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/errs"
 	"github.com/keyward/keyward/internal/lease"
+	"github.com/keyward/keyward/internal/observe"
 	"github.com/keyward/keyward/internal/retry"
 	"github.com/keyward/keyward/internal/script"
 	"github.com/keyward/keyward/internal/waitq"
@@ -52,8 +53,10 @@ const watchWait = 100 * time.Millisecond
 //
 // An Obtain that finds the lock taken tells the observer ([WithObserver]) a [keyward.WaitStarted] event, and a
 // [keyward.WaitEnded] one when it stops waiting.
-func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts ...ObtainOption) (*Lock, error) {
+func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts ...ObtainOption) (l *Lock, err error) {
 	const op = "obtain"
+	ctx, call := c.start(ctx, op, key)
+	defer func() { call.End(l.fenceOr0(), err) }()
 	if err := c.begin(op, key); err != nil {
 		return nil, err
 	}
@@ -62,7 +65,7 @@ func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts
 	if err != nil {
 		return nil, err
 	}
-	l, err := a.obtain(ctx)
+	l, err = a.obtain(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -247,11 +250,15 @@ func arm(timer *time.Timer, deadline, at time.Time) time.Time {
 // Do obtains the lock key as Obtain does, with auto-refresh, and runs fn while holding it. fn's context is
 // cancelled the moment the lock is lost, with a cause matching ErrLost (see context.Cause). The lock is released
 // when fn returns, also when fn panics. Do returns fn's error joined with the release's, or the error of Obtain.
-func (c *Client) Do(ctx context.Context, key string, ttl time.Duration, fn func(ctx context.Context) error, opts ...ObtainOption) error {
+func (c *Client) Do(ctx context.Context, key string, ttl time.Duration, fn func(ctx context.Context) error, opts ...ObtainOption) (err error) {
+	ctx, call := c.start(ctx, "do", key)
+	var fence int64
+	defer func() { call.End(fence, err) }()
 	l, err := c.Obtain(ctx, key, ttl, append(slices.Clip(opts), WithAutoRefresh())...)
 	if err != nil {
 		return err
 	}
+	fence, err = l.fence, observe.ErrPanicked // what Ended reports if fn panics
 	return l.wrap(lease.Run(ctx, l.lease, fn))
 }
 

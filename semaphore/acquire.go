@@ -9,6 +9,7 @@ import (
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/errs"
 	"github.com/keyward/keyward/internal/lease"
+	"github.com/keyward/keyward/internal/observe"
 	"github.com/keyward/keyward/internal/retry"
 	"github.com/keyward/keyward/internal/waitq"
 	"github.com/keyward/keyward/internal/watch"
@@ -37,7 +38,9 @@ import (
 //
 // An Acquire that has to wait tells the observer WaitStarted and, when the wait is over, WaitEnded; Obtained when
 // it returns a permit.
-func (s *Semaphore) Acquire(ctx context.Context, ttl time.Duration, opts ...AcquireOption) (*Permit, error) {
+func (s *Semaphore) Acquire(ctx context.Context, ttl time.Duration, opts ...AcquireOption) (p *Permit, err error) {
+	ctx, call := s.start(ctx, acquireOp)
+	defer func() { call.End(p.fenceOr0(), err) }()
 	return s.acquire(ctx, ttl, acquireSettings(opts).autoRefresh)
 }
 
@@ -46,11 +49,15 @@ func (s *Semaphore) Acquire(ctx context.Context, ttl time.Duration, opts ...Acqu
 // permit is released when fn returns, also when fn panics. Do returns fn's error joined with the release's, or the
 // error of Acquire.
 func (s *Semaphore) Do(ctx context.Context, ttl time.Duration, fn func(ctx context.Context) error,
-	opts ...AcquireOption) error {
-	p, err := s.acquire(ctx, ttl, true)
+	opts ...AcquireOption) (err error) {
+	ctx, call := s.start(ctx, "do")
+	var fence int64
+	defer func() { call.End(fence, err) }()
+	p, err := s.Acquire(ctx, ttl, WithAutoRefresh())
 	if err != nil {
 		return err
 	}
+	fence, err = p.fence, observe.ErrPanicked // what Ended reports if fn panics
 	return lease.Run(ctx, p, fn)
 }
 

@@ -79,5 +79,6 @@ func ExampleWithObserver() {
 	_ = p.Release(context.Background())
 	// Output:
 	// semaphore pool obtained <nil>
+	// semaphore pool ended <nil>
 	// semaphore pool released <nil>
 }

@@ -51,7 +51,8 @@ func TestObserverHearsAcquireWaitAndRelease(t *testing.T) {
 		events := rec.Take()
 		fromPool(t, events)
 		assert.Equal(t, []keyward.Event{{Kind: keyward.Obtained, Source: "semaphore", Key: "pool",
-			Fence: held.Fence(), Wait: 0}}, events, "TryAcquire does not wait")
+			Fence: held.Fence(), Wait: 0}, {Kind: keyward.Ended, Source: "semaphore", Op: "try acquire", Key: "pool",
+			Fence: held.Fence()}}, events, "TryAcquire does not wait")
 
 		got := make(chan *semaphore.Permit)
 		go func() {
@@ -68,8 +69,8 @@ func TestObserverHearsAcquireWaitAndRelease(t *testing.T) {
 		synctest.Wait()
 		events = rec.Take()
 		fromPool(t, events)
-		assert.ElementsMatch(t, []keyward.EventKind{keyward.Released, keyward.WaitEnded, keyward.Obtained},
-			observe.Kinds(events))
+		assert.ElementsMatch(t, []keyward.EventKind{keyward.Released, keyward.WaitEnded, keyward.Obtained,
+			keyward.Ended}, observe.Kinds(events))
 		released := find(t, events, keyward.Released)
 		assert.Equal(t, 5*time.Second, released.Held)
 		assert.Equal(t, held.Fence(), released.Fence)
@@ -81,6 +82,9 @@ func TestObserverHearsAcquireWaitAndRelease(t *testing.T) {
 		assert.Equal(t, 5*time.Second, obtained.Wait)
 		assert.Equal(t, p.Fence(), obtained.Fence)
 		assert.Greater(t, p.Fence(), held.Fence())
+		call := find(t, events, keyward.Ended)
+		assert.Equal(t, keyward.Event{Kind: keyward.Ended, Source: "semaphore", Op: "acquire", Key: "pool",
+			Fence: p.Fence(), Wait: 5 * time.Second}, call)
 
 		require.NoError(t, held.Release(ctx))
 		assert.Empty(t, rec.Take(), "a second Release tells nothing new")
@@ -92,10 +96,13 @@ func TestObserverHearsAcquireWaitAndRelease(t *testing.T) {
 		require.ErrorIs(t, err, context.DeadlineExceeded)
 		events = rec.Take()
 		fromPool(t, events)
-		assert.Equal(t, []keyward.EventKind{keyward.WaitStarted, keyward.WaitEnded}, observe.Kinds(events))
+		assert.Equal(t, []keyward.EventKind{keyward.WaitStarted, keyward.WaitEnded, keyward.Ended},
+			observe.Kinds(events))
 		assert.Equal(t, 2*time.Second, events[1].Wait)
 		assert.ErrorIs(t, events[1].Err, context.DeadlineExceeded)
 		assert.Equal(t, err, events[1].Err, "the error Acquire returned")
+		assert.Equal(t, err, events[2].Err, "the call ended with it")
+		assert.Zero(t, events[2].Fence)
 
 		require.NoError(t, p.Release(ctx))
 		assert.Equal(t, []keyward.EventKind{keyward.Released}, observe.Kinds(rec.Take()))
@@ -111,7 +118,7 @@ func TestObserverHearsAFailingAutoRefreshThenTheLoss(t *testing.T) {
 		p, err := sem.TryAcquire(ctx, 3*time.Second, semaphore.WithAutoRefresh())
 		require.NoError(t, err)
 		obtained := time.Now()
-		assert.Equal(t, []keyward.EventKind{keyward.Obtained}, observe.Kinds(rec.Take()))
+		assert.Equal(t, []keyward.EventKind{keyward.Obtained, keyward.Ended}, observe.Kinds(rec.Take()))
 
 		m.SetError("ERR the server is having a bad day")
 		<-p.Lost()
@@ -151,9 +158,9 @@ func TestObserverHearsAPermitFoundGone(t *testing.T) {
 		<-p.Lost()
 		synctest.Wait()
 		events := rec.Take()
-		assert.Equal(t, []keyward.EventKind{keyward.Obtained, keyward.Lost}, observe.Kinds(events))
-		assert.Equal(t, time.Second, events[1].Held, "found at the first refresh")
-		assert.ErrorIs(t, events[1].Err, semaphore.ErrLost)
+		assert.Equal(t, []keyward.EventKind{keyward.Obtained, keyward.Ended, keyward.Lost}, observe.Kinds(events))
+		assert.Equal(t, time.Second, events[2].Held, "found at the first refresh")
+		assert.ErrorIs(t, events[2].Err, semaphore.ErrLost)
 	})
 }
 
@@ -173,8 +180,9 @@ func TestObserverHearsACleanUp(t *testing.T) {
 		require.ErrorIs(t, err, os.ErrDeadlineExceeded)
 		events := rec.Take()
 		fromPool(t, events)
-		assert.Equal(t, []keyward.EventKind{keyward.CleanedUp}, observe.Kinds(events))
+		assert.Equal(t, []keyward.EventKind{keyward.CleanedUp, keyward.Ended}, observe.Kinds(events))
 		assert.NoError(t, events[0].Err, "the permit the server added was released")
+		assert.Equal(t, err, events[1].Err)
 		assert.Empty(t, holders(t, rdb, "pool"))
 	})
 }
@@ -268,7 +276,7 @@ func TestObserverMayCallTheSemaphore(t *testing.T) {
 		synctest.Wait()
 		mu.Lock()
 		defer mu.Unlock()
-		assert.Len(t, limits, 6, "obtained, wait started, released, wait ended, obtained, released")
+		assert.Len(t, limits, 8, "obtained, ended, wait started, released, wait ended, obtained, ended, released")
 	})
 }
 
@@ -281,7 +289,7 @@ func TestWithLogger(t *testing.T) {
 		p, err := sem.TryAcquire(context.Background(), time.Minute)
 		require.NoError(t, err)
 		require.NoError(t, p.Release(context.Background()))
-		assert.Len(t, rec.Take(), 2, "the observer still hears everything")
+		assert.Len(t, rec.Take(), 3, "the observer still hears everything: obtained, ended, released")
 		assert.Contains(t, buf.String(), `msg="keyward: obtained" source=semaphore key=pool`)
 		assert.Contains(t, buf.String(), `msg="keyward: released" source=semaphore key=pool`)
 	})

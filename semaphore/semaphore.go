@@ -180,8 +180,11 @@ func (s *Semaphore) isClosed() bool {
 // permit may have been taken on the server all the same: TryAcquire then sends a best-effort release for it, so
 // it does not hold a place until its ttl (the observer hears of it: CleanedUp), and returns the error, never a
 // permit.
-func (s *Semaphore) TryAcquire(ctx context.Context, ttl time.Duration, opts ...AcquireOption) (*Permit, error) {
+func (s *Semaphore) TryAcquire(ctx context.Context, ttl time.Duration, opts ...AcquireOption) (_ *Permit, err error) {
 	const op = "try acquire"
+	ctx, call := s.start(ctx, op)
+	var fence int64
+	defer func() { call.End(fence, err) }()
 	start := time.Now()
 	a, err := s.newAttempt(ctx, op, ttl, acquireSettings(opts).autoRefresh)
 	if err != nil {
@@ -195,7 +198,14 @@ func (s *Semaphore) TryAcquire(ctx context.Context, ttl time.Duration, opts ...A
 		return nil, err
 	}
 	s.obtained(ctx, p, start)
+	fence = p.fence
 	return p, nil
+}
+
+// start begins the call op for the observer (see keyward.CallObserver): the call runs on the context it returns,
+// and ends with the Call's End.
+func (s *Semaphore) start(ctx context.Context, op string) (context.Context, observe.Call) {
+	return observe.Start(ctx, s.observer, "semaphore", op, s.name)
 }
 
 // attempt is one caller's attempt to take a permit, with the value it will store.

@@ -38,6 +38,16 @@ func (m multi) Observe(ctx context.Context, e keyward.Event) {
 	}
 }
 
+// StartCall asks each CallObserver in m, in order, each given the context the one before it returned.
+func (m multi) StartCall(ctx context.Context, c keyward.Call) context.Context {
+	for _, o := range m {
+		if co, ok := o.(keyward.CallObserver); ok {
+			ctx = co.StartCall(ctx, c)
+		}
+	}
+	return ctx
+}
+
 // Emit passes e to o, if o is not nil. A nil ctx is taken as context.Background().
 func Emit(ctx context.Context, o keyward.Observer, e keyward.Event) {
 	if o == nil {

@@ -37,3 +37,54 @@ func TestJoinOfNothingIsNilAndOfOneIsItself(t *testing.T) {
 		t.Fatalf("got %d events, want 1", len(got))
 	}
 }
+
+// tag is a CallObserver that appends its name to the context's "path" as each call begins.
+type tag string
+
+type pathKey struct{}
+
+func (tag) Observe(context.Context, keyward.Event) {}
+
+func (t tag) StartCall(ctx context.Context, _ keyward.Call) context.Context {
+	p, _ := ctx.Value(pathKey{}).(string)
+	return context.WithValue(ctx, pathKey{}, p+string(t))
+}
+
+func TestStartAsksEveryCallObserverInOrderAndEndsOnTheirContext(t *testing.T) {
+	rec := &observe.Recorder{}
+	var endedPath string
+	last := keyward.ObserverFunc(func(ctx context.Context, e keyward.Event) {
+		if e.Kind == keyward.Ended {
+			endedPath, _ = ctx.Value(pathKey{}).(string)
+		}
+	})
+	o := observe.Join(tag("a"), rec, observe.Join(tag("b"), last))
+	ctx, call := observe.Start(context.Background(), o, "lock", "obtain", "k")
+	if p, _ := ctx.Value(pathKey{}).(string); p != "ab" {
+		t.Fatalf("the call's context has path %q, want %q", p, "ab")
+	}
+	call.End(7, nil)
+	if endedPath != "ab" {
+		t.Fatalf("Ended came with path %q, want %q", endedPath, "ab")
+	}
+	got := rec.Of(keyward.Ended)
+	want := keyward.Event{Kind: keyward.Ended, Source: "lock", Op: "obtain", Key: "k", Fence: 7}
+	if len(got) != 1 || got[0].Wait < 0 {
+		t.Fatalf("Ended events: %+v", got)
+	}
+	got[0].Wait = 0
+	if got[0] != want {
+		t.Fatalf("Ended = %+v, want %+v", got[0], want)
+	}
+
+	// Without an observer, or with a plain one, the context is the caller's.
+	base := context.WithValue(context.Background(), pathKey{}, "caller")
+	if ctx, call := observe.Start(base, nil, "lock", "obtain", "k"); ctx != base {
+		t.Fatal("Start without an observer changed the context")
+	} else {
+		call.End(0, nil) // nothing to tell, no panic
+	}
+	if ctx, _ := observe.Start(base, rec, "lock", "obtain", "k"); ctx != base {
+		t.Fatal("Start with a plain Observer changed the context")
+	}
+}
