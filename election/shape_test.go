@@ -242,11 +242,14 @@ func TestShapeQuorumLost(t *testing.T) {
 				assertCtxErr(t, err, context.DeadlineExceeded, errShutdown)
 				assertNodes(t, err, down)
 				events := take(t, rec)
-				require.NotEmpty(t, events)
-				for _, ev := range events {
+				require.Greater(t, len(events), 1)
+				for _, ev := range events[:len(events)-1] {
 					assert.Equal(t, keyward.Error, ev.Kind)
 					assertNodes(t, ev.Err, down)
 				}
+				end := events[len(events)-1]
+				assert.Equal(t, keyward.Ended, end.Kind, "the campaign ends last")
+				assert.Equal(t, err, end.Err, "with its error")
 			}
 		})
 	})
