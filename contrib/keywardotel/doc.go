@@ -72,10 +72,12 @@
 // keyward.cleaned_up. There is one span per call, not one per internal retry: the retries are Redis commands,
 // which a go-redis tracer shows under the call's span.
 //
-// A call that waits, or a Try… that finds the lock taken, links to the span of the call that holds it, when that
-// call ran in this process with this Observer (for Do, Do's span, which lasts as long as the lock is held); the
-// link has keyward.link=holder and the holder's keyward.fence. A holder in another process is not known: Redis
-// stores no trace context with a lock.
+// A call that waits links to the spans of the holders it waited for: those that held the lock (permit,
+// leadership) when the wait began and when it ended, and the one that gave it up last while it waited (the one
+// that handed it over); a Try… that finds the lock taken links to its holders. A holder is known when its call
+// ran in this process with this Observer (for Do, the link goes to Do's span, which lasts as long as the lock is
+// held); a link has keyward.link=holder and the holder's keyward.fence; a span has 8 links at most. A holder in
+// another process is not known: Redis stores no trace context with a lock.
 //
 // Released, Lost, RefreshFailed and Error have no span of their own; they are events of the span in the context
 // they come with, if it records (a Release on a traced request's context shows in its trace, and a release on
@@ -85,8 +87,10 @@
 //
 // Observe runs on the goroutine where the event happened and never blocks: it updates instruments and a table of
 // what this process holds (for keyward.held and the links), under a mutex held only for a map operation. The
-// table holds at most the locks, permits and terms held at once: each ends with a Lost or a Released event (a
-// lock nobody releases is lost at its validity deadline), which removes it. Semaphore permits without fencing
+// table holds at most the locks, permits and terms held at once, and an entry per key waited for now: each
+// holding ends with a Lost or a Released event (a lock nobody releases is lost at its validity deadline), which
+// removes it, and each wait with a WaitEnded. A call with metrics and spans costs about 10 µs and 30 allocations
+// of the Observer's and the SDK's (BenchmarkCall), against a Redis round trip of 100 µs and more. Semaphore permits without fencing
 // tokens (semaphore.WithFencing) cannot be told apart; they are counted by their events alone and have no holder
 // links.
 package keywardotel

@@ -222,10 +222,16 @@ type call struct {
 
 	mu       sync.Mutex
 	ended    bool
-	waiting  []attribute.Set // the attributes of the waits started and not yet ended
-	linked   []trace.SpanID  // the holders the span links to
-	obtained bool            // an Obtained event came for this call (for Do: from its own obtain)
-	waitSecs float64         // that event's wait
+	waiting  []waitState    // the waits started and not yet ended
+	linked   []trace.SpanID // the holders the span links to
+	obtained bool           // an Obtained event came for this call (for Do: from its own obtain)
+	waitSecs float64        // that event's wait
+}
+
+// A waitState is what an Observer keeps of a wait of a call, from WaitStarted to WaitEnded.
+type waitState struct {
+	attrs attribute.Set // the attributes the waiters gauge was raised with
+	since uint64        // the position in the table of holdings the wait began at
 }
 
 // StartCall starts the call's span, named "keyward.<source> <op>" (e.g. "keyward.lock obtain"), with the source,
@@ -396,52 +402,56 @@ func (o *Observer) end(ctx context.Context, e keyward.Event, how string) {
 func (o *Observer) waitStarted(ctx context.Context, c *call, e keyward.Event) {
 	attrs := o.attrs(e.Source, e.Key)
 	o.waiters.Add(ctx, 1, metric.WithAttributeSet(attrs))
+	links, since := o.holdings.startWait(sourceKey{e.Source, e.Key})
 	if c == nil {
 		return
 	}
 	c.mu.Lock()
-	c.waiting = append(c.waiting, attrs)
+	c.waiting = append(c.waiting, waitState{attrs: attrs, since: since})
 	c.mu.Unlock()
 	c.span.AddEvent("keyward.wait_started")
-	o.linkHolders(c, e.Source, e.Key)
+	c.link(links)
 }
 
 func (o *Observer) waitEnded(ctx context.Context, c *call, e keyward.Event) {
-	var attrs attribute.Set
+	var w waitState
 	found := false
 	if c != nil {
 		c.mu.Lock()
 		if n := len(c.waiting); n > 0 {
-			attrs, found = c.waiting[n-1], true
+			w, found = c.waiting[n-1], true
 			c.waiting = c.waiting[:n-1]
 		}
 		c.mu.Unlock()
 	}
 	if !found {
-		attrs = o.attrs(e.Source, e.Key)
+		w.attrs = o.attrs(e.Source, e.Key)
 	}
-	o.waiters.Add(ctx, -1, metric.WithAttributeSet(attrs))
-	if c != nil {
-		kvs := []attribute.KeyValue{AttrWait.Float64(e.Wait.Seconds())}
-		if e.Err != nil {
-			kvs = append(kvs, AttrOutcome.String(outcome(e.Err)))
-		}
-		c.span.AddEvent("keyward.wait_ended", trace.WithAttributes(kvs...))
+	o.waiters.Add(ctx, -1, metric.WithAttributeSet(w.attrs))
+	links := o.holdings.endWait(sourceKey{e.Source, e.Key}, w.since)
+	if c == nil {
+		return
 	}
+	kvs := []attribute.KeyValue{AttrWait.Float64(e.Wait.Seconds())}
+	if e.Err != nil {
+		kvs = append(kvs, AttrOutcome.String(outcome(e.Err)))
+	}
+	c.span.AddEvent("keyward.wait_ended", trace.WithAttributes(kvs...))
+	c.link(links)
 }
 
-// linkHolders links c's span to the spans of the calls of this process that obtained what c waits for and hold
-// it now, each once.
-func (o *Observer) linkHolders(c *call, source, key string) {
-	for _, l := range o.holdings.holders(sourceKey{source, key}) {
+// link links c's span to the spans of links (the holders of what c waited for), each once, and to maxLinks at
+// most.
+func (c *call) link(links []trace.Link) {
+	for _, l := range links {
 		id := l.SpanContext.SpanID()
 		c.mu.Lock()
-		seen := slices.Contains(c.linked, id)
-		if !seen {
+		skip := slices.Contains(c.linked, id) || len(c.linked) >= maxLinks
+		if !skip {
 			c.linked = append(c.linked, id)
 		}
 		c.mu.Unlock()
-		if !seen {
+		if !skip {
 			c.span.AddLink(l)
 		}
 	}
@@ -471,7 +481,7 @@ func (o *Observer) ended(ctx context.Context, c *call, e keyward.Event) {
 	}
 	c.mu.Unlock()
 	if oc == OutcomeNotObtained {
-		o.linkHolders(c, e.Source, e.Key)
+		c.link(o.holdings.holders(sourceKey{e.Source, e.Key}))
 	}
 	kvs := []attribute.KeyValue{AttrOutcome.String(oc), AttrWait.Float64(wait)}
 	if e.Fence != 0 {
