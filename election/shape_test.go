@@ -242,8 +242,11 @@ func TestShapeQuorumLost(t *testing.T) {
 				assertCtxErr(t, err, context.DeadlineExceeded, errShutdown)
 				assertNodes(t, err, down)
 				events := take(t, rec)
-				require.NotEmpty(t, events)
-				for _, ev := range events {
+				require.Greater(t, len(events), 1, "%v", observe.Kinds(events))
+				last := events[len(events)-1]
+				assert.Equal(t, keyward.Ended, last.Kind, "the campaign ends, with the error it returned")
+				assertCtxErr(t, last.Err, context.DeadlineExceeded, errShutdown)
+				for _, ev := range events[:len(events)-1] {
 					assert.Equal(t, keyward.Error, ev.Kind)
 					assertNodes(t, ev.Err, down)
 				}
