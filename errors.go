@@ -18,6 +18,17 @@ var (
 	// errors.Is(err, ErrNotHeld) is true for it as well.
 	ErrLost = &lostError{}
 
+	// ErrLeaseExpired is the loss of a lock whose holder's own validity deadline passed before a refresh
+	// succeeded: refreshes kept failing (Redis unreachable or too slow), the process was paused, or it held on
+	// without auto-refresh. Errors matching it match ErrLost and ErrNotHeld too, and read like ErrLost's.
+	ErrLeaseExpired = &lostError{reason: "lease expired"}
+
+	// ErrGone is the loss of a lock that Redis was found no longer holding for its holder, before its validity
+	// deadline: the key was deleted, expired on the server or taken by another (found by a refresh, TTL, Guard),
+	// a Redlock held on fewer than a majority of its nodes, a later term of an election leads. Errors matching
+	// it match ErrLost and ErrNotHeld too, and read like ErrLost's.
+	ErrGone = &lostError{reason: "gone"}
+
 	// ErrInvalid means an argument is not valid: an empty key, a ttl too small for the drift margin, a nil
 	// client, an option out of range.
 	ErrInvalid = errors.New("keyward: invalid argument")
@@ -42,11 +53,14 @@ var (
 	ErrClosed = errors.New("keyward: closed")
 )
 
-// lostError is ErrLost: its own sentinel that also matches ErrNotHeld.
-type lostError struct{}
+// lostError is ErrLost, which also matches ErrNotHeld, and the reasons of a loss, which match ErrLost as well.
+type lostError struct{ reason string }
 
-func (*lostError) Error() string        { return "keyward: lock lost" }
-func (*lostError) Is(target error) bool { return target == ErrNotHeld }
+func (*lostError) Error() string { return "keyward: lock lost" }
+
+func (e *lostError) Is(target error) bool {
+	return target == ErrNotHeld || target == ErrLost && e.reason != ""
+}
 
 // MaxTTL is the longest ttl a lock, permit or leadership may be obtained or refreshed with: 24 h. A longer one is
 // an ErrInvalid error. A ttl is how long a holder that died keeps the others out; a holder that needs the lock

@@ -333,7 +333,7 @@ func (c *leaderContext) Err() error {
 	if time.Now().Before(c.until()) {
 		return nil
 	}
-	cause := fmt.Errorf("%w: the lease ran out", keyward.ErrLost)
+	cause := fmt.Errorf("%w: the lease ran out", keyward.ErrLeaseExpired)
 	c.cancel(cause)
 	if c.onLost != nil && context.Cause(c.Context) == cause {
 		c.onLost(cause)

@@ -25,6 +25,12 @@ var (
 	// ErrLost is keyward.ErrLost: the cause of a leadership's context when the leadership was lost (its lease
 	// ran out, its lock was found taken, a later term was elected). It also matches ErrNotHeld.
 	ErrLost = keyward.ErrLost
+	// ErrLeaseExpired: a loss because the holder's validity deadline passed before a refresh succeeded; matches
+	// ErrLost.
+	ErrLeaseExpired = keyward.ErrLeaseExpired
+	// ErrGone: a loss because Redis was found no longer holding it for this holder (deleted, expired on the
+	// server, taken by another); matches ErrLost.
+	ErrGone = keyward.ErrGone
 
 	// ErrNotHeld is keyward.ErrNotHeld.
 	ErrNotHeld = keyward.ErrNotHeld

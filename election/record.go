@@ -28,7 +28,7 @@ var (
 )
 
 // errSuperseded: the record holds a later term than the leader that tried to write it.
-var errSuperseded = fmt.Errorf("%w: a later term leads", keyward.ErrLost)
+var errSuperseded = fmt.Errorf("%w: a later term leads", keyward.ErrGone)
 
 // A record is where an election says who leads: a string key "<term> <identity>" that expires with the leader's
 // lease, and the channel on which every new leader and every resignation is announced. Leader reads it; Observe
@@ -54,7 +54,7 @@ func newRecord(lockKey string) record {
 func (r record) put(ctx context.Context, rdb redis.UniversalClient, term int64, identity string, ttl time.Duration) error {
 	ms := ttl.Milliseconds()
 	if ms < 1 {
-		return fmt.Errorf("%w: the lease ran out", keyward.ErrLost)
+		return fmt.Errorf("%w: the lease ran out", keyward.ErrLeaseExpired)
 	}
 	// Bounded by ctx whatever rdb's options: a renewal must end by the lease's deadline.
 	ok, err := putScript.Run(ctx, bound.New(rdb).Scripter(), []string{r.key, r.channel}, term, identity, ms).Int64()

@@ -11,6 +11,12 @@ var (
 	ErrNotHeld = keyward.ErrNotHeld
 	// ErrLost: the lock was lost while held; also matches ErrNotHeld.
 	ErrLost = keyward.ErrLost
+	// ErrLeaseExpired: a loss because the holder's validity deadline passed before a refresh succeeded; matches
+	// ErrLost.
+	ErrLeaseExpired = keyward.ErrLeaseExpired
+	// ErrGone: a loss because Redis was found no longer holding it for this holder (deleted, expired on the
+	// server, taken by another); matches ErrLost.
+	ErrGone = keyward.ErrGone
 	// ErrInvalid: an argument is not valid (empty key, ttl not above the drift margin, nil client, bad option).
 	ErrInvalid = keyward.ErrInvalid
 	// ErrWrongType: the lock key or its fencing counter holds a value of another type.

@@ -42,7 +42,7 @@ func (l *Lock) Guard(ctx context.Context, fn func(pipe redis.Pipeliner) error) e
 				return script.Classify(err)
 			}
 			if v != l.value {
-				l.lease.MarkLost(fmt.Errorf("%w: key expired or was taken by another holder", keyward.ErrLost))
+				l.lease.MarkLost(fmt.Errorf("%w: key expired or was taken by another holder", keyward.ErrGone))
 				return l.lease.Err()
 			}
 			cmds, err := tx.TxPipelined(ctx, fn)

@@ -71,7 +71,7 @@ func (l *Lock) TTL(ctx context.Context) (time.Duration, error) {
 		return 0, l.fail(ctx, "ttl", err)
 	}
 	if !ok {
-		l.lease.MarkLost(fmt.Errorf("%w: key expired or was taken by another holder", keyward.ErrLost))
+		l.lease.MarkLost(fmt.Errorf("%w: key expired or was taken by another holder", keyward.ErrGone))
 		return 0, l.wrap(l.lease.Err())
 	}
 	return ttl, nil

@@ -15,6 +15,12 @@ var (
 	ErrNotHeld = keyward.ErrNotHeld
 	// ErrLost: the lock was lost while held; also matches ErrNotHeld.
 	ErrLost = keyward.ErrLost
+	// ErrLeaseExpired: a loss because the holder's validity deadline passed before a refresh succeeded; matches
+	// ErrLost.
+	ErrLeaseExpired = keyward.ErrLeaseExpired
+	// ErrGone: a loss because Redis was found no longer holding it for this holder (deleted, expired on the
+	// server, taken by another); matches ErrLost.
+	ErrGone = keyward.ErrGone
 	// ErrInvalid: an argument is not valid (no nodes, a nil node, empty key, ttl not above the drift margin, bad
 	// option).
 	ErrInvalid = keyward.ErrInvalid

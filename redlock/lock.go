@@ -150,7 +150,7 @@ func (l *Lock) TTL(ctx context.Context) (time.Duration, error) {
 		slices.Sort(ttls)
 		return ttls[len(ttls)-c.quorum], nil
 	case notHeld > len(c.nodes)-c.quorum:
-		l.lease.MarkLost(fmt.Errorf("%w: held on %d of %d nodes, fewer than a majority", ErrLost, len(ttls), len(c.nodes)))
+		l.lease.MarkLost(fmt.Errorf("%w: held on %d of %d nodes, fewer than a majority", keyward.ErrGone, len(ttls), len(c.nodes)))
 		return 0, l.wrap(l.lease.Err())
 	}
 	return 0, c.quorumError("ttl", l.key, len(ttls), causes)

@@ -13,6 +13,12 @@ var (
 	ErrNotHeld = keyward.ErrNotHeld
 	// ErrLost: the permit was lost while held; also matches ErrNotHeld.
 	ErrLost = keyward.ErrLost
+	// ErrLeaseExpired: a loss because the holder's validity deadline passed before a refresh succeeded; matches
+	// ErrLost.
+	ErrLeaseExpired = keyward.ErrLeaseExpired
+	// ErrGone: a loss because Redis was found no longer holding it for this holder (deleted, expired on the
+	// server, taken by another); matches ErrLost.
+	ErrGone = keyward.ErrGone
 	// ErrInvalid: an argument is not valid (empty name, limit below 1, ttl not above the drift margin, nil client,
 	// bad option).
 	ErrInvalid = keyward.ErrInvalid

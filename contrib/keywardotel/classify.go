@@ -3,7 +3,6 @@ package keywardotel
 import (
 	"context"
 	"errors"
-	"strings"
 
 	"github.com/keyward/keyward"
 )
@@ -60,30 +59,25 @@ func errorType(err error) string {
 
 // The reasons a lock, permit or leadership was lost (attribute keyward.reason).
 const (
-	// ReasonExpired: the holder's own validity deadline passed before a refresh succeeded: refreshes kept failing
-	// (Redis unreachable, loading, too slow), or the process was paused, or it held on without auto-refresh.
+	// ReasonExpired: the holder's own validity deadline passed before a refresh succeeded (keyward.ErrLeaseExpired):
+	// refreshes kept failing (Redis unreachable, loading, too slow), or the process was paused, or it held on
+	// without auto-refresh.
 	ReasonExpired = "expired"
-	// ReasonTaken: Redis was found no longer holding it for this holder: the key was gone or held by another
-	// (a refresh, TTL, Guard or release found it), a redlock held on fewer than a majority of its nodes, a later
-	// term of the election leads.
+	// ReasonTaken: Redis was found no longer holding it for this holder (keyward.ErrGone): the key was gone or
+	// held by another (a refresh, TTL, Guard or release found it), a redlock held on fewer than a majority of its
+	// nodes, a later term of the election leads.
 	ReasonTaken = "taken"
-	// ReasonUnknown: a loss whose error says neither.
+	// ReasonUnknown: a loss whose error matches neither.
 	ReasonUnknown = "unknown"
 )
 
-// lostReason classifies the error of a Lost event. The library's loss errors all match keyward.ErrLost and say
-// why only in their text, so the text decides; a wording this does not know gives ReasonUnknown (and the module's
-// tests, which lose locks each way through the real packages, fail).
+// lostReason classifies the error of a Lost event by the reason it matches: keyward.ErrLeaseExpired or
+// keyward.ErrGone.
 func lostReason(err error) string {
-	if err == nil {
-		return ReasonUnknown
-	}
-	msg := err.Error()
 	switch {
-	case strings.Contains(msg, "validity deadline") || strings.Contains(msg, "lease ran out"):
+	case errors.Is(err, keyward.ErrLeaseExpired):
 		return ReasonExpired
-	case strings.Contains(msg, "taken by another holder") || strings.Contains(msg, "fewer than a majority") ||
-		strings.Contains(msg, "a later term leads"):
+	case errors.Is(err, keyward.ErrGone):
 		return ReasonTaken
 	}
 	return ReasonUnknown

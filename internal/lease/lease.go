@@ -133,7 +133,7 @@ func New(cfg Config) *Lease {
 	// The callback takes l.mu, so it cannot see l.expiry unset even when the deadline has already passed.
 	l.mu.Lock()
 	l.expiry = time.AfterFunc(time.Until(l.until), func() {
-		l.markLost(fmt.Errorf("%w: validity deadline passed before a refresh succeeded", keyward.ErrLost))
+		l.markLost(fmt.Errorf("%w: validity deadline passed before a refresh succeeded", keyward.ErrLeaseExpired))
 	})
 	l.mu.Unlock()
 	if cfg.AutoRefresh {
@@ -166,7 +166,7 @@ func (l *Lease) Check() error {
 	l.mu.Lock()
 	var lostNow error
 	if l.state == held && !time.Now().Before(l.until) {
-		lostNow = l.loseLocked(fmt.Errorf("%w: validity deadline passed", keyward.ErrLost))
+		lostNow = l.loseLocked(fmt.Errorf("%w: validity deadline passed", keyward.ErrLeaseExpired))
 	}
 	err := l.endedLocked()
 	l.mu.Unlock()
@@ -207,7 +207,7 @@ func (l *Lease) Refresh(ctx context.Context, ttl time.Duration) error {
 	l.mu.Lock()
 	var lostNow error
 	if !ok {
-		lostNow = l.loseLocked(fmt.Errorf("%w: key expired or was taken by another holder", keyward.ErrLost))
+		lostNow = l.loseLocked(fmt.Errorf("%w: key expired or was taken by another holder", keyward.ErrGone))
 	}
 	if err := l.endedLocked(); err != nil {
 		// Found gone, or lost or released while the refresh was in flight (a Release that won the race makes
@@ -241,7 +241,7 @@ func (l *Lease) Release(ctx context.Context) error {
 	// pause runs before the timer's goroutine): the clock decides, not the timer.
 	var lostNow error
 	if l.state == held && !time.Now().Before(l.until) {
-		lostNow = l.loseLocked(fmt.Errorf("%w: validity deadline passed before release", keyward.ErrLost))
+		lostNow = l.loseLocked(fmt.Errorf("%w: validity deadline passed before release", keyward.ErrLeaseExpired))
 	}
 	l.mu.Unlock()
 	l.told(lostNow)
@@ -348,7 +348,7 @@ func (l *Lease) watchdog() {
 			}
 			if !time.Now().Before(until) && !errors.Is(err, keyward.ErrInvalid) {
 				// The deadline, which also ends the refresh's ctx, passed: that is the loss, not a failed refresh.
-				l.markLost(fmt.Errorf("%w: refresh failed until the validity deadline: %w", keyward.ErrLost, err))
+				l.markLost(fmt.Errorf("%w: refresh failed until the validity deadline: %w", keyward.ErrLeaseExpired, err))
 				return
 			}
 			if l.hooks.refreshFailed != nil {

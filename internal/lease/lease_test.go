@@ -98,6 +98,8 @@ func TestLostClosesAtTheDeadline(t *testing.T) {
 		synctest.Wait()
 		assert.True(t, isClosed(l.Lost()), "not lost at the deadline")
 		assert.ErrorIs(t, l.Err(), keyward.ErrLost)
+		assert.ErrorIs(t, l.Err(), keyward.ErrLeaseExpired, "the reason: its own deadline")
+		assert.NotErrorIs(t, l.Err(), keyward.ErrGone)
 		assert.ErrorIs(t, l.Check(), keyward.ErrLost)
 		assert.ErrorIs(t, l.Release(t.Context()), keyward.ErrLost)
 	})
@@ -213,6 +215,8 @@ func TestRefreshOfATakenLockIsALoss(t *testing.T) {
 		srv.set(func(s *server) { s.held = false })
 		assert.ErrorIs(t, l.Refresh(t.Context(), ttl), keyward.ErrLost)
 		assert.True(t, isClosed(l.Lost()))
+		assert.ErrorIs(t, l.Err(), keyward.ErrGone, "the reason: Redis no longer holds it")
+		assert.NotErrorIs(t, l.Err(), keyward.ErrLeaseExpired)
 		assert.ErrorIs(t, l.Release(t.Context()), keyward.ErrLost)
 	})
 }
@@ -257,6 +261,7 @@ func TestAutoRefreshRetriesUntilTheDeadline(t *testing.T) {
 		<-l.Lost()
 		assert.Equal(t, start.Add(ttl-drift), time.Now(), "lost at the deadline, not before")
 		assert.ErrorIs(t, l.Err(), keyward.ErrLost)
+		assert.ErrorIs(t, l.Err(), keyward.ErrLeaseExpired)
 		refreshes, _ := srv.counts()
 		// First try at ttl/3, then every ttl/10 until the deadline at ttl − 12 ms: 1 + 6 tries.
 		assert.Equal(t, 7, refreshes)
