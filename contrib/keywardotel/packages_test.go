@@ -236,7 +236,7 @@ func TestEventSequences(t *testing.T) {
 	r.obs.Observe(ctx, ev(keyward.Released, 1, netErr)) // outcome unknown: still held
 	assert.EqualValues(t, 1, held())
 	assert.EqualValues(t, 1, r.read(t).value("keyward.errors", keywardotel.AttrDuring.String("release")))
-	r.obs.Observe(ctx, ev(keyward.Lost, 1, fmt.Errorf("lock %q: %w: validity deadline passed before a refresh succeeded", "k", keyward.ErrLost)))
+	r.obs.Observe(ctx, ev(keyward.Lost, 1, fmt.Errorf("lock %q: %w: validity deadline passed before a refresh succeeded", "k", keyward.ErrLeaseExpired)))
 	assert.Zero(t, held())
 	r.obs.Observe(ctx, ev(keyward.Released, 1, nil)) // the key was still there: deleted after the loss
 	assert.Zero(t, held())
