@@ -6,6 +6,8 @@
 # vetted and tested without the workspace (LIB), as its users build it: a requirement missing from its go.mod
 # fails here instead of being filled in by another module of the workspace. The other three run in the
 # workspace (WS), whatever GOWORK the caller's environment sets.
+# contrib/keywardgocron (gocron's Locker and Elector on keyward) is a module of its own too, released like the
+# command (its go.mod requires the library without a replace directive), and run in the workspace.
 GO ?= go
 LIB := GOWORK=off
 WS := GOWORK=$(CURDIR)/go.work
@@ -20,6 +22,7 @@ test: deps lint
 	$(LIB) $(GO) test -race -count=1 -timeout 20m $(PKGS)
 	$(WS) $(GO) test -race -count=1 -timeout 10m ./cmd/keyward/... ./bench/...
 	cd chaos && $(WS) $(GO) test -race -count=1 -timeout 10m ./...
+	$(WS) $(GO) test -race -count=1 -timeout 5m ./contrib/keywardgocron/...
 
 ## demo: the main job on an embedded Redis (nothing to install)
 demo:
@@ -54,6 +57,7 @@ lint: vet
 vet:
 	$(LIB) $(GO) vet $(PKGS)
 	$(WS) $(GO) vet ./cmd/keyward/... ./bench/... ./chaos/...
+	$(WS) $(GO) vet ./contrib/keywardgocron/...
 
 ## tidy: go mod tidy in every module. The command's go.mod requires a released version of the library, which
 ## tidy (it ignores the workspace) would try to download: it is tidied with a replace directive to this folder,
@@ -63,6 +67,8 @@ tidy:
 	cd chaos && $(LIB) $(GO) mod tidy
 	cd bench && $(LIB) $(GO) mod tidy
 	cd cmd/keyward && $(GO) mod edit -replace github.com/keyward/keyward=../.. && \
+	  { $(LIB) $(GO) mod tidy; status=$$?; $(GO) mod edit -dropreplace github.com/keyward/keyward; exit $$status; }
+	cd contrib/keywardgocron && $(GO) mod edit -replace github.com/keyward/keyward=../.. && \
 	  { $(LIB) $(GO) mod tidy; status=$$?; $(GO) mod edit -dropreplace github.com/keyward/keyward; exit $$status; }
 
 deps:
