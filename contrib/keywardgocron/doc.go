@@ -38,7 +38,7 @@
 // clock. An instance whose tick fires late by more than a quick job takes to run would find the lock free
 // again, and run the tick a second time. A run therefore holds its lock for at least the minimum hold
 // ([WithMinHold], as ShedLock's lockAtLeastFor; [DefaultMinHold] unless set): Unlock of a run that was shorter
-// sets the lock's ttl to the rest of the hold (and 100 ms), so that the key expires about on time even if the
+// sets the lock's ttl to the rest of the hold and a second, so that the key expires soon after even if the
 // process dies, and releases it when the hold is over. (It cannot just leave the key to expire: the auto-refresh
 // goes on until the lock is released.) On a Redlock quorum a tick runs at most once: tries that arrive together
 // can split the nodes so that none gets a majority, and then every instance skips the tick; where every tick must

@@ -160,7 +160,7 @@ func TestConnectionsKilledMidRun(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
 	admin := srv.Client(t)
-	const ttl = 300 * time.Millisecond
+	const ttl = 600 * time.Millisecond
 	r, insts := lockerRig(t, srv, keywardgocron.WithTTL(ttl))
 	r.once(3)
 	letGo := r.block()

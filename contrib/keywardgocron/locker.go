@@ -18,10 +18,11 @@ import (
 // given back all the same.
 const releaseTimeout = 5 * time.Second
 
-// holdMargin is how long the key of a lock in its minimum hold outlives the end of the hold: the release sent at
-// the end finds it still there (and the observer hears a clean release), unless the process died, in which case the
-// key expires that much after the end.
-const holdMargin = 100 * time.Millisecond
+// holdMargin is how long the key of a lock in its minimum hold outlives the end of the hold, should the process die
+// meanwhile. The release sent at the end finds the lock still held (and the observer hears a clean release) even
+// when the timer that sends it runs late on a busy machine: the lease's validity deadline, which the Locker's
+// auto-refresh may not move before it (it waits a third of the lock's former ttl), is a second after the end.
+const holdMargin = time.Second
 
 // A Locker is a gocron.Locker on a keyward Locker: give it to gocron.WithDistributedLocker (every job of the
 // scheduler) or gocron.WithDistributedJobLocker (one job). Its methods are safe for concurrent use.
@@ -202,7 +203,7 @@ type jobLock struct {
 
 // Unlock ends the run's hold of the lock; gocron calls it when the job function has returned. A run that lasted at
 // least the minimum hold (WithMinHold) releases the lock at once. A shorter one keeps it until the minimum hold is
-// over: its ttl is set to the rest of it and 100 ms (so the key expires about on time even if this process dies)
+// over: its ttl is set to the rest of it and a second (so the key expires soon after even if this process dies)
 // and it is released then. Unlock uses ctx's values but not its cancellation, as gocron's shutdown cancels the
 // job's context before the last Unlock. A second call returns what the first returned.
 //
@@ -237,9 +238,9 @@ func (jl *jobLock) unlock(ctx context.Context) error {
 		return jl.releaseErr
 	}
 	// The minimum hold. The lock keeps being refreshed (the Locker's auto-refresh cannot be stopped but by
-	// releasing), now with the rest of the hold (and holdMargin) as its ttl, so that the key expires about on time
-	// if this process dies; the timer releases it at the end. A refresh that fails otherwise than by finding the
-	// lock gone (a network error) leaves the ttl as it was: the timer still releases the lock on time.
+	// releasing), now with the rest of the hold and holdMargin as its ttl, so that the key expires soon after the
+	// hold if this process dies; the timer releases it at the end. A refresh that fails otherwise than by finding
+	// the lock gone (a network error) leaves the ttl as it was: the timer still releases the lock on time.
 	if err := jl.lock.Refresh(ctx, time.Until(end)+holdMargin); errors.Is(err, keyward.ErrNotHeld) {
 		jl.release()
 		return fmt.Errorf("keywardgocron: job %q: %w", jl.key, err)

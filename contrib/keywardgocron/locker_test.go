@@ -217,8 +217,8 @@ func TestAShortRunHoldsTheLockForTheMinimumHold(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ttl <= 0 || ttl > minHold+100*time.Millisecond {
-		t.Fatalf("after Unlock the key's ttl is %v, want the rest of the %v hold and a 100 ms margin", ttl, minHold)
+	if ttl <= 0 || ttl > minHold+time.Second {
+		t.Fatalf("after Unlock the key's ttl is %v, want the rest of the %v hold and a second", ttl, minHold)
 	}
 	if _, err := b.Lock(ctx, "report"); !errors.Is(err, keyward.ErrNotObtained) {
 		t.Fatalf("within the minimum hold: got %v, want ErrNotObtained", err)

@@ -54,8 +54,8 @@ func WithTTL(ttl time.Duration) Option {
 }
 
 // WithMinHold sets the minimum hold d, as ShedLock's lockAtLeastFor: a run that ends less than d after its lock
-// was obtained does not give the lock back at once. Unlock sets the lock's ttl to the rest of d and 100 ms (so that
-// the key expires about on time even if this process dies) and releases it when d has passed. An instance whose
+// was obtained does not give the lock back at once. Unlock sets the lock's ttl to the rest of d and a second (so
+// that the key expires soon after even if this process dies) and releases it when d has passed. An instance whose
 // tick fires late (clock skew, a busy machine) then finds the lock taken and skips the tick, instead of running it
 // a second time after the first run already finished.
 //
