@@ -1,13 +1,12 @@
 # keyward — make demo runs the demo on an embedded Redis; make test runs every check.
 #
-# Four modules: the library (this folder), the command (cmd/keyward), the fault harness (chaos) and the
-# benchmark (bench). go.work puts them in one workspace, which the command needs (its go.mod requires the
-# library without a replace directive, so that go install …/cmd/keyward@latest works). The library is built,
-# vetted and tested without the workspace (LIB), as its users build it: a requirement missing from its go.mod
-# fails here instead of being filled in by another module of the workspace. The other three run in the
-# workspace (WS), whatever GOWORK the caller's environment sets.
-# contrib/keywardotel (OpenTelemetry metrics and spans) is a module of its own as well, released with the library
-# like the command (no replace directive), so it too is vetted, tested and tidied through the workspace.
+# Six modules: the library (this folder), the command (cmd/keyward), the fault harness (chaos), the benchmark
+# (bench) and the integrations (contrib/keywardotel: OpenTelemetry metrics and spans; contrib/keywardgocron:
+# gocron's Locker and Elector). go.work puts them in one workspace, which the command and the integrations need
+# (their go.mods require the library without a replace directive, so that go install …/cmd/keyward@latest and
+# go get …/contrib/… work). The library is built, vetted and tested without the workspace (LIB), as its users
+# build it: a requirement missing from its go.mod fails here instead of being filled in by another module of the
+# workspace. The others run in the workspace (WS), whatever GOWORK the caller's environment sets.
 GO ?= go
 LIB := GOWORK=off
 WS := GOWORK=$(CURDIR)/go.work
@@ -17,12 +16,12 @@ PKGS := ./...
 
 ## test: lint, then unit and integration tests with the race detector: the library's, the command's, the
 ## benchmark module's (keyward beside redsync on the same servers), the fault harness's short schedule and the
-## OpenTelemetry module's (installs redis-server, and iptables for real partitions, when missing)
+## integrations' (installs redis-server, and iptables for real partitions, when missing)
 test: deps lint
 	$(LIB) $(GO) test -race -count=1 -timeout 20m $(PKGS)
 	$(WS) $(GO) test -race -count=1 -timeout 10m ./cmd/keyward/... ./bench/...
 	cd chaos && $(WS) $(GO) test -race -count=1 -timeout 10m ./...
-	$(WS) $(GO) test -race -count=1 -timeout 5m ./contrib/keywardotel/...
+	$(WS) $(GO) test -race -count=1 -timeout 5m ./contrib/...
 
 ## demo: the main job on an embedded Redis (nothing to install)
 demo:
@@ -57,7 +56,7 @@ lint: vet
 vet:
 	$(LIB) $(GO) vet $(PKGS)
 	$(WS) $(GO) vet ./cmd/keyward/... ./bench/... ./chaos/...
-	$(WS) $(GO) vet ./contrib/keywardotel/...
+	$(WS) $(GO) vet ./contrib/...
 
 ## tidy: go mod tidy in every module. The command's go.mod requires a released version of the library, which
 ## tidy (it ignores the workspace) would try to download: it is tidied with a replace directive to this folder,
@@ -68,8 +67,11 @@ tidy:
 	cd bench && $(LIB) $(GO) mod tidy
 	cd cmd/keyward && $(GO) mod edit -replace github.com/keyward/keyward=../.. && \
 	  { $(LIB) $(GO) mod tidy; status=$$?; $(GO) mod edit -dropreplace github.com/keyward/keyward; exit $$status; }
-	cd contrib/keywardotel && $(GO) mod edit -replace github.com/keyward/keyward=../.. && \
-	  { $(LIB) $(GO) mod tidy; status=$$?; $(GO) mod edit -dropreplace github.com/keyward/keyward; exit $$status; }
+	for m in contrib/keywardotel contrib/keywardgocron; do \
+	  (cd $$m && $(GO) mod edit -replace github.com/keyward/keyward=../.. && \
+	   { $(LIB) $(GO) mod tidy; status=$$?; $(GO) mod edit -dropreplace github.com/keyward/keyward; exit $$status; }) \
+	  || exit 1; \
+	done
 
 deps:
 	@./scripts/ensure-test-deps.sh
