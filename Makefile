@@ -11,6 +11,7 @@ GO ?= go
 LIB := GOWORK=off
 WS := GOWORK=$(CURDIR)/go.work
 PKGS := ./...
+CONTRIB := ./contrib/keywardotel/... ./contrib/keywardgocron/...
 
 .PHONY: test demo bench bench-go chaos mutants lint vet tidy deps
 
@@ -21,7 +22,7 @@ test: deps lint
 	$(LIB) $(GO) test -race -count=1 -timeout 20m $(PKGS)
 	$(WS) $(GO) test -race -count=1 -timeout 10m ./cmd/keyward/... ./bench/...
 	cd chaos && $(WS) $(GO) test -race -count=1 -timeout 10m ./...
-	$(WS) $(GO) test -race -count=1 -timeout 5m ./contrib/...
+	$(WS) $(GO) test -race -count=1 -timeout 5m $(CONTRIB)
 
 ## demo: the main job on an embedded Redis (nothing to install)
 demo:
@@ -56,7 +57,7 @@ lint: vet
 vet:
 	$(LIB) $(GO) vet $(PKGS)
 	$(WS) $(GO) vet ./cmd/keyward/... ./bench/... ./chaos/...
-	$(WS) $(GO) vet ./contrib/...
+	$(WS) $(GO) vet $(CONTRIB)
 
 ## tidy: go mod tidy in every module. The command's go.mod requires a released version of the library, which
 ## tidy (it ignores the workspace) would try to download: it is tidied with a replace directive to this folder,
