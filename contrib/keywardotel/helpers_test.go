@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 	"testing/synctest"
-	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
@@ -207,12 +206,6 @@ func inBubble(t *testing.T, test func(t *testing.T, m *miniredis.Miniredis, rdb 
 		defer rdb.Close()
 		test(t, m, rdb)
 	})
-}
-
-func withTimeout(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
 }
 
 var (
