@@ -46,7 +46,7 @@ const campaignOp = "campaign"
 // campaign is Campaign with the parent of the leadership's context: Run's ctx, so that a leader's fn stops when
 // Run's ctx ends; Campaign's ctx without its cancellation, so that the leadership outlives the wait.
 func (e *Election) campaign(ctx, parent context.Context) (lead *Leadership, err error) {
-	ctx, call := observe.Start(ctx, e.observer, "election", campaignOp, e.name)
+	ctx, call := observe.Start(ctx, e.observer, "election", campaignOp, "", e.name)
 	defer func() {
 		var term int64
 		if lead != nil {

@@ -120,7 +120,7 @@ func (c *Client) Stats() keyward.Stats {
 // token, so the key is not left behind (a CleanedUp event), and returns the error, never a lock.
 func (c *Client) TryObtain(ctx context.Context, key string, ttl time.Duration, opts ...ObtainOption) (l *Lock, err error) {
 	ctx, call := c.start(ctx, "try obtain", key)
-	defer func() { call.End(l.fenceOr0(), err) }()
+	defer func() { call.End(observe.Fence(l), err) }()
 	a, err := c.newAttempt(ctx, "try obtain", key, ttl, opts)
 	if err != nil {
 		return nil, err
@@ -136,7 +136,7 @@ func (c *Client) TryObtain(ctx context.Context, key string, ttl time.Duration, o
 // start begins the call op on key for the observer (see keyward.CallObserver): the call runs on the context it
 // returns, and ends with the Call's End.
 func (c *Client) start(ctx context.Context, op, key string) (context.Context, observe.Call) {
-	return observe.Start(ctx, c.opts.observer, "lock", op, c.opts.Prefix+key)
+	return observe.Start(ctx, c.opts.observer, "lock", op, c.opts.Prefix, key)
 }
 
 // attempt is one caller's attempt to take a lock, with the value it will store.

@@ -43,7 +43,7 @@ import (
 // WaitEnded.
 func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts ...ObtainOption) (l *Lock, err error) {
 	ctx, call := c.start(ctx, "obtain", key)
-	defer func() { call.End(l.fenceOr0(), err) }()
+	defer func() { call.End(observe.Fence(l), err) }()
 	a, err := c.newAttempt(ctx, "obtain", key, ttl, opts)
 	if err != nil {
 		return nil, err

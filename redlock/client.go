@@ -252,7 +252,7 @@ func (c *Client) emit(ctx context.Context, e keyward.Event) {
 func (c *Client) TryObtain(ctx context.Context, key string, ttl time.Duration, opts ...ObtainOption) (l *Lock, err error) {
 	const op = "try obtain"
 	ctx, call := c.start(ctx, op, key)
-	defer func() { call.End(l.fenceOr0(), err) }()
+	defer func() { call.End(observe.Fence(l), err) }()
 	if err := c.begin(op, key); err != nil {
 		return nil, err
 	}
@@ -272,7 +272,7 @@ func (c *Client) TryObtain(ctx context.Context, key string, ttl time.Duration, o
 // start begins the call op on key for the observer (see keyward.CallObserver): the call runs on the context it
 // returns, and ends with the Call's End.
 func (c *Client) start(ctx context.Context, op, key string) (context.Context, observe.Call) {
-	return observe.Start(ctx, c.observer, "redlock", op, c.opts.Prefix+key)
+	return observe.Start(ctx, c.observer, "redlock", op, c.opts.Prefix, key)
 }
 
 // attempt is one caller's attempt to take a lock: TryObtain's single try, or Obtain's tries.

@@ -80,14 +80,6 @@ func (l *Lock) Value() string { return l.value }
 // nodes agree within the time that node was away. See docs/DESIGN.md.
 func (l *Lock) Fence() int64 { return l.fence }
 
-// fenceOr0 returns the fence of l, 0 for a nil l.
-func (l *Lock) fenceOr0() int64 {
-	if l == nil {
-		return 0
-	}
-	return l.fence
-}
-
 // Until returns the local time until which the lock is known to be held: (time before the acquire, or the last
 // successful refresh, was sent to the nodes) + ttl − drift. After it, the lock must be presumed lost.
 func (l *Lock) Until() time.Time { return l.lease.Until() }

@@ -56,7 +56,7 @@ const watchWait = 100 * time.Millisecond
 func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts ...ObtainOption) (l *Lock, err error) {
 	const op = "obtain"
 	ctx, call := c.start(ctx, op, key)
-	defer func() { call.End(l.fenceOr0(), err) }()
+	defer func() { call.End(observe.Fence(l), err) }()
 	if err := c.begin(op, key); err != nil {
 		return nil, err
 	}

@@ -40,7 +40,7 @@ import (
 // it returns a permit.
 func (s *Semaphore) Acquire(ctx context.Context, ttl time.Duration, opts ...AcquireOption) (p *Permit, err error) {
 	ctx, call := s.start(ctx, acquireOp)
-	defer func() { call.End(p.fenceOr0(), err) }()
+	defer func() { call.End(observe.Fence(p), err) }()
 	return s.acquire(ctx, ttl, acquireSettings(opts).autoRefresh)
 }
 

@@ -29,14 +29,6 @@ func (p *Permit) Value() string { return p.value }
 // microseconds), unless the server's clock stepped back. Without WithFencing it is 0.
 func (p *Permit) Fence() int64 { return p.fence }
 
-// fenceOr0 returns the fence of p, 0 for a nil p.
-func (p *Permit) fenceOr0() int64 {
-	if p == nil {
-		return 0
-	}
-	return p.fence
-}
-
 // Until returns the local time until which the permit is known to be held: (time before the acquire, hand-over
 // or last successful refresh was sent) + ttl − drift. After it, the permit must be presumed lost.
 func (p *Permit) Until() time.Time { return p.lease.Until() }

@@ -166,45 +166,47 @@ func New(opts ...Option) (*Observer, error) {
 	}
 	o := &Observer{tracer: c.tp.Tracer(ScopeName), label: c.label}
 	m := c.mp.Meter(ScopeName)
-	var err, e error
-	o.acquireDuration, e = m.Float64Histogram("keyward.acquire.duration", metric.WithUnit("s"),
-		metric.WithDescription("Duration of the calls that obtain a lock, permit or leadership, by outcome: for "+
-			"outcome obtained, the wait until it was obtained"),
-		metric.WithExplicitBucketBoundaries(acquireBuckets...))
-	err = errors.Join(err, e)
-	o.holdDuration, e = m.Float64Histogram("keyward.hold.duration", metric.WithUnit("s"),
-		metric.WithDescription("How long a lock, permit or leadership was held, until released or lost"),
-		metric.WithExplicitBucketBoundaries(holdBuckets...))
-	err = errors.Join(err, e)
-	o.held, e = m.Int64UpDownCounter("keyward.held", metric.WithUnit("{lock}"),
-		metric.WithDescription("Locks (lock, redlock) and semaphore permits this process holds now"))
-	err = errors.Join(err, e)
-	o.waiters, e = m.Int64UpDownCounter("keyward.waiters", metric.WithUnit("{waiter}"),
-		metric.WithDescription("Calls of this process waiting now for a lock, permit or leadership"))
-	err = errors.Join(err, e)
-	o.lost, e = m.Int64Counter("keyward.lost", metric.WithUnit("{lock}"),
-		metric.WithDescription("Locks, permits and leaderships lost while their holder meant to hold them, by reason"))
-	err = errors.Join(err, e)
-	o.refreshFailures, e = m.Int64Counter("keyward.refresh.failures", metric.WithUnit("{failure}"),
-		metric.WithDescription("Auto-refreshes (renewals) that failed; each is tried again until the validity deadline"))
-	err = errors.Join(err, e)
-	o.errors, e = m.Int64Counter("keyward.errors", metric.WithUnit("{error}"),
-		metric.WithDescription("Errors no call returned: releases whose outcome is unknown, failed clean-ups, "+
-			"errors handled in the background"))
-	err = errors.Join(err, e)
-	o.reconnects, e = m.Int64Counter("keyward.watch.reconnects", metric.WithUnit("{reconnect}"),
-		metric.WithDescription("Rebuilt pub/sub connections of the watchers that wake waiters"))
-	err = errors.Join(err, e)
-	o.leader, e = m.Int64UpDownCounter("keyward.election.leader", metric.WithUnit("{leader}"),
-		metric.WithDescription("1 while this process leads the election, 0 otherwise"))
-	err = errors.Join(err, e)
-	o.term, e = m.Int64Gauge("keyward.election.term", metric.WithUnit("{term}"),
+	var errs []error
+	// Each instrument is made with its unit and description; the errors of those the provider refuses add up.
+	histogram := func(name, desc string, buckets []float64) metric.Float64Histogram {
+		h, err := m.Float64Histogram(name, metric.WithUnit("s"), metric.WithDescription(desc),
+			metric.WithExplicitBucketBoundaries(buckets...))
+		errs = append(errs, err)
+		return h
+	}
+	counter := func(name, unit, desc string) metric.Int64Counter {
+		c, err := m.Int64Counter(name, metric.WithUnit(unit), metric.WithDescription(desc))
+		errs = append(errs, err)
+		return c
+	}
+	upDown := func(name, unit, desc string) metric.Int64UpDownCounter {
+		c, err := m.Int64UpDownCounter(name, metric.WithUnit(unit), metric.WithDescription(desc))
+		errs = append(errs, err)
+		return c
+	}
+	o.acquireDuration = histogram("keyward.acquire.duration", "Duration of the calls that obtain a lock, permit "+
+		"or leadership, by outcome: for outcome obtained, the wait until it was obtained", acquireBuckets)
+	o.holdDuration = histogram("keyward.hold.duration",
+		"How long a lock, permit or leadership was held, until released or lost", holdBuckets)
+	o.held = upDown("keyward.held", "{lock}", "Locks (lock, redlock) and semaphore permits this process holds now")
+	o.waiters = upDown("keyward.waiters", "{waiter}",
+		"Calls of this process waiting now for a lock, permit or leadership")
+	o.lost = counter("keyward.lost", "{lock}",
+		"Locks, permits and leaderships lost while their holder meant to hold them, by reason")
+	o.refreshFailures = counter("keyward.refresh.failures", "{failure}",
+		"Auto-refreshes (renewals) that failed; each is tried again until the validity deadline")
+	o.errors = counter("keyward.errors", "{error}", "Errors no call returned: releases whose outcome is unknown, "+
+		"failed clean-ups, errors handled in the background")
+	o.reconnects = counter("keyward.watch.reconnects", "{reconnect}",
+		"Rebuilt pub/sub connections of the watchers that wake waiters")
+	o.leader = upDown("keyward.election.leader", "{leader}", "1 while this process leads the election, 0 otherwise")
+	var err error
+	o.term, err = m.Int64Gauge("keyward.election.term", metric.WithUnit("{term}"),
 		metric.WithDescription("The term this process leads the election with, 0 when it does not lead"))
-	err = errors.Join(err, e)
-	o.changes, e = m.Int64Counter("keyward.election.changes", metric.WithUnit("{change}"),
-		metric.WithDescription("Leadership changes of this process: terms obtained, released and lost"))
-	err = errors.Join(err, e)
-	if err != nil {
+	errs = append(errs, err)
+	o.changes = counter("keyward.election.changes", "{change}",
+		"Leadership changes of this process: terms obtained, released and lost")
+	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("keywardotel: %w", err)
 	}
 	return o, nil

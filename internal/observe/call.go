@@ -17,16 +17,17 @@ type Call struct {
 	start time.Time
 }
 
-// Start begins the call op of source on key for o: a CallObserver's StartCall gives the context the call runs on,
-// which Start returns (ctx itself for other observers, and when o is nil).
-func Start(ctx context.Context, o keyward.Observer, source, op, key string) (context.Context, Call) {
+// Start begins the call op of source on prefix+key for o: a CallObserver's StartCall gives the context the call
+// runs on, which Start returns (ctx itself for other observers, and when o is nil). The key is put together only
+// when there is an observer: a call without one pays nothing.
+func Start(ctx context.Context, o keyward.Observer, source, op, prefix, key string) (context.Context, Call) {
 	if o == nil {
 		return ctx, Call{}
 	}
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	c := keyward.Call{Source: source, Op: op, Key: key}
+	c := keyward.Call{Source: source, Op: op, Key: prefix + key}
 	if co, ok := o.(keyward.CallObserver); ok {
 		ctx = co.StartCall(ctx, c)
 	}
@@ -47,3 +48,15 @@ func (c Call) End(fence int64, err error) {
 // ErrPanicked is the error of the Ended event of a Do whose fn panicked (the panic goes on): Do sets its result to
 // it before calling fn, and fn's return replaces it.
 var ErrPanicked = errors.New("fn panicked")
+
+// Fence returns the fencing token of v (a lock or a permit a call returned), 0 when v is nil: what End is given.
+func Fence[T interface {
+	comparable
+	Fence() int64
+}](v T) int64 {
+	var none T
+	if v == none {
+		return 0
+	}
+	return v.Fence()
+}

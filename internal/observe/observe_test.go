@@ -59,7 +59,7 @@ func TestStartAsksEveryCallObserverInOrderAndEndsOnTheirContext(t *testing.T) {
 		}
 	})
 	o := observe.Join(tag("a"), rec, observe.Join(tag("b"), last))
-	ctx, call := observe.Start(context.Background(), o, "lock", "obtain", "k")
+	ctx, call := observe.Start(context.Background(), o, "lock", "obtain", "", "k")
 	if p, _ := ctx.Value(pathKey{}).(string); p != "ab" {
 		t.Fatalf("the call's context has path %q, want %q", p, "ab")
 	}
@@ -79,12 +79,12 @@ func TestStartAsksEveryCallObserverInOrderAndEndsOnTheirContext(t *testing.T) {
 
 	// Without an observer, or with a plain one, the context is the caller's.
 	base := context.WithValue(context.Background(), pathKey{}, "caller")
-	if ctx, call := observe.Start(base, nil, "lock", "obtain", "k"); ctx != base {
+	if ctx, call := observe.Start(base, nil, "lock", "obtain", "", "k"); ctx != base {
 		t.Fatal("Start without an observer changed the context")
 	} else {
 		call.End(0, nil) // nothing to tell, no panic
 	}
-	if ctx, _ := observe.Start(base, rec, "lock", "obtain", "k"); ctx != base {
+	if ctx, _ := observe.Start(base, rec, "lock", "obtain", "", "k"); ctx != base {
 		t.Fatal("Start with a plain Observer changed the context")
 	}
 }
