@@ -7,7 +7,7 @@
 // environment. A contended run with four processes is four real processes, whose spans are put in one order by
 // CLOCK_MONOTONIC.
 //
-//	cd bench && go run .              # tables on stdout (about 3½ minutes after the build)
+//	cd bench && go run .              # tables on stdout (about 4 minutes after the build)
 //	cd bench && go run . -write-docs  # and docs/BENCHMARKS.md, docs/bench.png, the README's performance section
 //
 // A run whose critical sections overlapped, or lost an update to a counter guarded by the lock, fails. A
