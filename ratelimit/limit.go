@@ -84,8 +84,10 @@ func (l Limit) interval() int64 {
 // tolerance is burst × interval in µs.
 func (l Limit) tolerance() int64 { return int64(l.Burst) * l.interval() }
 
-// check returns an ErrInvalid error when l is not a usable limit.
-func (l Limit) check() error {
+// Validate returns nil for a usable limit, else an ErrInvalid error that says why: a rate, period or burst not
+// above 0, a rate above one per microsecond, or a burst × interval above 31 years. New and SetLimit return the
+// same error; Validate lets a program check a limit it read from its configuration before it needs a Limiter.
+func (l Limit) Validate() error {
 	switch {
 	case l.Rate < 1:
 		return fmt.Errorf("%w: limit %v: rate %d is below 1", keyward.ErrInvalid, l, l.Rate)

@@ -50,7 +50,7 @@ func New(rdb redis.UniversalClient, name string, limit Limit, opts ...Option) (*
 	if name == "" {
 		return nil, fmt.Errorf("%w: empty rate limiter name", keyward.ErrInvalid)
 	}
-	if err := limit.check(); err != nil {
+	if err := limit.Validate(); err != nil {
 		return nil, fmt.Errorf("ratelimit %q: %w", name, err)
 	}
 	var cfg config
@@ -82,7 +82,7 @@ func (l *Limiter) Limit() Limit { return *l.limit.Load() }
 // Limiter's only: other processes keep theirs until they change it too, and the bound on any window is then that
 // of the fastest of the limits in use, with the largest burst (DESIGN.md, "Changing the limit").
 func (l *Limiter) SetLimit(limit Limit) error {
-	if err := limit.check(); err != nil {
+	if err := limit.Validate(); err != nil {
 		return fmt.Errorf("ratelimit %q: %w", l.name, err)
 	}
 	l.limit.Store(&limit)
