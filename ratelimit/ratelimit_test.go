@@ -469,3 +469,16 @@ func TestWrongType(t *testing.T) {
 	err = lim.Wait(ctx)
 	assert.ErrorIs(t, err, ratelimit.ErrWrongType)
 }
+
+func TestLimit(t *testing.T) {
+	assert.Equal(t, "10/s, burst 10", ratelimit.PerSecond(10).String())
+	assert.Equal(t, "100/m, burst 5", ratelimit.PerMinute(100).WithBurst(5).String())
+	assert.Equal(t, "1/1m30s, burst 2", ratelimit.Every(90*time.Second, 2).String())
+	assert.Equal(t, ratelimit.Limit{Rate: 6, Period: time.Hour, Burst: 6}, ratelimit.PerHour(6))
+	assert.Equal(t, time.Millisecond, ratelimit.PerSecond(1000).Interval())
+	assert.Equal(t, 333334*time.Microsecond, ratelimit.PerSecond(3).Interval(), "rounded up: never faster than the limit")
+	assert.Equal(t, 2*time.Microsecond, ratelimit.PerSecond(700_000).Interval())
+	assert.NoError(t, ratelimit.PerSecond(1_000_000).Validate())
+	assert.ErrorIs(t, ratelimit.Limit{}.Validate(), ratelimit.ErrInvalid)
+	assert.ErrorIs(t, ratelimit.PerSecond(1_000_001).Validate(), ratelimit.ErrInvalid)
+}
