@@ -48,6 +48,9 @@ func newLimiter(t *testing.T, rdb redis.UniversalClient, name string, limit rate
 	return l
 }
 
+// stretched is a delay the server gave, as the client waits it: 0.1 % longer, for the rates of the clocks.
+func stretched(d time.Duration) time.Duration { return d + d/1000 }
+
 // calls counts the commands a client sends, and the scripts among them.
 type calls struct{ commands, scripts atomic.Int64 }
 
@@ -152,7 +155,7 @@ func TestWaitAdmitsInOrderAtTheRate(t *testing.T) {
 		}
 		wg.Wait()
 		for i, at := range admitted {
-			assert.Equal(t, time.Duration(i+1)*10*time.Millisecond, at, "waiter %d", i)
+			assert.Equal(t, stretched(time.Duration(i+1)*10*time.Millisecond), at, "waiter %d", i)
 		}
 		want := make([]int, waiters)
 		for i := range want {
@@ -183,7 +186,7 @@ func TestWaitWithABurst(t *testing.T) {
 		wg.Wait()
 		require.Len(t, at, 25)
 		for i, d := range at {
-			want := time.Duration(max(0, i-4)) * 10 * time.Millisecond
+			want := stretched(time.Duration(max(0, i-4)) * 10 * time.Millisecond)
 			assert.Equal(t, want, d, "the first 5 at once, then one per 10 ms: event %d", i)
 		}
 	})
@@ -205,8 +208,11 @@ func TestWaitPastTheDeadlineReservesNothing(t *testing.T) {
 
 		ctx, cancel = context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		require.NoError(t, lim.Wait(ctx), "a deadline at the tokens' time is enough")
-		assert.Equal(t, time.Second, time.Since(start))
+		assert.ErrorIs(t, lim.Wait(ctx), context.DeadlineExceeded, "the wait, stretched for the clocks' rates, would end after it")
+		ctx, cancel = context.WithTimeout(context.Background(), stretched(time.Second)+time.Millisecond)
+		defer cancel()
+		require.NoError(t, lim.Wait(ctx), "a deadline after the tokens' time is enough")
+		assert.Equal(t, stretched(time.Second), time.Since(start))
 	})
 }
 
@@ -239,7 +245,8 @@ func TestWaitCancelledGivesItsTurnBack(t *testing.T) {
 		}
 
 		require.NoError(t, lim.Wait(context.Background()))
-		assert.Equal(t, 100*time.Millisecond, time.Since(start), "the cancelled turn went to the next waiter")
+		assert.Equal(t, 30*time.Millisecond+stretched(70*time.Millisecond), time.Since(start),
+			"the cancelled turn went to the next waiter")
 	})
 }
 
@@ -255,12 +262,12 @@ func TestReserveAndCancel(t *testing.T) {
 		a, err := lim.Reserve(ctx, 1)
 		require.NoError(t, err)
 		assert.Equal(t, 1, a.Tokens())
-		assert.Equal(t, 100*time.Millisecond, a.Delay())
-		assert.Equal(t, time.Now().Add(100*time.Millisecond), a.Time())
-		assert.Equal(t, 40*time.Millisecond, a.DelayFrom(time.Now().Add(60*time.Millisecond)))
+		assert.Equal(t, stretched(100*time.Millisecond), a.Delay())
+		assert.Equal(t, time.Now().Add(stretched(100*time.Millisecond)), a.Time())
+		assert.Equal(t, stretched(100*time.Millisecond)-60*time.Millisecond, a.DelayFrom(time.Now().Add(60*time.Millisecond)))
 		b, err := lim.Reserve(ctx, 2)
 		require.NoError(t, err)
-		assert.Equal(t, 300*time.Millisecond, b.Delay(), "b's two tokens come after a's")
+		assert.Equal(t, stretched(300*time.Millisecond), b.Delay(), "b's two tokens come after a's")
 
 		ok, err := a.Cancel(ctx)
 		require.NoError(t, err)
@@ -274,9 +281,9 @@ func TestReserveAndCancel(t *testing.T) {
 
 		c, err := lim.Reserve(ctx, 1)
 		require.NoError(t, err)
-		assert.Equal(t, 200*time.Millisecond, c.Delay(), "b's tokens are back: c comes right after a")
+		assert.Equal(t, stretched(200*time.Millisecond), c.Delay(), "b's tokens are back: c comes right after a")
 
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(stretched(200 * time.Millisecond))
 		ok, err = c.Cancel(ctx)
 		require.NoError(t, err)
 		assert.False(t, ok, "its time has come: the tokens may have been used")
@@ -302,7 +309,11 @@ func TestReservationsOfTwoLimitersShareTheLine(t *testing.T) {
 			require.NoError(t, err)
 			delays = append(delays, r.Delay())
 		}
-		assert.Equal(t, []time.Duration{0, time.Second, 2 * time.Second, 3 * time.Second, 4 * time.Second, 5 * time.Second}, delays)
+		var want []time.Duration
+		for i := range 6 {
+			want = append(want, stretched(time.Duration(i)*time.Second))
+		}
+		assert.Equal(t, want, delays)
 	})
 }
 
@@ -310,34 +321,29 @@ func TestSetLimit(t *testing.T) {
 	inBubble(t, func(t *testing.T, _ *miniredis.Miniredis, rdb *redis.Client) {
 		ctx := context.Background()
 		lim := newLimiter(t, rdb, "api", ratelimit.Every(100*time.Millisecond, 1))
-		start := time.Now()
-		since := func() time.Duration { return time.Since(start) }
-		require.NoError(t, lim.Wait(ctx))
-		require.NoError(t, lim.Wait(ctx))
-		assert.Equal(t, 100*time.Millisecond, since())
+		delay := func() time.Duration {
+			t.Helper()
+			r, err := lim.Reserve(ctx, 1)
+			require.NoError(t, err)
+			return r.Delay()
+		}
+		assert.Zero(t, delay())
+		assert.Equal(t, stretched(100*time.Millisecond), delay())
 
 		require.NoError(t, lim.SetLimit(ratelimit.Every(10*time.Millisecond, 1)))
 		assert.Equal(t, ratelimit.Every(10*time.Millisecond, 1), lim.Limit())
-		r, err := lim.Reserve(ctx, 1)
-		require.NoError(t, err)
-		assert.Equal(t, 100*time.Millisecond, r.Delay(), "the turn reserved under the old rate is kept: the next starts at its end")
-		r, err = lim.Reserve(ctx, 1)
-		require.NoError(t, err)
-		assert.Equal(t, 110*time.Millisecond, r.Delay(), "then one every 10 ms")
+		assert.Equal(t, stretched(200*time.Millisecond), delay(), "the turns reserved under the old rate are kept: the next starts at their end")
+		assert.Equal(t, stretched(210*time.Millisecond), delay(), "then one every 10 ms")
 
 		require.NoError(t, lim.SetLimit(ratelimit.Every(time.Second, 1)))
-		r, err = lim.Reserve(ctx, 1)
-		require.NoError(t, err)
-		assert.Equal(t, 120*time.Millisecond, r.Delay(), "a slower rate: this turn is at the end of the line")
-		r, err = lim.Reserve(ctx, 1)
-		require.NoError(t, err)
-		assert.Equal(t, 1120*time.Millisecond, r.Delay(), "and the next a second after it")
+		assert.Equal(t, stretched(220*time.Millisecond), delay(), "a slower rate: this turn is at the end of the line")
+		assert.Equal(t, stretched(1220*time.Millisecond), delay(), "and the next a second after it")
 
-		err = lim.SetLimit(ratelimit.Limit{})
+		err := lim.SetLimit(ratelimit.Limit{})
 		assert.ErrorIs(t, err, ratelimit.ErrInvalid)
 		assert.Equal(t, ratelimit.Every(time.Second, 1), lim.Limit(), "an invalid limit leaves the old one")
 
-		time.Sleep(3 * time.Second) // past the last turn, 2.22 s after the start
+		time.Sleep(3 * time.Second) // past the last turn's interval, which ends 2.22 s after the start
 		require.NoError(t, lim.SetLimit(ratelimit.PerSecond(10)))
 		res, err := lim.AllowN(ctx, 10)
 		require.NoError(t, err)

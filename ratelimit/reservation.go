@@ -30,7 +30,8 @@ type Reservation struct {
 func (r *Reservation) Tokens() int { return r.tokens }
 
 // Time returns the local time from which the reserved events may happen. It is never before the time the server
-// gave them: it counts the server's delay from the moment its answer arrived.
+// gave them: it counts the server's delay, stretched by 0.1 % for the rates of the clocks, from the moment its
+// answer arrived.
 func (r *Reservation) Time() time.Time { return r.at }
 
 // Delay returns how long from now until the reserved events may happen; 0 when they may happen now.
