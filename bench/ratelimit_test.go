@@ -26,7 +26,8 @@ func TestRateLimitScenarioSmoke(t *testing.T) {
 			require.NoError(t, admin.FlushAll(ctx).Err())
 			admit, err := c.Open(goredisClient(srv.Addr()), "bench:rate")
 			require.NoError(t, err)
-			require.NoError(t, admit(ctx)) // loads the script
+			_, err = admit(ctx) // loads the script
+			require.NoError(t, err)
 			require.NoError(t, admin.FlushAll(ctx).Err())
 			before, err := benchstat.Snapshot(ctx, admin)
 			require.NoError(t, err)
@@ -43,6 +44,13 @@ func TestRateLimitScenarioSmoke(t *testing.T) {
 			assert.LessOrEqual(t, run.Busiest(run.Start), rateBurst+rateLimit)
 			if c.Keyward {
 				assert.LessOrEqual(t, run.CallsPerAdmission(), 1.05, "one call per admission")
+				assert.True(t, run.Granted(), "keyward's admissions carry the server's times")
+				assert.Equal(t, "0", run.ExcessGranted())
+				for _, a := range adms {
+					assert.GreaterOrEqual(t, a.Late, time.Duration(0), "Wait returns after the server's time")
+				}
+			} else {
+				assert.Equal(t, "—", run.ExcessGranted())
 			}
 			runs = append(runs, run)
 		})
