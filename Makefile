@@ -28,7 +28,8 @@ test: deps lint
 demo:
 	$(WS) $(GO) run ./cmd/keyward demo
 
-## bench: keyward against redsync, bsm/redislock and rueidislock in one run; rewrites docs/BENCHMARKS.md
+## bench: keyward against redsync, bsm/redislock and rueidislock, and its rate limiter against redis_rate, in one
+## run; rewrites docs/BENCHMARKS.md
 bench: deps
 	cd bench && $(WS) $(GO) run . -write-docs
 

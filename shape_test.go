@@ -1,9 +1,9 @@
 package keyward_test
 
-// One situation, one error shape, in every package: this test puts lock, redlock, semaphore and election through
-// the same situations on real servers and checks that each error names the key (or the semaphore's or the
-// election's name, here all "job"), and matches the same keyward sentinel and cause with errors.Is. Run it with -v
-// to print the table of the errors' texts.
+// One situation, one error shape, in every package: this test puts lock, redlock, semaphore, election and ratelimit
+// through the same situations on real servers and checks that each error names the key (or the semaphore's, the
+// election's or the rate limiter's name, here all "job"), and matches the same keyward sentinel and cause with
+// errors.Is. Run it with -v to print the table of the errors' texts.
 
 import (
 	"context"
@@ -23,6 +23,7 @@ import (
 	"github.com/keyward/keyward/internal/acl"
 	"github.com/keyward/keyward/internal/redistest"
 	"github.com/keyward/keyward/lock"
+	"github.com/keyward/keyward/ratelimit"
 	"github.com/keyward/keyward/redlock"
 	"github.com/keyward/keyward/semaphore"
 )
@@ -34,7 +35,8 @@ type taker struct {
 }
 
 // takers returns a taker per package, each using clients: the first three are Redlock's nodes, the first is also
-// lock's and election's server, and the fourth is the semaphore's (its keys would collide with the lock's), and a
+// lock's and election's server, and the fourth is the semaphore's (its keys would collide with the lock's) and the
+// rate limiter's (its key has a prefix: "rate:job"; taking "job" is a Wait for its one token a minute), and a
 // function that closes the packages' clients (the election has no Close of its own: its lock client's is the one
 // that ends it).
 func takers(t *testing.T, clients []redis.UniversalClient, electOnRedlock bool) ([]taker, func()) {
@@ -54,6 +56,7 @@ func takers(t *testing.T, clients []redis.UniversalClient, electOnRedlock bool) 
 	}
 	elect, err := election.New(locker, "job")
 	require.NoError(t, err)
+	limiter := rateLimiter(t, clients[3])
 	closeAll := func() {
 		for _, c := range []interface{ Close() error }{locks, quorum, sem} {
 			require.NoError(t, c.Close())
@@ -71,7 +74,20 @@ func takers(t *testing.T, clients []redis.UniversalClient, electOnRedlock bool) 
 			}
 			return err
 		}},
+		{"ratelimit", func(ctx context.Context) error {
+			if err := limiter.Wait(ctx); err != nil {
+				return err
+			}
+			return errors.New("took it")
+		}},
 	}, closeAll
+}
+
+// rateLimiter returns the rate limiter "job" of the takers: one token a minute, with the prefix "rate:".
+func rateLimiter(t *testing.T, rdb redis.UniversalClient) *ratelimit.Limiter {
+	l, err := ratelimit.New(rdb, "job", ratelimit.Every(time.Minute, 1), ratelimit.WithPrefix("rate:"))
+	require.NoError(t, err)
+	return l
 }
 
 // taken releases what a take got, and returns its error.
@@ -143,8 +159,12 @@ func TestOneErrorShapeInEveryPackage(t *testing.T) {
 				closeAll()
 			}
 			for _, tk := range ts {
-				if s.quorum && (tk.pkg == "lock" || tk.pkg == "semaphore") {
+				if s.quorum && (tk.pkg == "lock" || tk.pkg == "semaphore" || tk.pkg == "ratelimit") {
 					record(s.name, tk.pkg, "n/a: one server")
+					continue
+				}
+				if s.closed && tk.pkg == "ratelimit" {
+					record(s.name, tk.pkg, "n/a: a Limiter holds no connection, and has no Close")
 					continue
 				}
 				t.Run(tk.pkg, func(t *testing.T) {
@@ -186,7 +206,8 @@ func servers(t *testing.T, n int) []redis.UniversalClient {
 }
 
 // holdJob takes "job" as another process would, in every package's sense: the lock on each of the first three
-// servers (lock's, election's and Redlock's), the semaphore's only permit on the fourth.
+// servers (lock's, election's and Redlock's), the semaphore's only permit and the rate limiter's token of the
+// minute on the fourth.
 func holdJob(t *testing.T, clients []redis.UniversalClient) {
 	t.Helper()
 	ctx := context.Background()
@@ -202,6 +223,9 @@ func holdJob(t *testing.T, clients []redis.UniversalClient) {
 	t.Cleanup(func() { _ = sem.Close() })
 	_, err = sem.TryAcquire(ctx, time.Minute)
 	require.NoError(t, err)
+	res, err := rateLimiter(t, clients[3]).Allow(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Allowed)
 }
 
 func record(situation, pkg, text string) {
@@ -216,9 +240,9 @@ func record(situation, pkg, text string) {
 func printTable(t *testing.T, situations []situation) {
 	tableMu.Lock()
 	defer tableMu.Unlock()
-	pkgs := []string{"lock", "redlock", "semaphore", "election"}
+	pkgs := []string{"lock", "redlock", "semaphore", "election", "ratelimit"}
 	var b strings.Builder
-	b.WriteString("\n| situation | " + strings.Join(pkgs, " | ") + " |\n|---|---|---|---|---|\n")
+	b.WriteString("\n| situation | " + strings.Join(pkgs, " | ") + " |\n|---|" + strings.Repeat("---|", len(pkgs)) + "\n")
 	for _, s := range situations {
 		row := []string{s.name}
 		for _, p := range pkgs {

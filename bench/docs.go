@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/keyward/keyward/internal/benchstat"
 )
 
 // Files -write-docs writes into the docs directory.
@@ -123,6 +125,8 @@ func moduleOf(lib library) string {
 		path = "github.com/bsm/redislock"
 	case strings.HasPrefix(lib.Name, "rueidis"):
 		path = "github.com/redis/rueidis"
+	case lib.Name == "redis_rate":
+		path = "github.com/go-redis/redis_rate/v10"
 	}
 	version := "(this tree)"
 	if info, ok := debug.ReadBuildInfo(); ok && path != "github.com/keyward/keyward" {
@@ -208,13 +212,30 @@ func method(r report) string {
   stays, whatever the number of names (bsm/redislock: +106 KiB after 1,000 names as after 100,000). *Keys
   naming a lock*: the keys left then whose name holds one of the names (SCAN). State that outlives a lock may be
   O(1) per server or per cluster slot: at most %d new keys per node, none of them naming a lock.
+- **Rate limit.** %d worker processes × %d goroutines ask, in a loop, for one admission after another from one
+  limit of %d a second with bursts of %d, for %v per run, %d runs per library in rounds, each on a flushed server
+  (an idle limiter) after a warm-up on another key: keyward's `+"`ratelimit.Limiter.Wait`"+`, and redis_rate's
+  `+"`Allow`"+` followed, when refused, by a sleep of `+"`RetryAfter`"+` and another `+"`Allow`"+` (what its users
+  write: it has no Wait). An admission is a call that returned allowed; its time is when it returned
+  (CLOCK_MONOTONIC, shared by the processes). *Of the bound*: admissions between the start and the end over
+  burst + rate × duration, the most the limit allows from an idle limiter. *Redis calls per admission*: the
+  scripts the server ran (every call of both libraries is one script), the grace period's (%v, for the calls
+  still waiting at the end) included, over all admissions. *Jain*: over the %d goroutines' admissions. *Busiest
+  1 s window*: the most admissions that returned within [t, t + 1 s) for any t; the limit allows burst + rate
+  there, and the excess is what goes beyond. The bound is on the times the limiter lets events through, and a
+  call returns a little after (the answer's way back, the scheduler, a stalled process), so the excess is also
+  counted on the times the server gave, where the library tells them: keyward's Wait (through the hook its tests
+  use; it returns after that time, on this machine's clock), not redis_rate's Allow. *Wait*: from the call to its
+  return, retries and sleeps included.
 - **Mutual exclusion.** Every contended run is checked twice: a guard in shared memory (all processes of the run
   map the same file) counts holders that enter while another is inside, and a counter that holders increment by
   a read before the hold and a write after it must equal the number of acquisitions (no lost updates); and the
   spans, in CLOCK_MONOTONIC order, must not overlap. Any overlap or lost update fails the run.
 `, ttl, r.Unit.Round(time.Microsecond), r.Pairs, grace, real.Processes, real.Goroutines, real.Hold, real.Think,
 		count(r.Config.saturationGoroutines), ttl, r.Config.saturation, failedInARow, count(r.Config.saturationRuns),
-		count(r.Config.names), memoryTTL, memoryGoroutines, memoryWait, clusterSlots)
+		count(r.Config.names), memoryTTL, memoryGoroutines, memoryWait, clusterSlots,
+		rateProcesses, rateGoroutines, rateLimit, rateBurst, r.Config.rateLimit, r.Config.rateLimitRuns, rateGrace,
+		rateProcesses*rateGoroutines)
 }
 
 // readme is the README's performance section.
@@ -245,6 +266,9 @@ in the same run, since absolute times on shared machines drift.
 		real.Processes, real.Goroutines, real.Hold, real.Think)
 	if len(r.Saturation) > 0 || len(r.Memory) > 0 {
 		r.readmeLoads(&b)
+	}
+	if len(r.RateLimit) > 0 {
+		r.readmeRates(&b)
 	}
 	fmt.Fprintf(&b, "\nMeasured %s on %d cores (load average %s). Every table, the goals, the machine and the method: "+
 		"[docs/BENCHMARKS.md](docs/BENCHMARKS.md).\n", r.Env.Date.Format(time.DateOnly), r.Env.Cores, r.Env.LoadBefore)
@@ -290,6 +314,26 @@ func (r report) readmeLoads(b *strings.Builder) {
 		if ok1 || ok2 {
 			fmt.Fprintf(b, "| %s |\n", strings.Join(cells, " | "))
 		}
+	}
+}
+
+// readmeRates is the README's table of the rate-limit scenario.
+func (r report) readmeRates(b *strings.Builder) {
+	fmt.Fprintf(b, "\nRate limits: %d processes × %d goroutines asking for as many admissions as they can against %d/s "+
+		"(burst %d) for %v; redis_rate as its users write it (Allow, and a sleep of RetryAfter when refused). Each run "+
+		"in a row of its own.\n\n", rateProcesses, rateGoroutines, rateLimit, rateBurst, r.Config.rateLimit)
+	b.WriteString("| library | admitted, of burst + rate × duration | Redis calls/admission | Redis CPU µs/admission | Jain across goroutines | most beyond burst + rate in a 1 s window: by the server's times (by return times) | wait p99 |\n")
+	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, run := range r.RateLimit {
+		if run.Err != "" {
+			continue
+		}
+		label := run.Contender.Name
+		if run.Contender.Keyward {
+			label = "**" + label + "**"
+		}
+		fmt.Fprintf(b, "| %s | %.1f %% | %.3f | %.1f | %.3f | %s (%d) | %s |\n", label, 100*run.OfBound(), run.CallsPerAdmission(),
+			run.CPUPerAdmission(), run.Jain(), run.ExcessGranted(), run.Excess(), human(benchstat.Quantile(run.Waits(), 0.99)))
 	}
 }
 

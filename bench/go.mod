@@ -4,6 +4,7 @@ go 1.25.0
 
 require (
 	github.com/bsm/redislock v0.9.4
+	github.com/go-redis/redis_rate/v10 v10.0.1
 	github.com/go-redsync/redsync/v4 v4.17.0
 	github.com/keyward/keyward v0.0.0-00010101000000-000000000000
 	github.com/redis/go-redis/v9 v9.22.0

@@ -7,7 +7,7 @@
 // environment. A contended run with four processes is four real processes, whose spans are put in one order by
 // CLOCK_MONOTONIC.
 //
-//	cd bench && go run .              # tables on stdout (about 3½ minutes after the build)
+//	cd bench && go run .              # tables on stdout (about 4 minutes after the build)
 //	cd bench && go run . -write-docs  # and docs/BENCHMARKS.md, docs/bench.png, the README's performance section
 //
 // A run whose critical sections overlapped, or lost an update to a counter guarded by the lock, fails. A
@@ -16,7 +16,8 @@
 // Besides the latency and contention scenarios, two measure what a lock costs Redis without contention:
 // saturation (-saturation, -saturation-goroutines, -saturation-runs: goroutines taking and releasing fresh keys,
 // Redis CPU and commands per pair) and memory (-names: names each locked once, and the keys and memory the
-// server still holds 2 × ttl later). 0 skips either.
+// server still holds 2 × ttl later). 0 skips either. One more compares keyward's rate limiter with
+// github.com/go-redis/redis_rate (-ratelimit, -ratelimit-runs: 4 processes × 8 goroutines against 1000/s).
 //
 // For a closer look at one library: -only and -scenarios pick rows and scenarios (regular expressions),
 // -cpuprofile DIR writes each worker's CPU profile of its measured part, -dump DIR writes every contended run's
@@ -58,6 +59,9 @@ type config struct {
 	saturationRuns       int
 	// names is how many distinct names the memory scenario locks once each (0: none).
 	names int
+	// rateLimit is the length of each run of the rate-limit scenario (0: none), in rateLimitRuns rounds.
+	rateLimit     time.Duration
+	rateLimitRuns int
 }
 
 func main() {
@@ -73,15 +77,18 @@ func main() {
 	flag.IntVar(&cfg.saturationGoroutines, "saturation-goroutines", 32, "goroutines of the saturation scenario, in one process")
 	flag.IntVar(&cfg.saturationRuns, "saturation-runs", 2, "saturation runs per library, in rounds (A B C D A B C D)")
 	flag.IntVar(&cfg.names, "names", 100000, "distinct names the memory scenario locks and releases once each (0: skip the scenario)")
+	flag.DurationVar(&cfg.rateLimit, "ratelimit", 10*time.Second, "length of each run of the rate-limit scenario: 4 processes × 8 goroutines against 1000/s, keyward's ratelimit and redis_rate (0: skip the scenario)")
+	flag.IntVar(&cfg.rateLimitRuns, "ratelimit-runs", 2, "rate-limit runs per library, in rounds (A B A B)")
 	flag.BoolVar(&cfg.writeDocs, "write-docs", false, "write BENCHMARKS.md and bench.png into -docs, and the performance section of the README beside it")
 	flag.StringVar(&cfg.docs, "docs", "../docs", "the docs directory -write-docs writes to")
 	flag.StringVar(&cfg.profiles, "cpuprofile", "", "write each worker's CPU profile of its measured part into this directory")
 	flag.StringVar(&cfg.dump, "dump", "", "write the spans of every contended run into this directory, as CSV (for a closer look)")
 	flag.StringVar(&only, "only", "", "run only the libraries whose name matches this regexp (docs are then not written)")
-	flag.StringVar(&scens, "scenarios", "", "run only the scenarios whose name matches this regexp: uncontended, 1×2, 1×8, 1×32, 4×4, saturation, memory (docs are then not written)")
+	flag.StringVar(&scens, "scenarios", "", "run only the scenarios whose name matches this regexp: uncontended, 1×2, 1×8, 1×32, 4×4, saturation, memory, ratelimit (docs are then not written)")
 	flag.Parse()
-	if cfg.saturation < 0 || cfg.names < 0 || cfg.saturationGoroutines < 1 || cfg.saturationRuns < 1 {
-		fmt.Fprintln(os.Stderr, "bench: -saturation and -names must not be negative, -saturation-goroutines and -saturation-runs must be at least 1")
+	if cfg.saturation < 0 || cfg.names < 0 || cfg.rateLimit < 0 || cfg.saturationGoroutines < 1 || cfg.saturationRuns < 1 ||
+		cfg.rateLimitRuns < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -saturation, -names and -ratelimit must not be negative, -saturation-goroutines, -saturation-runs and -ratelimit-runs must be at least 1")
 		os.Exit(2)
 	}
 	for _, f := range []struct {
@@ -179,10 +186,14 @@ func run(ctx context.Context, cfg config, args []string) error {
 	if cfg.names > 0 && (cfg.scenarios == nil || cfg.scenarios.MatchString("memory")) {
 		mem = memory(ctx, r, cfg, &errs)
 	}
+	var rl []rateRun
+	if cfg.rateLimit > 0 && (cfg.scenarios == nil || cfg.scenarios.MatchString("ratelimit")) {
+		rl = rateLimits(ctx, r, cfg, &errs)
+	}
 	env.finish(began, command(args))
 
 	rep := report{Env: env, Results: results, Scenarios: scenarios(cfg), Errors: errs, Pairs: cfg.pairs, Unit: unit(results),
-		Saturation: sat, Memory: mem, Config: cfg}
+		Saturation: sat, Memory: mem, RateLimit: rl, Config: cfg}
 	fmt.Print(rep.Tables())
 	if len(broken) > 0 {
 		return fmt.Errorf("mutual exclusion violated:\n%s", strings.Join(broken, "\n"))

@@ -24,6 +24,8 @@ type report struct {
 	// Saturation and Memory are the runs of those scenarios (none when skipped).
 	Saturation []saturationRun
 	Memory     []memoryRun
+	// RateLimit are the runs of the rate-limit scenario (none when skipped).
+	RateLimit []rateRun
 	// Config is the command line the run had.
 	Config config
 }
@@ -127,7 +129,7 @@ func (r report) measured(sc scenario) bool {
 	return false
 }
 
-// loadTables writes the saturation and memory tables, if those scenarios ran, under headings of level h.
+// loadTables writes the saturation, memory and rate-limit tables, if those scenarios ran, under headings of level h.
 func (r report) loadTables(b *strings.Builder, h string) {
 	if len(r.Saturation) > 0 {
 		fmt.Fprintf(b, "\n%s %s\n\n", h, r.saturationTitle())
@@ -136,6 +138,10 @@ func (r report) loadTables(b *strings.Builder, h string) {
 	if len(r.Memory) > 0 {
 		fmt.Fprintf(b, "\n%s %s\n\n", h, r.memoryTitle())
 		r.memoryTable(b)
+	}
+	if len(r.RateLimit) > 0 {
+		fmt.Fprintf(b, "\n%s %s\n\n", h, r.rateTitle())
+		r.rateTable(b)
 	}
 }
 
@@ -375,6 +381,11 @@ func (r report) goals(b *strings.Builder) {
 		row(b, goal, fmt.Sprintf("%.2f RTT", v), list(reds, uncText), yes(v <= goalRedlock))
 	} else {
 		missing(goal, list(reds, uncText))
+	}
+
+	// 6. The rate limiter.
+	if len(r.RateLimit) > 0 {
+		r.rateGoalRows(b)
 	}
 }
 

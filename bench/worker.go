@@ -104,6 +104,8 @@ type (
 		PairP99 time.Duration `json:"pair_p99,omitempty"`
 		// Retried counts the tries of a load that failed (see failedInARow and tryAgain).
 		Retried int64 `json:"retried,omitempty"`
+		// Admissions are a rate-limit job's (kindRateLimit).
+		Admissions []admission `json:"admissions,omitempty"`
 	}
 )
 
@@ -115,6 +117,9 @@ func worker(spec string) int {
 	if err := json.Unmarshal([]byte(spec), &j); err != nil {
 		_ = out.Encode(readyMsg{Err: err.Error()})
 		return 2
+	}
+	if j.Kind == kindRateLimit {
+		return rateWorker(j, out, in)
 	}
 	if j.Kind != "" {
 		return loadWorker(j, out, in)

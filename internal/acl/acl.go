@@ -52,6 +52,10 @@ const Election = "reset on >secret ~app:* ~{app:* &{app:*:released &keyward:prob
 	"+evalsha +eval +get +set +del +pexpire +pttl +time +zadd +zrem +zscore +zcard +zpopmin " +
 	"+publish +subscribe +unsubscribe +ping +multi +exec"
 
+// RateLimit is the rule for ratelimit.Limiter: Allow, Reserve, Cancel and Wait are each one script on the
+// limiter's one key "P<name>" (it reads TIME and the key, and writes the key with SET … PX); no channel.
+const RateLimit = "reset on >secret ~app:* +evalsha +eval +get +set +time"
+
 // KeyspaceNotifications is what to add to a rule so that waiters also wake on keyspace notifications (a key
 // deleted by another tool, expired, evicted) on a server that sends them, in database 0: CONFIG GET, through
 // which the Watcher learns whether the server sends them, and the keyspace channels of the keys. Without it,

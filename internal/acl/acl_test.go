@@ -17,6 +17,7 @@ var rules = map[string]string{
 	"redlock":   acl.Command(acl.Redlock),
 	"semaphore": acl.Command(acl.Semaphore),
 	"election":  acl.Command(acl.Election),
+	"ratelimit": acl.Command(acl.RateLimit),
 }
 
 // additions are the documented additions to a rule.

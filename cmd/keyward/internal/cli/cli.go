@@ -81,6 +81,7 @@ func commands() []command {
 		{name: "release", summary: "delete a lock whoever holds it (needs --force)", usage: releaseUsage, run: releaseCommand},
 		{name: "watch", summary: "print lock events (acquired, released, expired) as they happen", usage: watchUsage, run: watchCommand},
 		{name: "elect", summary: "run COMMAND whenever this instance is the leader of an election", usage: electUsage, run: electCommand},
+		{name: "limit", summary: "run COMMAND once the rate limit KEY lets it through (N per PERIOD)", usage: limitUsage, run: limitCommand},
 		{name: "demo", summary: "the guided demo, on an embedded Redis", usage: demoUsage, run: demoCommand},
 		{name: "version", summary: "print the version", usage: versionUsage, run: versionCommand},
 	}

@@ -48,6 +48,7 @@ func TestUsageGolden(t *testing.T) {
 		{"help/release.txt", []string{"release", "--help"}},
 		{"help/watch.txt", []string{"watch", "--help"}},
 		{"help/elect.txt", []string{"elect", "--help"}},
+		{"help/limit.txt", []string{"limit", "--help"}},
 		{"help/demo.txt", []string{"demo", "--help"}},
 		{"help/version.txt", []string{"version", "--help"}},
 	} {
