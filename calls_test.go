@@ -20,6 +20,7 @@ import (
 	"github.com/keyward/keyward/internal/observe"
 	"github.com/keyward/keyward/internal/redistest"
 	"github.com/keyward/keyward/lock"
+	"github.com/keyward/keyward/ratelimit"
 	"github.com/keyward/keyward/redlock"
 	"github.com/keyward/keyward/semaphore"
 )
@@ -215,4 +216,73 @@ func TestDoWhoseFnPanicsEndsWithErrPanicked(t *testing.T) {
 	assert.NoError(t, ended[0].Err)
 	assert.Equal(t, "do", ended[1].Op)
 	assert.True(t, errors.Is(ended[1].Err, observe.ErrPanicked), "%v", ended[1].Err)
+}
+
+// The rate limiter's calls begin and end the same way, and a Wait sleeps on its call's context: its events and
+// the clean-up of its turn carry it.
+func TestEveryRateLimitCallRunsOnTheContextItsObserverGave(t *testing.T) {
+	hook := &commandSpans{spans: map[int]int{}}
+	_, rdb := redistest.Miniredis(t)
+	rdb.AddHook(hook)
+	tracer := &callTracer{}
+	waiting := make(chan struct{}, 1)
+	started := keyward.ObserverFunc(func(_ context.Context, e keyward.Event) {
+		if e.Kind == keyward.WaitStarted {
+			waiting <- struct{}{}
+		}
+	})
+	lim, err := ratelimit.New(rdb, "partner", ratelimit.Every(time.Hour, 1), ratelimit.WithObserver(tracer),
+		ratelimit.WithObserver(started))
+	require.NoError(t, err)
+
+	ctx := context.Background()
+	res, err := lim.Allow(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Allowed)
+	res, err = lim.Allow(ctx)
+	require.NoError(t, err)
+	require.Zero(t, res.Allowed, "the next token comes in an hour")
+	r, err := lim.Reserve(ctx, 1)
+	require.NoError(t, err)
+	ok, err := r.Cancel(ctx)
+	require.NoError(t, err)
+	require.True(t, ok)
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- lim.Wait(wctx) }()
+	<-waiting
+	cancel()
+	require.ErrorIs(t, <-done, context.Canceled)
+	_, err = lim.AllowN(ctx, 2)
+	require.ErrorIs(t, err, ratelimit.ErrExceedsBurst)
+
+	want := []keyward.Call{
+		{Source: "ratelimit", Op: "allow", Key: "partner"},
+		{Source: "ratelimit", Op: "allow", Key: "partner"},
+		{Source: "ratelimit", Op: "reserve", Key: "partner"},
+		{Source: "ratelimit", Op: "wait", Key: "partner"},
+		{Source: "ratelimit", Op: "allow", Key: "partner"},
+	}
+	assert.Equal(t, want, tracer.calls)
+	ended := tracer.ended()
+	require.Len(t, ended, len(want))
+	for i, te := range ended {
+		require.Equal(t, i+1, te.span, "%+v ended on another call's context", te.e)
+		assert.Equal(t, want[i], keyward.Call{Source: te.e.Source, Op: te.e.Op, Key: te.e.Key})
+	}
+	assert.NoError(t, ended[0].e.Err)
+	assert.ErrorIs(t, ended[1].e.Err, keyward.ErrNotObtained, "a refused Allow ends as not obtained")
+	assert.NoError(t, ended[2].e.Err)
+	assert.ErrorIs(t, ended[3].e.Err, context.Canceled)
+	assert.ErrorIs(t, ended[4].e.Err, keyward.ErrInvalid)
+	for span := 1; span <= 4; span++ {
+		assert.Positive(t, hook.sent(span), "commands sent on span %d (%+v)", span, tracer.calls[span-1])
+	}
+	assert.Zero(t, hook.sent(5), "a call refused before Redis sends nothing")
+	assert.Positive(t, hook.sent(0), "Cancel is not a call: its script goes with the caller's context")
+	for _, te := range tracer.events {
+		if te.e.Kind == keyward.WaitStarted || te.e.Kind == keyward.WaitEnded || te.e.Kind == keyward.CleanedUp {
+			assert.Equal(t, 4, te.span, "%+v came on the Wait's context", te.e)
+		}
+	}
 }

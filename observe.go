@@ -25,8 +25,9 @@ func (f ObserverFunc) Observe(ctx context.Context, e Event) { f(ctx, e) }
 
 // A CallObserver is an Observer that also hears each call begin, and may give the call a context of its own: the
 // hook for traces, whose span must be the parent of what the call does. The calls are TryObtain, Obtain and Do
-// of lock and redlock, TryAcquire, Acquire and Do of semaphore, and each campaign of election (Campaign's, and
-// those of Run). Every call that begins ends with an Ended event, on the context StartCall returned.
+// of lock and redlock, TryAcquire, Acquire and Do of semaphore, each campaign of election (Campaign's, and
+// those of Run), and AllowN, Reserve and WaitN of ratelimit (Allow and Wait included). Every call that begins
+// ends with an Ended event, on the context StartCall returned.
 //
 // Observers passed together (several WithObserver options) are all asked, in order, each given the context the
 // one before it returned.
@@ -41,11 +42,12 @@ type CallObserver interface {
 
 // A Call is what a CallObserver hears of a call that begins.
 type Call struct {
-	// Source is the package of the call: "lock", "redlock", "semaphore" or "election".
+	// Source is the package of the call: "lock", "redlock", "semaphore", "election" or "ratelimit".
 	Source string
-	// Op is the call: "try obtain", "obtain", "do", "try acquire", "acquire" or "campaign".
+	// Op is the call: "try obtain", "obtain", "do", "try acquire", "acquire", "campaign", or for ratelimit
+	// "allow", "reserve" or "wait".
 	Op string
-	// Key is the lock key (with its prefix), the semaphore's or the election's name.
+	// Key is the lock key (with its prefix), the semaphore's, the election's or the rate limiter's name.
 	Key string
 }
 
@@ -53,12 +55,13 @@ type Call struct {
 type Event struct {
 	// Kind says what happened.
 	Kind EventKind
-	// Source is the package the event comes from: "lock", "redlock", "semaphore", "election" or "keyspace".
+	// Source is the package the event comes from: "lock", "redlock", "semaphore", "election", "ratelimit" or
+	// "keyspace".
 	Source string
-	// Op is the call that ended, for Ended: "try obtain", "obtain", "do", "try acquire", "acquire" or
-	// "campaign" (see Call).
+	// Op is the call that ended, for Ended (see Call).
 	Op string
-	// Key is the lock key (with its prefix), the semaphore's or the election's name; "" for a watcher's events.
+	// Key is the lock key (with its prefix), the semaphore's, the election's or the rate limiter's name; "" for a
+	// watcher's events.
 	Key string
 	// Fence is the fencing token of the lock, permit or term concerned; 0 when there is none.
 	Fence int64
@@ -101,9 +104,10 @@ const (
 	Error
 	// Ended: a call ended (see CallObserver for which calls): Op says which, Wait how long it took, Fence the
 	// fence of the lock, permit or term it obtained, and Err the error it returned: nil when it obtained (for Do,
-	// when fn and the release succeeded), an error matching ErrNotObtained for a Try… that found no room, ctx's
-	// error when ctx ended first, ErrClosed after Close, and so on. Observers count outcomes from it, and a
-	// CallObserver ends the span it began.
+	// when fn and the release succeeded), an error matching ErrNotObtained for a Try… that found no room (and
+	// for a rate limiter's Allow that was refused, which itself returns no error), ctx's error when ctx ended
+	// first, ErrClosed after Close, and so on. Observers count outcomes from it, and a CallObserver ends the span
+	// it began.
 	Ended
 )
 

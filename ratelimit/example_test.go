@@ -97,7 +97,7 @@ func ExampleLimiter_Reserve() {
 	// gave the turn back: true <nil>
 }
 
-// WithObserver hears the waits, for logs and metrics.
+// WithObserver hears the calls and their waits, for logs, metrics and traces.
 func ExampleWithObserver() {
 	srv, _ := miniredis.Run()
 	defer srv.Close()
@@ -105,12 +105,22 @@ func ExampleWithObserver() {
 	defer rdb.Close()
 
 	events := keyward.ObserverFunc(func(_ context.Context, e keyward.Event) {
-		fmt.Println(e.Source, e.Key, e.Kind, e.Err)
+		line := e.Source + " " + e.Key + ": " + e.Kind.String()
+		if e.Kind == keyward.Ended {
+			line += " (" + e.Op + ")"
+		}
+		fmt.Println(line, e.Err)
 	})
 	lim, _ := ratelimit.New(rdb, "mail", ratelimit.Every(10*time.Millisecond, 1), ratelimit.WithObserver(events))
 	_ = lim.Wait(context.Background()) // the first token is there: no wait
 	_ = lim.Wait(context.Background()) // the next comes in 10 ms
+	res, _ := lim.Allow(context.Background())
+	fmt.Println("allowed:", res.Allowed)
 	// Output:
-	// ratelimit mail wait started <nil>
-	// ratelimit mail wait ended <nil>
+	// ratelimit mail: ended (wait) <nil>
+	// ratelimit mail: wait started <nil>
+	// ratelimit mail: wait ended <nil>
+	// ratelimit mail: ended (wait) <nil>
+	// ratelimit mail: ended (allow) ratelimit: refused: not enough tokens now
+	// allowed: 0
 }

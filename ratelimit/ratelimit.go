@@ -114,12 +114,21 @@ func (l *Limiter) Allow(ctx context.Context) (Result, error) { return l.AllowN(c
 //
 // If the request fails without an answer from the server (a timeout, a dropped connection, a cancelled ctx), the
 // tokens may have been taken on the server all the same: the limiter then lets fewer events through, never more.
-func (l *Limiter) AllowN(ctx context.Context, n int) (Result, error) {
-	lim, a, _, err := l.take(ctx, "allow", n, 0)
+func (l *Limiter) AllowN(ctx context.Context, n int) (res Result, err error) {
+	const op = "allow"
+	ctx, call := l.start(ctx, op)
+	defer func() {
+		if err == nil && res.Allowed == 0 {
+			call.End(0, errRefused)
+			return
+		}
+		call.End(0, err)
+	}()
+	lim, a, _, err := l.take(ctx, op, n, 0)
 	if err != nil {
 		return Result{}, err
 	}
-	res := Result{Limit: lim, Remaining: int(a.Remaining), RetryAfter: -1, ResetAfter: micros(a.ResetAfter)}
+	res = Result{Limit: lim, Remaining: int(a.Remaining), RetryAfter: -1, ResetAfter: micros(a.ResetAfter)}
 	if a.Taken {
 		res.Allowed = n
 	} else {
@@ -128,14 +137,27 @@ func (l *Limiter) AllowN(ctx context.Context, n int) (Result, error) {
 	return res, nil
 }
 
+// errRefused is the error of the Ended event of an Allow or AllowN that was refused (the call itself returns no
+// error): it matches keyward.ErrNotObtained, as a TryObtain that finds the lock taken does.
+var errRefused error = refusedError{}
+
+type refusedError struct{}
+
+func (refusedError) Error() string { return "ratelimit: refused: not enough tokens now" }
+
+func (refusedError) Is(target error) bool { return target == keyward.ErrNotObtained }
+
 // Reserve takes n tokens now or, when there are not enough, the next n that will come, in one round trip, and
 // returns the reservation: [Reservation.Delay] is how long to wait before the events may happen, and
 // [Reservation.Cancel] gives the tokens back if the caller will not use them (golang.org/x/time/rate's model).
 // Reservations are served in the order they reach the server, whatever the process. An n below 1 is an
 // ErrInvalid error, one above the burst an error matching ErrExceedsBurst; when ctx ends first, an error matching
 // ctx's error and its cause.
-func (l *Limiter) Reserve(ctx context.Context, n int) (*Reservation, error) {
-	_, a, received, err := l.take(ctx, "reserve", n, -1)
+func (l *Limiter) Reserve(ctx context.Context, n int) (_ *Reservation, err error) {
+	const op = "reserve"
+	ctx, call := l.start(ctx, op)
+	defer func() { call.End(0, err) }()
+	_, a, received, err := l.take(ctx, op, n, -1)
 	if err != nil {
 		return nil, err
 	}
@@ -152,8 +174,10 @@ func (l *Limiter) Wait(ctx context.Context) error { return l.WaitN(ctx, 1) }
 // WaitN reserves nothing and returns at once an error matching context.DeadlineExceeded; when ctx ends while
 // WaitN sleeps, it cancels the reservation (see [Reservation.Cancel]) and returns an error matching ctx's error
 // and its cause. An n below 1 is an ErrInvalid error, one above the burst an error matching ErrExceedsBurst.
-func (l *Limiter) WaitN(ctx context.Context, n int) error {
+func (l *Limiter) WaitN(ctx context.Context, n int) (err error) {
 	const op = "wait"
+	ctx, call := l.start(ctx, op)
+	defer func() { call.End(0, err) }()
 	start := time.Now()
 	maxWait := int64(-1)
 	if ctx != nil {
@@ -261,6 +285,12 @@ func (l *Limiter) reservation(n int, a script.RateAnswer, received time.Time) *R
 	// before the server's time.
 	delay := micros(a.Delay)
 	return &Reservation{l: l, tokens: n, at: received.Add(delay + delay/rateMargin), start: a.Start, end: a.End}
+}
+
+// start begins the call op for the observer (see keyward.CallObserver): the call runs on the context it returns,
+// and ends with the Call's End.
+func (l *Limiter) start(ctx context.Context, op string) (context.Context, observe.Call) {
+	return observe.Start(ctx, l.observer, "ratelimit", op, "", l.name)
 }
 
 // emit tells the observer e, from this limiter.

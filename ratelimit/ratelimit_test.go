@@ -234,7 +234,9 @@ func TestWaitCancelledGivesItsTurnBack(t *testing.T) {
 		assert.ErrorIs(t, err, context.Canceled)
 		assert.ErrorIs(t, err, cause)
 		assert.Equal(t, `ratelimit "api": wait: context canceled: shutting down`, err.Error())
-		assert.Equal(t, []keyward.EventKind{keyward.WaitStarted, keyward.CleanedUp, keyward.WaitEnded}, rec.Kinds())
+		assert.Equal(t, []keyward.EventKind{keyward.Ended, keyward.WaitStarted, keyward.CleanedUp, keyward.WaitEnded,
+			keyward.Ended}, rec.Kinds())
+		assert.ErrorIs(t, rec.Of(keyward.Ended)[1].Err, cause, "the call ends with the error it returned")
 		ended := rec.Of(keyward.WaitEnded)[0]
 		assert.Equal(t, 30*time.Millisecond, ended.Wait)
 		assert.ErrorIs(t, ended.Err, cause)

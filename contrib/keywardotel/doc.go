@@ -15,10 +15,10 @@
 //
 // # Metrics
 //
-// Every instrument has the attribute keyward.source (lock, redlock, semaphore, election, keyspace) unless said
-// otherwise, and keyward.key when the key label (WithKeyLabel) gives one: by default (DefaultKeyLabel) a
-// semaphore's or an election's name, and no key for the locks of lock and redlock, whose keys may be unbounded
-// (per user, per cache entry). Durations are in seconds.
+// Every instrument has the attribute keyward.source (lock, redlock, semaphore, election, ratelimit, keyspace)
+// unless said otherwise, and keyward.key when the key label (WithKeyLabel) gives one: by default (DefaultKeyLabel)
+// a semaphore's or an election's name, and no key for the locks of lock and redlock and for rate limiters, whose
+// keys may be unbounded (per user, per cache entry, per address). Durations are in seconds.
 //
 //	name                      kind           unit         attributes (besides source, key)     driven by
 //	keyward.acquire.duration  histogram      s            keyward.op, keyward.outcome,         Ended (not of Do)
@@ -47,6 +47,8 @@
 // keyward sentinel the error matches (invalid, closed, no_permission, wrong_type, read_only, out_of_memory,
 // quorum, not_held) or _OTHER. Do is not recorded there: its own obtain (acquire) is a call of its own, recorded
 // with op obtain (acquire), and Do's time includes its fn's. An election's campaign is recorded with op campaign.
+// A rate limiter's calls are recorded with op allow, reserve or wait: a refused Allow as not_obtained, a Wait
+// with the time it slept until its turn.
 //
 // keyward.held counts the locks (lock, redlock) and semaphore permits this process holds now; elections have
 // keyward.election.leader instead: 1 while this process leads, 0 after (it is there at 0 from a candidate's first

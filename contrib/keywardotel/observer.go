@@ -97,8 +97,9 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 	}
 }
 
-// WithKeyLabel sets the function that gives the keyward.key attribute of the metrics for a lock key, a semaphore
-// or an election (source says which: "lock", "redlock", "semaphore", "election"); "" leaves the attribute out.
+// WithKeyLabel sets the function that gives the keyward.key attribute of the metrics for a lock key, a semaphore,
+// an election or a rate limiter (source says which: "lock", "redlock", "semaphore", "election", "ratelimit"); ""
+// leaves the attribute out.
 // Each distinct label is a time series of every instrument that carries it, so label must return few values:
 // lock keys are often per user or per cache entry, without bound. label must be fast, safe for concurrent use,
 // and give the same label for the same source and key each time. Spans always carry the whole key: they are not
@@ -114,7 +115,8 @@ func WithKeyLabel(label func(source, key string) string) Option {
 }
 
 // DefaultKeyLabel is the default key label: a semaphore's or an election's name as it is (there are few, named in
-// code), and no key for the locks of lock and redlock, whose keys may be unbounded.
+// code), and no key for the locks of lock and redlock and for rate limiters, whose keys may be unbounded (a rate
+// limiter per user or per address is common).
 func DefaultKeyLabel(source, key string) string {
 	if source == "semaphore" || source == "election" {
 		return key
@@ -125,9 +127,9 @@ func DefaultKeyLabel(source, key string) string {
 // KeyAsIs labels every key as it is. Use it when the lock keys are few and fixed ("jobs:nightly", "migrations").
 func KeyAsIs(_, key string) string { return key }
 
-// KeyPrefix returns a key label that keeps a lock key up to its last sep, so that "cache:user:42" is labelled
-// "cache:user" with sep ":", and leaves out the keys without sep. A client's prefix (lock.WithPrefix) is part of
-// the key. Semaphore and election names are labelled as they are.
+// KeyPrefix returns a key label that keeps a lock key or a rate limiter's name up to its last sep, so that
+// "cache:user:42" is labelled "cache:user" with sep ":", and leaves out the keys without sep. A client's prefix
+// (lock.WithPrefix) is part of the key. Semaphore and election names are labelled as they are.
 func KeyPrefix(sep string) func(source, key string) string {
 	return func(source, key string) string {
 		if source == "semaphore" || source == "election" {

@@ -18,6 +18,7 @@ import (
 	"github.com/keyward/keyward/election"
 	"github.com/keyward/keyward/internal/redistest"
 	"github.com/keyward/keyward/lock"
+	"github.com/keyward/keyward/ratelimit"
 	"github.com/keyward/keyward/redlock"
 	"github.com/keyward/keyward/semaphore"
 )
@@ -268,4 +269,53 @@ func TestEventSequences(t *testing.T) {
 	n, _ = rd.count("keyward.acquire.duration", outcome("obtained"))
 	assert.EqualValues(t, 1, n)
 	assert.Empty(t, r.spans.Ended(), "no span without a call")
+}
+
+// A rate limiter's calls are counted by outcome like the locks' (a refused Allow as not_obtained), a Wait that
+// sleeps is a waiter until its turn and its span lasts as long as the call, and a limiter's name, which may be
+// per user, is left off the metrics by default.
+func TestRateLimiter(t *testing.T) {
+	inBubble(t, func(t *testing.T, _ *miniredis.Miniredis, rdb *redis.Client) {
+		r := newRig(t)
+		lim, err := ratelimit.New(rdb, "signups:203.0.113.7", ratelimit.Every(time.Second, 1),
+			ratelimit.WithObserver(r.obs))
+		require.NoError(t, err)
+		ctx := context.Background()
+		src := keywardotel.AttrSource.String("ratelimit")
+
+		res, err := lim.Allow(ctx)
+		require.NoError(t, err)
+		require.Equal(t, 1, res.Allowed)
+		res, err = lim.Allow(ctx)
+		require.NoError(t, err)
+		require.Zero(t, res.Allowed)
+		done := make(chan error)
+		go func() { done <- lim.Wait(ctx) }()
+		synctest.Wait()
+		assert.EqualValues(t, 1, r.read(t).value("keyward.waiters", src))
+		require.NoError(t, <-done)
+		_, err = lim.AllowN(ctx, 2)
+		require.ErrorIs(t, err, ratelimit.ErrExceedsBurst)
+
+		rd := r.read(t)
+		assert.Zero(t, rd.value("keyward.waiters", src))
+		n, _ := rd.count("keyward.acquire.duration", src, op("allow"), outcome("obtained"))
+		assert.EqualValues(t, 1, n)
+		n, _ = rd.count("keyward.acquire.duration", src, op("allow"), outcome("not_obtained"))
+		assert.EqualValues(t, 1, n)
+		n, _ = rd.count("keyward.acquire.duration", src, op("allow"), outcome("error"),
+			keywardotel.AttrErrorType.String("invalid"))
+		assert.EqualValues(t, 1, n)
+		n, sum := rd.count("keyward.acquire.duration", src, op("wait"), outcome("obtained"))
+		assert.EqualValues(t, 1, n)
+		assert.InDelta(t, 1.001, sum, 1e-9, "the Wait slept until the next token, stretched 0.1 % for the clocks")
+		for _, set := range rd.attrSets("keyward.acquire.duration") {
+			assert.NotContains(t, set, "203.0.113.7", "a limiter's name is not a metric label by default")
+		}
+
+		waits := r.ended("keyward.ratelimit wait")
+		require.Len(t, waits, 1)
+		assert.Equal(t, time.Second+time.Millisecond, waits[0].EndTime().Sub(waits[0].StartTime()))
+		assert.Len(t, r.ended("keyward.ratelimit allow"), 3)
+	})
 }

@@ -19,15 +19,16 @@ type Call struct {
 
 // Start begins the call op of source on prefix+key for o: a CallObserver's StartCall gives the context the call
 // runs on, which Start returns (ctx itself for other observers, and when o is nil). The key is put together only
-// when there is an observer: a call without one pays nothing.
+// when there is an observer: a call without one pays nothing. A nil ctx stays nil, for the call to refuse as it
+// does without an observer: StartCall is not asked, and the Ended event comes on context.Background().
 func Start(ctx context.Context, o keyward.Observer, source, op, prefix, key string) (context.Context, Call) {
 	if o == nil {
 		return ctx, Call{}
 	}
-	if ctx == nil {
-		ctx = context.Background()
-	}
 	c := keyward.Call{Source: source, Op: op, Key: prefix + key}
+	if ctx == nil {
+		return nil, Call{o: o, ctx: context.Background(), c: c, start: time.Now()}
+	}
 	if co, ok := o.(keyward.CallObserver); ok {
 		ctx = co.StartCall(ctx, c)
 	}

@@ -2,6 +2,7 @@ package observe_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 
 	"github.com/keyward/keyward"
@@ -86,5 +87,20 @@ func TestStartAsksEveryCallObserverInOrderAndEndsOnTheirContext(t *testing.T) {
 	}
 	if ctx, _ := observe.Start(base, rec, "lock", "obtain", "", "k"); ctx != base {
 		t.Fatal("Start with a plain Observer changed the context")
+	}
+}
+
+// A nil ctx is refused by the call as it would be without an observer: Start does not make it a valid one, and
+// does not hand it to StartCall; the call still ends, on context.Background().
+func TestStartLeavesANilContextNil(t *testing.T) {
+	rec := &observe.Recorder{}
+	var nilCtx context.Context
+	ctx, call := observe.Start(nilCtx, observe.Join(tag("a"), rec), "lock", "obtain", "", "k")
+	if ctx != nil {
+		t.Fatalf("Start turned a nil ctx into %v", ctx)
+	}
+	call.End(0, keyward.ErrInvalid)
+	if got := rec.Of(keyward.Ended); len(got) != 1 || !errors.Is(got[0].Err, keyward.ErrInvalid) {
+		t.Fatalf("Ended events: %+v", got)
 	}
 }
