@@ -8,7 +8,6 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/keyward/keyward/ratelimit"
@@ -193,43 +192,31 @@ func (f *limitFlags) turn(ctx context.Context, env Env, lim *ratelimit.Limiter, 
 		}
 		done <- lim.Wait(wctx)
 	}()
-	var interrupted os.Signal
-	for {
-		select {
-		case s := <-sigs:
-			if s == syscall.SIGUSR1 || s == syscall.SIGUSR2 || interrupted != nil {
-				continue
-			}
-			interrupted = s
-			cancel(fmt.Errorf("interrupted by %v", s))
-			continue
-		case err := <-done:
-			switch {
-			case interrupted != nil:
-				if f.verbose {
-					fmt.Fprintf(env.Stderr, "keyward limit: %v while waiting for a turn of %q\n", interrupted, key)
-				}
-				return exitWith(128+signalNumber(interrupted), nil)
-			case err == nil:
-				if f.verbose {
-					fmt.Fprintf(env.Stderr, "keyward limit: a turn of %q after %v\n", key, time.Since(start).Round(time.Millisecond))
-				}
-				return nil
-			case errors.Is(err, errNoTurn):
-				if f.verbose {
-					fmt.Fprintf(env.Stderr, "keyward limit: no turn of %q free now (the next in %v); COMMAND not run\n", key,
-						retryAfter.Round(time.Millisecond))
-				}
-				return exitWith(f.conflict, nil)
-			case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
-				if f.verbose {
-					fmt.Fprintf(env.Stderr, "keyward limit: no turn of %q within %v; COMMAND not run\n", key, f.wait)
-				}
-				return exitWith(f.conflict, nil)
-			}
-			return exitWith(exitFor(err), explainLimit(err))
+	err, interrupted := awaitOrInterrupt(sigs, done, cancel)
+	switch {
+	case interrupted != nil:
+		if f.verbose {
+			fmt.Fprintf(env.Stderr, "keyward limit: %v while waiting for a turn of %q\n", interrupted, key)
 		}
+		return exitWith(128+signalNumber(interrupted), nil)
+	case err == nil:
+		if f.verbose {
+			fmt.Fprintf(env.Stderr, "keyward limit: a turn of %q after %v\n", key, time.Since(start).Round(time.Millisecond))
+		}
+		return nil
+	case errors.Is(err, errNoTurn):
+		if f.verbose {
+			fmt.Fprintf(env.Stderr, "keyward limit: no turn of %q free now (the next in %v); COMMAND not run\n", key,
+				retryAfter.Round(time.Millisecond))
+		}
+		return exitWith(f.conflict, nil)
+	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+		if f.verbose {
+			fmt.Fprintf(env.Stderr, "keyward limit: no turn of %q within %v; COMMAND not run\n", key, f.wait)
+		}
+		return exitWith(f.conflict, nil)
 	}
+	return exitWith(exitFor(err), explainLimit(err))
 }
 
 var errNoTurn = errors.New("no turn free")

@@ -153,6 +153,31 @@ func (f *runFlags) obtain(ctx context.Context, env Env, b *backend, key string, 
 		done <- r
 	}()
 
+	r, interrupted := awaitOrInterrupt(sigs, done, cancel)
+	if interrupted != nil {
+		if r.l != nil {
+			releaseQuietly(ctx, r.l)
+		}
+		if f.verbose {
+			fmt.Fprintf(env.Stderr, "keyward run: %v while waiting for lock %q\n", interrupted, key)
+		}
+		return nil, exitWith(128+signalNumber(interrupted), nil)
+	}
+	switch {
+	case r.err == nil:
+		return r.l, nil
+	case errors.Is(r.err, keyward.ErrNotObtained), errors.Is(r.err, errWaitExpired):
+		if f.verbose {
+			fmt.Fprintf(env.Stderr, "keyward run: lock %q %s; COMMAND not run\n", key, f.notObtained(ctx, b, key))
+		}
+		return nil, exitWith(f.conflict, nil)
+	}
+	return nil, exitWith(exitFor(r.err), explain(r.err))
+}
+
+// awaitOrInterrupt waits for the result on done. The first signal from sigs other than SIGUSR1 and SIGUSR2
+// cancels the wait (cancel, with the signal as the cause) and is returned with the result that then comes.
+func awaitOrInterrupt[T any](sigs <-chan os.Signal, done <-chan T, cancel context.CancelCauseFunc) (T, os.Signal) {
 	var interrupted os.Signal
 	for {
 		select {
@@ -162,27 +187,8 @@ func (f *runFlags) obtain(ctx context.Context, env Env, b *backend, key string, 
 			}
 			interrupted = s
 			cancel(fmt.Errorf("interrupted by %v", s))
-			continue
 		case r := <-done:
-			if interrupted != nil {
-				if r.l != nil {
-					releaseQuietly(ctx, r.l)
-				}
-				if f.verbose {
-					fmt.Fprintf(env.Stderr, "keyward run: %v while waiting for lock %q\n", interrupted, key)
-				}
-				return nil, exitWith(128+signalNumber(interrupted), nil)
-			}
-			switch {
-			case r.err == nil:
-				return r.l, nil
-			case errors.Is(r.err, keyward.ErrNotObtained), errors.Is(r.err, errWaitExpired):
-				if f.verbose {
-					fmt.Fprintf(env.Stderr, "keyward run: lock %q %s; COMMAND not run\n", key, f.notObtained(ctx, b, key))
-				}
-				return nil, exitWith(f.conflict, nil)
-			}
-			return nil, exitWith(exitFor(r.err), explain(r.err))
+			return r, interrupted
 		}
 	}
 }
