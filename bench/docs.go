@@ -299,9 +299,7 @@ func (r report) readmeLoads(b *strings.Builder) {
 	})
 	for _, l := range labels {
 		cells := []string{l, "—", "—", "—", "—", "—"}
-		if strings.HasPrefix(l, "keyward") {
-			cells[0] = "**" + l + "**"
-		}
+		cells[0] = bold(l, strings.HasPrefix(l, "keyward"))
 		s, ok1 := summarize(r.Saturation, l)
 		if ok1 {
 			cells[1], cells[2], cells[3] = fmt.Sprintf("%.0f", s.MedianRate), fmt.Sprintf("%.1f", s.MedianCPU), fmt.Sprintf("%.2f", s.Commands)
@@ -328,10 +326,7 @@ func (r report) readmeRates(b *strings.Builder) {
 		if run.Err != "" {
 			continue
 		}
-		label := run.Contender.Name
-		if run.Contender.Keyward {
-			label = "**" + label + "**"
-		}
+		label := bold(run.Contender.Name, run.Contender.Keyward)
 		fmt.Fprintf(b, "| %s | %.1f %% | %.3f | %.1f | %.3f | %s (%d) | %s |\n", label, 100*run.OfBound(), run.CallsPerAdmission(),
 			run.CPUPerAdmission(), run.Jain(), run.ExcessGranted(), run.Excess(), human(benchstat.Quantile(run.Waits(), 0.99)))
 	}

@@ -448,10 +448,7 @@ func (r report) rateTable(b *strings.Builder) {
 		if run.Err != "" {
 			continue
 		}
-		label := run.Contender.Name
-		if run.Contender.Keyward {
-			label = "**" + label + "**"
-		}
+		label := bold(run.Contender.Name, run.Contender.Keyward)
 		ws := run.Waits()
 		row(b, label, fmt.Sprint(run.Round), fmt.Sprintf("%.0f", run.Rate()), fmt.Sprintf("%.1f %%", 100*run.OfBound()),
 			fmt.Sprintf("%.3f", run.CallsPerAdmission()), fmt.Sprintf("%.2f", run.CommandsPerAdmission()),

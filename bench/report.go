@@ -420,10 +420,7 @@ func (r report) saturationTable(b *strings.Builder) {
 			rates = append(rates, fmt.Sprintf("%.0f", run.Rate()))
 			cpus = append(cpus, fmt.Sprintf("%.1f", run.CPUPerPair()))
 		}
-		label := c.Label
-		if s.Library.Keyward {
-			label = "**" + label + "**"
-		}
+		label := bold(c.Label, s.Library.Keyward)
 		row(b, label, strings.Join(rates, ", "), fmt.Sprintf("%.0f", s.BestRate), fmt.Sprintf("%.0f", s.MedianRate),
 			strings.Join(cpus, ", "), fmt.Sprintf("%.1f", s.BestCPU), fmt.Sprintf("%.1f", s.MedianCPU),
 			fmt.Sprintf("%.2f", s.Commands), fmt.Sprintf("%.2f", s.Scripts), human(s.P50), human(s.P99), fmt.Sprint(s.FailedTries))
@@ -445,10 +442,7 @@ func (r report) memoryTable(b *strings.Builder) {
 		if !ok {
 			continue
 		}
-		label := c.Label
-		if m.Library.Keyward {
-			label = "**" + label + "**"
-		}
+		label := bold(c.Label, m.Library.Keyward)
 		bf, af, lt := sum(m.Before), sum(m.After), sum(m.Later)
 		row(b, label, fmt.Sprintf("%.0f", float64(m.Names)/max(m.Took.Seconds(), 1e-9)), fmt.Sprint(m.Retried),
 			fmt.Sprintf("%d → %d → %d", bf.Keys, af.Keys, lt.Keys), perNode(m.Later), fmt.Sprint(m.Named),
@@ -529,11 +523,14 @@ func row(b *strings.Builder, cells ...string) {
 	b.WriteString("| " + strings.Join(cells, " | ") + " |\n")
 }
 
-func name(lib library) string {
-	if lib.Keyward {
-		return "**" + lib.Name + "**"
+func name(lib library) string { return bold(lib.Name, lib.Keyward) }
+
+// bold returns label in bold when it names one of keyward's rows.
+func bold(label string, keyward bool) string {
+	if keyward {
+		return "**" + label + "**"
 	}
-	return lib.Name
+	return label
 }
 
 func yes(ok bool) string {
