@@ -10,6 +10,7 @@ const (
 	pElection  = "./election/"
 	pKeyspace  = "./internal/watch/"
 	pWaitq     = "./internal/waitq/"
+	pRatelimit = "./ratelimit/"
 )
 
 // mutations is the list of injected bugs: each a small, realistic mistake in a place where a mistake costs
@@ -309,5 +310,54 @@ var mutations = []mutation{
 		Old:  "c.sendLocked(\"subscribe\", chans...)",
 		New:  "_ = chans",
 		Pkgs: []string{pKeyspace, pLock},
+	},
+	// The rate limiter.
+	{
+		Name: "ratelimit-forgets-tat",
+		Bug:  "the rate limiter's decision ignores the stored arrival time: every call finds a full burst",
+		File: "internal/script/ratelimit_take.lua",
+		Old:  "  if x > tat then\n    tat = x\n  end",
+		New:  "  if false then\n    tat = x\n  end",
+		Pkgs: []string{pScript, pRatelimit},
+	},
+	{
+		Name: "ratelimit-burst-plus-one",
+		Bug:  "the rate limiter lets one more event through than the burst allows",
+		File: "internal/script/ratelimit_take.lua",
+		Old:  "local at = finish - tolerance",
+		New:  "local at = finish - tolerance - interval",
+		Pkgs: []string{pScript, pRatelimit},
+	},
+	{
+		Name: "ratelimit-cancel-moves-later-turns",
+		Bug:  "a cancelled reservation gives its tokens back although later reservations were made after it",
+		File: "internal/script/ratelimit_cancel.lua",
+		Old:  "if x ~= tonumber(ARGV[2]) then",
+		New:  "if false then",
+		Pkgs: []string{pScript, pRatelimit},
+	},
+	{
+		Name: "ratelimit-hint-ignored",
+		Bug:  "a server that lost the limiter's state starts a new burst under the waiters of this process",
+		File: "internal/script/ratelimit_take.lua",
+		Old:  "if hint > tat then",
+		New:  "if false then",
+		Pkgs: []string{pScript, pRatelimit},
+	},
+	{
+		Name: "ratelimit-wait-wakes-early",
+		Bug:  "Wait wakes before the server's time: the clocks' margin is taken off instead of added",
+		File: "ratelimit/ratelimit.go",
+		Old:  "at: received.Add(delay + delay/rateMargin)",
+		New:  "at: received.Add(delay - delay/rateMargin)",
+		Pkgs: []string{pRatelimit},
+	},
+	{
+		Name: "ratelimit-wait-past-deadline",
+		Bug:  "Wait reserves a turn that comes after its ctx's deadline",
+		File: "ratelimit/ratelimit.go",
+		Old:  "MaxWait:   maxWait,",
+		New:  "MaxWait:   -1,",
+		Pkgs: []string{pRatelimit},
 	},
 }
