@@ -356,8 +356,8 @@ var mutations = []mutation{
 		Name: "ratelimit-wait-past-deadline",
 		Bug:  "Wait reserves a turn that comes after its ctx's deadline",
 		File: "ratelimit/ratelimit.go",
-		Old:  "MaxWait:   maxWait,",
-		New:  "MaxWait:   -1,",
+		Old:  "maxWait = max(0, int64((left-left/(rateMargin+1))/time.Microsecond))",
+		New:  "_ = left",
 		Pkgs: []string{pRatelimit},
 	},
 }
