@@ -12,12 +12,11 @@ import (
 // printer writes the demo's report: plain lines, checks (marked ok or FAIL in a left gutter) and, on a terminal,
 // a progress line redrawn in place for steps that take more than a second.
 type printer struct {
-	mu       sync.Mutex
-	w        io.Writer
-	tty      bool
-	drawn    bool // a progress line is on screen
-	failed   int
-	progress func() string
+	mu     sync.Mutex
+	w      io.Writer
+	tty    bool
+	drawn  bool // a progress line is on screen
+	failed int
 }
 
 func newPrinter(w io.Writer, tty bool) *printer { return &printer{w: w, tty: tty} }
