@@ -30,7 +30,7 @@ var (
 	ErrGone = &lostError{reason: "gone"}
 
 	// ErrInvalid means an argument is not valid: an empty key, a ttl too small for the drift margin, a nil
-	// client, an option out of range.
+	// client, a nil ctx (in every method that takes one), an option out of range.
 	ErrInvalid = errors.New("keyward: invalid argument")
 
 	// ErrWrongType means a key the lock uses holds a value of another type (Redis WRONGTYPE): some other

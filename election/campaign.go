@@ -37,7 +37,11 @@ const resignTimeout = 5 * time.Second
 // leader's resignation or by a timer at the leader's remaining lease. Once it holds the lock, Campaign writes
 // the election's record (with WithRedis) and returns.
 func (e *Election) Campaign(ctx context.Context) (*Leadership, error) {
-	return e.campaign(ctx, context.WithoutCancel(ctx))
+	var parent context.Context
+	if ctx != nil { // a nil one is refused by campaign, as a call the observer hears
+		parent = context.WithoutCancel(ctx)
+	}
+	return e.campaign(ctx, parent)
 }
 
 // campaignOp names Campaign in its errors.
@@ -46,7 +50,7 @@ const campaignOp = "campaign"
 // campaign is Campaign with the parent of the leadership's context: Run's ctx, so that a leader's fn stops when
 // Run's ctx ends; Campaign's ctx without its cancellation, so that the leadership outlives the wait.
 func (e *Election) campaign(ctx, parent context.Context) (lead *Leadership, err error) {
-	ctx, call := observe.Start(ctx, e.observer, "election", campaignOp, "", e.name)
+	callCtx, call := observe.Start(ctx, e.observer, "election", campaignOp, "", e.name)
 	defer func() {
 		var term int64
 		if lead != nil {
@@ -54,6 +58,10 @@ func (e *Election) campaign(ctx, parent context.Context) (lead *Leadership, err 
 		}
 		call.End(term, err)
 	}()
+	if ctx == nil {
+		return nil, errs.NilContext("election", campaignOp, e.name)
+	}
+	ctx = callCtx
 	start := time.Now()
 	var backoff retry.Backoff
 	// again reports err, which may pass, and waits a backoff; a non-nil result ends the campaign.
@@ -176,6 +184,9 @@ func (lead *Leadership) Err() error {
 // The observer hears a Released event for each call that made a round trip (Err: the error Resign returns), and
 // a Lost event if the resignation found the leadership lost.
 func (lead *Leadership) Resign(ctx context.Context) error {
+	if ctx == nil {
+		return errs.NilContext("election", "resign", lead.e.name)
+	}
 	lead.mu.Lock()
 	if lead.resigned {
 		lead.mu.Unlock()

@@ -144,6 +144,9 @@ func (e *Election) Identity() string { return e.identity }
 // A leader is reported from the moment its Campaign has written its record (a round trip after it took the
 // lock) until it resigns or its lease runs out.
 func (e *Election) Leader(ctx context.Context) (Leader, error) {
+	if ctx == nil {
+		return Leader{}, errs.NilContext("election", "leader", e.name)
+	}
 	if e.rdb == nil {
 		return Leader{}, e.errNoRedis("Leader")
 	}
@@ -169,6 +172,9 @@ func (e *Election) Leader(ctx context.Context) (Leader, error) {
 // Pass it to storage that refuses terms smaller than the largest it has seen: a leader that was paused past its
 // lease and wakes after another was elected can then not overwrite the newer leader's work.
 func TermFrom(ctx context.Context) int64 {
+	if ctx == nil {
+		return 0
+	}
 	t, _ := ctx.Value(termKey{}).(int64)
 	return t
 }

@@ -30,6 +30,9 @@ import (
 // is tried again after a backoff, and told to the Election's observer as an Error event.
 func (e *Election) Observe(ctx context.Context) (<-chan Leader, error) {
 	const op = "observe"
+	if ctx == nil {
+		return nil, errs.NilContext("election", op, e.name)
+	}
 	if e.rdb == nil {
 		return nil, e.errNoRedis("Observe")
 	}

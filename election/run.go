@@ -26,9 +26,12 @@ import (
 // Obtain waits through them (without reporting them), and a record that cannot be written or a lock that cannot
 // be obtained is told to the observer as an Error event and tried again after a backoff (10 ms doubling to 1 s);
 // so is a resignation that failed. Errors that will not pass end Run: an invalid argument, a key of another type
-// (ErrWrongType), a permission refused (ErrNoPermission), a closed client (ErrClosed). A nil fn is an ErrInvalid
-// error.
+// (ErrWrongType), a permission refused (ErrNoPermission), a closed client (ErrClosed). A nil ctx or fn is an
+// ErrInvalid error.
 func (e *Election) Run(ctx context.Context, fn func(leaderCtx context.Context) error) error {
+	if ctx == nil {
+		return errs.NilContext("election", runOp, e.name)
+	}
 	if fn == nil {
 		return e.wrap(fmt.Errorf("%w: nil fn", ErrInvalid))
 	}

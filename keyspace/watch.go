@@ -59,12 +59,15 @@ func newWatch(wt *watch.Watch) *Watch {
 	return &Watch{wt: wt, done: make(chan struct{}), more: make(chan struct{}, 1)}
 }
 
-// Wait returns the next event, waiting for it if none is pending. It returns an error, and no event, when ctx
-// ends first (matching ctx's error and its cause), when the watch or its Watcher was closed (keyward.ErrClosed),
-// or when the server refused the subscription after the user's permission for the channel was taken away
-// (keyward.ErrNoPermission). A watch that ended hears nothing more: every later Wait returns the same error.
-// Wait may be called from several goroutines; each event goes to one of them.
+// Wait returns the next event, waiting for it if none is pending. It returns an error, and no event, for a nil ctx
+// (matching keyward.ErrInvalid), when ctx ends first (matching ctx's error and its cause), when the watch or its
+// Watcher was closed (keyward.ErrClosed), or when the server refused the subscription after the user's permission
+// for the channel was taken away (keyward.ErrNoPermission). A watch that ended hears nothing more: every later
+// Wait returns the same error. Wait may be called from several goroutines; each event goes to one of them.
 func (x *Watch) Wait(ctx context.Context) (Event, error) {
+	if ctx == nil {
+		return 0, errs.NilContext("keyspace", "wait", x.wt.Key())
+	}
 	for {
 		if e, ok, err := x.next(); ok {
 			return e, err

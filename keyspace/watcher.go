@@ -7,6 +7,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/errs"
 	"github.com/keyward/keyward/internal/watch"
 )
 
@@ -40,11 +41,15 @@ func New(rdb redis.UniversalClient, opts ...Option) *Watcher {
 // the lock is stored) and, when the server sends keyspace notifications, the key's own notifications. It
 // returns once the server has confirmed the subscription. The caller must Close the watch.
 //
-// It returns an error matching keyward.ErrInvalid for an empty key or a nil client, keyward.ErrNoPermission when
-// the server refuses the subscription to the release channel (an ACL user without &*:released: the error names
-// the channel), keyward.ErrClosed after Close, and one matching ctx's error (and its cause) when ctx ends first.
-// A refused keyspace-notification channel is not an error: watches then hear release messages only.
+// It returns an error matching keyward.ErrInvalid for a nil ctx, an empty key or a nil client,
+// keyward.ErrNoPermission when the server refuses the subscription to the release channel (an ACL user without
+// &*:released: the error names the channel), keyward.ErrClosed after Close, and one matching ctx's error (and its
+// cause) when ctx ends first. A refused keyspace-notification channel is not an error: watches then hear release
+// messages only.
 func (w *Watcher) Watch(ctx context.Context, key string) (*Watch, error) {
+	if ctx == nil {
+		return nil, errs.NilContext("keyspace", "watch", key)
+	}
 	wt, err := w.h.Watch(ctx, key)
 	if err != nil {
 		return nil, err

@@ -134,9 +134,14 @@ func (c *Client) TryObtain(ctx context.Context, key string, ttl time.Duration, o
 }
 
 // start begins the call op on key for the observer (see keyward.CallObserver): the call runs on the context it
-// returns, and ends with the Call's End.
+// returns, and ends with the Call's End. A nil ctx stays nil, whatever the observer, so that the call's checks
+// refuse it.
 func (c *Client) start(ctx context.Context, op, key string) (context.Context, observe.Call) {
-	return observe.Start(ctx, c.opts.observer, "lock", op, c.opts.Prefix, key)
+	octx, call := observe.Start(ctx, c.opts.observer, "lock", op, c.opts.Prefix, key)
+	if ctx == nil {
+		return nil, call
+	}
+	return octx, call
 }
 
 // attempt is one caller's attempt to take a lock, with the value it will store.

@@ -9,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/errs"
 	"github.com/keyward/keyward/internal/script"
 )
 
@@ -29,6 +30,9 @@ const guardAttempts = 8
 // it should only queue commands. Reads that the writes depend on may happen before Guard: they are safe because
 // the writes commit only if the lock was held throughout.
 func (l *Lock) Guard(ctx context.Context, fn func(pipe redis.Pipeliner) error) error {
+	if ctx == nil {
+		return errs.NilContext("lock", "guard", l.key)
+	}
 	if err := l.checkTx(ctx); err != nil {
 		return l.fail(ctx, "guard", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/errs"
 	"github.com/keyward/keyward/internal/keys"
 	"github.com/keyward/keyward/internal/lease"
 	"github.com/keyward/keyward/internal/script"
@@ -55,6 +56,9 @@ func (l *Lock) Err() error { return l.lease.Err() }
 // TTL returns how long the key will live on the server. A lock found expired or taken is lost and returns an
 // error matching ErrLost.
 func (l *Lock) TTL(ctx context.Context) (time.Duration, error) {
+	if ctx == nil {
+		return 0, errs.NilContext("lock", "ttl", l.key)
+	}
 	if err := l.lease.Check(); err != nil {
 		return 0, l.wrap(err)
 	}
@@ -74,6 +78,9 @@ func (l *Lock) TTL(ctx context.Context) (time.Duration, error) {
 // leaves the lock held until its current deadline; when ctx ended first, the error matches ctx's error and its
 // cause.
 func (l *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
+	if ctx == nil {
+		return errs.NilContext("lock", "refresh", l.key)
+	}
 	return l.fail(ctx, "refresh", l.lease.Refresh(ctx, ttl.Truncate(time.Millisecond)))
 }
 
@@ -86,6 +93,9 @@ func (l *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
 // (network, timeout) the outcome is unknown; Release may be called again, and then reports ErrNotHeld if the
 // first call did reach the server. When ctx ended first, the error matches ctx's error and its cause.
 func (l *Lock) Release(ctx context.Context) error {
+	if ctx == nil {
+		return errs.NilContext("lock", "release", l.key)
+	}
 	return l.fail(ctx, "release", l.lease.Release(ctx))
 }
 

@@ -117,8 +117,11 @@ type fenceKey struct{}
 
 // FenceFrom returns the fencing token of the lock Do holds while it runs fn, from fn's ctx, and whether ctx has
 // one. Storage that refuses a write whose fence is smaller than the largest it has seen is safe from a holder that
-// paused past its lease (see Lock.Fence).
+// paused past its lease (see Lock.Fence). A nil ctx has none.
 func FenceFrom(ctx context.Context) (int64, bool) {
+	if ctx == nil {
+		return 0, false
+	}
 	f, ok := ctx.Value(fenceKey{}).(int64)
 	return f, ok
 }

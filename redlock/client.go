@@ -188,8 +188,11 @@ func (detached) Done()   {}
 
 // begin registers a call that takes something new (op on key), so that Close waits for it; every goroutine the
 // Client starts is counted while a call is registered, which keeps the count above zero whenever it grows. end
-// undoes begin. After Close, it returns the ErrClosed error.
-func (c *Client) begin(op, key string) error {
+// undoes begin. It returns an error matching ErrInvalid for a nil ctx, and, after Close, the ErrClosed error.
+func (c *Client) begin(ctx context.Context, op, key string) error {
+	if ctx == nil {
+		return errs.NilContext("redlock", op, key)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -253,7 +256,7 @@ func (c *Client) TryObtain(ctx context.Context, key string, ttl time.Duration, o
 	const op = "try obtain"
 	ctx, call := c.start(ctx, op, key)
 	defer func() { call.End(observe.Fence(l), err) }()
-	if err := c.begin(op, key); err != nil {
+	if err := c.begin(ctx, op, key); err != nil {
 		return nil, err
 	}
 	defer c.end()
@@ -270,9 +273,13 @@ func (c *Client) TryObtain(ctx context.Context, key string, ttl time.Duration, o
 }
 
 // start begins the call op on key for the observer (see keyward.CallObserver): the call runs on the context it
-// returns, and ends with the Call's End.
+// returns, and ends with the Call's End. A nil ctx stays nil, whatever the observer, so that begin refuses it.
 func (c *Client) start(ctx context.Context, op, key string) (context.Context, observe.Call) {
-	return observe.Start(ctx, c.observer, "redlock", op, c.opts.Prefix, key)
+	octx, call := observe.Start(ctx, c.observer, "redlock", op, c.opts.Prefix, key)
+	if ctx == nil {
+		return nil, call
+	}
+	return octx, call
 }
 
 // attempt is one caller's attempt to take a lock: TryObtain's single try, or Obtain's tries.

@@ -97,6 +97,9 @@ func (l *Lock) Err() error { return l.lease.Err() }
 // to the node timeout; when some do not answer, it is a lower bound. A lock held on too few nodes for a majority
 // is lost: the error matches ErrLost. When too few nodes answer to tell, the error matches ErrQuorum.
 func (l *Lock) TTL(ctx context.Context) (time.Duration, error) {
+	if ctx == nil {
+		return 0, errs.NilContext("redlock", "ttl", l.key)
+	}
 	if err := l.lease.Check(); err != nil {
 		return 0, l.wrap(err)
 	}
@@ -155,6 +158,9 @@ func (l *Lock) TTL(ctx context.Context) (time.Duration, error) {
 //
 // Nodes on which the lock expired are not taken again: the lock lives on the majority that still holds it.
 func (l *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
+	if ctx == nil {
+		return errs.NilContext("redlock", "refresh", l.key)
+	}
 	return l.wrap(l.lease.Refresh(ctx, ttl.Truncate(time.Millisecond)))
 }
 
@@ -168,6 +174,9 @@ func (l *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
 // error (ErrQuorum: too few answers) the outcome is unknown; Release may be called again, and then reports
 // ErrNotHeld if the first call did reach a majority.
 func (l *Lock) Release(ctx context.Context) error {
+	if ctx == nil {
+		return errs.NilContext("redlock", "release", l.key)
+	}
 	return l.wrap(l.lease.Release(ctx))
 }
 

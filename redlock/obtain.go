@@ -57,7 +57,7 @@ func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opts
 	const op = "obtain"
 	ctx, call := c.start(ctx, op, key)
 	defer func() { call.End(observe.Fence(l), err) }()
-	if err := c.begin(op, key); err != nil {
+	if err := c.begin(ctx, op, key); err != nil {
 		return nil, err
 	}
 	defer c.end()

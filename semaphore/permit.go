@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/errs"
 	"github.com/keyward/keyward/internal/lease"
 )
 
@@ -46,6 +47,9 @@ func (p *Permit) Err() error { return p.lease.Err() }
 // lost: the error matches ErrLost. When ctx ends first, the error matches ctx's error and its cause. Any other
 // error leaves the permit held until its current deadline. It works after the Semaphore's Close too.
 func (p *Permit) Refresh(ctx context.Context, ttl time.Duration) error {
+	if ctx == nil {
+		return errs.NilContext("semaphore", "refresh", p.s.name)
+	}
 	return p.wrap(ctx, "refresh", p.lease.Refresh(ctx, ttl.Truncate(time.Millisecond)))
 }
 
@@ -60,6 +64,9 @@ func (p *Permit) Refresh(ctx context.Context, ttl time.Duration) error {
 // ctx ended) the outcome is unknown; Release may be called again, and then reports ErrNotHeld if the first call did
 // reach the server.
 func (p *Permit) Release(ctx context.Context) error {
+	if ctx == nil {
+		return errs.NilContext("semaphore", "release", p.s.name)
+	}
 	err := p.wrap(ctx, "release", p.lease.Release(ctx))
 	// One Released event for the release that settled it (and one for each attempt whose outcome is unknown).
 	settled := err == nil || errors.Is(err, keyward.ErrNotHeld)

@@ -203,9 +203,13 @@ func (s *Semaphore) TryAcquire(ctx context.Context, ttl time.Duration, opts ...A
 }
 
 // start begins the call op for the observer (see keyward.CallObserver): the call runs on the context it returns,
-// and ends with the Call's End.
+// and ends with the Call's End. A nil ctx stays nil, whatever the observer, so that newAttempt refuses it.
 func (s *Semaphore) start(ctx context.Context, op string) (context.Context, observe.Call) {
-	return observe.Start(ctx, s.observer, "semaphore", op, "", s.name)
+	octx, call := observe.Start(ctx, s.observer, "semaphore", op, "", s.name)
+	if ctx == nil {
+		return nil, call
+	}
+	return octx, call
 }
 
 // attempt is one caller's attempt to take a permit, with the value it will store.
@@ -216,7 +220,8 @@ type attempt struct {
 	autoRefresh bool
 }
 
-// newAttempt checks an acquisition (op) before anything is sent: its ttl, the Semaphore not closed, ctx not ended.
+// newAttempt checks an acquisition (op) before anything is sent: ctx not nil, its ttl, the Semaphore not closed, ctx
+// not ended.
 func (s *Semaphore) newAttempt(ctx context.Context, op string, ttl time.Duration, autoRefresh bool) (*attempt, error) {
 	ttl, err := s.opts.Check(ctx, "semaphore", op, s.name, ttl, s.isClosed)
 	if err != nil {

@@ -13,8 +13,13 @@ import (
 
 // Context returns the error of an operation (op, e.g. "obtain") of package pkg (e.g. "lock") on key that stopped
 // because ctx ended: it matches ctx.Err() (context.Canceled or context.DeadlineExceeded) and context.Cause(ctx)
-// when a cause was set, and names the key. It returns nil while ctx has not ended.
+// when a cause was set, and names the key. It returns nil while ctx has not ended. A nil ctx is not a context
+// that ended but an invalid argument: Context returns NilContext's error for it, so every call that checks its
+// ctx here refuses a nil one instead of panicking.
 func Context(ctx context.Context, pkg, op, key string) error {
+	if ctx == nil {
+		return NilContext(pkg, op, key)
+	}
 	err := ctx.Err()
 	if err == nil {
 		return nil
@@ -42,7 +47,14 @@ func (e *ctxError) Unwrap() []error {
 	return []error{e.err, e.cause}
 }
 
-// IsContext reports whether err is an error of Context.
+// NilContext returns the error of an operation (op) of package pkg on key that was given a nil ctx:
+// `<pkg> "<key>": <op>: keyward: invalid argument: nil ctx`, matching keyward.ErrInvalid. A public method checks
+// `ctx == nil` first and returns it, before it uses ctx or changes anything.
+func NilContext(pkg, op, key string) error {
+	return fmt.Errorf("%s %q: %s: %w: nil ctx", pkg, key, op, keyward.ErrInvalid)
+}
+
+// IsContext reports whether err is an error of Context for a ctx that ended (not NilContext's).
 func IsContext(err error) bool {
 	var ce *ctxError
 	return errors.As(err, &ce)

@@ -53,3 +53,15 @@ func TestClosedMatchesErrClosed(t *testing.T) {
 		t.Error("IsContext(Closed) = true")
 	}
 }
+
+func TestANilContextIsAnInvalidArgument(t *testing.T) {
+	var nilCtx context.Context
+	for _, err := range []error{errs.Context(nilCtx, "lock", "obtain", "job"), errs.NilContext("lock", "obtain", "job")} {
+		if !errors.Is(err, keyward.ErrInvalid) || err.Error() != `lock "job": obtain: keyward: invalid argument: nil ctx` {
+			t.Errorf("got %v", err)
+		}
+		if errs.IsContext(err) {
+			t.Errorf("IsContext(%v) = true", err)
+		}
+	}
+}

@@ -79,10 +79,14 @@ func (s Settings) TTL(ttl time.Duration) (time.Duration, error) {
 	return ttl.Truncate(time.Millisecond), nil
 }
 
-// Check checks a call (op, e.g. "obtain") of package pkg on key before anything is sent, in this order: its ttl
-// (TTL; the error names pkg and key), that the caller is not closed (closed may be nil: not checked here; the
-// error matches keyward.ErrClosed), and that ctx has not ended (errs.Context). It returns the ttl TTL returns.
+// Check checks a call (op, e.g. "obtain") of package pkg on key before anything is sent, in this order: that ctx
+// is not nil (errs.NilContext, matching keyward.ErrInvalid), its ttl (TTL; the error names pkg and key), that the
+// caller is not closed (closed may be nil: not checked here; the error matches keyward.ErrClosed), and that ctx
+// has not ended (errs.Context). It returns the ttl TTL returns.
 func (s Settings) Check(ctx context.Context, pkg, op, key string, ttl time.Duration, closed func() bool) (time.Duration, error) {
+	if ctx == nil {
+		return 0, errs.NilContext(pkg, op, key)
+	}
 	ttl, err := s.TTL(ttl)
 	if err != nil {
 		return 0, fmt.Errorf("%s %q: %w", pkg, key, err)

@@ -35,4 +35,9 @@ func TestCheck(t *testing.T) {
 	if _, err := s.Check(context.Background(), "redlock", "obtain", "k", time.Second, nil); err != nil {
 		t.Errorf("no closed check: %v", err)
 	}
+	var nilCtx context.Context
+	if _, err := s.Check(nilCtx, "lock", "try obtain", "k", 0, shut); !errors.Is(err, keyward.ErrInvalid) ||
+		err.Error() != `lock "k": try obtain: keyward: invalid argument: nil ctx` {
+		t.Errorf("nil ctx: %v; want ErrInvalid for the nil ctx, before the ttl and closed checks", err)
+	}
 }
