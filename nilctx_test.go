@@ -22,6 +22,7 @@ import (
 	"github.com/keyward/keyward/internal/redistest"
 	"github.com/keyward/keyward/keyspace"
 	"github.com/keyward/keyward/lock"
+	"github.com/keyward/keyward/ratelimit"
 	"github.com/keyward/keyward/redlock"
 	"github.com/keyward/keyward/semaphore"
 )
@@ -45,6 +46,7 @@ func nilCtxCalls(t *testing.T, clients []redis.UniversalClient, o keyward.Observ
 		semOpts     []semaphore.Option
 		electOpts   = []election.Option{election.WithRedis(clients[0])}
 		watchOpts   []keyspace.Option
+		rateOpts    []ratelimit.Option
 	)
 	if o != nil {
 		lockOpts = append(lockOpts, lock.WithObserver(o))
@@ -52,6 +54,7 @@ func nilCtxCalls(t *testing.T, clients []redis.UniversalClient, o keyward.Observ
 		semOpts = append(semOpts, semaphore.WithObserver(o))
 		electOpts = append(electOpts, election.WithObserver(o))
 		watchOpts = append(watchOpts, keyspace.WithObserver(o))
+		rateOpts = append(rateOpts, ratelimit.WithObserver(o))
 	}
 	locks, err := lock.New(clients[0], lockOpts...)
 	require.NoError(t, err)
@@ -83,6 +86,16 @@ func nilCtxCalls(t *testing.T, clients []redis.UniversalClient, o keyward.Observ
 	w, err := watcher.Watch(ctx, "held")
 	require.NoError(t, err)
 	t.Cleanup(w.Close)
+	lim, err := ratelimit.New(clients[3], "rate", ratelimit.Every(time.Hour, 2), rateOpts...)
+	require.NoError(t, err)
+	reserved, err := lim.Reserve(ctx, 1)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		// The nil-ctx calls took nothing: one token of the burst of 2 is still there.
+		res, err := lim.Allow(ctx)
+		assert.NoError(t, err)
+		assert.Equal(t, 1, res.Allowed, "the rate limiter gave out nothing to a nil ctx")
+	})
 
 	fn := func(context.Context) error { return errors.New("fn ran") }
 	leader := func(ctx context.Context) error { _, err := elect.Leader(ctx); return err }
@@ -129,6 +142,12 @@ func nilCtxCalls(t *testing.T, clients []redis.UniversalClient, o keyward.Observ
 			return err
 		}},
 		{"keyspace.Watch.Wait", func(ctx context.Context) error { _, err := w.Wait(ctx); return err }},
+		{"ratelimit.Limiter.Allow", func(ctx context.Context) error { _, err := lim.Allow(ctx); return err }},
+		{"ratelimit.Limiter.AllowN", func(ctx context.Context) error { _, err := lim.AllowN(ctx, 1); return err }},
+		{"ratelimit.Limiter.Reserve", func(ctx context.Context) error { _, err := lim.Reserve(ctx, 1); return err }},
+		{"ratelimit.Limiter.Wait", lim.Wait},
+		{"ratelimit.Limiter.WaitN", func(ctx context.Context) error { return lim.WaitN(ctx, 1) }},
+		{"ratelimit.Reservation.Cancel", func(ctx context.Context) error { _, err := reserved.Cancel(ctx); return err }},
 	}
 }
 

@@ -50,7 +50,7 @@ const campaignOp = "campaign"
 // campaign is Campaign with the parent of the leadership's context: Run's ctx, so that a leader's fn stops when
 // Run's ctx ends; Campaign's ctx without its cancellation, so that the leadership outlives the wait.
 func (e *Election) campaign(ctx, parent context.Context) (lead *Leadership, err error) {
-	callCtx, call := observe.Start(ctx, e.observer, "election", campaignOp, "", e.name)
+	ctx, call := observe.Start(ctx, e.observer, "election", campaignOp, "", e.name)
 	defer func() {
 		var term int64
 		if lead != nil {
@@ -58,10 +58,9 @@ func (e *Election) campaign(ctx, parent context.Context) (lead *Leadership, err 
 		}
 		call.End(term, err)
 	}()
-	if ctx == nil {
+	if ctx == nil { // observe.Start keeps a nil ctx nil
 		return nil, errs.NilContext("election", campaignOp, e.name)
 	}
-	ctx = callCtx
 	start := time.Now()
 	var backoff retry.Backoff
 	// again reports err, which may pass, and waits a backoff; a non-nil result ends the campaign.

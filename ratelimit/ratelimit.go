@@ -224,7 +224,7 @@ func (l *Limiter) WaitN(ctx context.Context, n int) (err error) {
 func (l *Limiter) take(ctx context.Context, op string, n int, maxWait int64) (Limit, script.RateAnswer, time.Time, error) {
 	lim := l.Limit()
 	if ctx == nil {
-		return lim, script.RateAnswer{}, time.Time{}, fmt.Errorf("ratelimit %q: %s: %w: nil ctx", l.name, op, keyward.ErrInvalid)
+		return lim, script.RateAnswer{}, time.Time{}, errs.NilContext("ratelimit", op, l.name)
 	}
 	if n < 1 {
 		return lim, script.RateAnswer{}, time.Time{}, fmt.Errorf("ratelimit %q: %s: %w: n %d is below 1", l.name, op, keyward.ErrInvalid, n)

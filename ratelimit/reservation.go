@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/errs"
 	"github.com/keyward/keyward/internal/script"
 )
@@ -52,7 +51,7 @@ func (r *Reservation) Cancel(ctx context.Context) (bool, error) {
 	const op = "cancel"
 	l := r.l
 	if ctx == nil {
-		return false, fmt.Errorf("ratelimit %q: %s: %w: nil ctx", l.name, op, keyward.ErrInvalid)
+		return false, errs.NilContext("ratelimit", op, l.name)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

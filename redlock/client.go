@@ -275,11 +275,7 @@ func (c *Client) TryObtain(ctx context.Context, key string, ttl time.Duration, o
 // start begins the call op on key for the observer (see keyward.CallObserver): the call runs on the context it
 // returns, and ends with the Call's End. A nil ctx stays nil, whatever the observer, so that begin refuses it.
 func (c *Client) start(ctx context.Context, op, key string) (context.Context, observe.Call) {
-	octx, call := observe.Start(ctx, c.observer, "redlock", op, c.opts.Prefix, key)
-	if ctx == nil {
-		return nil, call
-	}
-	return octx, call
+	return observe.Start(ctx, c.observer, "redlock", op, c.opts.Prefix, key)
 }
 
 // attempt is one caller's attempt to take a lock: TryObtain's single try, or Obtain's tries.

@@ -205,11 +205,7 @@ func (s *Semaphore) TryAcquire(ctx context.Context, ttl time.Duration, opts ...A
 // start begins the call op for the observer (see keyward.CallObserver): the call runs on the context it returns,
 // and ends with the Call's End. A nil ctx stays nil, whatever the observer, so that newAttempt refuses it.
 func (s *Semaphore) start(ctx context.Context, op string) (context.Context, observe.Call) {
-	octx, call := observe.Start(ctx, s.observer, "semaphore", op, "", s.name)
-	if ctx == nil {
-		return nil, call
-	}
-	return octx, call
+	return observe.Start(ctx, s.observer, "semaphore", op, "", s.name)
 }
 
 // attempt is one caller's attempt to take a permit, with the value it will store.
