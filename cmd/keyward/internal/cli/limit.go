@@ -56,15 +56,12 @@ Exit status:
 `
 
 type limitFlags struct {
-	conn     connFlags
-	rate     string
-	burst    int
-	wait     time.Duration
-	waitFlag *durationValue
-	noWait   bool
-	grace    time.Duration
-	conflict int
-	verbose  bool
+	waitFlags
+	conn    connFlags
+	rate    string
+	burst   int
+	grace   time.Duration
+	verbose bool
 }
 
 func limitCommand(ctx context.Context, env Env, args []string) error {
@@ -73,13 +70,9 @@ func limitCommand(ctx context.Context, env Env, args []string) error {
 	f.conn.register(fs)
 	fs.StringVar(&f.rate, "rate", "", "")
 	fs.IntVar(&f.burst, "burst", 0, "")
-	f.waitFlag = newDuration(fs, &f.wait, "wait", "")
-	fs.BoolVar(&f.noWait, "no-wait", false, "")
-	fs.BoolVar(&f.noWait, "n", false, "")
+	f.waitFlags.register(fs)
 	f.grace = 5 * time.Second
 	newDuration(fs, &f.grace, "grace", "")
-	fs.IntVar(&f.conflict, "conflict-exit-code", ExitNotObtained, "")
-	fs.IntVar(&f.conflict, "E", ExitNotObtained, "")
 	fs.BoolVar(&f.verbose, "verbose", false, "")
 	fs.BoolVar(&f.verbose, "v", false, "")
 	pos, err := parse(fs, args, 1)
@@ -93,14 +86,8 @@ func limitCommand(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	switch {
-	case f.noWait && f.waitFlag.set && f.wait > 0:
-		return usagef("--no-wait and --wait D exclude each other")
-	case f.conflict < 0 || f.conflict > 255:
-		return usagef("--conflict-exit-code %d: want 0 to 255", f.conflict)
-	}
-	if f.waitFlag.set && f.wait == 0 {
-		f.noWait = true
+	if err := f.waitFlags.check(); err != nil {
+		return err
 	}
 	return f.run(ctx, env, limit, pos[0], pos[1:])
 }

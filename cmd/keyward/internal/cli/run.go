@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -66,21 +67,45 @@ var errWaitExpired = errors.New("not obtained within --wait")
 
 type runFlags struct {
 	lockFlags
+	waitFlags
+}
+
+// waitFlags are the flags of a command that waits for its turn (run, limit): --wait, --no-wait and the exit
+// status when the turn did not come.
+type waitFlags struct {
 	wait     time.Duration
 	waitFlag *durationValue
 	noWait   bool
 	conflict int
 }
 
-func runCommand(ctx context.Context, env Env, args []string) error {
-	var f runFlags
-	fs := newFlagSet("run")
-	f.register(fs)
+func (f *waitFlags) register(fs *flag.FlagSet) {
 	f.waitFlag = newDuration(fs, &f.wait, "wait", "")
 	fs.BoolVar(&f.noWait, "no-wait", false, "")
 	fs.BoolVar(&f.noWait, "n", false, "")
 	fs.IntVar(&f.conflict, "conflict-exit-code", ExitNotObtained, "")
 	fs.IntVar(&f.conflict, "E", ExitNotObtained, "")
+}
+
+// check refuses flags that exclude each other or are out of range, and makes --wait 0 --no-wait.
+func (f *waitFlags) check() error {
+	switch {
+	case f.noWait && f.waitFlag.set && f.wait > 0:
+		return usagef("--no-wait and --wait D exclude each other")
+	case f.conflict < 0 || f.conflict > 255:
+		return usagef("--conflict-exit-code %d: want 0 to 255", f.conflict)
+	}
+	if f.waitFlag.set && f.wait == 0 {
+		f.noWait = true
+	}
+	return nil
+}
+
+func runCommand(ctx context.Context, env Env, args []string) error {
+	var f runFlags
+	fs := newFlagSet("run")
+	f.lockFlags.register(fs)
+	f.waitFlags.register(fs)
 	pos, err := parse(fs, args, 1)
 	if done, err := help(env, runUsage, err); done || err != nil {
 		return err
@@ -88,17 +113,11 @@ func runCommand(ctx context.Context, env Env, args []string) error {
 	if err := checkCommand(pos, "KEY", "keyward run [flags] KEY -- COMMAND [ARGS]"); err != nil {
 		return err
 	}
-	switch {
-	case f.noWait && f.waitFlag.set && f.wait > 0:
-		return usagef("--no-wait and --wait D exclude each other")
-	case f.conflict < 0 || f.conflict > 255:
-		return usagef("--conflict-exit-code %d: want 0 to 255", f.conflict)
+	if err := f.waitFlags.check(); err != nil {
+		return err
 	}
 	if err := f.checkTTL(); err != nil {
 		return err
-	}
-	if f.waitFlag.set && f.wait == 0 {
-		f.noWait = true
 	}
 	return f.run(ctx, env, pos[0], pos[1:])
 }
