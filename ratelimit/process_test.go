@@ -2,16 +2,13 @@ package ratelimit_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -87,24 +84,6 @@ func TestHelperProcess(t *testing.T) {
 	fmt.Fprintf(out, "calls %d %d\n", counted.commands.Load(), counted.scripts.Load())
 }
 
-// child starts the test binary as a child process with role, and returns its stdout, read line by line.
-func child(t *testing.T, srv *redistest.Server, role string) (*exec.Cmd, *bufio.Scanner, *bytes.Buffer) {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1", "-test.v=false")
-	cmd.Env = append(os.Environ(), helperRole+"="+role, helperAddr+"="+srv.Addr())
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stdout, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	return cmd, bufio.NewScanner(stdout), &stderr
-}
-
 // excess returns, over the admissions sorted by their time, the most tokens let through in a window [at_i, at_j]
 // beyond what its length allows at one per interval: max over i ≤ j of (tokens of i..j) − (at_j − at_i) /
 // interval. The limit's bound is that it never exceeds the burst.
@@ -154,7 +133,7 @@ func TestProcesses(t *testing.T) {
 	results := make([]result, processes)
 	var wg sync.WaitGroup
 	for i := range processes {
-		cmd, lines, stderr := child(t, srv, "waiters")
+		cmd, lines, stderr := redistest.Child(t, helperRole+"=waiters", helperAddr+"="+srv.Addr())
 		wg.Go(func() {
 			r := &results[i]
 			for lines.Scan() {

@@ -2,17 +2,14 @@ package semaphore_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -106,24 +103,6 @@ func TestHelperProcess(t *testing.T) {
 	}
 }
 
-// child starts the test binary as a child process with role, and returns its stdout, read line by line.
-func child(t *testing.T, srv *redistest.Server, role string, limit int) (*exec.Cmd, *bufio.Scanner, *bytes.Buffer) {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1", "-test.v=false")
-	cmd.Env = append(os.Environ(), helperRole+"="+role, helperAddr+"="+srv.Addr(), helperLimit+"="+strconv.Itoa(limit))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stdout, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	return cmd, bufio.NewScanner(stdout), &stderr
-}
-
 // span is one holder's interval on CLOCK_MONOTONIC: from Acquire returning to Release being called.
 type span struct{ start, end int64 }
 
@@ -184,7 +163,7 @@ func TestProcesses(t *testing.T) {
 	results := make([]result, processes)
 	var wg sync.WaitGroup
 	for i := range processes {
-		cmd, lines, stderr := child(t, srv, "holders", processLimit)
+		cmd, lines, stderr := redistest.Child(t, helperRole+"=holders", helperAddr+"="+srv.Addr(), helperLimit+"="+strconv.Itoa(processLimit))
 		wg.Go(func() {
 			r := &results[i]
 			for lines.Scan() {
@@ -223,7 +202,7 @@ func TestProcesses(t *testing.T) {
 func TestCrashedProcess(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := srv.Client(t)
-	cmd, lines, stderr := child(t, srv, "crash", 1)
+	cmd, lines, stderr := redistest.Child(t, helperRole+"=crash", helperAddr+"="+srv.Addr(), helperLimit+"=1")
 	require.True(t, lines.Scan(), "the child says it holds the permit: %s", stderr)
 	require.Equal(t, "held", lines.Text())
 	held := holders(t, rdb, "shared")

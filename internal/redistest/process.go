@@ -1,10 +1,15 @@
 package redistest
 
 import (
+	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"sync"
+	"syscall"
+	"testing"
 )
 
 // StartProcesses starts n independent redis-servers for a program that is not a test (the benchmark program),
@@ -50,4 +55,28 @@ func StartProcesses(dir string, n int, opts ...Option) ([]*Server, error) {
 // stopped server does nothing.
 func (s *Server) Stop() error {
 	return s.stop()
+}
+
+// Child starts the running test binary again as a child process that runs only TestHelperProcess, with env
+// (KEY=VALUE) added to its environment, and returns it with its stdout, read line by line, and its stderr. The
+// child is killed by the kernel should the test binary die, and at the end of the test.
+func Child(t testing.TB, env ...string) (*exec.Cmd, *bufio.Scanner, *bytes.Buffer) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1", "-test.v=false")
+	cmd.Env = append(os.Environ(), env...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatalf("redistest: Child: %v", err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("redistest: Child: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	return cmd, bufio.NewScanner(stdout), &stderr
 }
