@@ -449,19 +449,7 @@ func (g *goroutine) attempt(ctx context.Context, seq int) *Record {
 		r.LostFired = true
 	default:
 	}
-	switch {
-	case err == nil:
-		r.Release = Released
-	case errors.Is(err, keyward.ErrLost):
-		r.Release = ReleaseLost
-	case errors.Is(err, keyward.ErrNotHeld):
-		r.Release = ReleaseNotHeld
-	default:
-		r.Release = ReleaseFailed
-	}
-	if err != nil {
-		r.RelErr = err.Error()
-	}
+	r.settleRelease(err)
 	return r
 }
 
@@ -540,18 +528,9 @@ func (g *goroutine) attemptDo(ctx context.Context, seq int) *Record {
 		g.failed(ctx, r, octx, err)
 		return r
 	}
-	switch {
-	case err == nil:
-		r.Release = Released
-	case errors.Is(err, keyward.ErrLost):
-		r.Release, r.LostFired = ReleaseLost, true
-	case errors.Is(err, keyward.ErrNotHeld):
-		r.Release = ReleaseNotHeld
-	default:
-		r.Release = ReleaseFailed
-	}
-	if err != nil {
-		r.RelErr = err.Error()
+	r.settleRelease(err)
+	if errors.Is(err, keyward.ErrLost) {
+		r.LostFired = true // Do has no Lost channel to read: its ErrLost is the loss told
 	}
 	return r
 }
@@ -639,5 +618,22 @@ func sleep(ctx context.Context, d time.Duration) {
 	select {
 	case <-t.C:
 	case <-ctx.Done():
+	}
+}
+
+// settleRelease records in r the outcome of a release that returned err.
+func (r *Record) settleRelease(err error) {
+	switch {
+	case err == nil:
+		r.Release = Released
+	case errors.Is(err, keyward.ErrLost):
+		r.Release = ReleaseLost
+	case errors.Is(err, keyward.ErrNotHeld):
+		r.Release = ReleaseNotHeld
+	default:
+		r.Release = ReleaseFailed
+	}
+	if err != nil {
+		r.RelErr = err.Error()
 	}
 }
