@@ -29,6 +29,7 @@ func around(t *testing.T, srv *redistest.Server, goroutines int, take func(ctx c
 	var adms []admission
 	var stop atomic.Bool
 	var failed atomic.Int64
+	more := make(chan struct{}, 1) // an admission was recorded
 	var wg sync.WaitGroup
 	for range goroutines {
 		wg.Go(func() {
@@ -48,6 +49,10 @@ func around(t *testing.T, srv *redistest.Server, goroutines int, take func(ctx c
 				mu.Lock()
 				adms = append(adms, a)
 				mu.Unlock()
+				select {
+				case more <- struct{}{}:
+				default:
+				}
 			}
 		})
 	}
@@ -56,16 +61,25 @@ func around(t *testing.T, srv *redistest.Server, goroutines int, take func(ctx c
 		defer mu.Unlock()
 		return len(adms)
 	}
-	for count() < 20 {
-		time.Sleep(5 * time.Millisecond)
+	// reach waits until n admissions were recorded.
+	reach := func(n int) {
+		t.Helper()
+		deadline := time.After(30 * time.Second)
+		for count() < n {
+			select {
+			case <-more:
+			case <-deadline:
+				stop.Store(true)
+				t.Fatalf("%d admissions after 30 s, want %d", count(), n)
+			}
+		}
 	}
+	reach(20)
 	before := count()
 	start := time.Now()
 	srv.Restart(t)
 	restarted := time.Since(start)
-	for count() < before+20 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	reach(before + 20)
 	stop.Store(true)
 	wg.Wait()
 	t.Logf("%d admissions, %d before the restart (which took %v), %d failed calls", len(adms), before,
