@@ -172,13 +172,16 @@ func TestPubSubKilledMidWait(t *testing.T) {
 	waiterRdb.AddHook(hook)
 	waiter := newClient(t, waiterRdb)
 	closeClient(t, waiter)
+	released := make(chan struct{})
 	go func() {
+		defer close(released)
 		<-subscribed
 		assert.NoError(t, rdb.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err())
 		assert.NoError(t, held.Release(ctx)) // the release message may be lost with the connection
 	}()
 	l, err := waiter.Obtain(ctx, "job", time.Minute)
 	require.NoError(t, err, "the reconnect woke the waiter")
+	<-released // the waiter may be woken before Release has its answer: the test's ctx must outlive it
 	require.NoError(t, l.Release(ctx))
 }
 

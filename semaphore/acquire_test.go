@@ -232,13 +232,16 @@ func TestPubSubKilledMidWait(t *testing.T) {
 	require.NoError(t, err)
 	hook, subscribed := waiting(2)
 	waiterRdb.AddHook(hook)
+	released := make(chan struct{})
 	go func() {
+		defer close(released)
 		<-subscribed
 		assert.NoError(t, rdb.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err())
 		assert.NoError(t, held.Release(ctx)) // the reservation message may be lost with the connection
 	}()
 	p, err := newSem(t, waiterRdb, "pool", 1).Acquire(ctx, time.Minute)
 	require.NoError(t, err, "the reconnect woke the waiter, which claimed its place")
+	<-released // the waiter may be woken before Release has its answer: the test's ctx must outlive it
 	require.NoError(t, p.Release(ctx))
 }
 
@@ -259,7 +262,9 @@ func TestAnotherUserClosedUnderAWaiter(t *testing.T) {
 	otherSem := newSem(t, waiterRdb, "other", 1)
 	hook, subscribed := waiting(2)
 	waiterRdb.AddHook(hook)
+	released := make(chan struct{})
 	go func() {
+		defer close(released)
 		<-subscribed
 		assert.NoError(t, w.Close())
 		assert.NoError(t, otherSem.Close())
@@ -267,6 +272,7 @@ func TestAnotherUserClosedUnderAWaiter(t *testing.T) {
 	}()
 	p, err := newSem(t, waiterRdb, "pool", 1).Acquire(ctx, time.Minute)
 	require.NoError(t, err, "woken by the release, not the one-minute timer")
+	<-released // the waiter may be woken before Release has its answer: the test's ctx must outlive it
 	require.NoError(t, p.Release(ctx))
 	require.NoError(t, other.Release(ctx))
 }
